@@ -1,0 +1,5 @@
+//! XML for XMPP streams: an owned element tree ([`Element`]) and its
+//! serializer.
+mod element;
+
+pub use element::{Attr, Element, Node};

@@ -1,0 +1,1 @@
+//! Deterministic simulation of many vomesh sites on a modelled WAN.

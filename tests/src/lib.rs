@@ -1,0 +1,1 @@
+//! Support code for vomesh's cross-crate tests (in `tests/tests/`).
