@@ -1,0 +1,850 @@
+//! The incremental XMPP stream parser (RFC 6120 §4, §11).
+//!
+//! A client's stream is one long XML document: a `<stream:stream>` header,
+//! then top-level elements (stanzas, `<starttls/>`, SASL exchanges), then
+//! `</stream:stream>`. [`StreamParser`] is fed the bytes read from the
+//! socket, in whatever fragments they arrive, and produces [`StreamEvent`]s:
+//! the header, each complete top-level element as an [`Element`] tree with
+//! its namespaces resolved, and the end of the stream. It does no I/O.
+//!
+//! # How it is incremental
+//! quick-xml tokenizes complete input only, so the parser first finds token
+//! boundaries itself, with a small byte-level state machine
+//! ([`Tokenizer`]): text runs up to `<`, tags up to an unquoted `>`, CDATA
+//! up to `]]>`. Only once a whole token is buffered is it handed to
+//! quick-xml (tags, declarations) or unescaped (text). The tokenizer keeps
+//! its position and state between calls, so every byte is examined once
+//! however small the fragments are; the buffer keeps only the unfinished
+//! token, and what a completed token leaves behind came from the latest
+//! fragment, so compacting it is linear too. The cost of this design is that
+//! one token (a long text run or a tag with many attributes) is held whole
+//! before it is parsed; the stanza limit bounds it. Token delimiters are
+//! ASCII, which never occurs inside a multi-byte UTF-8 sequence, so a
+//! character split across reads is simply part of an unfinished token.
+//!
+//! # What is refused
+//! RFC 6120 §11.1 restricts XMPP to a subset of XML: no DTD, no comments,
+//! no processing instructions, no entity references beyond the five
+//! predefined ones (which is what makes entity-expansion bombs impossible).
+//! Every top-level element, the stream header included, is limited in size,
+//! depth and attributes per element ([`ParserLimits`]); elements are built
+//! with an explicit stack, never by recursion.
+
+use std::borrow::Cow;
+
+use quick_xml::Reader;
+use quick_xml::escape::{EscapeError, resolve_xml_entity, unescape_with};
+use quick_xml::events::{BytesStart, BytesText, Event};
+
+use super::element::{Attr, Element, XML_NS};
+
+/// The namespace reserved for namespace declarations (XML Namespaces §3);
+/// no prefix may be bound to it.
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+
+/// Bounds on what one peer may make the parser hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParserLimits {
+    /// Size of one top-level element (and of the stream header), from its
+    /// `<` to the end of its end tag.
+    pub stanza_bytes_max: usize,
+    /// Element nesting within a top-level element, which is depth 1.
+    pub depth_max: usize,
+    /// Attributes on one element, namespace declarations included.
+    pub attributes_max: usize,
+}
+
+/// The opening `<stream:stream>` tag (RFC 6120 §4.7). The parser checks
+/// only that the root element is named `stream`; its namespaces and
+/// attributes are for the session to judge (§4.9.3.10 `invalid-namespace`,
+/// §4.9.3.25 `unsupported-version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHeader {
+    pub prefix: Option<String>,
+    /// The namespace of the root element; `http://etherx.jabber.org/streams`
+    /// in a valid stream.
+    pub stream_ns: String,
+    /// The default namespace declared on the header (`jabber:client`,
+    /// `jabber:server`), which the top-level elements inherit.
+    pub content_ns: Option<String>,
+    pub to: Option<String>,
+    pub from: Option<String>,
+    pub version: Option<String>,
+    /// `xml:lang`.
+    pub lang: Option<String>,
+    pub id: Option<String>,
+}
+
+/// What the parser produces, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    Header(StreamHeader),
+    /// A complete top-level element: a stanza or a stream-level element
+    /// such as `<starttls/>` or `<stream:error/>`.
+    Stanza(Element),
+    /// `</stream:stream>` (or a self-closed header).
+    End,
+}
+
+/// Why the stream cannot go on. Each maps to a stream error condition
+/// ([`ParseError::condition`]); after one, the parser refuses further input.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("not well-formed XML: {0}")]
+    NotWellFormed(String),
+    #[error("XML outside the subset XMPP allows (RFC 6120 §11.1): {0}")]
+    RestrictedXml(String),
+    #[error("a top-level element exceeds {limit} bytes")]
+    StanzaTooLarge { limit: usize },
+    #[error("elements nested deeper than {limit}")]
+    TooDeep { limit: usize },
+    #[error("an element has more than {limit} attributes")]
+    TooManyAttributes { limit: usize },
+    /// RFC 6120 §11.6: XMPP streams are UTF-8.
+    #[error("encoding {0:?} declared; only UTF-8 is supported")]
+    UnsupportedEncoding(String),
+    /// Well-formed XML that is not an XMPP stream: a root other than
+    /// `stream`, or character data between top-level elements.
+    #[error("not an XMPP stream: {0}")]
+    BadFormat(String),
+}
+
+impl ParseError {
+    /// The RFC 6120 §4.9.3 stream error condition to send before closing.
+    pub fn condition(&self) -> &'static str {
+        match self {
+            ParseError::NotWellFormed(_) => "not-well-formed",
+            ParseError::RestrictedXml(_) => "restricted-xml",
+            // §4.9.3.14: the entity violated a local service policy, such
+            // as a stanza size limit.
+            ParseError::StanzaTooLarge { .. }
+            | ParseError::TooDeep { .. }
+            | ParseError::TooManyAttributes { .. } => "policy-violation",
+            ParseError::UnsupportedEncoding(_) => "unsupported-encoding",
+            ParseError::BadFormat(_) => "bad-format",
+        }
+    }
+}
+
+fn not_well_formed(what: impl Into<String>) -> ParseError {
+    ParseError::NotWellFormed(what.into())
+}
+
+/// Turns the bytes of one XMPP stream into [`StreamEvent`]s.
+#[derive(Debug)]
+pub struct StreamParser {
+    tokenizer: Tokenizer,
+    tree: TreeBuilder,
+    /// Set by the first error; the stream is dead after it.
+    failed: Option<ParseError>,
+}
+
+impl StreamParser {
+    pub fn new(limits: ParserLimits) -> Self {
+        StreamParser {
+            tokenizer: Tokenizer::new(limits.stanza_bytes_max),
+            tree: TreeBuilder::new(limits),
+            failed: None,
+        }
+    }
+
+    /// Feeds bytes just read from the socket; appends every complete event
+    /// to `events`. On error, the events appended before the fault are
+    /// complete and valid; the caller sends the stream error
+    /// ([`ParseError::condition`]) and closes, and every later call returns
+    /// the same error.
+    pub fn push(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let result = self.process(data, events);
+        if let Err(error) = &result {
+            self.failed = Some(error.clone());
+            // Nothing of a broken stream is worth holding on to.
+            self.tokenizer = Tokenizer::new(self.tokenizer.stanza_bytes_max);
+            self.tree = TreeBuilder::new(self.tree.limits);
+        }
+        result
+    }
+
+    /// Forget everything: a new stream starts (after STARTTLS and after SASL
+    /// success, RFC 6120 §5.4.3.3, §6.4.6). Bytes pushed before the reset
+    /// and not yet parsed are dropped: the peer must not pipeline past the
+    /// point where the stream restarts.
+    pub fn reset(&mut self) {
+        self.tokenizer = Tokenizer::new(self.tokenizer.stanza_bytes_max);
+        self.tree = TreeBuilder::new(self.tree.limits);
+        self.failed = None;
+    }
+
+    fn process(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
+        self.tokenizer.buf.extend_from_slice(data);
+        loop {
+            let context = TokenContext {
+                stream_level: self.tree.open.is_empty(),
+                in_prolog: matches!(self.tree.phase, Phase::Prolog),
+                stream_open: matches!(self.tree.phase, Phase::Open { .. }),
+            };
+            let Some(kind) = self.tokenizer.next_token(context)? else {
+                break;
+            };
+            let bytes = self.tokenizer.take_token();
+            self.tree.handle(kind, bytes, events)?;
+            if self.tree.open.is_empty() {
+                self.tokenizer.unit_start = None;
+            }
+        }
+        self.tokenizer.compact();
+        Ok(())
+    }
+}
+
+/// What kind of token the tokenizer delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    Text,
+    /// A start, empty-element or end tag.
+    Tag,
+    /// `<?xml ...?>`; other processing instructions never get this far.
+    Declaration,
+    Cdata,
+}
+
+/// Where a token boundary search stands between two fragments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanState {
+    /// The next byte starts a token.
+    Idle,
+    Text,
+    /// Just after `<`.
+    Open,
+    /// Inside a tag; `quote` is the open attribute-value delimiter.
+    Tag { quote: Option<u8> },
+    /// Inside `<?xml`; `question` when the last byte was `?`.
+    Declaration { question: bool },
+    /// Matching `<![CDATA[`; `matched` bytes of it seen so far.
+    CdataOpen { matched: usize },
+    /// Inside a CDATA section; `brackets` trailing `]` seen (at most 2).
+    Cdata { brackets: u8 },
+}
+
+/// What the tokenizer needs to know about the document position.
+#[derive(Debug, Clone, Copy)]
+struct TokenContext {
+    /// No top-level element is open.
+    stream_level: bool,
+    /// The stream header has not been seen yet.
+    in_prolog: bool,
+    /// Between the header and `</stream:stream>`.
+    stream_open: bool,
+}
+
+const CDATA_OPEN: &[u8] = b"<![CDATA[";
+
+/// Finds token boundaries in the bytes received so far and enforces the
+/// size limit on each top-level unit while it is still arriving.
+#[derive(Debug)]
+struct Tokenizer {
+    stanza_bytes_max: usize,
+    /// Unconsumed input: the current token, scanned up to `scan_pos`.
+    buf: Vec<u8>,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    token_start: usize,
+    scan_pos: usize,
+    state: ScanState,
+    /// Stream offset of the `<` opening the current top-level unit (header,
+    /// top-level element, stream end tag), while one is in progress.
+    unit_start: Option<u64>,
+}
+
+impl Tokenizer {
+    fn new(stanza_bytes_max: usize) -> Self {
+        Tokenizer {
+            stanza_bytes_max,
+            buf: Vec::new(),
+            base: 0,
+            token_start: 0,
+            scan_pos: 0,
+            state: ScanState::Idle,
+            unit_start: None,
+        }
+    }
+
+    /// Scans on from where the last call stopped. Returns the kind of the
+    /// next complete token (`buf[token_start..scan_pos]`), or `None` when
+    /// more input is needed.
+    fn next_token(&mut self, context: TokenContext) -> Result<Option<TokenKind>, ParseError> {
+        while self.scan_pos < self.buf.len() {
+            let offset = self.base + self.scan_pos as u64;
+            if let Some(start) = self.unit_start
+                && offset - start >= self.stanza_bytes_max as u64
+            {
+                // The unit is unfinished and already holds the limit: the
+                // byte at hand would exceed it.
+                return Err(ParseError::StanzaTooLarge {
+                    limit: self.stanza_bytes_max,
+                });
+            }
+            let byte = self.buf[self.scan_pos];
+            match self.state {
+                ScanState::Idle if context.stream_level => match byte {
+                    // Whitespace between top-level elements (keepalives,
+                    // RFC 6120 §4.6.1) is dropped at once, never buffered.
+                    b' ' | b'\t' | b'\r' | b'\n' => self.token_start += 1,
+                    b'<' => {
+                        self.unit_start = Some(offset);
+                        self.state = ScanState::Open;
+                    }
+                    _ if context.stream_open => {
+                        return Err(ParseError::BadFormat(
+                            "character data between top-level elements".into(),
+                        ));
+                    }
+                    _ => return Err(not_well_formed("character data outside the root element")),
+                },
+                ScanState::Idle if byte == b'<' => self.state = ScanState::Open,
+                ScanState::Idle | ScanState::Text => {
+                    if byte == b'<' {
+                        // The `<` begins the next token.
+                        return Ok(Some(self.finish(TokenKind::Text)));
+                    }
+                    self.state = ScanState::Text;
+                }
+                ScanState::Open => match byte {
+                    b'?' if context.in_prolog && self.base + self.token_start as u64 == 0 => {
+                        self.state = ScanState::Declaration { question: false };
+                    }
+                    // XML 1.0 §2.8: the declaration may only open the
+                    // document; any other `<?` is a processing instruction.
+                    b'?' => return Err(ParseError::RestrictedXml("processing instruction".into())),
+                    b'!' => self.state = ScanState::CdataOpen { matched: 2 },
+                    b'<' => return Err(not_well_formed("'<' inside a tag")),
+                    _ => self.state = ScanState::Tag { quote: None },
+                },
+                ScanState::Tag { quote } => match (byte, quote) {
+                    // XML 1.0 §3.1: `<` may not appear in a tag, not even
+                    // in an attribute value.
+                    (b'<', _) => return Err(not_well_formed("'<' inside a tag")),
+                    (b'>', None) => {
+                        self.scan_pos += 1;
+                        return Ok(Some(self.finish(TokenKind::Tag)));
+                    }
+                    (b'"' | b'\'', None) => self.state = ScanState::Tag { quote: Some(byte) },
+                    (_, Some(open)) if byte == open => self.state = ScanState::Tag { quote: None },
+                    _ => {}
+                },
+                ScanState::Declaration { question } => {
+                    if question && byte == b'>' {
+                        self.scan_pos += 1;
+                        return Ok(Some(self.finish(TokenKind::Declaration)));
+                    }
+                    self.state = ScanState::Declaration {
+                        question: byte == b'?',
+                    };
+                }
+                ScanState::CdataOpen { matched } => {
+                    if byte != CDATA_OPEN[matched] {
+                        return Err(match (matched, byte) {
+                            (2, b'-') => ParseError::RestrictedXml("comment".into()),
+                            (2, _) => ParseError::RestrictedXml(
+                                "document type or markup declaration".into(),
+                            ),
+                            _ => not_well_formed("malformed CDATA section"),
+                        });
+                    }
+                    self.state = if matched + 1 == CDATA_OPEN.len() {
+                        ScanState::Cdata { brackets: 0 }
+                    } else {
+                        ScanState::CdataOpen {
+                            matched: matched + 1,
+                        }
+                    };
+                }
+                ScanState::Cdata { brackets } => {
+                    if brackets == 2 && byte == b'>' {
+                        self.scan_pos += 1;
+                        return Ok(Some(self.finish(TokenKind::Cdata)));
+                    }
+                    let brackets = if byte == b']' {
+                        (brackets + 1).min(2)
+                    } else {
+                        0
+                    };
+                    self.state = ScanState::Cdata { brackets };
+                }
+            }
+            self.scan_pos += 1;
+        }
+        Ok(None)
+    }
+
+    fn finish(&mut self, kind: TokenKind) -> TokenKind {
+        self.state = ScanState::Idle;
+        kind
+    }
+
+    /// The token `next_token` just delimited; the next one starts after it.
+    fn take_token(&mut self) -> &[u8] {
+        let token = &self.buf[self.token_start..self.scan_pos];
+        self.token_start = self.scan_pos;
+        token
+    }
+
+    /// Drops consumed bytes. Whenever a token completed during this push,
+    /// the remaining bytes arrived in this push, so the move is linear in
+    /// the input; when none completed, nothing is consumed and nothing moves.
+    fn compact(&mut self) {
+        if self.token_start > 0 {
+            self.buf.drain(..self.token_start);
+            self.base += self.token_start as u64;
+            self.scan_pos -= self.token_start;
+            self.token_start = 0;
+        }
+    }
+}
+
+/// Where the document stands.
+#[derive(Debug)]
+enum Phase {
+    /// Before the stream header.
+    Prolog,
+    /// Inside the stream root, whose qualified name the end tag must repeat.
+    Open { root_qname: String },
+    /// After `</stream:stream>`: only whitespace may follow.
+    Closed,
+}
+
+/// One namespace binding in scope; prefix `None` is the default namespace.
+#[derive(Debug)]
+struct Binding {
+    prefix: Option<String>,
+    uri: String,
+}
+
+/// A start tag with its names split and its namespace declarations applied.
+struct StartTag {
+    prefix: Option<String>,
+    name: String,
+    ns: String,
+    declared: Vec<(Option<String>, String)>,
+    attrs: Vec<Attr>,
+}
+
+/// Builds elements from tokens, resolving namespaces with an explicit stack.
+#[derive(Debug)]
+struct TreeBuilder {
+    limits: ParserLimits,
+    phase: Phase,
+    /// Bindings in scope, innermost last.
+    bindings: Vec<Binding>,
+    /// For the header and each open element, `bindings.len()` before its
+    /// declarations.
+    scope_marks: Vec<usize>,
+    /// The open elements of the current top-level element, outermost first.
+    open: Vec<Element>,
+}
+
+impl TreeBuilder {
+    fn new(limits: ParserLimits) -> Self {
+        TreeBuilder {
+            limits,
+            phase: Phase::Prolog,
+            bindings: Vec::new(),
+            scope_marks: Vec::new(),
+            open: Vec::new(),
+        }
+    }
+
+    fn handle(
+        &mut self,
+        kind: TokenKind,
+        bytes: &[u8],
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<(), ParseError> {
+        let token = std::str::from_utf8(bytes).map_err(|_| not_well_formed("invalid UTF-8"))?;
+        match kind {
+            TokenKind::Text => {
+                let text = BytesText::from_escaped(token)
+                    .xml10_content()
+                    .map_err(|e| not_well_formed(e.to_string()))?;
+                let text = unescape(&text)?;
+                self.push_text(&text)
+            }
+            TokenKind::Cdata => {
+                let content = &token[CDATA_OPEN.len()..token.len() - b"]]>".len()];
+                let text = BytesText::from_escaped(content)
+                    .xml10_content()
+                    .map_err(|e| not_well_formed(e.to_string()))?;
+                self.push_text(&text)
+            }
+            TokenKind::Declaration => check_declaration(token),
+            TokenKind::Tag => {
+                let mut reader = Reader::from_str(token);
+                let config = reader.config_mut();
+                // The reader sees one tag at a time; nesting is checked here.
+                config.allow_unmatched_ends = true;
+                config.check_end_names = false;
+                match reader.read_event() {
+                    Ok(Event::Start(tag)) => self.start(&tag, false, events),
+                    Ok(Event::Empty(tag)) => self.start(&tag, true, events),
+                    Ok(Event::End(tag)) => {
+                        let name = std::str::from_utf8(tag.name().into_inner())
+                            .map_err(|_| not_well_formed("invalid UTF-8"))?;
+                        self.end(name, events)
+                    }
+                    Ok(_) => Err(not_well_formed("malformed tag")),
+                    Err(error) => Err(not_well_formed(error.to_string())),
+                }
+            }
+        }
+    }
+
+    fn push_text(&mut self, text: &str) -> Result<(), ParseError> {
+        check_chars(text)?;
+        match self.open.last_mut() {
+            Some(parent) => {
+                parent.push_text(text);
+                Ok(())
+            }
+            // Only CDATA can get here: the tokenizer rejects stream-level
+            // character data itself.
+            None if matches!(self.phase, Phase::Open { .. }) => Err(ParseError::BadFormat(
+                "character data between top-level elements".into(),
+            )),
+            None => Err(not_well_formed("character data outside the root element")),
+        }
+    }
+
+    fn start(
+        &mut self,
+        tag: &BytesStart<'_>,
+        empty: bool,
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<(), ParseError> {
+        match self.phase {
+            Phase::Prolog => self.start_stream(tag, empty, events),
+            Phase::Closed => Err(not_well_formed("a second root element")),
+            Phase::Open { .. } => {
+                if self.open.len() >= self.limits.depth_max {
+                    return Err(ParseError::TooDeep {
+                        limit: self.limits.depth_max,
+                    });
+                }
+                let start = self.read_start(tag)?;
+                let element =
+                    Element::parsed(start.prefix, start.name, start.ns, start.declared, start.attrs);
+                self.open.push(element);
+                if empty {
+                    self.close_element(events);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn start_stream(
+        &mut self,
+        tag: &BytesStart<'_>,
+        empty: bool,
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<(), ParseError> {
+        let start = self.read_start(tag)?;
+        if start.name != "stream" {
+            return Err(ParseError::BadFormat(format!(
+                "root element <{}> is not <stream>",
+                start.name
+            )));
+        }
+        let unqualified = |name: &str| {
+            start
+                .attrs
+                .iter()
+                .find(|a| a.prefix.is_none() && a.name == name)
+                .map(|a| a.value.clone())
+        };
+        let header = StreamHeader {
+            prefix: start.prefix.clone(),
+            stream_ns: start.ns.clone(),
+            content_ns: start
+                .declared
+                .iter()
+                .find(|(prefix, _)| prefix.is_none())
+                .map(|(_, uri)| uri.clone()),
+            to: unqualified("to"),
+            from: unqualified("from"),
+            version: unqualified("version"),
+            lang: start
+                .attrs
+                .iter()
+                .find(|a| a.ns == XML_NS && a.name == "lang")
+                .map(|a| a.value.clone()),
+            id: unqualified("id"),
+        };
+        events.push(StreamEvent::Header(header));
+        if empty {
+            self.phase = Phase::Closed;
+            events.push(StreamEvent::End);
+        } else {
+            self.phase = Phase::Open {
+                root_qname: qualified(start.prefix.as_deref(), &start.name),
+            };
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, qname: &str, events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
+        match self.open.last() {
+            Some(element) => {
+                if qualified(element.prefix(), element.name()) != qname {
+                    return Err(not_well_formed(format!(
+                        "</{qname}> closes <{}>",
+                        qualified(element.prefix(), element.name())
+                    )));
+                }
+                self.close_element(events);
+                Ok(())
+            }
+            None => match &self.phase {
+                Phase::Open { root_qname } if root_qname == qname => {
+                    self.phase = Phase::Closed;
+                    events.push(StreamEvent::End);
+                    Ok(())
+                }
+                Phase::Open { root_qname } => Err(not_well_formed(format!(
+                    "</{qname}> closes <{root_qname}>"
+                ))),
+                Phase::Prolog | Phase::Closed => {
+                    Err(not_well_formed(format!("</{qname}> outside the root element")))
+                }
+            },
+        }
+    }
+
+    /// Closes the innermost open element: into its parent, or out as a
+    /// top-level event.
+    fn close_element(&mut self, events: &mut Vec<StreamEvent>) {
+        if let Some(mark) = self.scope_marks.pop() {
+            self.bindings.truncate(mark);
+        }
+        let Some(element) = self.open.pop() else {
+            return;
+        };
+        match self.open.last_mut() {
+            Some(parent) => parent.push_child(element),
+            None => events.push(StreamEvent::Stanza(element)),
+        }
+    }
+
+    /// Reads a start tag's attributes, applies its namespace declarations
+    /// (opening a scope the matching end pops) and resolves its names.
+    fn read_start(&mut self, tag: &BytesStart<'_>) -> Result<StartTag, ParseError> {
+        let qname = utf8(tag.name().into_inner())?;
+        let (prefix, name) = split_qname(qname)?;
+        let mut declared = Vec::new();
+        let mut raw_attrs = Vec::new();
+        // quick-xml's checks reject duplicate qualified names and
+        // malformed attribute syntax.
+        for (count, attr) in tag.attributes().with_checks(true).enumerate() {
+            if count >= self.limits.attributes_max {
+                return Err(ParseError::TooManyAttributes {
+                    limit: self.limits.attributes_max,
+                });
+            }
+            let attr = attr.map_err(|e| not_well_formed(e.to_string()))?;
+            let key = utf8(attr.key.into_inner())?;
+            let value = attribute_value(utf8(&attr.value)?)?;
+            if key == "xmlns" {
+                check_binding(None, &value)?;
+                declared.push((None, value));
+            } else if let Some(bound) = key.strip_prefix("xmlns:") {
+                check_binding(Some(bound), &value)?;
+                // `xml` is always bound; declaring it changes nothing.
+                if bound != "xml" {
+                    declared.push((Some(bound.to_owned()), value));
+                }
+            } else {
+                raw_attrs.push((split_qname(key)?, value));
+            }
+        }
+        self.scope_marks.push(self.bindings.len());
+        self.bindings
+            .extend(declared.iter().map(|(prefix, uri)| Binding {
+                prefix: prefix.clone(),
+                uri: uri.clone(),
+            }));
+        let ns = self.resolve(prefix)?.to_owned();
+        let mut attrs: Vec<Attr> = Vec::with_capacity(raw_attrs.len());
+        for ((attr_prefix, attr_name), value) in raw_attrs {
+            // XML Namespaces §6.2: unprefixed attributes are in no namespace.
+            let attr_ns = match attr_prefix {
+                Some(p) => self.resolve(Some(p))?.to_owned(),
+                None => String::new(),
+            };
+            // XML Namespaces §6.3: distinct prefixes bound to one namespace
+            // still make a duplicate.
+            if attrs.iter().any(|a| a.name == attr_name && a.ns == attr_ns) {
+                return Err(not_well_formed(format!("duplicate attribute {attr_name}")));
+            }
+            attrs.push(Attr {
+                prefix: attr_prefix.map(str::to_owned),
+                ns: attr_ns,
+                name: attr_name.to_owned(),
+                value,
+            });
+        }
+        Ok(StartTag {
+            prefix: prefix.map(str::to_owned),
+            name: name.to_owned(),
+            ns,
+            declared,
+            attrs,
+        })
+    }
+
+    /// The namespace `prefix` is bound to; an unbound default namespace is
+    /// the empty one.
+    fn resolve(&self, prefix: Option<&str>) -> Result<&str, ParseError> {
+        if prefix == Some("xml") {
+            return Ok(XML_NS);
+        }
+        match self
+            .bindings
+            .iter()
+            .rev()
+            .find(|b| b.prefix.as_deref() == prefix)
+        {
+            Some(binding) => Ok(&binding.uri),
+            None => match prefix {
+                Some(prefix) => Err(not_well_formed(format!("unbound prefix {prefix}"))),
+                None => Ok(""),
+            },
+        }
+    }
+}
+
+/// XML Namespaces §3: `xml` is bound only to its namespace, `xmlns` never
+/// declared, neither namespace bound to another prefix, and a prefix never
+/// undeclared (in Namespaces 1.0).
+fn check_binding(prefix: Option<&str>, uri: &str) -> Result<(), ParseError> {
+    let legal = match prefix {
+        Some("xml") => uri == XML_NS,
+        Some("xmlns") => false,
+        Some(prefix) => is_ncname(prefix) && !uri.is_empty() && uri != XML_NS && uri != XMLNS_NS,
+        None => uri != XML_NS && uri != XMLNS_NS,
+    };
+    if legal {
+        return Ok(());
+    }
+    let attribute = match prefix {
+        Some(prefix) => format!("xmlns:{prefix}"),
+        None => "xmlns".to_owned(),
+    };
+    Err(not_well_formed(format!(
+        "illegal namespace declaration {attribute}=\"{uri}\""
+    )))
+}
+
+/// Checks the XML declaration (RFC 6120 §11.5 allows it; §11.6 demands UTF-8).
+fn check_declaration(token: &str) -> Result<(), ParseError> {
+    let mut reader = Reader::from_str(token);
+    match reader.read_event() {
+        Ok(Event::Decl(declaration)) => {
+            declaration
+                .version()
+                .map_err(|e| not_well_formed(e.to_string()))?;
+            if let Some(encoding) = declaration.encoding() {
+                let encoding = encoding.map_err(|e| not_well_formed(e.to_string()))?;
+                if !encoding.eq_ignore_ascii_case(b"UTF-8") {
+                    return Err(ParseError::UnsupportedEncoding(
+                        String::from_utf8_lossy(&encoding).into_owned(),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Ok(Event::PI(_)) => Err(ParseError::RestrictedXml("processing instruction".into())),
+        Ok(_) => Err(not_well_formed("malformed XML declaration")),
+        Err(error) => Err(not_well_formed(error.to_string())),
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(bytes).map_err(|_| not_well_formed("invalid UTF-8"))
+}
+
+/// Replaces the five predefined entities and character references; any
+/// other entity reference is restricted XML (RFC 6120 §11.1), as an XMPP
+/// stream has no DTD to define one.
+fn unescape(raw: &str) -> Result<Cow<'_, str>, ParseError> {
+    unescape_with(raw, resolve_xml_entity).map_err(|error| match error {
+        EscapeError::UnrecognizedEntity(_, name) => {
+            ParseError::RestrictedXml(format!("entity reference &{name};"))
+        }
+        other => not_well_formed(other.to_string()),
+    })
+}
+
+/// An attribute value as XML 1.0 §3.3.3 normalizes it: line ends and
+/// whitespace characters written literally become spaces, those written as
+/// character references stay.
+fn attribute_value(raw: &str) -> Result<String, ParseError> {
+    let mut spaced = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            // §2.11: CR LF is one line end.
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\r' | '\n' | '\t' => spaced.push(' '),
+            c => spaced.push(c),
+        }
+    }
+    let value = unescape(&spaced)?.into_owned();
+    check_chars(&value)?;
+    Ok(value)
+}
+
+/// XML 1.0 §2.2: the characters a document may contain.
+fn check_chars(text: &str) -> Result<(), ParseError> {
+    match text.chars().find(|&c| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+    }) {
+        Some(c) => Err(not_well_formed(format!(
+            "character U+{:04X} is not allowed in XML",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Splits `prefix:local`, checking both are names without colons
+/// (XML Namespaces §4).
+fn split_qname(qname: &str) -> Result<(Option<&str>, &str), ParseError> {
+    let (prefix, local) = match qname.split_once(':') {
+        Some((prefix, local)) => (Some(prefix), local),
+        None => (None, qname),
+    };
+    if prefix.is_some_and(|p| !is_ncname(p)) || !is_ncname(local) {
+        return Err(not_well_formed(format!("invalid name {qname:?}")));
+    }
+    Ok((prefix, local))
+}
+
+/// An approximation of XML 1.0 §2.3 `Name` without colons: ASCII letters,
+/// digits and `-._`, plus any non-ASCII character; not starting with a
+/// digit, `-` or `.`.
+fn is_ncname(name: &str) -> bool {
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || !c.is_ascii();
+    match name.chars().next() {
+        Some(first) if first.is_ascii_digit() || matches!(first, '-' | '.') => false,
+        Some(_) => name.chars().all(is_name_char),
+        None => false,
+    }
+}
+
+fn qualified(prefix: Option<&str>, name: &str) -> String {
+    match prefix {
+        Some(prefix) => format!("{prefix}:{name}"),
+        None => name.to_owned(),
+    }
+}
