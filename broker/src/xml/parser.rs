@@ -219,13 +219,21 @@ enum ScanState {
     /// Just after `<`.
     Open,
     /// Inside a tag; `quote` is the open attribute-value delimiter.
-    Tag { quote: Option<u8> },
+    Tag {
+        quote: Option<u8>,
+    },
     /// Inside `<?xml`; `question` when the last byte was `?`.
-    Declaration { question: bool },
+    Declaration {
+        question: bool,
+    },
     /// Matching `<![CDATA[`; `matched` bytes of it seen so far.
-    CdataOpen { matched: usize },
+    CdataOpen {
+        matched: usize,
+    },
     /// Inside a CDATA section; `brackets` trailing `]` seen (at most 2).
-    Cdata { brackets: u8 },
+    Cdata {
+        brackets: u8,
+    },
 }
 
 /// What the tokenizer needs to know about the document position.
@@ -532,8 +540,13 @@ impl TreeBuilder {
                     });
                 }
                 let start = self.read_start(tag)?;
-                let element =
-                    Element::parsed(start.prefix, start.name, start.ns, start.declared, start.attrs);
+                let element = Element::parsed(
+                    start.prefix,
+                    start.name,
+                    start.ns,
+                    start.declared,
+                    start.attrs,
+                );
                 self.open.push(element);
                 if empty {
                     self.close_element(events);
@@ -611,12 +624,12 @@ impl TreeBuilder {
                     events.push(StreamEvent::End);
                     Ok(())
                 }
-                Phase::Open { root_qname } => Err(not_well_formed(format!(
-                    "</{qname}> closes <{root_qname}>"
-                ))),
-                Phase::Prolog | Phase::Closed => {
-                    Err(not_well_formed(format!("</{qname}> outside the root element")))
+                Phase::Open { root_qname } => {
+                    Err(not_well_formed(format!("</{qname}> closes <{root_qname}>")))
                 }
+                Phase::Prolog | Phase::Closed => Err(not_well_formed(format!(
+                    "</{qname}> outside the root element"
+                ))),
             },
         }
     }
@@ -834,7 +847,8 @@ fn split_qname(qname: &str) -> Result<(Option<&str>, &str), ParseError> {
 /// digits and `-._`, plus any non-ASCII character; not starting with a
 /// digit, `-` or `.`.
 fn is_ncname(name: &str) -> bool {
-    let is_name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || !c.is_ascii();
+    let is_name_char =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || !c.is_ascii();
     match name.chars().next() {
         Some(first) if first.is_ascii_digit() || matches!(first, '-' | '.') => false,
         Some(_) => name.chars().all(is_name_char),
@@ -846,5 +860,493 @@ fn qualified(prefix: Option<&str>, name: &str) -> String {
     match prefix {
         Some(prefix) => format!("{prefix}:{name}"),
         None => name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0' \
+        xml:lang='en'>";
+    /// A header for tests with tight limits: 84 bytes, 2 attributes.
+    const SHORT_HEADER: &str =
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    const VOE_NS: &str = "http://www.ivoa.net/xml/VOEvent/v2.0";
+
+    fn limits() -> ParserLimits {
+        ParserLimits {
+            stanza_bytes_max: 64 * 1024,
+            depth_max: 32,
+            attributes_max: 16,
+        }
+    }
+
+    /// Feeds `chunks` in order; returns the events and the first error.
+    fn feed(
+        parser: &mut StreamParser,
+        chunks: &[&[u8]],
+    ) -> (Vec<StreamEvent>, Result<(), ParseError>) {
+        let mut events = Vec::new();
+        for chunk in chunks {
+            if let Err(error) = parser.push(chunk, &mut events) {
+                return (events, Err(error));
+            }
+        }
+        (events, Ok(()))
+    }
+
+    fn parse(input: &str) -> (Vec<StreamEvent>, Result<(), ParseError>) {
+        feed(&mut StreamParser::new(limits()), &[input.as_bytes()])
+    }
+
+    /// The stanzas of `HEADER` + `body`, which must parse cleanly.
+    fn stanzas(body: &str) -> Vec<Element> {
+        let (events, result) = parse(&format!("{HEADER}{body}"));
+        assert_eq!(result, Ok(()));
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                StreamEvent::Stanza(stanza) => Some(stanza),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The error `HEADER` + `body` fails with.
+    fn error(body: &str) -> ParseError {
+        match parse(&format!("{HEADER}{body}")).1 {
+            Err(error) => error,
+            Ok(()) => panic!("{body:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn header_is_reported_with_its_attributes() {
+        let (events, result) = parse(HEADER);
+        assert_eq!(result, Ok(()));
+        assert_eq!(
+            events,
+            vec![StreamEvent::Header(StreamHeader {
+                prefix: Some("stream".into()),
+                stream_ns: STREAMS_NS.into(),
+                content_ns: Some("jabber:client".into()),
+                to: Some("example.org".into()),
+                from: None,
+                version: Some("1.0".into()),
+                lang: Some("en".into()),
+                id: None,
+            })]
+        );
+    }
+
+    #[test]
+    fn stanzas_inherit_the_stream_default_namespace() {
+        let stanzas = stanzas(
+            "<message to='a@b'><body>hi</body></message>\
+             <stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>",
+        );
+        assert_eq!(stanzas.len(), 2);
+        assert!(stanzas[0].is("message", "jabber:client"));
+        assert_eq!(stanzas[0].attr("to"), Some("a@b"));
+        assert_eq!(
+            stanzas[0].child("body", "jabber:client").map(Element::text),
+            Some("hi".to_owned())
+        );
+        assert!(stanzas[1].is("features", STREAMS_NS));
+        assert!(
+            stanzas[1]
+                .child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn several_stanzas_in_one_chunk_and_keepalives_between() {
+        let stanzas = stanzas("<presence/> \n <iq type='get' id='1'/>\n\n<presence/>");
+        let names: Vec<&str> = stanzas.iter().map(Element::name).collect();
+        assert_eq!(names, ["presence", "iq", "presence"]);
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_the_same_events_as_one_chunk() {
+        let input = format!(
+            "{HEADER}<message><body>caf\u{e9} &amp; \u{1F52D} &#x263A;<![CDATA[<raw>]]></body>\
+             <x xmlns='urn:x' a='1 &lt; 2'/></message> <presence/></stream:stream>"
+        );
+        let whole = parse(&input);
+        assert_eq!(whole.1, Ok(()));
+        assert_eq!(whole.0.len(), 4);
+        let bytes: Vec<&[u8]> = input.as_bytes().chunks(1).collect();
+        let split = feed(&mut StreamParser::new(limits()), &bytes);
+        assert_eq!(split, whole);
+    }
+
+    #[test]
+    fn utf8_character_split_across_reads_is_reassembled() {
+        let input = format!("{HEADER}<message><body>\u{e9}</body></message>");
+        let bytes = input.as_bytes();
+        let split = bytes.len() - "\u{e9}</body></message>".len() + 1;
+        let (events, result) = feed(
+            &mut StreamParser::new(limits()),
+            &[&bytes[..split], &bytes[split..]],
+        );
+        assert_eq!(result, Ok(()));
+        let Some(StreamEvent::Stanza(message)) = events.last() else {
+            panic!("no stanza in {events:?}");
+        };
+        assert_eq!(
+            message.children().next().map(Element::text),
+            Some("\u{e9}".into())
+        );
+    }
+
+    #[test]
+    fn text_entities_cdata_and_line_ends_are_decoded() {
+        let stanzas = stanzas("<m>&lt;&gt;&amp;&apos;&quot;&#65;&#x42;\r\n<![CDATA[&amp;]]></m>");
+        assert_eq!(stanzas[0].text(), "<>&'\"AB\n&amp;");
+    }
+
+    #[test]
+    fn attribute_values_are_normalized() {
+        let stanzas = stanzas("<m a='x\ty\r\nz' b='&#9;&#10;'/>");
+        assert_eq!(stanzas[0].attr("a"), Some("x y z"));
+        assert_eq!(stanzas[0].attr("b"), Some("\t\n"));
+    }
+
+    #[test]
+    fn end_of_stream_is_an_event() {
+        let (events, result) = parse(&format!("{HEADER}<presence/></stream:stream>\n"));
+        assert_eq!(result, Ok(()));
+        assert_eq!(events.last(), Some(&StreamEvent::End));
+    }
+
+    #[test]
+    fn bytes_after_the_stream_end_are_not_well_formed() {
+        let end = "<presence/></stream:stream>";
+        assert_eq!(error(&format!("{end}x")).condition(), "not-well-formed");
+        assert_eq!(
+            error(&format!("{end}<presence/>")).condition(),
+            "not-well-formed"
+        );
+    }
+
+    #[test]
+    fn reset_after_starttls_starts_a_new_stream() {
+        let mut parser = StreamParser::new(limits());
+        let (events, result) = feed(
+            &mut parser,
+            &[format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").as_bytes()],
+        );
+        assert_eq!(result, Ok(()));
+        assert_eq!(events.len(), 2);
+        parser.reset();
+        // The new stream may open with an XML declaration again.
+        let (events, result) = feed(&mut parser, &[format!("{HEADER}<presence/>").as_bytes()]);
+        assert_eq!(result, Ok(()));
+        assert!(matches!(events[0], StreamEvent::Header(_)));
+        assert!(matches!(&events[1], StreamEvent::Stanza(p) if p.is("presence", "jabber:client")));
+    }
+
+    #[test]
+    fn oversize_stanza_is_policy_violation_before_it_completes() {
+        let limits = ParserLimits {
+            stanza_bytes_max: 100,
+            ..limits()
+        };
+        let mut parser = StreamParser::new(limits);
+        let mut events = Vec::new();
+        parser
+            .push(SHORT_HEADER.as_bytes(), &mut events)
+            .expect("header fits");
+        parser
+            .push(b"<message><body>", &mut events)
+            .expect("prefix fits");
+        // 15 bytes so far; 85 more fit, the 86th does not, though no end
+        // tag has come.
+        assert_eq!(parser.push(&[b'a'; 85], &mut events), Ok(()));
+        let error = parser.push(b"a", &mut events);
+        assert_eq!(error, Err(ParseError::StanzaTooLarge { limit: 100 }));
+        assert_eq!(error.map_err(|e| e.condition()), Err("policy-violation"));
+        assert!(parser.tokenizer.buf.is_empty());
+        // The stream is dead.
+        assert!(parser.push(b"</body></message>", &mut events).is_err());
+    }
+
+    #[test]
+    fn stanza_of_exactly_the_limit_is_accepted() {
+        let stanza = format!("<message><body>{}</body></message>", "a".repeat(68));
+        assert_eq!(stanza.len(), 100);
+        let mut parser = StreamParser::new(ParserLimits {
+            stanza_bytes_max: 100,
+            ..limits()
+        });
+        let (events, result) = feed(&mut parser, &[SHORT_HEADER.as_bytes(), stanza.as_bytes()]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn oversize_header_is_policy_violation() {
+        let mut parser = StreamParser::new(ParserLimits {
+            stanza_bytes_max: 50,
+            ..limits()
+        });
+        let (_, result) = feed(&mut parser, &[HEADER.as_bytes()]);
+        assert_eq!(result, Err(ParseError::StanzaTooLarge { limit: 50 }));
+    }
+
+    #[test]
+    fn large_stanza_in_small_pieces_is_parsed_in_linear_time() {
+        // 4 MiB of text a byte at a time: a parser that re-scanned its
+        // buffer on every push would do ~10^13 steps and never finish.
+        let text_bytes = 4 << 20;
+        let mut parser = StreamParser::new(ParserLimits {
+            stanza_bytes_max: text_bytes + 100,
+            ..limits()
+        });
+        let mut events = Vec::new();
+        parser
+            .push(format!("{HEADER}<message><body>").as_bytes(), &mut events)
+            .expect("prefix");
+        for _ in 0..text_bytes {
+            parser.push(b"x", &mut events).expect("text byte");
+        }
+        parser.push(b"</body></message>", &mut events).expect("end");
+        let Some(StreamEvent::Stanza(message)) = events.last() else {
+            panic!("no stanza");
+        };
+        assert_eq!(
+            message.children().next().map(|b| b.text().len()),
+            Some(text_bytes)
+        );
+    }
+
+    #[test]
+    fn too_deep_is_policy_violation() {
+        let limits = ParserLimits {
+            depth_max: 3,
+            ..limits()
+        };
+        let run = |body: &str| {
+            feed(
+                &mut StreamParser::new(limits),
+                &[HEADER.as_bytes(), body.as_bytes()],
+            )
+            .1
+        };
+        assert_eq!(run("<a><b><c/></b></a>"), Ok(()));
+        assert_eq!(
+            run("<a><b><c><d/></c></b></a>"),
+            Err(ParseError::TooDeep { limit: 3 })
+        );
+    }
+
+    #[test]
+    fn too_many_attributes_is_policy_violation() {
+        let limits = ParserLimits {
+            attributes_max: 3,
+            ..limits()
+        };
+        let run = |body: &str| {
+            feed(
+                &mut StreamParser::new(limits),
+                &[SHORT_HEADER.as_bytes(), body.as_bytes()],
+            )
+            .1
+        };
+        assert_eq!(run("<a xmlns='urn:a' b='1' c='2'/>"), Ok(()));
+        let error = run("<a xmlns='urn:a' b='1' c='2' d='3'/>");
+        assert_eq!(error, Err(ParseError::TooManyAttributes { limit: 3 }));
+        assert_eq!(error.map_err(|e| e.condition()), Err("policy-violation"));
+    }
+
+    #[test]
+    fn entity_bomb_is_restricted_xml() {
+        let bomb = "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>\
+            <!ENTITY lol2 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'>]>\
+            <stream:stream xmlns:stream='http://etherx.jabber.org/streams'>&lol2;";
+        let (events, result) = parse(bomb);
+        assert!(events.is_empty());
+        assert_eq!(result.map_err(|e| e.condition()), Err("restricted-xml"));
+    }
+
+    #[test]
+    fn doctype_is_restricted_xml() {
+        let (_, result) = parse("<!DOCTYPE stream>");
+        assert_eq!(result.map_err(|e| e.condition()), Err("restricted-xml"));
+    }
+
+    #[test]
+    fn undefined_entity_is_restricted_xml() {
+        assert_eq!(error("<m>&lol;</m>").condition(), "restricted-xml");
+        assert_eq!(error("<m a='&nbsp;'/>").condition(), "restricted-xml");
+    }
+
+    #[test]
+    fn processing_instruction_is_restricted_xml() {
+        assert_eq!(error("<?foo bar?>").condition(), "restricted-xml");
+        assert_eq!(
+            error("<m><?xml version='1.0'?></m>").condition(),
+            "restricted-xml"
+        );
+        let (_, result) = parse("<?xml-stylesheet href='a'?><stream:stream/>");
+        assert_eq!(result.map_err(|e| e.condition()), Err("restricted-xml"));
+    }
+
+    #[test]
+    fn xml_declaration_only_opens_the_stream() {
+        let (_, result) = parse(&format!(" {HEADER}"));
+        assert_eq!(result.map_err(|e| e.condition()), Err("restricted-xml"));
+    }
+
+    #[test]
+    fn non_utf8_declaration_is_unsupported_encoding() {
+        let (_, result) = parse("<?xml version='1.0' encoding='ISO-8859-1'?>");
+        assert_eq!(
+            result.map_err(|e| e.condition()),
+            Err("unsupported-encoding")
+        );
+        let (_, result) = parse(
+            "<?xml version='1.0' encoding='utf-8'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>",
+        );
+        assert_eq!(result, Ok(()));
+    }
+
+    #[test]
+    fn comment_is_restricted_xml() {
+        assert_eq!(error("<m><!-- hi --></m>").condition(), "restricted-xml");
+        assert_eq!(error("<!-- hi -->").condition(), "restricted-xml");
+    }
+
+    #[test]
+    fn mismatched_tag_is_not_well_formed() {
+        assert_eq!(error("<a><b></a></b>").condition(), "not-well-formed");
+        assert_eq!(error("</stream:features>").condition(), "not-well-formed");
+    }
+
+    #[test]
+    fn invalid_utf8_is_not_well_formed() {
+        let mut parser = StreamParser::new(limits());
+        let (_, result) = feed(&mut parser, &[HEADER.as_bytes(), b"<m>\xff\xfe</m>"]);
+        assert_eq!(result.map_err(|e| e.condition()), Err("not-well-formed"));
+        let mut parser = StreamParser::new(limits());
+        let (_, result) = feed(&mut parser, &[HEADER.as_bytes(), b"<m a='\xc3'/>"]);
+        assert_eq!(result.map_err(|e| e.condition()), Err("not-well-formed"));
+    }
+
+    #[test]
+    fn unbound_prefix_is_not_well_formed() {
+        assert_eq!(error("<foo:m/>").condition(), "not-well-formed");
+        assert_eq!(error("<m foo:a='1'/>").condition(), "not-well-formed");
+    }
+
+    #[test]
+    fn duplicate_attribute_is_not_well_formed() {
+        assert_eq!(error("<m a='1' a='2'/>").condition(), "not-well-formed");
+        // XML Namespaces §6.3: same namespace under two prefixes.
+        assert_eq!(
+            error("<m xmlns:p='urn:x' xmlns:q='urn:x' p:a='1' q:a='2'/>").condition(),
+            "not-well-formed"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_not_well_formed() {
+        assert_eq!(error("<m>\u{1}</m>").condition(), "not-well-formed");
+        assert_eq!(error("<m>&#0;</m>").condition(), "not-well-formed");
+    }
+
+    #[test]
+    fn text_outside_the_root_is_not_well_formed() {
+        let (_, result) = parse("hello");
+        assert_eq!(result.map_err(|e| e.condition()), Err("not-well-formed"));
+    }
+
+    #[test]
+    fn text_between_stanzas_is_bad_format() {
+        assert_eq!(error("<presence/>hello").condition(), "bad-format");
+    }
+
+    #[test]
+    fn root_other_than_stream_is_bad_format() {
+        let (_, result) = parse("<html>");
+        assert_eq!(result.map_err(|e| e.condition()), Err("bad-format"));
+    }
+
+    #[test]
+    fn declarations_and_attribute_namespaces_are_recorded() {
+        let stanzas = stanzas(
+            "<iq type='set'><x xmlns='urn:x' xmlns:p='urn:p' p:a='1' xml:lang='fr'>\
+             <p:y/></x></iq>",
+        );
+        let x = stanzas[0].child("x", "urn:x").expect("x");
+        assert_eq!(x.attr_ns("a", "urn:p"), Some("1"));
+        assert_eq!(x.attr_ns("lang", XML_NS), Some("fr"));
+        assert!(x.child("y", "urn:p").is_some());
+        assert_eq!(
+            stanzas[0].to_stream_xml("jabber:client"),
+            "<iq type=\"set\"><x xmlns=\"urn:x\" xmlns:p=\"urn:p\" p:a=\"1\" xml:lang=\"fr\">\
+             <p:y/></x></iq>"
+        );
+    }
+
+    /// The VOEvent document without its XML declaration.
+    fn voevent_body(document: &str) -> &str {
+        let start = document.find("<voe:VOEvent").expect("VOEvent root");
+        document[start..].trim_end()
+    }
+
+    /// Publishes `payload` in an item under an element that undeclares the
+    /// default namespace, so unprefixed VOEvent children are in no namespace.
+    fn published_payload(payload: &str) -> Element {
+        let stanza = format!(
+            "<iq type='set' id='p1'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+             <publish node='alerts'><item id='1'><wrapper xmlns=''>{payload}</wrapper>\
+             </item></publish></pubsub></iq>"
+        );
+        let mut iq = stanzas(&stanza).into_iter().next().expect("iq");
+        let pubsub = "http://jabber.org/protocol/pubsub";
+        let path = [
+            ("pubsub", pubsub),
+            ("publish", pubsub),
+            ("item", pubsub),
+            ("wrapper", ""),
+        ];
+        let mut element = &mut iq;
+        for (name, ns) in path {
+            element = element.child_mut(name, ns).expect(name);
+        }
+        element.remove_child("VOEvent", VOE_NS).expect("VOEvent")
+    }
+
+    #[test]
+    fn compact_voevent_round_trips_byte_for_byte() {
+        let body = voevent_body(include_str!("testdata/Gaia16aac.xml"));
+        let voevent = published_payload(body);
+        assert_eq!(voevent.prefix(), Some("voe"));
+        assert!(voevent.child("Who", "").is_some());
+        assert_eq!(voevent.to_xml(), body);
+    }
+
+    #[test]
+    fn indented_voevent_round_trips_canonically() {
+        let body = voevent_body(include_str!("testdata/SWIFT_bat_position_v2.0_example.xml"));
+        let voevent = published_payload(body);
+        assert_eq!(
+            voevent.attr_ns(
+                "schemaLocation",
+                "http://www.w3.org/2001/XMLSchema-instance"
+            ),
+            Some(
+                "http://www.ivoa.net/xml/VOEvent/v2.0 http://www.ivoa.net/xml/VOEvent/VOEvent-v2.0.xsd"
+            )
+        );
+        let canonical = voevent.to_xml();
+        let reparsed = published_payload(&canonical);
+        assert_eq!(reparsed, voevent);
+        assert_eq!(reparsed.to_xml(), canonical);
     }
 }
