@@ -8,17 +8,21 @@
 //! its namespaces resolved, and the end of the stream. It does no I/O.
 //!
 //! # How it is incremental
-//! quick-xml tokenizes complete input only, so the parser first finds token
-//! boundaries itself, with a small byte-level state machine
-//! ([`Tokenizer`]): text runs up to `<`, tags up to an unquoted `>`, CDATA
-//! up to `]]>`. Only once a whole token is buffered is it handed to
-//! quick-xml (tags, declarations) or unescaped (text). The tokenizer keeps
-//! its position and state between calls, so every byte is examined once
-//! however small the fragments are; the buffer keeps only the unfinished
-//! token, and what a completed token leaves behind came from the latest
-//! fragment, so compacting it is linear too. The cost of this design is that
-//! one token (a long text run or a tag with many attributes) is held whole
-//! before it is parsed; the stanza limit bounds it. Token delimiters are
+//! quick-xml tokenizes complete input only: fed a fragment, it reports an
+//! error or a truncated event, and re-running it from the start of the
+//! unfinished event on every read would cost time quadratic in the size of
+//! a stanza that trickles in. So the parser finds token boundaries itself,
+//! with a small byte-level state machine ([`Tokenizer`]): text runs up to
+//! `<`, tags up to an unquoted `>`, CDATA up to `]]>`. Only once a whole
+//! token is buffered is it handed to quick-xml (tags, the XML declaration)
+//! or to its unescaper (text). The tokenizer keeps its position and state
+//! between calls, so every byte is examined once however small the
+//! fragments are; the buffer keeps only the unfinished token, and what a
+//! completed token leaves behind came from the latest fragment, so
+//! compacting it is linear too. The price: one token (a long text run, a
+//! tag with many attributes) is held whole before it is parsed, and the
+//! buffer keeps its capacity; both are bounded by the stanza limit, which
+//! is checked byte by byte as the stanza arrives. Token delimiters are
 //! ASCII, which never occurs inside a multi-byte UTF-8 sequence, so a
 //! character split across reads is simply part of an unfinished token.
 //!
@@ -133,6 +137,7 @@ fn not_well_formed(what: impl Into<String>) -> ParseError {
 /// Turns the bytes of one XMPP stream into [`StreamEvent`]s.
 #[derive(Debug)]
 pub struct StreamParser {
+    limits: ParserLimits,
     tokenizer: Tokenizer,
     tree: TreeBuilder,
     /// Set by the first error; the stream is dead after it.
@@ -142,6 +147,7 @@ pub struct StreamParser {
 impl StreamParser {
     pub fn new(limits: ParserLimits) -> Self {
         StreamParser {
+            limits,
             tokenizer: Tokenizer::new(limits.stanza_bytes_max),
             tree: TreeBuilder::new(limits),
             failed: None,
@@ -159,10 +165,9 @@ impl StreamParser {
         }
         let result = self.process(data, events);
         if let Err(error) = &result {
-            self.failed = Some(error.clone());
             // Nothing of a broken stream is worth holding on to.
-            self.tokenizer = Tokenizer::new(self.tokenizer.stanza_bytes_max);
-            self.tree = TreeBuilder::new(self.tree.limits);
+            self.reset();
+            self.failed = Some(error.clone());
         }
         result
     }
@@ -172,9 +177,7 @@ impl StreamParser {
     /// and not yet parsed are dropped: the peer must not pipeline past the
     /// point where the stream restarts.
     pub fn reset(&mut self) {
-        self.tokenizer = Tokenizer::new(self.tokenizer.stanza_bytes_max);
-        self.tree = TreeBuilder::new(self.tree.limits);
-        self.failed = None;
+        *self = StreamParser::new(self.limits);
     }
 
     fn process(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
@@ -352,7 +355,7 @@ impl Tokenizer {
                     };
                 }
                 ScanState::CdataOpen { matched } => {
-                    if byte != CDATA_OPEN[matched] {
+                    if CDATA_OPEN.get(matched) != Some(&byte) {
                         return Err(match (matched, byte) {
                             (2, b'-') => ParseError::RestrictedXml("comment".into()),
                             (2, _) => ParseError::RestrictedXml(
@@ -480,7 +483,10 @@ impl TreeBuilder {
                 self.push_text(&text)
             }
             TokenKind::Cdata => {
-                let content = &token[CDATA_OPEN.len()..token.len() - b"]]>".len()];
+                let content = token
+                    .strip_prefix("<![CDATA[")
+                    .and_then(|t| t.strip_suffix("]]>"))
+                    .ok_or_else(|| not_well_formed("malformed CDATA section"))?;
                 let text = BytesText::from_escaped(content)
                     .xml10_content()
                     .map_err(|e| not_well_formed(e.to_string()))?;
@@ -971,7 +977,7 @@ mod tests {
     }
 
     #[test]
-    fn byte_at_a_time_gives_the_same_events_as_one_chunk() {
+    fn byte_at_a_time_or_any_split_gives_the_same_events_as_one_chunk() {
         let input = format!(
             "{HEADER}<message><body>caf\u{e9} &amp; \u{1F52D} &#x263A;<![CDATA[<raw>]]></body>\
              <x xmlns='urn:x' a='1 &lt; 2'/></message> <presence/></stream:stream>"
@@ -979,9 +985,11 @@ mod tests {
         let whole = parse(&input);
         assert_eq!(whole.1, Ok(()));
         assert_eq!(whole.0.len(), 4);
-        let bytes: Vec<&[u8]> = input.as_bytes().chunks(1).collect();
-        let split = feed(&mut StreamParser::new(limits()), &bytes);
-        assert_eq!(split, whole);
+        for size in [1, 2, 3, 5, 7, 64] {
+            let chunks: Vec<&[u8]> = input.as_bytes().chunks(size).collect();
+            let split = feed(&mut StreamParser::new(limits()), &chunks);
+            assert_eq!(split, whole, "chunks of {size} bytes");
+        }
     }
 
     #[test]
@@ -1021,6 +1029,17 @@ mod tests {
         let (events, result) = parse(&format!("{HEADER}<presence/></stream:stream>\n"));
         assert_eq!(result, Ok(()));
         assert_eq!(events.last(), Some(&StreamEvent::End));
+    }
+
+    #[test]
+    fn self_closed_header_opens_and_ends_the_stream() {
+        let (events, result) =
+            parse("<stream:stream xmlns:stream='http://etherx.jabber.org/streams'/>");
+        assert_eq!(result, Ok(()));
+        assert!(matches!(
+            &events[..],
+            [StreamEvent::Header(_), StreamEvent::End]
+        ));
     }
 
     #[test]
