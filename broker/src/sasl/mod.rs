@@ -21,7 +21,7 @@
 
 mod backoff;
 mod plain;
-mod scram;
+pub(crate) mod scram;
 
 pub use backoff::{AuthBackoff, BackoffLimits};
 
