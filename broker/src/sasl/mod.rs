@@ -248,8 +248,10 @@ impl SaslServer {
         }
     }
 
-    /// Sets the iteration count announced to unknown users. It must equal the
-    /// account store's count, or `i=` would tell real and fake accounts apart.
+    /// Sets the iteration count announced to unknown users (SCRAM) and the
+    /// PBKDF2 work spent on them (PLAIN). It must equal the account store's
+    /// count, or `i=` and response times would tell real and fake accounts
+    /// apart.
     pub fn with_fake_iterations(mut self, iterations: u32) -> Self {
         self.fake_iterations = iterations;
         self
@@ -287,7 +289,7 @@ impl SaslServer {
             ExchangeState::AwaitingInitial { .. } => match self.mechanism {
                 Mechanism::Plain => (
                     ExchangeState::Finished,
-                    plain::authenticate(client_message, lookup),
+                    plain::authenticate(client_message, lookup, self.fake_iterations),
                 ),
                 Mechanism::ScramSha256 | Mechanism::ScramSha1 => {
                     let hash = if self.mechanism == Mechanism::ScramSha256 {

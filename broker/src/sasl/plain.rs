@@ -1,6 +1,7 @@
 //! The PLAIN mechanism (RFC 4616): `[authzid] NUL authcid NUL passwd` in one
 //! message. Only safe inside TLS; offering it is the session's decision.
 
+use super::scram::ScramHash;
 use super::{
     SaslCondition, SaslStep, StoredCredentials, malformed, normalize_username, not_authorized,
 };
@@ -10,9 +11,12 @@ use super::{
 const FIELD_BYTES_MAX: usize = 255;
 
 /// Verifies a PLAIN message against the stored credentials.
+/// `fake_iterations` is the PBKDF2 work spent on unknown users, so that the
+/// response time does not reveal whether the account exists.
 pub(super) fn authenticate(
     message: &[u8],
     lookup: &dyn Fn(&str) -> Option<StoredCredentials>,
+    fake_iterations: u32,
 ) -> SaslStep {
     let Ok(message) = std::str::from_utf8(message) else {
         return malformed("PLAIN message is not UTF-8");
@@ -43,13 +47,26 @@ pub(super) fn authenticate(
     }
     let credentials = username.as_deref().and_then(lookup);
     match (username, credentials) {
-        (Some(username), Some(credentials)) if credentials.verify_plain(password) => {
-            SaslStep::Success {
-                username,
-                additional_data: None,
+        (Some(username), Some(credentials)) => {
+            if credentials.verify_plain(password) {
+                SaslStep::Success {
+                    username,
+                    additional_data: None,
+                }
+            } else {
+                not_authorized()
             }
         }
-        _ => not_authorized(),
+        _ => {
+            // The same PBKDF2 work a real account costs; `black_box` keeps
+            // the compiler from discarding the unused result.
+            std::hint::black_box(ScramHash::Sha256.salted_password(
+                password.as_bytes(),
+                b"no such account",
+                fake_iterations,
+            ));
+            not_authorized()
+        }
     }
 }
 
