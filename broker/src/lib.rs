@@ -5,5 +5,8 @@
 //!   incremental stream parser that builds it.
 //! - [`config`]: the TOML node configuration, its development defaults and
 //!   validation.
+//! - [`tls`]: rustls server configurations of the XMPP listeners, and the
+//!   self-signed development certificate.
 pub mod config;
+pub mod tls;
 pub mod xml;
