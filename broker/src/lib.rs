@@ -1,12 +1,34 @@
 //! A vomesh node.
 //!
 //! # Layout
+//! - [`server`]: a running node: listeners, connection tasks, shutdown, and
+//!   the admin API routes.
+//! - [`xmpp`]: the client session state machine, the stanza router, stanza
+//!   helpers and namespaces.
+//! - [`client`]: the small XMPP client behind `vomesh publish/subscribe`
+//!   and the integration tests.
 //! - [`accounts`]: the durable account store (redb): usernames and their
 //!   SCRAM verifiers, never passwords.
 //! - [`sasl`]: SASL mechanisms (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN) as a pure
 //!   exchange state machine, and per-address back-off against guessing.
 //! - [`xml`]: the XML element tree stanzas are parsed into, and the
 //!   incremental stream parser that builds it.
+//! - [`admin`]: the admin HTTP listener: `/healthz`, `/readyz`, `/metrics`,
+//!   and the bearer-token check in front of the `/api` routes.
+//! - [`cli`]: the `vomesh` command line and the admin API client.
+//! - [`config`]: the TOML node configuration, its development defaults and
+//!   validation.
+//! - [`metrics`]: the Prometheus recorder and the names of every metric.
+//! - [`tls`]: rustls server configurations of the XMPP listeners, and the
+//!   self-signed development certificate.
 pub mod accounts;
+pub mod admin;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod metrics;
 pub mod sasl;
+pub mod server;
+pub mod tls;
 pub mod xml;
+pub mod xmpp;

@@ -1,0 +1,964 @@
+//! The node's TOML configuration.
+//!
+//! The section and key names are the contract of `/work/shared/INTERFACE.md`;
+//! the `[xmpp]` limits and the `[log]` section extend it. Every key has a
+//! default that suits development ([`Config::development`] is the all-defaults
+//! value), and every struct denies unknown keys, so a misspelt key is an error
+//! naming the key and its line rather than a silently ignored setting.
+//!
+//! Loading is two steps: [`toml`] deserialisation (types, unknown keys) and
+//! [`Config::validate`] (relations between values, ranges), each failing with
+//! one line that says what to fix. Relative paths are taken relative to the
+//! working directory the node is started from, as the paths of `serve`'s
+//! arguments are.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// A whole node configuration: the top-level keys and one field per section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The XMPP domain served; the pubsub service is `pubsub.<domain>`.
+    pub domain: String,
+    /// Where storage, the Raft log and a generated certificate live.
+    pub data_dir: PathBuf,
+    pub xmpp: XmppConfig,
+    /// The XMPP-facing certificate; `None`: self-signed, generated into
+    /// `data_dir` (see [`crate::tls`]).
+    pub tls: Option<TlsFiles>,
+    pub admin: AdminConfig,
+    /// `None`: the node is a single-node mesh of its own.
+    pub mesh: Option<MeshConfig>,
+    /// `None`: the VTP bridge is off.
+    pub vtp: Option<VtpConfig>,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "localhost".to_owned(),
+            data_dir: PathBuf::from("./vomesh-data"),
+            xmpp: XmppConfig::default(),
+            tls: None,
+            admin: AdminConfig::default(),
+            mesh: None,
+            vtp: None,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[xmpp]`: the client listeners and the limits the server enforces on them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmppConfig {
+    /// STARTTLS listener; TLS is required before authentication.
+    pub listen: SocketAddr,
+    /// Direct TLS listener (XEP-0368). Written as an address, or `false` to
+    /// turn it off.
+    #[serde(deserialize_with = "address_or_false")]
+    pub listen_tls: Option<SocketAddr>,
+    /// Largest stanza accepted; a bigger one is a `<policy-violation/>`
+    /// stream error (RFC 6120 §4.9.3.14).
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting inside a stanza.
+    pub max_xml_depth: usize,
+    /// Most attributes on one element.
+    pub max_xml_attributes: usize,
+    /// Most concurrent client connections; further ones are refused.
+    pub max_connections: usize,
+    /// Per-connection queue of stanzas waiting to be written. A client that
+    /// lets it fill is disconnected as a slow consumer rather than letting
+    /// its backlog grow in the server's memory.
+    pub max_outbound_stanzas: usize,
+    /// A connection that has not sent its stream header, or not authenticated,
+    /// within this is closed with `<connection-timeout/>`.
+    pub stream_open_timeout_secs: u64,
+    /// An authenticated stream silent for this long is closed with
+    /// `<connection-timeout/>`.
+    pub idle_timeout_secs: u64,
+    /// PBKDF2 iteration count of newly stored SCRAM credentials.
+    pub scram_iterations: u32,
+    /// Failed authentications from one address answered without delay.
+    pub auth_failures_free: u32,
+    /// First delay after the free failures; doubles with each further one.
+    pub auth_backoff_base_ms: u64,
+    /// Ceiling of the doubling delay.
+    pub auth_backoff_max_ms: u64,
+}
+
+impl Default for XmppConfig {
+    fn default() -> Self {
+        XmppConfig {
+            listen: SocketAddr::new(LOOPBACK, 5222),
+            listen_tls: Some(SocketAddr::new(LOOPBACK, 5223)),
+            max_stanza_bytes: 262_144,
+            max_xml_depth: 32,
+            max_xml_attributes: 64,
+            max_connections: 10_000,
+            max_outbound_stanzas: 1024,
+            stream_open_timeout_secs: 30,
+            idle_timeout_secs: 600,
+            scram_iterations: SCRAM_ITERATIONS_MIN,
+            auth_failures_free: 3,
+            auth_backoff_base_ms: 1000,
+            auth_backoff_max_ms: 60_000,
+        }
+    }
+}
+
+impl XmppConfig {
+    pub fn stream_open_timeout(&self) -> Duration {
+        Duration::from_secs(self.stream_open_timeout_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn auth_backoff_base(&self) -> Duration {
+        Duration::from_millis(self.auth_backoff_base_ms)
+    }
+
+    pub fn auth_backoff_max(&self) -> Duration {
+        Duration::from_millis(self.auth_backoff_max_ms)
+    }
+}
+
+/// RFC 7677 §4: the iteration count a server announces SHOULD be at least 4096.
+pub const SCRAM_ITERATIONS_MIN: u32 = 4096;
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// `[tls]`: the XMPP-facing certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[admin]`: the HTTP listener for metrics, health and the admin API.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token required on `/api/...`; `None` (development): no check.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::new(LOOPBACK, 9100),
+            token: None,
+        }
+    }
+}
+
+/// `[mesh]`: this node's place in the Raft group.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    pub node_id: u64,
+    /// QUIC (UDP) listener.
+    pub listen: SocketAddr,
+    /// `HOST:PORT` other nodes dial to reach this one.
+    pub advertise: String,
+    /// The initial cluster, formed on first start (the lowest id initialises
+    /// it). Empty: this node alone.
+    pub members: Vec<MeshMember>,
+    /// Cluster CA; peers must present a certificate it signed. Required, with
+    /// `cert` and `key`, as soon as `members` names another node.
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            node_id: 1,
+            listen: SocketAddr::new(LOOPBACK, 7001),
+            advertise: "127.0.0.1:7001".to_owned(),
+            members: Vec::new(),
+            ca: None,
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+/// One `members` entry, written `ID@HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshMember {
+    pub id: u64,
+    /// `HOST:PORT`, resolved when dialled so DNS names may move.
+    pub addr: String,
+}
+
+impl FromStr for MeshMember {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let explain = || {
+            format!(
+                "invalid mesh member `{s}`: expected ID@HOST:PORT, e.g. `2@site-b.example.org:7001`"
+            )
+        };
+        let (id, addr) = s.split_once('@').ok_or_else(explain)?;
+        let id = id.parse::<u64>().map_err(|_| explain())?;
+        if split_host_port(addr).is_none() {
+            return Err(explain());
+        }
+        Ok(MeshMember {
+            id,
+            addr: addr.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for MeshMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+impl<'de> Deserialize<'de> for MeshMember {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[vtp]`: the VOEvent Transport Protocol bridge.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VtpConfig {
+    /// Authors submit one event per connection; acked after commit.
+    pub author_listen: SocketAddr,
+    /// VTP subscribers receive every item published to a `voevent/...` node.
+    pub broadcast_listen: SocketAddr,
+    /// This broker's IVORN in VTP transport messages; `None`:
+    /// `ivo://<domain>/vomesh` (see [`VtpConfig::local_ivo_or_default`]).
+    pub local_ivo: Option<String>,
+    /// `HOST:PORT` of remote VTP broadcasters this site subscribes to.
+    pub upstream: Vec<String>,
+    /// Source networks allowed to submit events.
+    pub author_allow: Vec<IpNet>,
+    /// Source networks allowed to subscribe.
+    pub subscriber_allow: Vec<IpNet>,
+}
+
+impl Default for VtpConfig {
+    fn default() -> Self {
+        let loopback = vec![
+            IpNet::from(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        ];
+        VtpConfig {
+            author_listen: SocketAddr::new(LOOPBACK, 8098),
+            broadcast_listen: SocketAddr::new(LOOPBACK, 8099),
+            local_ivo: None,
+            upstream: Vec::new(),
+            author_allow: loopback.clone(),
+            subscriber_allow: loopback,
+        }
+    }
+}
+
+impl VtpConfig {
+    /// The configured IVORN, or one derived from the XMPP domain.
+    pub fn local_ivo_or_default(&self, domain: &str) -> String {
+        match &self.local_ivo {
+            Some(ivo) => ivo.clone(),
+            None => format!("ivo://{domain}/vomesh"),
+        }
+    }
+}
+
+/// `[log]`: what goes to stderr.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive, e.g. `info,vomesh_mesh=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Why a configuration could not be used. Each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Bad TOML, a wrong type or an unknown key.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        source: InvalidConfig,
+    },
+}
+
+/// A value that parsed but cannot be used: the key and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {problem}")]
+pub struct InvalidConfig {
+    /// Dotted key, e.g. `xmpp.max_stanza_bytes`.
+    pub key: String,
+    pub problem: String,
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// The configuration `vomesh serve` runs with when given no file.
+    pub fn development() -> Config {
+        Config::default()
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|err| match err {
+            TomlProblem::Syntax {
+                line,
+                column,
+                message,
+            } => ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            },
+            TomlProblem::Invalid(source) => ConfigError::Invalid {
+                path: path.to_owned(),
+                source,
+            },
+        })
+    }
+
+    fn from_toml(text: &str) -> Result<Config, TomlProblem> {
+        let config: Config = toml::from_str(text).map_err(|err| {
+            let (line, column) = err
+                .span()
+                .map_or((1, 1), |span| line_and_column(text, span.start));
+            TomlProblem::Syntax {
+                line,
+                column,
+                message: err.message().to_owned(),
+            }
+        })?;
+        config.validate().map_err(TomlProblem::Invalid)?;
+        Ok(config)
+    }
+
+    /// The address of the XMPP pubsub service (XEP-0060), `pubsub.<domain>`.
+    pub fn pubsub_domain(&self) -> String {
+        format!("pubsub.{}", self.domain)
+    }
+
+    /// Checks what types alone cannot: ranges, formats, and keys that must
+    /// agree with each other.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        validate_domain(&self.domain)?;
+        self.validate_xmpp()?;
+        if let Some(token) = &self.admin.token {
+            if token.trim().is_empty() {
+                return Err(invalid(
+                    "admin.token",
+                    "is empty; remove the key to disable the check, or set a secret",
+                ));
+            }
+        } else if !self.admin.listen.ip().is_loopback() {
+            // The admin API creates accounts and changes membership: never
+            // expose it unauthenticated beyond this host.
+            return Err(invalid(
+                "admin.token",
+                format!(
+                    "is required because admin.listen ({}) is not a loopback address",
+                    self.admin.listen
+                ),
+            ));
+        }
+        if let Some(mesh) = &self.mesh {
+            validate_mesh(mesh)?;
+        }
+        if let Some(vtp) = &self.vtp {
+            validate_vtp(vtp)?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|err| {
+            invalid(
+                "log.level",
+                format!("is not a valid filter directive: {err}"),
+            )
+        })?;
+        Ok(())
+    }
+
+    fn validate_xmpp(&self) -> Result<(), InvalidConfig> {
+        let x = &self.xmpp;
+        let positive = [
+            ("xmpp.max_stanza_bytes", x.max_stanza_bytes as u64),
+            ("xmpp.max_xml_depth", x.max_xml_depth as u64),
+            ("xmpp.max_xml_attributes", x.max_xml_attributes as u64),
+            ("xmpp.max_connections", x.max_connections as u64),
+            ("xmpp.max_outbound_stanzas", x.max_outbound_stanzas as u64),
+            ("xmpp.stream_open_timeout_secs", x.stream_open_timeout_secs),
+            ("xmpp.idle_timeout_secs", x.idle_timeout_secs),
+            ("xmpp.auth_backoff_base_ms", x.auth_backoff_base_ms),
+            ("xmpp.auth_backoff_max_ms", x.auth_backoff_max_ms),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+        // RFC 6120 §13.12: a server must accept stanzas of at least 10000 bytes.
+        if x.max_stanza_bytes < 10_000 {
+            return Err(invalid(
+                "xmpp.max_stanza_bytes",
+                "must be at least 10000 (RFC 6120 §13.12)",
+            ));
+        }
+        if x.scram_iterations < SCRAM_ITERATIONS_MIN {
+            return Err(invalid(
+                "xmpp.scram_iterations",
+                format!("must be at least {SCRAM_ITERATIONS_MIN} (RFC 7677 §4)"),
+            ));
+        }
+        if x.auth_backoff_base_ms > x.auth_backoff_max_ms {
+            return Err(invalid(
+                "xmpp.auth_backoff_base_ms",
+                "must not exceed xmpp.auth_backoff_max_ms",
+            ));
+        }
+        if x.listen_tls == Some(x.listen) {
+            return Err(invalid(
+                "xmpp.listen_tls",
+                "must differ from xmpp.listen: one port speaks STARTTLS, the other direct TLS",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why [`Config::from_toml`] failed, before the file path is attached.
+enum TomlProblem {
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    Invalid(InvalidConfig),
+}
+
+fn validate_domain(domain: &str) -> Result<(), InvalidConfig> {
+    let canonical = jid::DomainPart::new(domain)
+        .map_err(|err| {
+            invalid(
+                "domain",
+                format!("`{domain}` is not a valid XMPP domain: {err}"),
+            )
+        })?
+        .to_string();
+    if canonical != domain {
+        return Err(invalid(
+            "domain",
+            format!("write it in canonical form, `{canonical}`, as clients will address it"),
+        ));
+    }
+    // RFC 7622 §3.2: a domainpart is at most 1023 bytes; the pubsub service's
+    // address adds a label to it.
+    let pubsub = format!("pubsub.{domain}");
+    if jid::DomainPart::new(&pubsub).is_err() {
+        return Err(invalid(
+            "domain",
+            format!("`{pubsub}` (the pubsub service address) is not a valid XMPP domain"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_mesh(mesh: &MeshConfig) -> Result<(), InvalidConfig> {
+    if split_host_port(&mesh.advertise).is_none() {
+        return Err(invalid(
+            "mesh.advertise",
+            format!("`{}` is not HOST:PORT", mesh.advertise),
+        ));
+    }
+    let mut ids: Vec<u64> = mesh.members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(invalid(
+            "mesh.members",
+            format!("node id {} is listed twice", pair[0]),
+        ));
+    }
+    if !mesh.members.is_empty() && !ids.contains(&mesh.node_id) {
+        return Err(invalid(
+            "mesh.members",
+            format!(
+                "does not list this node (node_id = {}); add `\"{}@{}\"`",
+                mesh.node_id, mesh.node_id, mesh.advertise
+            ),
+        ));
+    }
+    let has_peers = mesh.members.iter().any(|m| m.id != mesh.node_id);
+    if has_peers {
+        // Peers authenticate each other with certificates from the cluster CA.
+        for (key, value) in [
+            ("mesh.ca", &mesh.ca),
+            ("mesh.cert", &mesh.cert),
+            ("mesh.key", &mesh.key),
+        ] {
+            if value.is_none() {
+                return Err(invalid(
+                    key,
+                    "is required when mesh.members lists other nodes (see `vomesh certs init`)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_vtp(vtp: &VtpConfig) -> Result<(), InvalidConfig> {
+    if let Some(ivo) = &vtp.local_ivo
+        && !ivo.starts_with("ivo://")
+    {
+        return Err(invalid(
+            "vtp.local_ivo",
+            format!("`{ivo}` is not an IVORN; write e.g. `ivo://example.org/vomesh`"),
+        ));
+    }
+    if let Some(bad) = vtp.upstream.iter().find(|u| split_host_port(u).is_none()) {
+        return Err(invalid("vtp.upstream", format!("`{bad}` is not HOST:PORT")));
+    }
+    if vtp.author_listen == vtp.broadcast_listen {
+        return Err(invalid(
+            "vtp.broadcast_listen",
+            "must differ from vtp.author_listen",
+        ));
+    }
+    Ok(())
+}
+
+/// Splits `HOST:PORT` (`[v6]:PORT` for IPv6 literals).
+fn split_host_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6.strip_suffix(']')?;
+            v6.parse::<Ipv6Addr>().ok()?;
+            v6
+        }
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then_some((host, port))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |nl| nl + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// `listen_tls = "ADDR"` or `listen_tls = false`.
+fn address_or_false<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum AddressOrFalse {
+        Address(SocketAddr),
+        Switch(bool),
+    }
+    match AddressOrFalse::deserialize(deserializer)? {
+        AddressOrFalse::Address(addr) => Ok(Some(addr)),
+        AddressOrFalse::Switch(false) => Ok(None),
+        AddressOrFalse::Switch(true) => Err(serde::de::Error::custom(
+            "expected an address such as \"0.0.0.0:5223\", or false to disable direct TLS",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERFACE_EXAMPLE: &str = r#"
+domain = "example.org"            # the XMPP domain served; pubsub service is pubsub.<domain>
+data_dir = "/var/lib/vomesh"
+
+[xmpp]
+listen = "0.0.0.0:5222"           # STARTTLS, TLS required before auth
+listen_tls = "0.0.0.0:5223"       # direct TLS (XEP-0368); optional
+max_stanza_bytes = 262144
+
+[tls]                             # the XMPP-facing certificate; absent: self-signed, generated into data_dir
+cert = "/etc/vomesh/xmpp.crt"
+key = "/etc/vomesh/xmpp.key"
+
+[admin]
+listen = "127.0.0.1:9100"         # /metrics, /healthz, /readyz, admin API
+token = "change-me"               # bearer token for admin API calls (not for /metrics, /healthz, /readyz)
+
+[mesh]
+node_id = 1
+listen = "0.0.0.0:7001"           # QUIC (UDP)
+advertise = "site-a.example.org:7001"
+members = ["1@site-a.example.org:7001", "2@site-b.example.org:7001", "3@site-c.example.org:7001"]
+ca = "/etc/vomesh/ca.crt"         # cluster CA; peers must present a certificate it signed
+cert = "/etc/vomesh/node-1.crt"
+key = "/etc/vomesh/node-1.key"
+
+[vtp]                             # VOEvent Transport Protocol bridge; absent: off
+author_listen = "0.0.0.0:8098"    # authors submit one event per connection; ack after commit
+broadcast_listen = "0.0.0.0:8099" # VTP subscribers receive events from the routed nodes
+local_ivo = "ivo://example.org/vomesh"
+upstream = ["broker.example.net:8099"]   # remote VTP broadcasters this site subscribes to
+author_allow = ["127.0.0.0/8"]
+subscriber_allow = ["0.0.0.0/0"]
+"#;
+
+    fn syntax_error(text: &str) -> (usize, usize, String) {
+        match Config::from_toml(text) {
+            Err(TomlProblem::Syntax {
+                line,
+                column,
+                message,
+            }) => (line, column, message),
+            Err(TomlProblem::Invalid(err)) => panic!("expected a syntax error, got {err}"),
+            Ok(config) => panic!("expected a syntax error, got {config:?}"),
+        }
+    }
+
+    fn invalid_key(text: &str) -> InvalidConfig {
+        match Config::from_toml(text) {
+            Err(TomlProblem::Invalid(err)) => err,
+            Err(TomlProblem::Syntax { message, .. }) => {
+                panic!("expected a validation error, got syntax error {message}")
+            }
+            Ok(config) => panic!("expected a validation error, got {config:?}"),
+        }
+    }
+
+    fn parse(text: &str) -> Config {
+        match Config::from_toml(text) {
+            Ok(config) => config,
+            Err(TomlProblem::Syntax { message, line, .. }) => panic!("line {line}: {message}"),
+            Err(TomlProblem::Invalid(err)) => panic!("{err}"),
+        }
+    }
+
+    #[test]
+    fn interface_example_parses() {
+        let config = parse(INTERFACE_EXAMPLE);
+        assert_eq!(config.domain, "example.org");
+        assert_eq!(config.pubsub_domain(), "pubsub.example.org");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/vomesh"));
+        assert_eq!(config.xmpp.listen, "0.0.0.0:5222".parse().unwrap());
+        assert_eq!(
+            config.xmpp.listen_tls,
+            Some("0.0.0.0:5223".parse().unwrap())
+        );
+        assert_eq!(config.xmpp.max_stanza_bytes, 262_144);
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/vomesh/xmpp.crt"));
+        assert_eq!(config.admin.token.as_deref(), Some("change-me"));
+        let mesh = config.mesh.as_ref().unwrap();
+        assert_eq!(mesh.node_id, 1);
+        assert_eq!(mesh.advertise, "site-a.example.org:7001");
+        assert_eq!(
+            mesh.members[1],
+            MeshMember {
+                id: 2,
+                addr: "site-b.example.org:7001".to_owned()
+            }
+        );
+        assert_eq!(mesh.ca.as_deref(), Some(Path::new("/etc/vomesh/ca.crt")));
+        let vtp = config.vtp.as_ref().unwrap();
+        assert_eq!(vtp.local_ivo_or_default("x"), "ivo://example.org/vomesh");
+        assert_eq!(vtp.upstream, ["broker.example.net:8099"]);
+        assert_eq!(vtp.author_allow, ["127.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            vtp.subscriber_allow,
+            ["0.0.0.0/0".parse::<IpNet>().unwrap()]
+        );
+        // Keys the example leaves out keep their defaults.
+        assert_eq!(config.xmpp.max_xml_depth, 32);
+        assert_eq!(config.log, LogConfig::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_development_config() {
+        assert_eq!(parse(""), Config::development());
+    }
+
+    #[test]
+    fn development_defaults_match_the_interface() {
+        let config = Config::development();
+        assert_eq!(config.domain, "localhost");
+        assert_eq!(config.xmpp.listen, "127.0.0.1:5222".parse().unwrap());
+        assert_eq!(
+            config.xmpp.listen_tls,
+            Some("127.0.0.1:5223".parse().unwrap())
+        );
+        assert_eq!(config.admin.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(config.admin.token, None);
+        assert_eq!(config.data_dir, PathBuf::from("./vomesh-data"));
+        assert!(config.tls.is_none() && config.mesh.is_none() && config.vtp.is_none());
+        assert_eq!(config.xmpp.max_outbound_stanzas, 1024);
+        assert_eq!(config.xmpp.stream_open_timeout(), Duration::from_secs(30));
+        assert_eq!(config.xmpp.auth_backoff_max(), Duration::from_secs(60));
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn section_defaults_fill_omitted_keys() {
+        let config = parse("[vtp]\nupstream = [\"a.example:8099\"]\n[mesh]\nnode_id = 4\n");
+        let vtp = config.vtp.unwrap();
+        assert_eq!(vtp.author_listen, "127.0.0.1:8098".parse().unwrap());
+        assert_eq!(
+            vtp.local_ivo_or_default("localhost"),
+            "ivo://localhost/vomesh"
+        );
+        assert!(vtp.author_allow.iter().all(|net| net.addr().is_loopback()));
+        let mesh = config.mesh.unwrap();
+        assert_eq!(mesh.node_id, 4);
+        assert!(mesh.members.is_empty());
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named_with_its_line() {
+        let (line, column, message) = syntax_error("domain = \"a.example\"\nfrobnicate = 1\n");
+        assert_eq!((line, column), (2, 1));
+        assert!(message.contains("frobnicate"), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_section_is_named_with_its_line() {
+        let (line, _, message) =
+            syntax_error("[xmpp]\nmax_stanza_bytes = 100000\nmax_stanzas = 3\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("max_stanzas"), "{message}");
+    }
+
+    #[test]
+    fn load_reports_path_line_and_key_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "[admin]\nlisten = \"127.0.0.1:9100\"\ntokn = \"x\"\n",
+        )
+        .unwrap();
+        let message = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("{}:3:1: ", path.display())),
+            "{message}"
+        );
+        assert!(message.contains("tokn"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn load_of_a_missing_file_names_it() {
+        let err = Config::load(Path::new("/nonexistent/vomesh.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("/nonexistent/vomesh.toml"));
+    }
+
+    #[test]
+    fn load_reports_validation_errors_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "[xmpp]\nmax_connections = 0\n").unwrap();
+        let message = Config::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{}: `xmpp.max_connections`: must be greater than 0",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_value_is_a_syntax_error() {
+        let (line, _, message) = syntax_error("[xmpp]\n\nlisten = \"not an address\"\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("address"), "{message}");
+    }
+
+    #[test]
+    fn direct_tls_can_be_turned_off() {
+        let config = parse("[xmpp]\nlisten_tls = false\n");
+        assert_eq!(config.xmpp.listen_tls, None);
+        let (_, _, message) = syntax_error("[xmpp]\nlisten_tls = true\n");
+        assert!(message.contains("false to disable"), "{message}");
+    }
+
+    #[test]
+    fn malformed_member_explains_the_expected_form() {
+        let (line, _, message) = syntax_error("[mesh]\nmembers = [\"1@a:7001\", \"b:7001\"]\n");
+        assert_eq!(line, 2);
+        assert!(
+            message.contains("invalid mesh member `b:7001`"),
+            "{message}"
+        );
+        assert!(message.contains("ID@HOST:PORT"), "{message}");
+    }
+
+    #[test]
+    fn member_parses_ipv6_literals_and_rejects_missing_ports() {
+        let member: MeshMember = "7@[::1]:7001".parse().unwrap();
+        assert_eq!((member.id, member.addr.as_str()), (7, "[::1]:7001"));
+        assert_eq!(member.to_string(), "7@[::1]:7001");
+        assert!("7@::1:7001".parse::<MeshMember>().is_err());
+        assert!("7@host".parse::<MeshMember>().is_err());
+        assert!("x@host:1".parse::<MeshMember>().is_err());
+    }
+
+    #[test]
+    fn node_missing_from_members_is_rejected() {
+        let err = invalid_key(
+            "[mesh]\nnode_id = 4\nadvertise = \"d:7001\"\nmembers = [\"1@a:7001\", \"2@b:7001\"]\nca = \"ca\"\ncert = \"c\"\nkey = \"k\"\n",
+        );
+        assert_eq!(err.key, "mesh.members");
+        assert!(
+            err.problem.contains("add `\"4@d:7001\"`"),
+            "{}",
+            err.problem
+        );
+    }
+
+    #[test]
+    fn duplicate_member_ids_are_rejected() {
+        let err = invalid_key("[mesh]\nmembers = [\"1@a:7001\", \"1@b:7001\"]\n");
+        assert_eq!(err.key, "mesh.members");
+        assert!(err.problem.contains("listed twice"));
+    }
+
+    #[test]
+    fn peers_require_cluster_certificates() {
+        let err = invalid_key("[mesh]\nmembers = [\"1@a:7001\", \"2@b:7001\"]\n");
+        assert_eq!(err.key, "mesh.ca");
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        for key in ["max_xml_depth", "max_outbound_stanzas", "idle_timeout_secs"] {
+            let err = invalid_key(&format!("[xmpp]\n{key} = 0\n"));
+            assert_eq!(err.key, format!("xmpp.{key}"));
+        }
+    }
+
+    #[test]
+    fn stanza_limit_below_rfc_minimum_is_rejected() {
+        let err = invalid_key("[xmpp]\nmax_stanza_bytes = 9999\n");
+        assert!(err.problem.contains("RFC 6120"));
+    }
+
+    #[test]
+    fn weak_scram_iteration_count_is_rejected() {
+        let err = invalid_key("[xmpp]\nscram_iterations = 1000\n");
+        assert_eq!(err.key, "xmpp.scram_iterations");
+    }
+
+    #[test]
+    fn backoff_base_above_max_is_rejected() {
+        let err = invalid_key("[xmpp]\nauth_backoff_base_ms = 5000\nauth_backoff_max_ms = 10\n");
+        assert_eq!(err.key, "xmpp.auth_backoff_base_ms");
+    }
+
+    #[test]
+    fn invalid_domain_is_rejected() {
+        assert_eq!(invalid_key("domain = \"exa mple.org\"").key, "domain");
+        assert_eq!(invalid_key("domain = \"\"").key, "domain");
+    }
+
+    #[test]
+    fn non_canonical_domain_names_its_canonical_form() {
+        let err = invalid_key("domain = \"Example.ORG\"");
+        assert!(err.problem.contains("`example.org`"), "{}", err.problem);
+    }
+
+    #[test]
+    fn exposed_admin_listener_requires_a_token() {
+        let err = invalid_key("[admin]\nlisten = \"0.0.0.0:9100\"\n");
+        assert_eq!(err.key, "admin.token");
+        parse("[admin]\nlisten = \"0.0.0.0:9100\"\ntoken = \"s3cret\"\n");
+    }
+
+    #[test]
+    fn bad_log_level_is_rejected() {
+        assert_eq!(invalid_key("[log]\nlevel = \"info,=[\"\n").key, "log.level");
+        let (_, _, message) = syntax_error("[log]\nformat = \"xml\"\n");
+        assert!(message.contains("xml"), "{message}");
+    }
+
+    #[test]
+    fn bad_vtp_values_are_rejected() {
+        assert_eq!(
+            invalid_key("[vtp]\nlocal_ivo = \"example.org\"\n").key,
+            "vtp.local_ivo"
+        );
+        assert_eq!(
+            invalid_key("[vtp]\nupstream = [\"nohost\"]\n").key,
+            "vtp.upstream"
+        );
+        let (line, _, _) = syntax_error("[vtp]\nauthor_allow = [\"10.0.0.0/33\"]\n");
+        assert_eq!(line, 2);
+    }
+}

@@ -1,0 +1,341 @@
+//! The Prometheus metrics of a node.
+//!
+//! Code anywhere in the node records through the `metrics` crate's macros
+//! (`metrics::counter!(names::STANZAS_IN_TOTAL).increment(1)`), using the
+//! names in [`names`] so the exposition stays the documented one. [`Metrics`]
+//! installs the process-wide Prometheus recorder; it has no HTTP listener of
+//! its own — the admin router ([`crate::admin`]) serves [`Metrics::render`] at
+//! `GET /metrics`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrics::Unit;
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Metric names, all prefixed `vomesh_`. Label keys are in [`labels`].
+pub mod names {
+    /// Gauge: current Raft term of this node.
+    pub const RAFT_TERM: &str = "vomesh_raft_term";
+    /// Gauge: 1 while this node is the Raft leader, else 0.
+    pub const RAFT_IS_LEADER: &str = "vomesh_raft_is_leader";
+    /// Gauge: highest log index known committed.
+    pub const RAFT_COMMIT_INDEX: &str = "vomesh_raft_commit_index";
+    /// Gauge: highest log index applied to the pubsub state.
+    pub const RAFT_APPLIED_INDEX: &str = "vomesh_raft_applied_index";
+    /// Gauge `{peer}`: log entries a follower is behind the leader (leader only).
+    pub const RAFT_REPLICATION_LAG: &str = "vomesh_raft_replication_lag";
+    /// Gauge: authenticated, resource-bound client sessions.
+    pub const C2S_SESSIONS: &str = "vomesh_c2s_sessions";
+    /// Gauge: open client TCP connections, authenticated or not.
+    pub const C2S_CONNECTIONS: &str = "vomesh_c2s_connections";
+    /// Counter: stanzas received from clients.
+    pub const STANZAS_IN_TOTAL: &str = "vomesh_stanzas_in_total";
+    /// Counter: stanzas written to clients.
+    pub const STANZAS_OUT_TOTAL: &str = "vomesh_stanzas_out_total";
+    /// Counter `{condition}`: stream errors sent, by RFC 6120 §4.9.3 condition.
+    pub const STREAM_ERRORS_TOTAL: &str = "vomesh_stream_errors_total";
+    /// Counter `{reason}`: failed SASL authentications, by RFC 6120 §6.5 condition.
+    pub const AUTH_FAILURES_TOTAL: &str = "vomesh_auth_failures_total";
+    /// Counter: clients disconnected because their outbound queue filled.
+    pub const SLOW_CONSUMER_DISCONNECTS_TOTAL: &str = "vomesh_slow_consumer_disconnects_total";
+    /// Counter `{reason}`: requests refused at a limit or by policy.
+    pub const REJECTED_TOTAL: &str = "vomesh_rejected_total";
+    /// Counter: items committed to pubsub nodes (counted where applied).
+    pub const PUBSUB_PUBLISHED_TOTAL: &str = "vomesh_pubsub_published_total";
+    /// Counter: notifications written to local subscribers.
+    pub const PUBSUB_NOTIFICATIONS_TOTAL: &str = "vomesh_pubsub_notifications_total";
+    /// Histogram: publish accepted → committed by the mesh.
+    pub const PUBLISH_COMMIT_SECONDS: &str = "vomesh_publish_commit_seconds";
+    /// Histogram: publication timestamp → notification written to a subscriber's socket.
+    pub const DELIVERY_SECONDS: &str = "vomesh_delivery_seconds";
+    /// Gauge: resident set size of the process.
+    pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "vomesh_process_resident_memory_bytes";
+    /// Gauge: file descriptors the process holds open.
+    pub const PROCESS_OPEN_FDS: &str = "vomesh_process_open_fds";
+}
+
+/// Label keys of the labelled metrics in [`names`].
+pub mod labels {
+    /// Of [`super::names::RAFT_REPLICATION_LAG`]: the follower's node id.
+    pub const PEER: &str = "peer";
+    /// Of [`super::names::STREAM_ERRORS_TOTAL`]: e.g. `policy-violation`.
+    pub const CONDITION: &str = "condition";
+    /// Of [`super::names::AUTH_FAILURES_TOTAL`] and [`super::names::REJECTED_TOTAL`].
+    pub const REASON: &str = "reason";
+}
+
+/// Bucket bounds of every `*_seconds` histogram: 100 µs to 10 s in 1-2.5-5
+/// steps, wide enough for a loopback commit and a transatlantic one.
+pub const SECONDS_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// How often histogram samples are folded into their buckets between
+/// scrapes, bounding the memory an unscraped node spends on them.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The installed recorder. Cloning is cheap; every clone renders the same
+/// registry.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+/// Why the recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Another (non-vomesh) recorder already owns the process.
+    #[error("cannot install the Prometheus metrics recorder: {0}")]
+    Install(#[from] BuildError),
+}
+
+/// The recorder of this process, once installed. `metrics` allows one global
+/// recorder per process; installing is therefore idempotent and every caller
+/// (the node, tests sharing a process) gets a handle to the same one.
+static INSTALLED: Mutex<Option<Metrics>> = Mutex::new(None);
+
+impl Metrics {
+    /// Installs the process-wide recorder and describes every metric in
+    /// [`names`]; later calls return the recorder already installed.
+    pub fn install() -> Result<Metrics, MetricsError> {
+        // A poisoned lock only means another installer panicked; the Option
+        // inside is still either None or a complete Metrics.
+        let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(metrics) = installed.as_ref() {
+            return Ok(metrics.clone());
+        }
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS_BUCKETS)?
+            .install_recorder()?;
+        describe_all();
+        let metrics = Metrics { handle };
+        *installed = Some(metrics.clone());
+        Ok(metrics)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4), process metrics
+    /// refreshed first.
+    pub fn render(&self) -> String {
+        record_process_metrics();
+        self.handle.render()
+    }
+
+    /// Folds pending histogram samples into buckets every
+    /// [`UPKEEP_INTERVAL`], until the task is aborted or the runtime stops.
+    pub fn spawn_upkeep(&self) -> tokio::task::JoinHandle<()> {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                ticks.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    }
+}
+
+fn describe_all() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    use names::*;
+    describe_gauge!(RAFT_TERM, Unit::Count, "Current Raft term of this node.");
+    describe_gauge!(
+        RAFT_IS_LEADER,
+        "1 while this node is the Raft leader, else 0."
+    );
+    describe_gauge!(
+        RAFT_COMMIT_INDEX,
+        Unit::Count,
+        "Highest Raft log index known committed."
+    );
+    describe_gauge!(
+        RAFT_APPLIED_INDEX,
+        Unit::Count,
+        "Highest Raft log index applied to the pubsub state."
+    );
+    describe_gauge!(
+        RAFT_REPLICATION_LAG,
+        Unit::Count,
+        "Log entries each follower (label peer) is behind this leader."
+    );
+    describe_gauge!(
+        C2S_SESSIONS,
+        Unit::Count,
+        "Authenticated, resource-bound client sessions."
+    );
+    describe_gauge!(
+        C2S_CONNECTIONS,
+        Unit::Count,
+        "Open client connections, authenticated or not."
+    );
+    describe_counter!(
+        STANZAS_IN_TOTAL,
+        Unit::Count,
+        "Stanzas received from clients."
+    );
+    describe_counter!(
+        STANZAS_OUT_TOTAL,
+        Unit::Count,
+        "Stanzas written to clients."
+    );
+    describe_counter!(
+        STREAM_ERRORS_TOTAL,
+        Unit::Count,
+        "Stream errors sent to clients, by RFC 6120 condition."
+    );
+    describe_counter!(
+        AUTH_FAILURES_TOTAL,
+        Unit::Count,
+        "Failed SASL authentications, by reason."
+    );
+    describe_counter!(
+        SLOW_CONSUMER_DISCONNECTS_TOTAL,
+        Unit::Count,
+        "Clients disconnected because their outbound stanza queue filled."
+    );
+    describe_counter!(
+        REJECTED_TOTAL,
+        Unit::Count,
+        "Requests refused at a limit or by policy, by reason."
+    );
+    describe_counter!(
+        PUBSUB_PUBLISHED_TOTAL,
+        Unit::Count,
+        "Items committed to pubsub nodes."
+    );
+    describe_counter!(
+        PUBSUB_NOTIFICATIONS_TOTAL,
+        Unit::Count,
+        "Pubsub notifications written to local subscribers."
+    );
+    describe_histogram!(
+        PUBLISH_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time from a publish being accepted to its commit by the mesh."
+    );
+    describe_histogram!(
+        DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Time from an item's publication timestamp to its notification being written to a subscriber."
+    );
+    describe_gauge!(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        Unit::Bytes,
+        "Resident set size of the process."
+    );
+    describe_gauge!(
+        PROCESS_OPEN_FDS,
+        Unit::Count,
+        "File descriptors the process holds open."
+    );
+}
+
+/// Samples resident memory and open descriptors from `/proc/self`. On a
+/// system without procfs the gauges are left unset rather than reported as 0.
+pub fn record_process_metrics() {
+    match std::fs::read_to_string("/proc/self/status") {
+        Ok(status) => {
+            if let Some(bytes) = vm_rss_bytes(&status) {
+                metrics::gauge!(names::PROCESS_RESIDENT_MEMORY_BYTES).set(bytes as f64);
+            }
+        }
+        Err(err) => tracing::debug!(%err, "cannot read /proc/self/status"),
+    }
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(entries) => {
+            metrics::gauge!(names::PROCESS_OPEN_FDS).set(entries.count() as f64);
+        }
+        Err(err) => tracing::debug!(%err, "cannot list /proc/self/fd"),
+    }
+}
+
+/// The `VmRSS:` line of `/proc/<pid>/status`, which the kernel writes in kB.
+fn vm_rss_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib = line.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_is_idempotent() {
+        let first = Metrics::install().unwrap();
+        let second = Metrics::install().unwrap();
+        metrics::counter!(names::SLOW_CONSUMER_DISCONNECTS_TOTAL).increment(1);
+        assert!(
+            first
+                .render()
+                .contains(names::SLOW_CONSUMER_DISCONNECTS_TOTAL)
+        );
+        assert!(
+            second
+                .render()
+                .contains(names::SLOW_CONSUMER_DISCONNECTS_TOTAL)
+        );
+    }
+
+    #[test]
+    fn described_metric_renders_its_help_text() {
+        let metrics = Metrics::install().unwrap();
+        metrics::counter!(names::REJECTED_TOTAL, labels::REASON => "max-connections").increment(1);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "# HELP vomesh_rejected_total Requests refused at a limit or by policy, by reason."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE vomesh_rejected_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vomesh_rejected_total{reason=\"max-connections\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn seconds_histograms_have_buckets_from_100us_to_10s() {
+        let metrics = Metrics::install().unwrap();
+        metrics::histogram!(names::PUBLISH_COMMIT_SECONDS).record(0.003);
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE vomesh_publish_commit_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vomesh_publish_commit_seconds_bucket{le=\"0.0001\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vomesh_publish_commit_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vomesh_publish_commit_seconds_bucket{le=\"10\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn render_reports_process_metrics() {
+        let text = Metrics::install().unwrap().render();
+        assert!(text.contains("vomesh_process_open_fds "), "{text}");
+        assert!(
+            text.contains("vomesh_process_resident_memory_bytes "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn vm_rss_is_read_in_kilobytes() {
+        let status = "Name:\tvomesh\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t4\n";
+        assert_eq!(vm_rss_bytes(status), Some(1234 * 1024));
+        assert_eq!(vm_rss_bytes("Name:\tvomesh\n"), None);
+    }
+}
