@@ -85,6 +85,12 @@ pub struct XmppConfig {
     /// An authenticated stream silent for this long is closed with
     /// `<connection-timeout/>`.
     pub idle_timeout_secs: u64,
+    /// A write to a client that does not complete within this means the
+    /// client stopped reading: it is disconnected as a slow consumer.
+    pub write_timeout_secs: u64,
+    /// Failed SASL attempts allowed on one stream before it is closed with
+    /// `<not-authorized/>` (RFC 6120 §6.4.5: at least 2, at most 5).
+    pub auth_attempts_max: u32,
     /// PBKDF2 iteration count of newly stored SCRAM credentials.
     pub scram_iterations: u32,
     /// Failed authentications from one address answered without delay.
@@ -107,6 +113,8 @@ impl Default for XmppConfig {
             max_outbound_stanzas: 1024,
             stream_open_timeout_secs: 30,
             idle_timeout_secs: 600,
+            write_timeout_secs: 30,
+            auth_attempts_max: 3,
             scram_iterations: SCRAM_ITERATIONS_MIN,
             auth_failures_free: 3,
             auth_backoff_base_ms: 1000,
@@ -122,6 +130,10 @@ impl XmppConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
     }
 
     pub fn auth_backoff_base(&self) -> Duration {
@@ -451,6 +463,7 @@ impl Config {
             ("xmpp.max_outbound_stanzas", x.max_outbound_stanzas as u64),
             ("xmpp.stream_open_timeout_secs", x.stream_open_timeout_secs),
             ("xmpp.idle_timeout_secs", x.idle_timeout_secs),
+            ("xmpp.write_timeout_secs", x.write_timeout_secs),
             ("xmpp.auth_backoff_base_ms", x.auth_backoff_base_ms),
             ("xmpp.auth_backoff_max_ms", x.auth_backoff_max_ms),
         ];
@@ -462,6 +475,12 @@ impl Config {
             return Err(invalid(
                 "xmpp.max_stanza_bytes",
                 "must be at least 10000 (RFC 6120 §13.12)",
+            ));
+        }
+        if !(2..=5).contains(&x.auth_attempts_max) {
+            return Err(invalid(
+                "xmpp.auth_attempts_max",
+                "must be between 2 and 5 (RFC 6120 §6.4.5)",
             ));
         }
         if x.scram_iterations < SCRAM_ITERATIONS_MIN {

@@ -1,0 +1,12 @@
+//! The XMPP side of a node (RFC 6120/6121 client-to-server).
+//!
+//! # Layout
+//! - [`session`]: one client session as a pure state machine (negotiation,
+//!   SASL, binding, the IQs the server answers itself).
+//! - [`router`]: delivery of stanzas between local sessions and components.
+//! - [`stanza`]: stanza kinds, IQ validation, result and error replies.
+//! - [`ns`]: the XML namespaces of the protocols above.
+pub mod ns;
+pub mod router;
+pub mod session;
+pub mod stanza;
