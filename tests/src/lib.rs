@@ -1,1 +1,10 @@
-//! Support code for vomesh's cross-crate tests (in `tests/tests/`).
+//! Support code for vomesh's cross-crate tests (in `tests/tests/`): running
+//! the real `vomesh` binary on free loopback ports and preparing the Python
+//! clients used for interoperability tests.
+//!
+//! # Layout
+//! - [`node`]: a `vomesh serve` process with its own data directory.
+//! - [`python`]: a virtualenv with slixmpp, created on first use.
+
+pub mod node;
+pub mod python;

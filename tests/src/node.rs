@@ -1,0 +1,261 @@
+//! A real `vomesh serve` process on free loopback ports, with its own
+//! temporary data directory and configuration file.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use jid::BareJid;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use vomesh_broker::client::{ClientConfig, Trust};
+
+/// The domain test nodes serve.
+pub const DOMAIN: &str = "localhost";
+/// The admin token of test nodes.
+pub const TOKEN: &str = "test-token";
+/// How long a node gets to answer `/healthz` after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `vomesh` binary of this build profile, built once per test process
+/// (cargo builds test targets but not other packages' binaries).
+pub fn vomesh_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("VOMESH_BIN") {
+            return PathBuf::from(path);
+        }
+        // The test executable lives in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("the test executable has a path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executables live in <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("a target directory");
+        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build
+            .args(["build", "--quiet", "-p", "vomesh-broker", "--bin", "vomesh"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the vomesh binary failed");
+        profile_dir.join("vomesh")
+    })
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; another process could
+/// take it before the node binds, which is unlikely enough on a test host).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// A running node. Dropping it kills the process (SIGKILL).
+pub struct TestNode {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub xmpp: SocketAddr,
+    pub xmpp_tls: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl TestNode {
+    /// A node with the default limits.
+    pub fn start() -> TestNode {
+        TestNode::start_with("")
+    }
+
+    /// A node whose `[xmpp]` section also contains `xmpp_settings` (TOML
+    /// lines, e.g. `stream_open_timeout_secs = 2`).
+    pub fn start_with(xmpp_settings: &str) -> TestNode {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut node = TestNode {
+            child: None,
+            xmpp: loopback(free_port()),
+            xmpp_tls: loopback(free_port()),
+            admin: loopback(free_port()),
+            dir,
+        };
+        let config = format!(
+            "domain = \"{DOMAIN}\"\n\
+             data_dir = \"{data}\"\n\
+             [xmpp]\n\
+             listen = \"{xmpp}\"\n\
+             listen_tls = \"{xmpp_tls}\"\n\
+             {xmpp_settings}\n\
+             [admin]\n\
+             listen = \"{admin}\"\n\
+             token = \"{TOKEN}\"\n",
+            data = node.data_dir().display(),
+            xmpp = node.xmpp,
+            xmpp_tls = node.xmpp_tls,
+            admin = node.admin,
+        );
+        std::fs::write(node.config_path(), config).expect("writing the node config");
+        node.spawn();
+        node
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("vomesh.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("vomesh.log")
+    }
+
+    /// What the node logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("opening the node log");
+        let child = Command::new(vomesh_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", "vomesh_broker=debug,info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting vomesh");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let url = format!("http://{}/healthz", self.admin);
+        loop {
+            if ureq::get(&url).call().is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "vomesh exited with {status} during start-up:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vomesh did not become healthy:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the node is running");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        child.wait().expect("waiting for vomesh")
+    }
+
+    /// SIGKILL, as a power cut would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same configuration and data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the node first");
+        self.spawn();
+    }
+
+    /// Runs `vomesh ARGS… --config <this node's config>` and returns its
+    /// exit status and standard output.
+    pub fn cli(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let output = Command::new(vomesh_bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the vomesh CLI");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Creates an account through `vomesh user add`.
+    pub fn add_user(&self, localpart: &str, password: &str) {
+        let jid = format!("{localpart}@{DOMAIN}");
+        let (status, _, stderr) = self.cli(&["user", "add", &jid, "--password", password]);
+        assert!(status.success(), "vomesh user add {jid} failed: {stderr}");
+    }
+
+    /// The node's self-signed XMPP certificate.
+    pub fn certificate(&self) -> Vec<CertificateDer<'static>> {
+        let path = self.data_dir().join("tls").join("xmpp.crt");
+        CertificateDer::pem_file_iter(&path)
+            .expect("the generated certificate exists")
+            .collect::<Result<_, _>>()
+            .expect("the generated certificate parses")
+    }
+
+    /// Client settings for `localpart` over STARTTLS, trusting the node's
+    /// certificate (and nothing else).
+    pub fn client_config(&self, localpart: &str, password: &str) -> ClientConfig {
+        ClientConfig {
+            jid: BareJid::new(&format!("{localpart}@{DOMAIN}")).expect("a valid JID"),
+            password: password.to_owned(),
+            server: self.xmpp.to_string(),
+            direct_tls: false,
+            resource: None,
+            trust: Trust::Roots(self.certificate()),
+        }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        ureq::get(&format!("http://{}/metrics", self.admin))
+            .call()
+            .expect("scraping /metrics")
+            .body_mut()
+            .read_to_string()
+            .expect("a text body")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- vomesh log ({}) ---\n{}",
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+        self.kill9();
+    }
+}
