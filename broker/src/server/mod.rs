@@ -57,6 +57,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&BoundAddrs),
 ) -> anyhow::Result<()> {
+    refuse_unbuilt_features(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let metrics = Metrics::install()?;
@@ -166,6 +167,22 @@ pub async fn run(
     upkeep.abort();
     drop(accounts);
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The configuration accepts the whole INTERFACE.md contract, but a node
+/// must not pretend to run what this build does not have yet.
+fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
+    if let Some(mesh) = &config.mesh
+        && mesh.members.iter().any(|member| member.id != mesh.node_id)
+    {
+        anyhow::bail!(
+            "[mesh] members lists other nodes, but this build runs single-node only (replication is issue #4)"
+        );
+    }
+    if config.vtp.is_some() {
+        anyhow::bail!("[vtp] is set, but this build has no VTP bridge yet (issue #8)");
+    }
     Ok(())
 }
 
