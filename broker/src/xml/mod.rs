@@ -1,8 +1,11 @@
 //! XML for XMPP streams: an owned element tree ([`Element`]) with its
-//! serializer, and the incremental stream parser ([`StreamParser`]) that
-//! builds it from socket bytes.
+//! serializer, the incremental stream parser ([`StreamParser`]) that
+//! builds it from socket bytes, and [`parse_document`] for standalone
+//! documents (VOEvent files and packets).
 mod element;
 mod parser;
 
 pub use element::{Attr, Element, Node, XML_NS};
-pub use parser::{ParseError, ParserLimits, StreamEvent, StreamHeader, StreamParser};
+pub use parser::{
+    ParseError, ParserLimits, StreamEvent, StreamHeader, StreamParser, parse_document,
+};

@@ -6,6 +6,9 @@
 //! socket, in whatever fragments they arrive, and produces [`StreamEvent`]s:
 //! the header, each complete top-level element as an [`Element`] tree with
 //! its namespaces resolved, and the end of the stream. It does no I/O.
+//! [`parse_document`] reads a standalone document (a VOEvent file or
+//! packet) with the same machinery, in a grammar that skips comments and
+//! processing instructions.
 //!
 //! # How it is incremental
 //! quick-xml tokenizes complete input only: fed a fragment, it reports an
@@ -30,6 +33,8 @@
 //! RFC 6120 §11.1 restricts XMPP to a subset of XML: no DTD, no comments,
 //! no processing instructions, no entity references beyond the five
 //! predefined ones (which is what makes entity-expansion bombs impossible).
+//! Documents may carry comments and processing instructions, which are
+//! dropped, but never a DTD: their entities stay the predefined five.
 //! Every top-level element, the stream header included, is limited in size,
 //! depth and attributes per element ([`ParserLimits`]); elements are built
 //! with an explicit stack, never by recursion.
@@ -38,7 +43,7 @@ use std::borrow::Cow;
 
 use quick_xml::Reader;
 use quick_xml::escape::{EscapeError, resolve_xml_entity, unescape_with};
-use quick_xml::events::{BytesStart, BytesText, Event};
+use quick_xml::events::{BytesDecl, BytesStart, BytesText, Event};
 
 use super::element::{Attr, Element, XML_NS};
 
@@ -50,7 +55,8 @@ const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParserLimits {
     /// Size of one top-level element (and of the stream header), from its
-    /// `<` to the end of its end tag.
+    /// `<` to the end of its end tag; for [`parse_document`], of the whole
+    /// document.
     pub stanza_bytes_max: usize,
     /// Element nesting within a top-level element, which is depth 1.
     pub depth_max: usize,
@@ -134,10 +140,23 @@ fn not_well_formed(what: impl Into<String>) -> ParseError {
     ParseError::NotWellFormed(what.into())
 }
 
+/// Which XML the parser accepts: the tokenizer and the tree builder are
+/// shared, and differ only where these two grammars do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grammar {
+    /// An XMPP stream: restricted XML (RFC 6120 §11.1) under a `<stream>`
+    /// root, each top-level element reported as it completes.
+    Stream,
+    /// One standalone XML document: comments and processing instructions
+    /// are skipped, the root may be any element and is reported whole.
+    Document,
+}
+
 /// Turns the bytes of one XMPP stream into [`StreamEvent`]s.
 #[derive(Debug)]
 pub struct StreamParser {
     limits: ParserLimits,
+    grammar: Grammar,
     tokenizer: Tokenizer,
     tree: TreeBuilder,
     /// Set by the first error; the stream is dead after it.
@@ -146,10 +165,15 @@ pub struct StreamParser {
 
 impl StreamParser {
     pub fn new(limits: ParserLimits) -> Self {
+        StreamParser::with_grammar(limits, Grammar::Stream)
+    }
+
+    fn with_grammar(limits: ParserLimits, grammar: Grammar) -> Self {
         StreamParser {
             limits,
-            tokenizer: Tokenizer::new(limits.stanza_bytes_max),
-            tree: TreeBuilder::new(limits),
+            grammar,
+            tokenizer: Tokenizer::new(limits.stanza_bytes_max, grammar),
+            tree: TreeBuilder::new(limits, grammar),
             failed: None,
         }
     }
@@ -177,7 +201,7 @@ impl StreamParser {
     /// and not yet parsed are dropped: the peer must not pipeline past the
     /// point where the stream restarts.
     pub fn reset(&mut self) {
-        *self = StreamParser::new(self.limits);
+        *self = StreamParser::with_grammar(self.limits, self.grammar);
     }
 
     fn process(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
@@ -202,15 +226,66 @@ impl StreamParser {
     }
 }
 
+/// Parses one complete standalone XML document into its root element.
+///
+/// For XML that arrives whole rather than as a stream: VOEvent files given
+/// to `vomesh publish` and VOEvent Transport Protocol packets, each of which
+/// is a document of its own. The same tokenizer and tree builder as for
+/// streams do the work, with these differences:
+/// - a UTF-8 byte order mark may precede the document, and the XML
+///   declaration (which must declare UTF-8 or no encoding) may open it;
+/// - comments and processing instructions are allowed anywhere, and
+///   dropped: they are not content, so the returned tree, and any payload
+///   re-serialized from it with [`Element::to_xml`], does not carry them;
+/// - the root may be any element; its namespaces are resolved with none in
+///   scope, so an unprefixed element without `xmlns` is in no namespace.
+///
+/// DOCTYPE and entity declarations are still refused (`RestrictedXml`):
+/// packets come from untrusted peers and their entities are never expanded.
+/// `stanza_bytes_max` bounds the whole document, byte order mark included;
+/// the depth and attribute limits apply as to a stanza, the root at depth 1.
+/// Anything but whitespace, comments and processing instructions around
+/// the one root element, or a document that ends early, is
+/// `NotWellFormed`.
+pub fn parse_document(document: &[u8], limits: ParserLimits) -> Result<Element, ParseError> {
+    if document.len() > limits.stanza_bytes_max {
+        return Err(ParseError::StanzaTooLarge {
+            limit: limits.stanza_bytes_max,
+        });
+    }
+    // XML 1.0 §4.3.3, Appendix F: the byte order mark is not part of the
+    // document, so the declaration may still come first after it.
+    let document = document
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(document);
+    let mut parser = StreamParser::with_grammar(limits, Grammar::Document);
+    let mut events = Vec::new();
+    parser.process(document, &mut events)?;
+    // The tokenizer keeps an unfinished token (an unclosed comment, text
+    // left open in the root) buffered until the input that ends it.
+    let token_unfinished = !parser.tokenizer.buf.is_empty();
+    match (events.pop(), &parser.tree.phase) {
+        (Some(StreamEvent::Stanza(root)), Phase::Closed) if !token_unfinished => Ok(root),
+        (None, Phase::Prolog) if !token_unfinished => Err(not_well_formed("no root element")),
+        _ => Err(not_well_formed("the document ends early")),
+    }
+}
+
 /// What kind of token the tokenizer delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TokenKind {
     Text,
     /// A start, empty-element or end tag.
     Tag,
-    /// `<?xml ...?>`; other processing instructions never get this far.
-    Declaration,
+    /// `<?target ...?>`; `first` when it opened the input, the only place
+    /// the XML declaration may stand (XML 1.0 §2.8). In a stream, no other
+    /// processing instruction gets this far.
+    Pi {
+        first: bool,
+    },
     Cdata,
+    /// `<!-- ... -->`, in a document only.
+    Comment,
 }
 
 /// Where a token boundary search stands between two fragments.
@@ -225,9 +300,10 @@ enum ScanState {
     Tag {
         quote: Option<u8>,
     },
-    /// Inside `<?xml`; `question` when the last byte was `?`.
-    Declaration {
+    /// Inside `<?`; `question` when the last byte was `?`.
+    Pi {
         question: bool,
+        first: bool,
     },
     /// Matching `<![CDATA[`; `matched` bytes of it seen so far.
     CdataOpen {
@@ -236,6 +312,12 @@ enum ScanState {
     /// Inside a CDATA section; `brackets` trailing `]` seen (at most 2).
     Cdata {
         brackets: u8,
+    },
+    /// After `<!-`, expecting the second `-`.
+    CommentOpen,
+    /// Inside a comment; `dashes` trailing `-` seen (at most 2).
+    Comment {
+        dashes: u8,
     },
 }
 
@@ -257,6 +339,7 @@ const CDATA_OPEN: &[u8] = b"<![CDATA[";
 #[derive(Debug)]
 struct Tokenizer {
     stanza_bytes_max: usize,
+    grammar: Grammar,
     /// Unconsumed input: the current token, scanned up to `scan_pos`.
     buf: Vec<u8>,
     /// Stream offset of `buf[0]`.
@@ -270,9 +353,10 @@ struct Tokenizer {
 }
 
 impl Tokenizer {
-    fn new(stanza_bytes_max: usize) -> Self {
+    fn new(stanza_bytes_max: usize, grammar: Grammar) -> Self {
         Tokenizer {
             stanza_bytes_max,
+            grammar,
             buf: Vec::new(),
             base: 0,
             token_start: 0,
@@ -323,12 +407,19 @@ impl Tokenizer {
                     self.state = ScanState::Text;
                 }
                 ScanState::Open => match byte {
-                    b'?' if context.in_prolog && self.base + self.token_start as u64 == 0 => {
-                        self.state = ScanState::Declaration { question: false };
+                    b'?' => {
+                        // XML 1.0 §2.8: the declaration may only open the
+                        // document; any other `<?` is a processing
+                        // instruction, which a stream may not carry.
+                        let first = context.in_prolog && self.base + self.token_start as u64 == 0;
+                        if !first && self.grammar == Grammar::Stream {
+                            return Err(ParseError::RestrictedXml("processing instruction".into()));
+                        }
+                        self.state = ScanState::Pi {
+                            question: false,
+                            first,
+                        };
                     }
-                    // XML 1.0 §2.8: the declaration may only open the
-                    // document; any other `<?` is a processing instruction.
-                    b'?' => return Err(ParseError::RestrictedXml("processing instruction".into())),
                     b'!' => self.state = ScanState::CdataOpen { matched: 2 },
                     b'<' => return Err(not_well_formed("'<' inside a tag")),
                     _ => self.state = ScanState::Tag { quote: None },
@@ -345,14 +436,20 @@ impl Tokenizer {
                     (_, Some(open)) if byte == open => self.state = ScanState::Tag { quote: None },
                     _ => {}
                 },
-                ScanState::Declaration { question } => {
+                ScanState::Pi { question, first } => {
                     if question && byte == b'>' {
                         self.scan_pos += 1;
-                        return Ok(Some(self.finish(TokenKind::Declaration)));
+                        return Ok(Some(self.finish(TokenKind::Pi { first })));
                     }
-                    self.state = ScanState::Declaration {
+                    self.state = ScanState::Pi {
                         question: byte == b'?',
+                        first,
                     };
+                }
+                ScanState::CdataOpen { matched: 2 }
+                    if byte == b'-' && self.grammar == Grammar::Document =>
+                {
+                    self.state = ScanState::CommentOpen;
                 }
                 ScanState::CdataOpen { matched } => {
                     if CDATA_OPEN.get(matched) != Some(&byte) {
@@ -383,6 +480,22 @@ impl Tokenizer {
                         0
                     };
                     self.state = ScanState::Cdata { brackets };
+                }
+                ScanState::CommentOpen if byte == b'-' => {
+                    self.state = ScanState::Comment { dashes: 0 };
+                }
+                ScanState::CommentOpen => return Err(not_well_formed("malformed comment")),
+                // XML 1.0 §2.5: `--` may only end a comment.
+                ScanState::Comment { dashes: 2 } if byte == b'>' => {
+                    self.scan_pos += 1;
+                    return Ok(Some(self.finish(TokenKind::Comment)));
+                }
+                ScanState::Comment { dashes: 2 } => {
+                    return Err(not_well_formed("'--' inside a comment"));
+                }
+                ScanState::Comment { dashes } => {
+                    let dashes = if byte == b'-' { dashes + 1 } else { 0 };
+                    self.state = ScanState::Comment { dashes };
                 }
             }
             self.scan_pos += 1;
@@ -418,11 +531,15 @@ impl Tokenizer {
 /// Where the document stands.
 #[derive(Debug)]
 enum Phase {
-    /// Before the stream header.
+    /// Before the stream header or the document's root element.
     Prolog,
     /// Inside the stream root, whose qualified name the end tag must repeat.
     Open { root_qname: String },
-    /// After `</stream:stream>`: only whitespace may follow.
+    /// Inside a document's root element, which is on the open stack.
+    Root,
+    /// After `</stream:stream>` or the document's root element: only
+    /// whitespace (and in a document, comments and processing
+    /// instructions) may follow.
     Closed,
 }
 
@@ -446,6 +563,7 @@ struct StartTag {
 #[derive(Debug)]
 struct TreeBuilder {
     limits: ParserLimits,
+    grammar: Grammar,
     phase: Phase,
     /// Bindings in scope, innermost last.
     bindings: Vec<Binding>,
@@ -457,9 +575,10 @@ struct TreeBuilder {
 }
 
 impl TreeBuilder {
-    fn new(limits: ParserLimits) -> Self {
+    fn new(limits: ParserLimits, grammar: Grammar) -> Self {
         TreeBuilder {
             limits,
+            grammar,
             phase: Phase::Prolog,
             bindings: Vec::new(),
             scope_marks: Vec::new(),
@@ -492,7 +611,10 @@ impl TreeBuilder {
                     .map_err(|e| not_well_formed(e.to_string()))?;
                 self.push_text(&text)
             }
-            TokenKind::Declaration => check_declaration(token),
+            TokenKind::Pi { first } => self.processing_instruction(token, first),
+            // A document's comments are not content (XML 1.0 §2.5); only
+            // their characters are checked.
+            TokenKind::Comment => check_chars(token),
             TokenKind::Tag => {
                 let mut reader = Reader::from_str(token);
                 let config = reader.config_mut();
@@ -536,29 +658,72 @@ impl TreeBuilder {
         empty: bool,
         events: &mut Vec<StreamEvent>,
     ) -> Result<(), ParseError> {
-        match self.phase {
-            Phase::Prolog => self.start_stream(tag, empty, events),
-            Phase::Closed => Err(not_well_formed("a second root element")),
-            Phase::Open { .. } => {
-                if self.open.len() >= self.limits.depth_max {
-                    return Err(ParseError::TooDeep {
-                        limit: self.limits.depth_max,
-                    });
-                }
-                let start = self.read_start(tag)?;
-                let element = Element::parsed(
-                    start.prefix,
-                    start.name,
-                    start.ns,
-                    start.declared,
-                    start.attrs,
-                );
-                self.open.push(element);
-                if empty {
-                    self.close_element(events);
-                }
-                Ok(())
+        match (&self.phase, self.grammar) {
+            (Phase::Prolog, Grammar::Stream) => self.start_stream(tag, empty, events),
+            (Phase::Closed, _) => Err(not_well_formed("a second root element")),
+            (Phase::Prolog, Grammar::Document) => {
+                // The root is built like any top-level element, at depth 1,
+                // with no namespace in scope.
+                self.phase = Phase::Root;
+                self.start_element(tag, empty, events)
             }
+            (Phase::Open { .. } | Phase::Root, _) => self.start_element(tag, empty, events),
+        }
+    }
+
+    /// Opens an element below the stream root, or a document's root.
+    fn start_element(
+        &mut self,
+        tag: &BytesStart<'_>,
+        empty: bool,
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<(), ParseError> {
+        if self.open.len() >= self.limits.depth_max {
+            return Err(ParseError::TooDeep {
+                limit: self.limits.depth_max,
+            });
+        }
+        let start = self.read_start(tag)?;
+        let element = Element::parsed(
+            start.prefix,
+            start.name,
+            start.ns,
+            start.declared,
+            start.attrs,
+        );
+        self.open.push(element);
+        if empty {
+            self.close_element(events);
+        }
+        Ok(())
+    }
+
+    /// Checks the XML declaration, or a document's processing instruction,
+    /// which is then dropped: it is an instruction to some application,
+    /// not content (XML 1.0 §2.6).
+    fn processing_instruction(&self, token: &str, first: bool) -> Result<(), ParseError> {
+        let mut reader = Reader::from_str(token);
+        match reader.read_event() {
+            Ok(Event::Decl(declaration)) if first => check_declaration(&declaration),
+            Ok(Event::Decl(_)) => Err(not_well_formed(
+                "XML declaration not at the start of the document",
+            )),
+            Ok(Event::PI(_)) if self.grammar == Grammar::Stream => {
+                Err(ParseError::RestrictedXml("processing instruction".into()))
+            }
+            Ok(Event::PI(pi)) => {
+                let target = utf8(pi.target())?;
+                // §2.6: targets matching [Xx][Mm][Ll] are reserved;
+                // Namespaces §7: no colon.
+                if !is_ncname(target) || target.eq_ignore_ascii_case("xml") {
+                    return Err(not_well_formed(format!(
+                        "invalid processing instruction target {target:?}"
+                    )));
+                }
+                check_chars(token)
+            }
+            Ok(_) => Err(not_well_formed("malformed processing instruction")),
+            Err(error) => Err(not_well_formed(error.to_string())),
         }
     }
 
@@ -633,7 +798,7 @@ impl TreeBuilder {
                 Phase::Open { root_qname } => {
                     Err(not_well_formed(format!("</{qname}> closes <{root_qname}>")))
                 }
-                Phase::Prolog | Phase::Closed => Err(not_well_formed(format!(
+                Phase::Prolog | Phase::Root | Phase::Closed => Err(not_well_formed(format!(
                     "</{qname}> outside the root element"
                 ))),
             },
@@ -641,7 +806,7 @@ impl TreeBuilder {
     }
 
     /// Closes the innermost open element: into its parent, or out as a
-    /// top-level event.
+    /// top-level event (a document's root included).
     fn close_element(&mut self, events: &mut Vec<StreamEvent>) {
         if let Some(mark) = self.scope_marks.pop() {
             self.bindings.truncate(mark);
@@ -651,7 +816,12 @@ impl TreeBuilder {
         };
         match self.open.last_mut() {
             Some(parent) => parent.push_child(element),
-            None => events.push(StreamEvent::Stanza(element)),
+            None => {
+                if matches!(self.phase, Phase::Root) {
+                    self.phase = Phase::Closed;
+                }
+                events.push(StreamEvent::Stanza(element));
+            }
         }
     }
 
@@ -764,28 +934,21 @@ fn check_binding(prefix: Option<&str>, uri: &str) -> Result<(), ParseError> {
     )))
 }
 
-/// Checks the XML declaration (RFC 6120 §11.5 allows it; §11.6 demands UTF-8).
-fn check_declaration(token: &str) -> Result<(), ParseError> {
-    let mut reader = Reader::from_str(token);
-    match reader.read_event() {
-        Ok(Event::Decl(declaration)) => {
-            declaration
-                .version()
-                .map_err(|e| not_well_formed(e.to_string()))?;
-            if let Some(encoding) = declaration.encoding() {
-                let encoding = encoding.map_err(|e| not_well_formed(e.to_string()))?;
-                if !encoding.eq_ignore_ascii_case(b"UTF-8") {
-                    return Err(ParseError::UnsupportedEncoding(
-                        String::from_utf8_lossy(&encoding).into_owned(),
-                    ));
-                }
-            }
-            Ok(())
+/// Checks the XML declaration (RFC 6120 §11.5 allows it; §11.6 demands
+/// UTF-8, which is all vomesh reads in documents too).
+fn check_declaration(declaration: &BytesDecl<'_>) -> Result<(), ParseError> {
+    declaration
+        .version()
+        .map_err(|e| not_well_formed(e.to_string()))?;
+    if let Some(encoding) = declaration.encoding() {
+        let encoding = encoding.map_err(|e| not_well_formed(e.to_string()))?;
+        if !encoding.eq_ignore_ascii_case(b"UTF-8") {
+            return Err(ParseError::UnsupportedEncoding(
+                String::from_utf8_lossy(&encoding).into_owned(),
+            ));
         }
-        Ok(Event::PI(_)) => Err(ParseError::RestrictedXml("processing instruction".into())),
-        Ok(_) => Err(not_well_formed("malformed XML declaration")),
-        Err(error) => Err(not_well_formed(error.to_string())),
     }
+    Ok(())
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, ParseError> {
