@@ -255,9 +255,7 @@ pub fn parse_document(document: &[u8], limits: ParserLimits) -> Result<Element, 
     }
     // XML 1.0 §4.3.3, Appendix F: the byte order mark is not part of the
     // document, so the declaration may still come first after it.
-    let document = document
-        .strip_prefix(b"\xEF\xBB\xBF")
-        .unwrap_or(document);
+    let document = document.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(document);
     let mut parser = StreamParser::with_grammar(limits, Grammar::Document);
     let mut events = Vec::new();
     parser.process(document, &mut events)?;
@@ -1530,5 +1528,208 @@ mod tests {
         let reparsed = published_payload(&canonical);
         assert_eq!(reparsed, voevent);
         assert_eq!(reparsed.to_xml(), canonical);
+    }
+
+    fn document(input: &str) -> Result<Element, ParseError> {
+        parse_document(input.as_bytes(), limits())
+    }
+
+    /// The condition `input` is refused with, as a document.
+    fn document_condition(input: &str) -> &'static str {
+        match document(input) {
+            Err(error) => error.condition(),
+            Ok(root) => panic!("{input:?} was accepted as {root:?}"),
+        }
+    }
+
+    #[test]
+    fn sample_voevent_documents_parse_and_reparse_to_equal_trees() {
+        let samples = [
+            include_str!("testdata/Gaia16aac.xml"),
+            include_str!("testdata/SWIFT_bat_position_v2.0_example.xml"),
+        ];
+        for sample in samples {
+            let voevent = document(sample).expect("sample parses");
+            assert!(voevent.is("VOEvent", VOE_NS));
+            assert!(voevent.child("Who", "").is_some());
+            // The document grammar builds the same tree as the stream one.
+            assert_eq!(voevent, published_payload(voevent_body(sample)));
+            let reparsed = document(&voevent.to_xml()).expect("serialization parses");
+            assert_eq!(reparsed, voevent);
+        }
+    }
+
+    #[test]
+    fn document_declaring_utf8_or_no_encoding_is_accepted() {
+        for declaration in [
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+            "<?xml version='1.0' encoding='utf-8' standalone='yes'?>",
+            "<?xml version=\"1.0\" ?>",
+        ] {
+            let root = document(&format!("{declaration}\n<r>x</r>\n"));
+            assert_eq!(root.map(|r| r.text()), Ok("x".to_owned()), "{declaration}");
+        }
+    }
+
+    #[test]
+    fn document_declaring_iso_8859_1_is_unsupported_encoding() {
+        let result = document("<?xml version='1.0' encoding='ISO-8859-1'?><r/>");
+        assert_eq!(
+            result,
+            Err(ParseError::UnsupportedEncoding("ISO-8859-1".into()))
+        );
+    }
+
+    #[test]
+    fn document_byte_order_mark_is_skipped() {
+        let bom = "\u{FEFF}";
+        assert!(document(&format!("{bom}<?xml version='1.0'?><r/>")).is_ok());
+        assert_eq!(document(&format!("{bom}<r/>")), Ok(Element::new("r", "")));
+        // Only at the very start.
+        assert_eq!(document_condition(&format!("<r/>{bom}")), "not-well-formed");
+    }
+
+    #[test]
+    fn document_comments_and_processing_instructions_are_skipped() {
+        let root = document(
+            "<?xml version='1.0'?><!-- before --><?xml-stylesheet href='s.xsl'?>\n\
+             <r><!-- inside -->a<?app data?>b<c><!----></c>c</r>\n\
+             <!-- after - with a dash --><?end?>\n",
+        )
+        .expect("document");
+        assert_eq!(root.text(), "abc");
+        assert_eq!(root.to_xml(), "<r>ab<c/>c</r>");
+    }
+
+    #[test]
+    fn document_malformed_comment_or_instruction_is_not_well_formed() {
+        for input in [
+            "<r><!-- a -- b --></r>",
+            "<r><!-- a ---></r>",
+            "<r><!- a --></r>",
+            // XML 1.0 §2.6: the `xml` target is reserved.
+            "<r><?XML data?></r>",
+            "<r><??></r>",
+        ] {
+            assert_eq!(document_condition(input), "not-well-formed", "{input}");
+        }
+    }
+
+    #[test]
+    fn document_declaration_not_at_the_start_is_not_well_formed() {
+        assert_eq!(
+            document_condition(" <?xml version='1.0'?><r/>"),
+            "not-well-formed"
+        );
+        assert_eq!(
+            document_condition("<r/><?xml version='1.0'?>"),
+            "not-well-formed"
+        );
+    }
+
+    #[test]
+    fn document_doctype_is_restricted_xml() {
+        assert_eq!(
+            document_condition("<!DOCTYPE r [<!ENTITY lol 'lol'>]><r>&lol;</r>"),
+            "restricted-xml"
+        );
+        assert_eq!(
+            document_condition("<?xml version='1.0'?>\n<!DOCTYPE r SYSTEM 'r.dtd'><r/>"),
+            "restricted-xml"
+        );
+        assert_eq!(document_condition("<r>&nbsp;</r>"), "restricted-xml");
+    }
+
+    #[test]
+    fn document_with_two_roots_is_not_well_formed() {
+        assert_eq!(document_condition("<a/><b/>"), "not-well-formed");
+        assert_eq!(
+            document_condition("<a></a>\n<!-- -->\n<a/>"),
+            "not-well-formed"
+        );
+    }
+
+    #[test]
+    fn document_text_outside_the_root_is_not_well_formed() {
+        assert_eq!(document_condition("<r/>trailing"), "not-well-formed");
+        assert_eq!(document_condition("<r/>\n x"), "not-well-formed");
+        assert_eq!(document_condition("leading<r/>"), "not-well-formed");
+        assert_eq!(document_condition("<r/><![CDATA[x]]>"), "not-well-formed");
+    }
+
+    #[test]
+    fn truncated_document_is_not_well_formed() {
+        for input in [
+            "",
+            " \n<!-- only a comment -->\n",
+            "<?xml version='1.0'?>",
+            "<r",
+            "<r>",
+            "<r><a>text</a>",
+            "<r>text",
+            "<r/><!-- unclosed",
+            "<r/><?pi unclosed",
+        ] {
+            assert_eq!(
+                document(input).map_err(|e| e.condition()),
+                Err("not-well-formed"),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn document_over_the_size_limit_is_policy_violation() {
+        let limits = ParserLimits {
+            stanza_bytes_max: 20,
+            ..limits()
+        };
+        let exact = "<r>0123456789abc</r>";
+        assert_eq!(exact.len(), 20);
+        assert!(parse_document(exact.as_bytes(), limits).is_ok());
+        // Whitespace and the byte order mark count too.
+        for over in [format!("{exact}\n"), format!("\u{FEFF}{exact}")] {
+            assert_eq!(
+                parse_document(over.as_bytes(), limits),
+                Err(ParseError::StanzaTooLarge { limit: 20 })
+            );
+        }
+    }
+
+    #[test]
+    fn document_depth_and_attribute_limits_count_the_root() {
+        let limits = ParserLimits {
+            depth_max: 2,
+            attributes_max: 2,
+            ..limits()
+        };
+        let run = |input: &str| parse_document(input.as_bytes(), limits).map(|_| ());
+        assert_eq!(run("<r a='1' b='2'><c/></r>"), Ok(()));
+        assert_eq!(
+            run("<r><c><d/></c></r>"),
+            Err(ParseError::TooDeep { limit: 2 })
+        );
+        assert_eq!(
+            run("<r xmlns='urn:r' a='1' b='2'/>"),
+            Err(ParseError::TooManyAttributes { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn document_root_inherits_no_default_namespace() {
+        let root = document("<r><c/></r>").expect("document");
+        assert!(root.is("r", ""));
+        assert!(root.child("c", "").is_some());
+        let root = document("<r xmlns='urn:r'><c/><p:d xmlns:p='urn:p'/></r>").expect("document");
+        assert!(root.is("r", "urn:r"));
+        assert!(root.child("c", "urn:r").is_some());
+        assert!(root.child("d", "urn:p").is_some());
+        assert_eq!(document_condition("<p:r/>"), "not-well-formed");
+    }
+
+    #[test]
+    fn stream_still_refuses_what_documents_skip() {
+        assert_eq!(error("<m><!-- hi --></m>").condition(), "restricted-xml");
+        assert_eq!(error("<m><?app data?></m>").condition(), "restricted-xml");
     }
 }
