@@ -15,6 +15,10 @@
 
 pub mod certs;
 pub mod log_store;
+pub mod membership;
+pub mod metrics;
+pub mod node;
 pub mod state_store;
+pub mod transport;
 pub mod types;
 pub mod wire;
