@@ -44,21 +44,25 @@ pub struct StoreOpenError {
     pub source: redb::Error,
 }
 
-/// The Raft log store. Cloning shares the same database; a clone is also
-/// the log reader openraft's replication tasks use.
-#[derive(Clone)]
-pub struct LogStore {
-    db: Arc<Database>,
+/// A redb database that reports when it has been closed: `db` is declared
+/// before `closed`, so the database is dropped (flushed, its file lock
+/// released) before dropping the sender wakes whoever waits on
+/// [`RedbFile::wait_closed`].
+pub(crate) struct RedbFile {
+    db: Database,
+    closed: tokio::sync::watch::Sender<()>,
 }
 
-impl LogStore {
-    /// Opens (or creates) the log file at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreOpenError> {
+impl RedbFile {
+    /// Opens (or creates) the file and its tables.
+    pub(crate) fn open(
+        path: &Path,
+        init: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::TableError>,
+    ) -> Result<Arc<Self>, StoreOpenError> {
         let open = || -> Result<Database, redb::Error> {
             let db = Database::create(path)?;
             let txn = db.begin_write()?;
-            txn.open_table(LOG)?;
-            txn.open_table(META)?;
+            init(&txn)?;
             txn.commit()?;
             Ok(db)
         };
@@ -66,7 +70,49 @@ impl LogStore {
             path: path.to_owned(),
             source,
         })?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Arc::new(Self {
+            db,
+            closed: tokio::sync::watch::channel(()).0,
+        }))
+    }
+
+    /// A future that completes once the last handle is dropped and the file
+    /// is closed. Holds no handle itself.
+    pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed.subscribe();
+        async move { while rx.changed().await.is_ok() {} }
+    }
+}
+
+impl std::ops::Deref for RedbFile {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// The Raft log store. Cloning shares the same database; a clone is also
+/// the log reader openraft's replication tasks use.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<RedbFile>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreOpenError> {
+        let db = RedbFile::open(path, |txn| {
+            txn.open_table(LOG)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
+        Ok(Self { db })
+    }
+
+    /// Completes once every clone of this store is dropped and the file closed.
+    pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.db.wait_closed()
     }
 
     async fn run<T, F>(&self, f: F) -> io::Result<T>

@@ -14,8 +14,10 @@
 //!   was proposed (ReadIndex through the leader).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,6 +212,8 @@ pub struct NodeStatus {
     pub replication_lag: BTreeMap<NodeId, u64>,
 }
 
+type StorageClosed = Pin<Box<dyn Future<Output = ((), ())> + Send>>;
+
 pub(crate) struct Inner<S: StateMachine> {
     pub(crate) id: NodeId,
     pub(crate) raft: Raft<S>,
@@ -217,6 +221,9 @@ pub(crate) struct Inner<S: StateMachine> {
     pub(crate) state: SharedState<S>,
     pub(crate) timeouts: MeshTimeouts,
     metrics: MetricsExporter,
+    /// Completes when Raft's tasks have dropped the redb files; awaited by
+    /// `shutdown`.
+    storage_closed: tokio::sync::Mutex<Option<StorageClosed>>,
 }
 
 /// A running mesh node. Cloning shares the node.
@@ -245,6 +252,10 @@ impl<S: StateMachine> MeshNode<S> {
         let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
         let store = StateStore::open(&config.data_dir.join("raft-snapshot.redb"), state_machine)?;
         let state = store.shared();
+        let storage_closed = Box::pin(futures_util::future::join(
+            log.wait_closed(),
+            store.wait_closed(),
+        ));
 
         let t = &config.timeouts;
         let transport = Transport::bind(
@@ -293,6 +304,7 @@ impl<S: StateMachine> MeshNode<S> {
             state,
             timeouts: config.timeouts.clone(),
             metrics,
+            storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
         });
         transport.serve(Arc::new(Handler {
             inner: inner.clone(),
@@ -558,14 +570,23 @@ impl<S: StateMachine> MeshNode<S> {
         }
     }
 
-    /// Stops Raft and closes the QUIC endpoint. The stores are closed when
-    /// the last clone of this node is dropped.
+    /// Stops Raft, closes the QUIC endpoint, and waits (at most the
+    /// proposal timeout) until Raft's tasks have closed the redb files, so a
+    /// process exiting afterwards leaves them cleanly closed (no repair at
+    /// next start). Everything written was already fsynced at commit.
     pub async fn shutdown(&self) {
         self.inner.metrics.stop();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "mesh: raft shutdown");
         }
         self.inner.transport.close();
+        let Some(closed) = self.inner.storage_closed.lock().await.take() else {
+            return;
+        };
+        let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
+        if tokio::time::timeout(budget, closed).await.is_err() {
+            tracing::warn!("mesh: storage still open {budget:?} after shutdown");
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use vomesh_proto::mesh as pb;
 
-use crate::log_store::{StoreOpenError, invalid_data, io_err};
+use crate::log_store::{RedbFile, StoreOpenError, invalid_data, io_err};
 use crate::types::{
     CommandResponse, CommittedCommand, LogId, MeshTypes, Snapshot, SnapshotMeta, StateMachine,
     StoredMembership,
@@ -68,29 +68,19 @@ pub struct StateStore<S> {
     state: SharedState<S>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
-    db: Arc<Database>,
+    db: Arc<RedbFile>,
 }
 
 impl<S: StateMachine> StateStore<S> {
     /// Opens (or creates) the snapshot file at `path` and restores `state`
     /// from the snapshot stored there, if any.
     pub fn open(path: &Path, state: S) -> Result<Self, StateOpenError> {
-        let open = || -> Result<Database, redb::Error> {
-            let db = Database::create(path)?;
-            let txn = db.begin_write()?;
-            txn.open_table(SNAPSHOT)?;
-            txn.commit()?;
-            Ok(db)
-        };
-        let db = open().map_err(|source| StoreOpenError {
-            path: path.to_owned(),
-            source,
-        })?;
+        let db = RedbFile::open(path, |txn| txn.open_table(SNAPSHOT).map(|_| ()))?;
         let mut store = Self {
             state: SharedState(Arc::new(RwLock::new(state))),
             last_applied: None,
             last_membership: StoredMembership::default(),
-            db: Arc::new(db),
+            db,
         };
         if let Some(snapshot) = read_snapshot(&store.db).map_err(StateOpenError::Snapshot)? {
             store
@@ -107,6 +97,11 @@ impl<S: StateMachine> StateStore<S> {
     /// The state shared with the application.
     pub fn shared(&self) -> SharedState<S> {
         self.state.clone()
+    }
+
+    /// Completes once the store is dropped and the file closed.
+    pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.db.wait_closed()
     }
 
     fn current_meta(&self) -> SnapshotMeta {
@@ -144,7 +139,7 @@ fn read_snapshot(db: &Database) -> io::Result<Option<Snapshot>> {
     }))
 }
 
-async fn write_snapshot(db: Arc<Database>, meta: &SnapshotMeta, data: Bytes) -> io::Result<()> {
+async fn write_snapshot(db: Arc<RedbFile>, meta: &SnapshotMeta, data: Bytes) -> io::Result<()> {
     let meta = wire::snapshot_meta_to_pb(meta)
         .map_err(invalid_data)?
         .encode_to_vec();
@@ -165,7 +160,7 @@ async fn write_snapshot(db: Arc<Database>, meta: &SnapshotMeta, data: Bytes) -> 
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
     data: Bytes,
-    db: Arc<Database>,
+    db: Arc<RedbFile>,
 }
 
 impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
