@@ -328,9 +328,18 @@ impl<S: StateMachine> MeshNode<S> {
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        // The state machine has re-applied what was committed before a
-        // restart before anyone reads it.
-        raft.wait_for_recovery(Some(Duration::from_millis(t.propose_timeout_ms)))
+        // Before anyone reads the replica, re-apply what this node knew to
+        // be committed when it stopped (persisted by the log store). This
+        // needs no other node, so a site restarting alone still starts; it
+        // catches up further when it hears from a leader. (openraft's
+        // `wait_for_recovery` would wait for the cluster instead.)
+        let committed = raft
+            .metrics()
+            .borrow_watched()
+            .local_committed
+            .map(|id| id.index);
+        raft.wait(Some(Duration::from_millis(t.propose_timeout_ms)))
+            .applied_index_at_least(committed, "restart: committed entries re-applied")
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         Ok(Self { inner })

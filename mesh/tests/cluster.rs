@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use vomesh_mesh::certs::{ClusterCa, NodeIdentity};
-use vomesh_mesh::node::{MeshConfig, MeshNode, MeshTimeouts, Role};
+use vomesh_mesh::membership::MembershipError;
+use vomesh_mesh::node::{MeshConfig, MeshNode, MeshTimeouts, ProposeError, Role, StartError};
 use vomesh_mesh::transport::{RpcError, Transport, TransportLimits, TransportTimeouts};
 use vomesh_mesh::types::{CommittedCommand, StateMachine};
 use vomesh_proto::mesh as pb;
@@ -115,7 +116,11 @@ impl Cluster {
                 .collect(),
             data_dir: self.root.join(format!("node-{id}")),
             identity: self.identity(id)?,
-            timeouts: MeshTimeouts::loopback(),
+            timeouts: MeshTimeouts {
+                // Keeps the tests that expect a refusal short.
+                propose_timeout_ms: 2_000,
+                ..MeshTimeouts::loopback()
+            },
             limits: TransportLimits {
                 // Small chunks, so a snapshot really travels in several.
                 snapshot_chunk_bytes: 512,
@@ -193,9 +198,10 @@ impl Cluster {
                     self.nodes.insert(id, node);
                     return Ok(());
                 }
-                Err(e) if Instant::now() < deadline => {
-                    tracing_note(&e);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                // The UDP port is released once every task of the previous
+                // incarnation has let go of its endpoint.
+                Err(StartError::Transport(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -207,10 +213,6 @@ impl Cluster {
             node.shutdown().await;
         }
     }
-}
-
-fn tracing_note(e: &dyn std::fmt::Display) {
-    eprintln!("restart pending: {e}");
 }
 
 fn cmd(text: String) -> Bytes {
@@ -300,14 +302,24 @@ async fn a_restarted_node_keeps_its_log_and_state() -> anyhow::Result<()> {
             .await?;
     }
     let before = cluster.converged().await?;
-    let follower = cluster.follower(leader);
-    cluster.stop(follower).await?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    for id in &ids {
+        cluster.stop(*id).await?;
+    }
 
+    // Alone, with no leader to learn from, the node rebuilds its state from
+    // its own redb files.
+    let follower = cluster.follower(leader);
     cluster.restart(follower).await?;
-    // Straight after start, before hearing from the leader again, the state
-    // is rebuilt from the node's own redb files.
-    let restored = cluster.nodes[&follower].state().read().applied.clone();
-    assert_eq!(restored, before);
+    assert_eq!(cluster.nodes[&follower].state().read().applied, before);
+    assert_eq!(
+        cluster.nodes[&follower].status().last_log_index,
+        Some(before[4].0)
+    );
+
+    for id in ids.iter().filter(|id| **id != follower) {
+        cluster.restart(*id).await?;
+    }
     cluster.nodes[&follower]
         .propose(cmd("later=1".into()))
         .await?;
@@ -432,6 +444,88 @@ async fn peers_with_a_foreign_or_mismatched_certificate_are_refused() -> anyhow:
 
     assert_eq!(cluster.nodes[&leader].status().term, term);
     assert_eq!(cluster.leader().await?, leader);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minority_cannot_commit() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3, 10_000).await?;
+    let leader = cluster.leader().await?;
+    cluster.nodes[&leader]
+        .propose(cmd("acked=1".into()))
+        .await?;
+    let lone = cluster.follower(leader);
+    let others: Vec<u64> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != lone)
+        .collect();
+    for id in others {
+        cluster.stop(id).await?;
+    }
+
+    let refused = cluster.nodes[&lone].propose(cmd("lost=1".into())).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ProposeError::NoLeader(_) | ProposeError::Indeterminate(_))
+        ),
+        "{refused:?}"
+    );
+    let state = cluster.nodes[&lone].state().read().applied.clone();
+    assert_eq!(
+        state.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>(),
+        ["acked=1"]
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_node_joins_as_learner_then_voter_and_can_be_removed() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3, 10_000).await?;
+    let leader = cluster.leader().await?;
+    for i in 0..5 {
+        cluster.nodes[&leader]
+            .propose(cmd(format!("k{i}=v")))
+            .await?;
+    }
+    let follower = cluster.follower(leader);
+    let refused = cluster.nodes[&follower].remove_member(leader).await;
+    assert!(
+        matches!(refused, Err(MembershipError::NotLeader { leader: Some(l) }) if l == leader),
+        "{refused:?}"
+    );
+
+    // Node 4 starts knowing the cluster but, not being its lowest id, does
+    // not initialise anything: it waits to be added.
+    cluster.addrs.insert(4, free_udp_port()?);
+    let joining = MeshNode::start(cluster.config(4)?, Kv::default()).await?;
+    cluster.nodes.insert(4, joining);
+    cluster.nodes[&leader]
+        .add_member(4, cluster.addrs[&4].to_string())
+        .await?;
+    let status = cluster.nodes[&leader].status();
+    assert_eq!(
+        status.voters.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert!(status.learners.is_empty());
+    assert_eq!(cluster.converged().await?.len(), 5);
+
+    cluster.nodes[&4].propose(cmd("from4=1".into())).await?;
+    assert_eq!(cluster.converged().await?.len(), 6);
+
+    cluster.nodes[&leader].remove_member(4).await?;
+    let status = cluster.nodes[&leader].status();
+    assert_eq!(status.voters.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    cluster.stop(4).await?;
+    cluster.nodes[&leader]
+        .propose(cmd("after=1".into()))
+        .await?;
+    assert_eq!(cluster.converged().await?.len(), 7);
     cluster.shutdown().await;
     Ok(())
 }
