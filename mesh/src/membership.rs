@@ -26,10 +26,15 @@ pub enum MembershipError {
     ShuttingDown,
 }
 
-fn membership_error(e: RaftError<MeshTypes, ClientWriteError<MeshTypes>>) -> MembershipError {
+/// `known_leader`: the leader this node's metrics show, used when openraft's
+/// refusal does not name one.
+fn membership_error(
+    e: RaftError<MeshTypes, ClientWriteError<MeshTypes>>,
+    known_leader: Option<NodeId>,
+) -> MembershipError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MembershipError::NotLeader {
-            leader: f.leader_id,
+            leader: f.leader_id.or(known_leader),
         },
         RaftError::APIError(other) => MembershipError::Refused(other.to_string()),
         RaftError::Fatal(_) => MembershipError::ShuttingDown,
@@ -44,10 +49,10 @@ impl<S: StateMachine> MeshNode<S> {
         let raft = self.raft();
         raft.add_learner(id, BasicNode::new(addr), true)
             .await
-            .map_err(membership_error)?;
+            .map_err(|e| membership_error(e, self.status().leader))?;
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(membership_error)?;
+            .map_err(|e| membership_error(e, self.status().leader))?;
         Ok(())
     }
 
@@ -57,7 +62,7 @@ impl<S: StateMachine> MeshNode<S> {
         self.raft()
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
-            .map_err(membership_error)?;
+            .map_err(|e| membership_error(e, self.status().leader))?;
         Ok(())
     }
 }
