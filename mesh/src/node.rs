@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::base::BoxStream;
 use openraft::errors::{
     ClientWriteError, Fatal, ForwardToLeader, LinearizableReadError, RaftError,
 };
@@ -655,6 +657,47 @@ fn not_leader(f: &ForwardToLeader<MeshTypes>) -> pb::Response {
 }
 
 impl<S: StateMachine> RpcHandler for Handler<S> {
+    fn append_stream(
+        &self,
+        peer: NodeId,
+        requests: BoxStream<'static, pb::AppendEntriesRequest>,
+    ) -> BoxStream<'static, pb::Response> {
+        // Requests are converted until one is invalid (or not from the
+        // authenticated leader); the stream then ends, and so do the
+        // responses once the valid ones are answered.
+        let input = futures_util::stream::unfold(Some(requests), move |requests| async move {
+            let mut requests = requests?;
+            let request = requests.next().await?;
+            let claimed = request.vote.as_ref().map_or(0, |v| v.node_id);
+            if claimed != peer {
+                tracing::warn!(
+                    peer,
+                    claimed,
+                    "mesh: append stream from a node speaking for another"
+                );
+                return None;
+            }
+            match wire::append_request_from_pb(request) {
+                Ok(request) => Some((request, Some(requests))),
+                Err(e) => {
+                    tracing::info!(peer, error = %e, "mesh: invalid append on stream");
+                    None
+                }
+            }
+        });
+        let responses = self
+            .inner
+            .raft
+            .stream_append(input)
+            .map(|result| match result {
+                Ok(result) => response(pb::response::Kind::AppendStream(
+                    wire::stream_result_to_pb(&result),
+                )),
+                Err(fatal) => unavailable(fatal),
+            });
+        Box::pin(responses)
+    }
+
     async fn handle(
         &self,
         peer: NodeId,
@@ -745,6 +788,9 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                     }
                     Ok(Err(e)) => unavailable(e),
                 }
+            }
+            pb::request::Kind::AppendStream(_) => {
+                bad_request("append stream opened as a unary request")
             }
             pb::request::Kind::ReadIndex(_) => match raft
                 .get_read_linearizer(ReadPolicy::ReadIndex)

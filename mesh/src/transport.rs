@@ -31,10 +31,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use prost::Message;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -177,6 +180,15 @@ pub trait RpcHandler: Send + Sync + 'static {
         request: pb::request::Kind,
         snapshot: Option<Bytes>,
     ) -> impl Future<Output = pb::Response> + Send;
+
+    /// Serves an append stream from `peer` (already authenticated): one
+    /// `Response` per request, in order. The stream of responses ends when
+    /// `requests` ends or after an error response.
+    fn append_stream(
+        &self,
+        peer: NodeId,
+        requests: BoxStream<'static, pb::AppendEntriesRequest>,
+    ) -> BoxStream<'static, pb::Response>;
 }
 
 /// A cached outbound connection to one peer.
@@ -360,6 +372,9 @@ impl Transport {
             Err(message) => error_response(pb::ErrorKind::Unauthenticated, message),
             Ok(peer) => match request.kind {
                 None => error_response(pb::ErrorKind::BadRequest, "request without a kind".into()),
+                Some(pb::request::Kind::AppendStream(_)) => {
+                    return self.serve_append_stream(peer, send, recv, handler).await;
+                }
                 Some(pb::request::Kind::Snapshot(offer)) => {
                     match self.receive_snapshot(&mut recv, &offer).await {
                         Ok(data) => {
@@ -374,6 +389,36 @@ impl Transport {
             },
         };
         write_frame(&mut send, &response).await?;
+        send.finish()?;
+        Ok(())
+    }
+
+    async fn serve_append_stream<H: RpcHandler>(
+        &self,
+        peer: NodeId,
+        mut send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        handler: &H,
+    ) -> Result<(), FrameError> {
+        let max = self.limits.frame_bytes_max;
+        let requests = futures_util::stream::unfold(Some(recv), move |recv| async move {
+            let mut recv = recv?;
+            match read_frame(&mut recv, max).await {
+                Ok(frame) => match pb::AppendEntriesRequest::decode(frame) {
+                    Ok(request) => Some((request, Some(recv))),
+                    Err(e) => {
+                        tracing::info!(peer, error = %e, "mesh: undecodable append, closing the stream");
+                        None
+                    }
+                },
+                // The leader finished the stream, or the connection broke.
+                Err(_) => None,
+            }
+        });
+        let mut responses = handler.append_stream(peer, Box::pin(requests));
+        while let Some(response) = responses.next().await {
+            write_frame(&mut send, &response).await?;
+        }
         send.finish()?;
         Ok(())
     }
@@ -489,6 +534,36 @@ impl Transport {
             .map_err(|e| format!("connect {addr}: {e}"))?;
         *slot = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// Opens a stream to `peer` and sends `header` on it, within `deadline`.
+    async fn open_stream(
+        &self,
+        peer: NodeId,
+        addr: &str,
+        header: pb::request::Kind,
+        priority: i32,
+        deadline: Duration,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), RpcError> {
+        let request = pb::Request {
+            from_node_id: self.node_id,
+            kind: Some(header),
+        };
+        let open = async {
+            let connection = self.connection(peer, addr).await?;
+            let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+            // Fails only if the stream is already closed; then the write fails too.
+            let _ = send.set_priority(priority);
+            write_frame(&mut send, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((send, recv))
+        };
+        match tokio::time::timeout(deadline, open).await {
+            Ok(Ok(streams)) => Ok(streams),
+            Ok(Err(reason)) => Err(RpcError::Unreachable { peer, reason }),
+            Err(_) => Err(RpcError::DeadlineExceeded { peer, deadline }),
+        }
     }
 
     /// Sends one request to `peer` and waits for its response, all within
@@ -615,6 +690,51 @@ pub struct PeerClient {
     priority: i32,
 }
 
+/// Append requests in flight on one append stream before the writer waits
+/// for responses: enough to cover a round trip of batches at WAN latency,
+/// few enough that a stalled follower does not buffer much.
+const APPEND_PIPELINE_DEPTH: usize = 16;
+
+/// Writes `input` to the append stream; tells the reader, through `sent`,
+/// of each request sent (or of the failure that ended the writing).
+async fn write_appends<St>(
+    mut send: quinn::SendStream,
+    mut input: St,
+    sent: tokio::sync::mpsc::Sender<Result<(), String>>,
+) where
+    St: Stream<Item = AppendEntriesRequest<MeshTypes>> + Send + Unpin + 'static,
+{
+    while let Some(request) = input.next().await {
+        // Waits while the pipeline is full; fails once the reader is gone.
+        let Ok(permit) = sent.reserve().await else {
+            return;
+        };
+        let written = match wire::append_request_to_pb(&request) {
+            Ok(pb) => write_frame(&mut send, &pb).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let failed = written.is_err();
+        permit.send(written);
+        if failed {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+fn decode_stream_response(
+    frame: Bytes,
+) -> Result<StreamAppendResult<MeshTypes>, Unreachable<MeshTypes>> {
+    match pb::Response::decode(frame).map_err(unreachable)?.kind {
+        Some(pb::response::Kind::AppendStream(result)) => {
+            wire::stream_result_from_pb(result).map_err(unreachable)
+        }
+        other => Err(unreachable(format!(
+            "unexpected append stream response {other:?}"
+        ))),
+    }
+}
+
 fn unreachable(e: impl std::fmt::Display) -> Unreachable<MeshTypes> {
     Unreachable::from_string(e)
 }
@@ -695,6 +815,64 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
             option,
         )
         .await
+    }
+
+    /// Pipelined replication on one QUIC stream: requests are written as
+    /// openraft produces them, without waiting for the previous response, up
+    /// to `APPEND_PIPELINE_DEPTH` unanswered; the single stream keeps them in
+    /// order, and the follower answers them in order. Each response must come
+    /// within the RPC deadline of its request being sent, so an idle stream
+    /// never times out but a stalled follower is detected.
+    fn stream_append<'s, St>(
+        &'s mut self,
+        input: St,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<MeshTypes>, RPCError<MeshTypes>>>,
+            RPCError<MeshTypes>,
+        >,
+    >
+    where
+        St: Stream<Item = AppendEntriesRequest<MeshTypes>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let deadline = option.soft_ttl();
+            let header = pb::request::Kind::AppendStream(pb::AppendStreamOpen {});
+            let (send, recv) = self
+                .transport
+                .open_stream(self.target, &self.addr, header, self.priority, deadline)
+                .await
+                .map_err(unreachable)?;
+            let (sent_tx, sent_rx) = tokio::sync::mpsc::channel(APPEND_PIPELINE_DEPTH);
+            tokio::spawn(write_appends(send, input, sent_tx));
+            let max = self.transport.limits.frame_bytes_max;
+            let responses =
+                futures_util::stream::unfold(Some((recv, sent_rx)), move |state| async move {
+                    let (mut recv, mut sent_rx) = state?;
+                    // One response is owed per request the writer sent; none
+                    // owed (and the writer done) ends the stream.
+                    match sent_rx.recv().await? {
+                        Ok(()) => {}
+                        Err(reason) => return Some((Err(unreachable(reason).into()), None)),
+                    }
+                    let result =
+                        match tokio::time::timeout(deadline, read_frame(&mut recv, max)).await {
+                            Err(_) => Err(unreachable(format!(
+                                "no append response within {deadline:?}"
+                            ))),
+                            Ok(Err(e)) => Err(unreachable(e)),
+                            Ok(Ok(frame)) => decode_stream_response(frame),
+                        };
+                    match result {
+                        Ok(r) => Some((Ok(r), Some((recv, sent_rx)))),
+                        Err(e) => Some((Err(e.into()), None)),
+                    }
+                });
+            let responses: BoxStream<'s, _> = Box::pin(responses);
+            Ok(responses)
+        })
     }
 
     async fn full_snapshot(

@@ -5,7 +5,10 @@
 
 use openraft::EntryPayload;
 use openraft::impls::leader_id_adv::LeaderId;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult,
+    VoteRequest, VoteResponse,
+};
 use vomesh_proto::mesh as pb;
 
 use crate::types::{
@@ -161,6 +164,36 @@ pub fn append_response_from_pb(
     )
 }
 
+pub fn stream_result_to_pb(result: &StreamAppendResult<MeshTypes>) -> pb::AppendStreamResult {
+    use pb::append_stream_result::Result as R;
+    let result = match result {
+        Ok(matching) => R::Matching(pb::PartialSuccess {
+            matching: matching.as_ref().map(log_id_to_pb),
+        }),
+        Err(StreamAppendError::Conflict(prev)) => R::Conflict(log_id_to_pb(prev)),
+        Err(StreamAppendError::HigherVote(v)) => R::HigherVote(vote_to_pb(v)),
+    };
+    pb::AppendStreamResult {
+        result: Some(result),
+    }
+}
+
+pub fn stream_result_from_pb(
+    result: pb::AppendStreamResult,
+) -> Result<StreamAppendResult<MeshTypes>, WireError> {
+    use pb::append_stream_result::Result as R;
+    Ok(
+        match result
+            .result
+            .ok_or(WireError::Missing("append_stream_result.result"))?
+        {
+            R::Matching(p) => Ok(opt_log_id_from_pb(&p.matching)),
+            R::Conflict(prev) => Err(StreamAppendError::Conflict(log_id_from_pb(&prev))),
+            R::HigherVote(v) => Err(StreamAppendError::HigherVote(vote_from_pb(&v))),
+        },
+    )
+}
+
 pub fn vote_request_to_pb(req: &VoteRequest<MeshTypes>) -> pb::VoteRequest {
     pb::VoteRequest {
         vote: Some(vote_to_pb(&req.vote)),
@@ -258,6 +291,22 @@ mod tests {
             append_request_from_pb(req),
             Err(WireError::Missing("vote"))
         ));
+    }
+
+    #[test]
+    fn every_append_stream_result_survives_a_round_trip() {
+        let results: [StreamAppendResult<MeshTypes>; 4] = [
+            Ok(None),
+            Ok(Some(log_id(2, 1, 9))),
+            Err(StreamAppendError::Conflict(log_id(2, 1, 4))),
+            Err(StreamAppendError::HigherVote(Vote::new_committed(5, 3))),
+        ];
+        for result in results {
+            assert_eq!(
+                stream_result_from_pb(stream_result_to_pb(&result)).unwrap(),
+                result
+            );
+        }
     }
 
     #[test]
