@@ -13,6 +13,11 @@
 //!   lost. Each RPC is one bidirectional stream, so a heartbeat never queues
 //!   behind a large append or a snapshot; heartbeats also get a higher stream
 //!   priority and snapshots a lower one for the sender's bandwidth.
+//! - **Pipelined replication.** openraft's replication sends a stream of
+//!   appends; it gets one QUIC stream for its whole session, where requests
+//!   are written without waiting for the previous answer (up to
+//!   `APPEND_PIPELINE_DEPTH`) and answered in order, so the follower's fsync
+//!   of one batch overlaps the transfer of the next.
 //! - **Deadlines.** Every RPC runs under its deadline (openraft's
 //!   `RPCOption::soft_ttl`, or the mesh's own for forwarded proposals); a
 //!   peer that cannot be dialled, drops the stream or misses the deadline is

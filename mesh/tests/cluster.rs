@@ -529,3 +529,78 @@ async fn a_new_node_joins_as_learner_then_voter_and_can_be_removed() -> anyhow::
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_snapshots_and_votes_for_another_node_are_refused() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3, 10_000).await?;
+    let leader = cluster.leader().await?;
+    let follower = cluster.follower(leader);
+    let target = cluster.addrs[&follower].to_string();
+    let term = cluster.nodes[&leader].status().term;
+    // The leader's own identity, from a second endpoint: authenticated, but
+    // held to what it may say.
+    let peer = Transport::bind(
+        leader,
+        free_udp_port()?,
+        &cluster.identity(leader)?,
+        TransportLimits::default(),
+        &TransportTimeouts {
+            connect_timeout_ms: 1_000,
+            idle_timeout_ms: 5_000,
+            keep_alive_interval_ms: 1_000,
+        },
+    )?;
+
+    let offer = pb::request::Kind::Snapshot(pb::SnapshotOffer {
+        vote: Some(pb::Vote {
+            term,
+            node_id: leader,
+            committed: true,
+        }),
+        meta: Some(pb::SnapshotMeta::default()),
+        total_bytes: TransportLimits::default().snapshot_bytes_max + 1,
+    });
+    match peer
+        .call(follower, &target, offer, None, 0, Duration::from_secs(2))
+        .await
+    {
+        Err(RpcError::Remote { error, .. }) => assert_eq!(error.kind(), pb::ErrorKind::BadRequest),
+        other => bail!("expected a bad-request refusal, got {other:?}"),
+    }
+
+    let other = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader && *id != follower)
+        .context("3 nodes")?;
+    let vote_for_other = pb::request::Kind::Vote(pb::VoteRequest {
+        vote: Some(pb::Vote {
+            term: term + 1,
+            node_id: other,
+            committed: false,
+        }),
+        last_log_id: None,
+        leadership_transfer: false,
+    });
+    match peer
+        .call(
+            follower,
+            &target,
+            vote_for_other,
+            None,
+            0,
+            Duration::from_secs(2),
+        )
+        .await
+    {
+        Err(RpcError::Remote { error, .. }) => {
+            assert_eq!(error.kind(), pb::ErrorKind::Unauthenticated)
+        }
+        other => bail!("expected an authentication refusal, got {other:?}"),
+    }
+    peer.close();
+    assert_eq!(cluster.nodes[&follower].status().term, term);
+    cluster.shutdown().await;
+    Ok(())
+}
