@@ -604,3 +604,47 @@ async fn oversized_snapshots_and_votes_for_another_node_are_refused() -> anyhow:
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Not a check: prints committed proposals per second on loopback.
+/// `cargo test -p vomesh-mesh --test cluster -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "measurement, run on demand"]
+async fn measure_proposal_throughput() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3, 100_000).await?;
+    let leader = cluster.leader().await?;
+    let follower = cluster.follower(leader);
+    for (at, name) in [(leader, "leader"), (follower, "follower")] {
+        for concurrency in [1usize, 64] {
+            let total = 2_000;
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for worker in 0..concurrency {
+                let node = cluster.nodes[&at].clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    for i in (worker..total).step_by(concurrency) {
+                        let sent = Instant::now();
+                        node.propose(Bytes::from(format!("{i}={}", "x".repeat(1024))))
+                            .await?;
+                        latencies.push(sent.elapsed());
+                    }
+                    anyhow::Ok(latencies)
+                }));
+            }
+            let mut latencies = Vec::new();
+            for task in tasks {
+                latencies.extend(task.await??);
+            }
+            latencies.sort();
+            let elapsed = started.elapsed();
+            println!(
+                "at {name}, {concurrency} proposers, 1 KiB: {:.0}/s, p50 {:?}, p99 {:?}",
+                total as f64 / elapsed.as_secs_f64(),
+                latencies[latencies.len() / 2],
+                latencies[latencies.len() * 99 / 100],
+            );
+        }
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
