@@ -253,6 +253,28 @@ async fn proposals_at_a_follower_commit_everywhere_in_the_same_order() -> anyhow
         "indexes increase: {indexes:?}"
     );
 
+    // A linearizable read at the other follower sees every write above.
+    let other = *cluster
+        .nodes
+        .keys()
+        .find(|id| **id != leader && **id != follower)
+        .context("3 nodes")?;
+    let read_index = cluster.nodes[&other].ensure_linearizable().await?;
+    assert!(
+        read_index >= again.index,
+        "read index {read_index} < {}",
+        again.index
+    );
+    assert_eq!(
+        cluster.nodes[&other]
+            .state()
+            .read()
+            .values
+            .get("f0")
+            .map(String::as_str),
+        Some("z")
+    );
+
     let applied = cluster.converged().await?;
     assert_eq!(applied.len(), 21);
     assert_eq!(applied.iter().map(|(i, _)| *i).collect::<Vec<_>>(), indexes);
@@ -646,5 +668,27 @@ async fn measure_proposal_throughput() -> anyhow::Result<()> {
         }
     }
     cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_members_is_a_single_node_mesh() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(1, 10_000).await?;
+    let mut config = cluster.config(1)?;
+    config.initial_members.clear();
+    cluster.stop(1).await?;
+    std::fs::remove_dir_all(&config.data_dir)?;
+    config.listen = free_udp_port()?;
+    config.advertise = config.listen.to_string();
+
+    let node = MeshNode::start(config, Kv::default()).await?;
+    let committed = node.propose(cmd("solo=1".into())).await?;
+    assert_eq!(node.status().role, Role::Leader);
+    assert_eq!(
+        node.status().voters.keys().copied().collect::<Vec<_>>(),
+        [1]
+    );
+    assert_eq!(node.ensure_linearizable().await?, committed.index);
+    node.shutdown().await;
     Ok(())
 }
