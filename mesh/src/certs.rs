@@ -11,11 +11,15 @@
 //! carry both the server and client authentication usages because every
 //! node both dials and accepts.
 //!
+//! The CA is valid for 20 years, node and XMPP certificates for 10, all
+//! from an hour before their creation (clock skew between sites).
+//!
 //! `vomesh certs init` calls [`write_cluster_certs`].
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -23,6 +27,20 @@ use rcgen::{
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Validity of the cluster CA. Node and XMPP certificates must be re-issued
+/// within theirs; the CA outlives them so re-issuing needs no new CA.
+const CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
+const LEAF_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Certificates are valid from a little before their creation, so a site
+/// whose clock is slightly behind accepts them at once.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(3600);
+
+fn set_validity(params: &mut CertificateParams, validity: Duration) {
+    let now = SystemTime::now();
+    params.not_before = (now - CLOCK_SKEW_ALLOWANCE).into();
+    params.not_after = (now + validity).into();
+}
 
 /// The DNS name every node certificate carries for its node id.
 pub fn node_dns_name(node_id: u64) -> String {
@@ -72,6 +90,7 @@ impl ClusterCa {
         params.distinguished_name = distinguished_name("vomesh cluster CA");
         // The CA signs leaf certificates only: no intermediate CAs below it.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        set_validity(&mut params, CA_VALIDITY);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -127,6 +146,7 @@ impl ClusterCa {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(sans)?;
         params.distinguished_name = distinguished_name(common_name);
+        set_validity(&mut params, LEAF_VALIDITY);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
