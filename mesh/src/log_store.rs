@@ -1,0 +1,400 @@
+//! The durable Raft log and vote, in a redb file (`raft-log.redb`).
+//!
+//! Durability rules (openraft's storage contract, §5 of the Raft paper):
+//! - the vote is committed with `Durability::Immediate` (fsync) before
+//!   `save_vote` returns, so a node never votes twice in a term across a crash;
+//! - `append` writes all entries it is given in **one** write transaction, so
+//!   one fsync covers a whole batch of proposals (openraft merges concurrent
+//!   client writes into one append), and the flush callback fires only after
+//!   that commit returned;
+//! - the committed log id is an optimisation (it lets a restarted node apply
+//!   up to it without waiting for a leader) and is written with
+//!   `Durability::None`: it reaches disk with the next fsynced commit.
+//!
+//! Entries are stored as `vomesh.mesh.Entry` protobufs keyed by log index.
+//! redb is synchronous; every transaction runs on tokio's blocking pool so
+//! an fsync never stalls the Raft core's executor thread.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use prost::Message;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use vomesh_proto::mesh as pb;
+
+use crate::types::{Entry, LogId, MeshTypes, Vote};
+use crate::wire;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_LAST_PURGED: &str = "last_purged";
+
+/// Could not open or initialise a redb file.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct StoreOpenError {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: redb::Error,
+}
+
+/// A redb database that reports when it has been closed: `db` is declared
+/// before `closed`, so the database is dropped (flushed, its file lock
+/// released) before dropping the sender wakes whoever waits on
+/// [`RedbFile::wait_closed`].
+pub(crate) struct RedbFile {
+    db: Database,
+    closed: tokio::sync::watch::Sender<()>,
+}
+
+impl RedbFile {
+    /// Opens (or creates) the file and its tables.
+    pub(crate) fn open(
+        path: &Path,
+        init: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::TableError>,
+    ) -> Result<Arc<Self>, StoreOpenError> {
+        let open = || -> Result<Database, redb::Error> {
+            let db = Database::create(path)?;
+            let txn = db.begin_write()?;
+            init(&txn)?;
+            txn.commit()?;
+            Ok(db)
+        };
+        let db = open().map_err(|source| StoreOpenError {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Arc::new(Self {
+            db,
+            closed: tokio::sync::watch::channel(()).0,
+        }))
+    }
+
+    /// A future that completes once the last handle is dropped and the file
+    /// is closed. Holds no handle itself.
+    pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed.subscribe();
+        async move { while rx.changed().await.is_ok() {} }
+    }
+}
+
+impl std::ops::Deref for RedbFile {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// The Raft log store. Cloning shares the same database; a clone is also
+/// the log reader openraft's replication tasks use.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<RedbFile>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreOpenError> {
+        let db = RedbFile::open(path, |txn| {
+            txn.open_table(LOG)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
+        Ok(Self { db })
+    }
+
+    /// Completes once every clone of this store is dropped and the file closed.
+    pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.db.wait_closed()
+    }
+
+    async fn run<T, F>(&self, f: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> io::Result<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    async fn write_meta(
+        &self,
+        key: &'static str,
+        value: Vec<u8>,
+        durability: Durability,
+    ) -> io::Result<()> {
+        self.run(move |db| {
+            let mut txn = db.begin_write().map_err(io_err)?;
+            txn.set_durability(durability).map_err(io_err)?;
+            txn.open_table(META)
+                .map_err(io_err)?
+                .insert(key, value.as_slice())
+                .map_err(io_err)?;
+            txn.commit().map_err(io_err)
+        })
+        .await
+    }
+
+    async fn read_meta<M: Message + Default + 'static>(
+        &self,
+        key: &'static str,
+    ) -> io::Result<Option<M>> {
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(io_err)?;
+            let table = txn.open_table(META).map_err(io_err)?;
+            match table.get(key).map_err(io_err)? {
+                None => Ok(None),
+                Some(bytes) => M::decode(bytes.value()).map(Some).map_err(invalid_data),
+            }
+        })
+        .await
+    }
+}
+
+pub(crate) fn io_err(e: impl Into<redb::Error>) -> io::Error {
+    io::Error::other(e.into())
+}
+
+pub(crate) fn invalid_data(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
+    let pb = pb::Entry::decode(bytes).map_err(invalid_data)?;
+    wire::entry_from_pb(pb).map_err(invalid_data)
+}
+
+fn owned_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+impl RaftLogReader<MeshTypes> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let bounds = owned_bounds(&range);
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(io_err)?;
+            let table = txn.open_table(LOG).map_err(io_err)?;
+            let mut entries = Vec::new();
+            for item in table.range::<u64>(bounds).map_err(io_err)? {
+                let (_, value) = item.map_err(io_err)?;
+                entries.push(decode_entry(value.value())?);
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self
+            .read_meta::<pb::Vote>(KEY_VOTE)
+            .await?
+            .map(|v| wire::vote_from_pb(&v)))
+    }
+}
+
+impl RaftLogStorage<MeshTypes> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<MeshTypes>> {
+        let last_purged = self
+            .read_meta::<pb::LogId>(KEY_LAST_PURGED)
+            .await?
+            .map(|id| wire::log_id_from_pb(&id));
+        let last_in_log = self
+            .run(|db| {
+                let txn = db.begin_read().map_err(io_err)?;
+                let table = txn.open_table(LOG).map_err(io_err)?;
+                match table.last().map_err(io_err)? {
+                    None => Ok(None),
+                    Some((_, value)) => decode_entry(value.value()).map(|e| Some(e.log_id)),
+                }
+            })
+            .await?;
+        Ok(LogState {
+            last_log_id: last_in_log.or(last_purged),
+            last_purged_log_id: last_purged,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let bytes = wire::vote_to_pb(vote).encode_to_vec();
+        self.write_meta(KEY_VOTE, bytes, Durability::Immediate)
+            .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        let Some(committed) = committed else {
+            return Ok(());
+        };
+        let bytes = wire::log_id_to_pb(&committed).encode_to_vec();
+        self.write_meta(KEY_COMMITTED, bytes, Durability::None)
+            .await
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        Ok(self
+            .read_meta::<pb::LogId>(KEY_COMMITTED)
+            .await?
+            .map(|id| wire::log_id_from_pb(&id)))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<MeshTypes>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let encoded = entries
+            .into_iter()
+            .map(|e| {
+                Ok((
+                    e.log_id.index,
+                    wire::entry_to_pb(&e).map_err(invalid_data)?.encode_to_vec(),
+                ))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let result = self
+            .run(move |db| {
+                let txn = db.begin_write().map_err(io_err)?;
+                {
+                    let mut table = txn.open_table(LOG).map_err(io_err)?;
+                    for (index, bytes) in &encoded {
+                        table.insert(*index, bytes.as_slice()).map_err(io_err)?;
+                    }
+                }
+                // Default durability is Immediate: commit returns after fsync.
+                txn.commit().map_err(io_err)
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let from = last_log_id.map_or(0, |id| id.index + 1);
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(io_err)?;
+            txn.open_table(LOG)
+                .map_err(io_err)?
+                .retain_in(from.., |_, _| false)
+                .map_err(io_err)?;
+            txn.commit().map_err(io_err)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        let marker = wire::log_id_to_pb(&log_id).encode_to_vec();
+        let upto = log_id.index;
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(io_err)?;
+            // The purge marker and the deletion commit together, so the log
+            // state never shows a gap that no snapshot covers.
+            txn.open_table(META)
+                .map_err(io_err)?
+                .insert(KEY_LAST_PURGED, marker.as_slice())
+                .map_err(io_err)?;
+            txn.open_table(LOG)
+                .map_err(io_err)?
+                .retain_in(..=upto, |_, _| false)
+                .map_err(io_err)?;
+            txn.commit().map_err(io_err)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::StorageError;
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::type_config::TypeConfigExt;
+
+    use super::*;
+    use crate::state_store::StateStore;
+    use crate::types::{CommittedCommand, StateMachine};
+
+    /// Remembers the indexes it applied; enough for openraft's suite, which
+    /// only applies blank and membership entries.
+    #[derive(Default)]
+    struct Indexes(Vec<u64>);
+
+    impl StateMachine for Indexes {
+        type RestoreError = std::io::Error;
+
+        fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes> {
+            commands
+                .iter()
+                .map(|c| {
+                    self.0.push(c.index);
+                    Bytes::new()
+                })
+                .collect()
+        }
+
+        fn snapshot(&self) -> Bytes {
+            self.0
+                .iter()
+                .flat_map(|i| i.to_be_bytes())
+                .collect::<Vec<u8>>()
+                .into()
+        }
+
+        fn restore(&mut self, snapshot: &[u8]) -> Result<(), Self::RestoreError> {
+            self.0 = snapshot
+                .chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
+                .collect();
+            Ok(())
+        }
+    }
+
+    struct RedbStores;
+
+    fn storage_error<E: std::error::Error + 'static>(e: &E) -> StorageError<MeshTypes> {
+        StorageError::read(MeshTypes::err_from_error(e))
+    }
+
+    impl StoreBuilder<MeshTypes, LogStore, StateStore<Indexes>, tempfile::TempDir> for RedbStores {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateStore<Indexes>), StorageError<MeshTypes>>
+        {
+            let dir = tempfile::tempdir().map_err(|e| storage_error(&e))?;
+            let log =
+                LogStore::open(&dir.path().join("raft-log.redb")).map_err(|e| storage_error(&e))?;
+            let sm = StateStore::open(&dir.path().join("raft-snapshot.redb"), Indexes::default())
+                .map_err(|e| storage_error(&e))?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redb_store_passes_openraft_storage_suite() {
+        Suite::test_all(RedbStores).await.unwrap();
+    }
+}

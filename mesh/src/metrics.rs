@@ -1,0 +1,139 @@
+//! Feeds openraft's metrics into the `metrics` crate (the broker installs
+//! the Prometheus exporter): gauges and batch-size histograms through
+//! openraft's `MetricsRecorder`, which RaftCore calls as its state changes;
+//! leadership, elections and per-peer replication lag from the metrics
+//! watch channel, which carries the per-peer view the recorder lacks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::Fatal;
+use openraft::metrics::{MetricsRecorder, RaftMetrics};
+use tokio::task::JoinHandle;
+
+use crate::types::{MeshTypes, NodeId, Raft, StateMachine};
+
+/// Records openraft's gauges, counters and batch sizes.
+#[derive(Debug)]
+struct Recorder;
+
+/// openraft's encoding of `ServerState` in `set_server_state`.
+const SERVER_STATE_LEADER: u8 = 3;
+
+impl MetricsRecorder for Recorder {
+    fn record_apply_batch(&self, entry_count: u64) {
+        metrics::histogram!("vomesh_raft_apply_batch_entries").record(entry_count as f64);
+    }
+
+    fn record_append_batch(&self, entry_count: u64) {
+        metrics::histogram!("vomesh_raft_append_batch_entries").record(entry_count as f64);
+    }
+
+    fn record_write_batch(&self, entry_count: u64) {
+        metrics::histogram!("vomesh_raft_write_batch_entries").record(entry_count as f64);
+    }
+
+    fn set_current_term(&self, term: u64) {
+        metrics::gauge!("vomesh_raft_term").set(term as f64);
+    }
+
+    fn set_last_log_index(&self, index: u64) {
+        metrics::gauge!("vomesh_raft_last_log_index").set(index as f64);
+    }
+
+    fn set_committed_index(&self, index: u64) {
+        metrics::gauge!("vomesh_raft_commit_index").set(index as f64);
+    }
+
+    fn set_applied_index(&self, index: u64) {
+        metrics::gauge!("vomesh_raft_applied_index").set(index as f64);
+    }
+
+    fn set_snapshot_index(&self, index: u64) {
+        metrics::gauge!("vomesh_raft_snapshot_index").set(index as f64);
+    }
+
+    fn set_purged_index(&self, index: u64) {
+        metrics::gauge!("vomesh_raft_purged_index").set(index as f64);
+    }
+
+    fn set_server_state(&self, state: u8) {
+        metrics::gauge!("vomesh_raft_is_leader").set(if state == SERVER_STATE_LEADER {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    fn increment_vote(&self) {
+        metrics::counter!("vomesh_raft_vote_requests_total").increment(1);
+    }
+
+    fn increment_heartbeat(&self) {
+        metrics::counter!("vomesh_raft_heartbeats_total").increment(1);
+    }
+
+    fn increment_append(&self) {
+        metrics::counter!("vomesh_raft_appends_total").increment(1);
+    }
+}
+
+/// Entries each peer is behind the leader's last log index; empty unless
+/// this node leads.
+pub fn replication_lag(m: &RaftMetrics<MeshTypes>) -> BTreeMap<NodeId, u64> {
+    let last = m.last_log_index.unwrap_or(0);
+    m.replication
+        .as_ref()
+        .map(|peers| {
+            peers
+                .iter()
+                .filter(|(id, _)| **id != m.id)
+                .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The running metrics feed of one node.
+pub(crate) struct MetricsExporter {
+    watch_task: JoinHandle<()>,
+}
+
+impl MetricsExporter {
+    pub(crate) async fn start<S: StateMachine>(raft: &Raft<S>) -> Result<Self, Fatal<MeshTypes>> {
+        raft.set_metrics_recorder(Some(Arc::new(Recorder))).await?;
+        let mut rx = raft.metrics();
+        let watch_task = tokio::spawn(async move {
+            let mut term = None;
+            let mut peers: BTreeMap<NodeId, u64> = BTreeMap::new();
+            while rx.changed().await.is_ok() {
+                let m = rx.borrow_and_update().clone();
+                // Every new term is one election, wherever it started.
+                if term.is_some_and(|t| t < m.current_term) {
+                    metrics::counter!("vomesh_raft_elections_total").increment(1);
+                }
+                term = Some(m.current_term);
+                metrics::gauge!("vomesh_raft_leader_id")
+                    .set(m.current_leader.map_or(-1.0, |l| l as f64));
+                let lag = replication_lag(&m);
+                // A peer no longer replicated to (this node lost leadership,
+                // or the peer left) reports no lag rather than a stale one.
+                for gone in peers.keys().filter(|id| !lag.contains_key(id)) {
+                    metrics::gauge!("vomesh_raft_replication_lag", "peer" => gone.to_string())
+                        .set(0.0);
+                }
+                for (peer, behind) in &lag {
+                    metrics::gauge!("vomesh_raft_replication_lag", "peer" => peer.to_string())
+                        .set(*behind as f64);
+                }
+                peers = lag;
+            }
+        });
+        Ok(Self { watch_task })
+    }
+
+    pub(crate) fn stop(&self) {
+        self.watch_task.abort();
+    }
+}

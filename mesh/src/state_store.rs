@@ -1,0 +1,261 @@
+//! openraft's state machine side: hands committed commands to the
+//! application's [`StateMachine`], tracks what was applied, and keeps the
+//! latest snapshot durable in a redb file (`raft-snapshot.redb`).
+//!
+//! The application state is in memory. At start [`StateStore::open`]
+//! restores it from the stored snapshot; openraft then re-applies the
+//! committed log entries that follow. A snapshot is taken from a consistent
+//! read: [`StateMachine::snapshot`] runs on the state machine task between
+//! two apply batches, and the bytes are written to redb afterwards on the
+//! blocking pool, so apply pauses only for the serialisation.
+//!
+//! The state is shared with the application through [`SharedState`] for
+//! local (non-linearizable) reads.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use openraft::EntryPayload;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use prost::Message;
+use redb::{Database, ReadableDatabase, TableDefinition};
+use vomesh_proto::mesh as pb;
+
+use crate::log_store::{RedbFile, StoreOpenError, invalid_data, io_err};
+use crate::types::{
+    CommandResponse, CommittedCommand, LogId, MeshTypes, Snapshot, SnapshotMeta, StateMachine,
+    StoredMembership,
+};
+use crate::wire;
+
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+const KEY_META: &str = "meta";
+const KEY_DATA: &str = "data";
+
+/// The application state, shared between the Raft state machine task (which
+/// writes it) and the application (which reads it).
+pub struct SharedState<S>(Arc<RwLock<S>>);
+
+impl<S> Clone for SharedState<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S> SharedState<S> {
+    /// Read access to the local replica. Holding the guard blocks apply:
+    /// read, copy what is needed, drop it.
+    pub fn read(&self) -> RwLockReadGuard<'_, S> {
+        // A panic inside `apply` poisons the lock; the state it left is what
+        // every other node will also compute, so reads stay meaningful.
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, S> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// openraft's `RaftStateMachine` over an application [`StateMachine`].
+pub struct StateStore<S> {
+    state: SharedState<S>,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    db: Arc<RedbFile>,
+}
+
+impl<S: StateMachine> StateStore<S> {
+    /// Opens (or creates) the snapshot file at `path` and restores `state`
+    /// from the snapshot stored there, if any.
+    pub fn open(path: &Path, state: S) -> Result<Self, StateOpenError> {
+        let db = RedbFile::open(path, |txn| txn.open_table(SNAPSHOT).map(|_| ()))?;
+        let mut store = Self {
+            state: SharedState(Arc::new(RwLock::new(state))),
+            last_applied: None,
+            last_membership: StoredMembership::default(),
+            db,
+        };
+        if let Some(snapshot) = read_snapshot(&store.db).map_err(StateOpenError::Snapshot)? {
+            store
+                .state
+                .write()
+                .restore(&snapshot.snapshot)
+                .map_err(|e| StateOpenError::Restore(Box::new(e)))?;
+            store.last_applied = snapshot.meta.last_log_id;
+            store.last_membership = snapshot.meta.last_membership;
+        }
+        Ok(store)
+    }
+
+    /// The state shared with the application.
+    pub fn shared(&self) -> SharedState<S> {
+        self.state.clone()
+    }
+
+    /// Completes once the store is dropped and the file closed.
+    pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.db.wait_closed()
+    }
+
+    fn current_meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.last_membership.clone(),
+        }
+    }
+}
+
+/// The state machine store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StateOpenError {
+    #[error(transparent)]
+    Open(#[from] StoreOpenError),
+    #[error("stored snapshot unreadable: {0}")]
+    Snapshot(io::Error),
+    #[error("stored snapshot could not be restored: {0}")]
+    Restore(Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn read_snapshot(db: &Database) -> io::Result<Option<Snapshot>> {
+    let txn = db.begin_read().map_err(io_err)?;
+    let table = txn.open_table(SNAPSHOT).map_err(io_err)?;
+    let (Some(meta), Some(data)) = (
+        table.get(KEY_META).map_err(io_err)?,
+        table.get(KEY_DATA).map_err(io_err)?,
+    ) else {
+        return Ok(None);
+    };
+    let meta = pb::SnapshotMeta::decode(meta.value()).map_err(invalid_data)?;
+    Ok(Some(Snapshot {
+        meta: wire::snapshot_meta_from_pb(&meta).map_err(invalid_data)?,
+        snapshot: Bytes::copy_from_slice(data.value()),
+    }))
+}
+
+async fn write_snapshot(db: Arc<RedbFile>, meta: &SnapshotMeta, data: Bytes) -> io::Result<()> {
+    let meta = wire::snapshot_meta_to_pb(meta)
+        .map_err(invalid_data)?
+        .encode_to_vec();
+    tokio::task::spawn_blocking(move || {
+        let txn = db.begin_write().map_err(io_err)?;
+        {
+            let mut table = txn.open_table(SNAPSHOT).map_err(io_err)?;
+            table.insert(KEY_META, meta.as_slice()).map_err(io_err)?;
+            table.insert(KEY_DATA, data.as_ref()).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Builds one snapshot from state captured when the builder was created.
+pub struct SnapshotBuilder {
+    meta: SnapshotMeta,
+    data: Bytes,
+    db: Arc<RedbFile>,
+}
+
+impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
+    type SnapshotData = Bytes;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        write_snapshot(self.db.clone(), &self.meta, self.data.clone()).await?;
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: self.data.clone(),
+        })
+    }
+}
+
+impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
+    type SnapshotData = Bytes;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        Ok((self.last_applied, self.last_membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<MeshTypes>>> + Unpin + Send,
+    {
+        let mut commands = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            self.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Normal(command) => {
+                    commands.push(CommittedCommand {
+                        index: entry.log_id.index,
+                        command: command.0,
+                    });
+                    responders.push(responder);
+                }
+                EntryPayload::Membership(membership) => {
+                    self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    if let Some(r) = responder {
+                        r.send(CommandResponse::default());
+                    }
+                }
+                EntryPayload::Blank => {
+                    if let Some(r) = responder {
+                        r.send(CommandResponse::default());
+                    }
+                }
+            }
+        }
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let count = commands.len();
+        let responses = self.state.write().apply(commands);
+        if responses.len() != count {
+            // A broken StateMachine: replies can no longer be matched to
+            // proposals, and continuing would hide the bug.
+            return Err(io::Error::other(format!(
+                "state machine returned {} responses for {count} commands",
+                responses.len()
+            )));
+        }
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(r) = responder {
+                r.send(CommandResponse(response));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            meta: self.current_meta(),
+            data: self.state.read().snapshot(),
+            db: self.db.clone(),
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Bytes) -> io::Result<()> {
+        self.state
+            .write()
+            .restore(&snapshot)
+            .map_err(invalid_data)?;
+        self.last_applied = meta.last_log_id;
+        self.last_membership = meta.last_membership.clone();
+        write_snapshot(self.db.clone(), meta, snapshot).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || read_snapshot(&db))
+            .await
+            .map_err(io::Error::other)?
+    }
+}

@@ -1,0 +1,32 @@
+//! Compiles every `.proto` file under `proto/vomesh/` with protox (pure Rust,
+//! no system `protoc`) and generates the prost types, one Rust file per
+//! protobuf package (`vomesh.<package>.rs` in `OUT_DIR`). Adding a `.proto`
+//! file needs no change here, only a `pub mod` in `src/lib.rs`.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from("proto");
+    let dir = root.join("vomesh");
+    println!("cargo:rerun-if-changed={}", dir.display());
+
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "proto") {
+            println!("cargo:rerun-if-changed={}", path.display());
+            files.push(path);
+        }
+    }
+    // Sorted so the generated code does not depend on directory order.
+    files.sort();
+
+    let descriptors = protox::compile(&files, [&root])?;
+    prost_build::Config::new()
+        // In the mesh package, `bytes` fields become `bytes::Bytes`: log
+        // entry payloads and snapshot chunks are then sliced from the
+        // received frame, not copied. Other packages keep `Vec<u8>`.
+        .bytes([".vomesh.mesh"])
+        .compile_fds(descriptors)?;
+    Ok(())
+}
