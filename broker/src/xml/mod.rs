@@ -2,4 +2,4 @@
 //! serializer.
 mod element;
 
-pub use element::{Attr, Element, Node};
+pub use element::{Attr, Element, Node, escape_into};
