@@ -130,8 +130,9 @@ impl Condition {
 pub struct StanzaError {
     pub kind: ErrorType,
     pub condition: Condition,
-    /// Application-specific condition (RFC 6120 §8.3.4).
-    pub app: Option<Element>,
+    /// Application-specific condition (RFC 6120 §8.3.4). Boxed to keep
+    /// `Result<_, StanzaError>` small on the happy path.
+    pub app: Option<Box<Element>>,
     pub text: Option<String>,
 }
 
@@ -163,7 +164,7 @@ impl StanzaError {
     }
 
     pub fn with_app(mut self, app: Element) -> Self {
-        self.app = Some(app);
+        self.app = Some(Box::new(app));
         self
     }
 
@@ -174,7 +175,7 @@ impl StanzaError {
 
     /// The local name of the application-specific condition, if any.
     pub fn app_name(&self) -> Option<&str> {
-        self.app.as_ref().map(Element::name)
+        self.app.as_deref().map(Element::name)
     }
 
     /// `<error type='…'><condition/><text/>[app]</error>` in `jabber:client`.
@@ -185,7 +186,7 @@ impl StanzaError {
             error.push_child(Element::new("text", STANZAS_NS).with_text(text.clone()));
         }
         if let Some(app) = &self.app {
-            error.push_child(app.clone());
+            error.push_child(app.as_ref().clone());
         }
         error
     }

@@ -210,12 +210,18 @@ impl TryFrom<&Element> for Request {
     }
 }
 
-/// The one action child of `<pubsub/>` besides the companion elements
-/// (`configure` of create, `options` of subscribe, `publish-options`).
-fn action<'a>(pubsub: &'a Element, companions: &[&str]) -> Result<&'a Element, StanzaError> {
+/// The one action child of `<pubsub/>` (in `ns`) besides the companion
+/// elements (`configure` of create, `options` of subscribe,
+/// `publish-options`); children in other namespaces, such as an RSM
+/// `<set/>`, are not actions.
+fn action<'a>(
+    pubsub: &'a Element,
+    ns: &str,
+    companions: &[&str],
+) -> Result<&'a Element, StanzaError> {
     let mut actions = pubsub
         .children()
-        .filter(|c| !companions.contains(&c.name()));
+        .filter(|c| c.ns() == ns && !companions.contains(&c.name()));
     match (actions.next(), actions.next()) {
         (Some(action), None) => Ok(action),
         _ => Err(bad_request("pubsub request must have exactly one action")),
@@ -231,10 +237,7 @@ fn parse_pubsub(pubsub: &Element, is_set: bool) -> Result<Request, StanzaError> 
         Some("publish") => &["publish-options"],
         _ => &[],
     };
-    let action = action(pubsub, companions)?;
-    if action.ns() != PUBSUB_NS {
-        return Err(bad_request("pubsub action in a foreign namespace"));
-    }
+    let action = action(pubsub, PUBSUB_NS, companions)?;
     let wrong_type = || bad_request("wrong IQ type for this request");
     match (action.name(), is_set) {
         ("create", true) => Ok(Request::Create {
@@ -378,10 +381,7 @@ fn parse_publish(pubsub: &Element, publish: &Element) -> Result<Request, StanzaE
 }
 
 fn parse_owner(pubsub: &Element, is_set: bool) -> Result<Request, StanzaError> {
-    let action = action(pubsub, &[])?;
-    if action.ns() != PUBSUB_OWNER_NS {
-        return Err(bad_request("pubsub#owner action in a foreign namespace"));
-    }
+    let action = action(pubsub, PUBSUB_OWNER_NS, &[])?;
     match (action.name(), is_set) {
         ("configure", false) => Ok(Request::ConfigureGet {
             node: required_node(action)?,

@@ -1868,3 +1868,6 @@ const PUBSUB_FEATURES: &[&str] = &[
     "subscription-notifications",
     "subscription-options",
 ];
+
+#[cfg(test)]
+mod tests;

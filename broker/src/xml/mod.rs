@@ -2,4 +2,4 @@
 //! serializer.
 mod element;
 
-pub use element::{Attr, Element, Node, escape_into};
+pub use element::{Attr, Element, Node, XML_NS, escape_into};
