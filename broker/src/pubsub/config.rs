@@ -24,7 +24,7 @@ pub const SUBSCRIBE_OPTIONS_FORM: &str = "http://jabber.org/protocol/pubsub#subs
 
 /// The bounds of the pubsub service; each has the error XEP-0060 names when
 /// it is hit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubsubLimits {
     /// Nodes in the service (create beyond it: `policy-violation`).
     pub nodes_max: usize,
@@ -78,7 +78,6 @@ impl NodeConfig {
             notify_retract: true,
             notify_delete: true,
             notify_config: false,
-            presence_based_delivery: false,
             // Alerts are time-critical: replaying a stale one to every new
             // subscriber would be misleading, so it is opt-in.
             send_last_published_item: SendLastPublishedItem::Never,
@@ -156,21 +155,25 @@ impl NodeConfig {
         if let Some(v) = patch.item_expire_seconds {
             next.item_expire_seconds = v;
         }
-        let flags: [(Option<bool>, &mut bool); 6] = [
+        let flags: [(Option<bool>, &mut bool); 5] = [
             (patch.deliver_payloads, &mut next.deliver_payloads),
             (patch.deliver_notifications, &mut next.deliver_notifications),
             (patch.notify_retract, &mut next.notify_retract),
             (patch.notify_delete, &mut next.notify_delete),
             (patch.notify_config, &mut next.notify_config),
-            (
-                patch.presence_based_delivery,
-                &mut next.presence_based_delivery,
-            ),
         ];
         for (value, field) in flags {
             if let Some(v) = value {
                 *field = v;
             }
+        }
+        if patch.presence_based_delivery == Some(false) {
+            // Notifications reach the available resources of a subscriber;
+            // there is no offline store to deliver to later (catching up is
+            // a XEP-0313 query), so delivery is always presence-based.
+            return Err(StanzaError::new(Condition::NotAcceptable).with_text(
+                "pubsub#presence_based_delivery is always on: offline subscribers catch up from the node archive (XEP-0313)",
+            ));
         }
         if let Some(v) = patch.send_last_published_item {
             next.send_last_published_item = match SendLastPublishedItem::try_from(v) {
@@ -221,7 +224,7 @@ impl NodeConfig {
             notify_retract: Some(self.notify_retract),
             notify_delete: Some(self.notify_delete),
             notify_config: Some(self.notify_config),
-            presence_based_delivery: Some(self.presence_based_delivery),
+            presence_based_delivery: Some(true),
             send_last_published_item: Some(self.send_last_published_item.into()),
             payload_type: Some(self.payload_type.clone()),
             notification_type: Some(self.notification_type.into()),
@@ -372,10 +375,7 @@ fn node_config_fields(config: &NodeConfig) -> Vec<(&'static str, Vec<String>)> {
         ("pubsub#notify_retract", bool_value(config.notify_retract)),
         ("pubsub#notify_delete", bool_value(config.notify_delete)),
         ("pubsub#notify_config", bool_value(config.notify_config)),
-        (
-            "pubsub#presence_based_delivery",
-            bool_value(config.presence_based_delivery),
-        ),
+        ("pubsub#presence_based_delivery", bool_value(true)),
         (
             "pubsub#send_last_published_item",
             vec![send_last_name(config.send_last_published_item).to_owned()],
@@ -522,38 +522,28 @@ impl SubscriptionOptions {
         if let Some(deliver) = patch.deliver {
             self.deliver = deliver;
         }
-        if let Some(show) = &patch.show_values {
-            self.show_values.clone_from(&show.values);
-        }
     }
 
     pub fn to_proto(&self) -> proto::SubscriptionOptions {
         proto::SubscriptionOptions {
             deliver: Some(self.deliver),
-            show_values: Some(proto::StringList {
-                values: self.show_values.clone(),
-            }),
         }
     }
 
     /// The options as a `pubsub#subscribe_options` form (XEP-0060 §6.3.2).
+    /// Only `pubsub#deliver` is offered: filtering by presence `show`
+    /// (`pubsub#show-values`) or digests would need per-resource state at
+    /// delivery time, which the replicated service does not have.
     pub fn to_form(&self, kind: &str) -> Element {
-        let show: Vec<&str> = self.show_values.iter().map(String::as_str).collect();
         FormBuilder::new(kind, SUBSCRIBE_OPTIONS_FORM)
             .boolean("pubsub#deliver", "Enable delivery", self.deliver)
-            .field(
-                "pubsub#show-values",
-                "list-multi",
-                "Presence states for which to receive notifications",
-                &show,
-                &["away", "chat", "dnd", "online", "xa"],
-            )
             .build()
     }
 }
 
 /// Reads a submitted `pubsub#subscribe_options` form. XEP-0060 §6.3.5:
-/// an invalid form is `bad-request` + `<invalid-options/>`.
+/// an invalid form, or an option the service does not offer, is
+/// `bad-request` + `<invalid-options/>`.
 pub fn subscription_options_patch(
     form: &SubmittedForm,
 ) -> Result<proto::SubscriptionOptions, StanzaError> {
@@ -573,15 +563,6 @@ pub fn subscription_options_patch(
             "pubsub#deliver" => {
                 let value = values.first().and_then(|v| parse_bool(v));
                 patch.deliver = Some(value.ok_or_else(|| invalid(format!("invalid {var}")))?);
-            }
-            "pubsub#show-values" => {
-                const SHOWS: [&str; 5] = ["away", "chat", "dnd", "online", "xa"];
-                if let Some(bad) = values.iter().find(|v| !SHOWS.contains(&v.as_str())) {
-                    return Err(invalid(format!("invalid show value {bad}")));
-                }
-                patch.show_values = Some(proto::StringList {
-                    values: values.clone(),
-                });
             }
             _ => return Err(invalid(format!("unsupported option {var}"))),
         }

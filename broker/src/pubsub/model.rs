@@ -41,7 +41,6 @@ pub struct NodeConfig {
     pub notify_retract: bool,
     pub notify_delete: bool,
     pub notify_config: bool,
-    pub presence_based_delivery: bool,
     pub send_last_published_item: SendLastPublishedItem,
     /// pubsub#type: the payload namespace; empty when unspecified.
     pub payload_type: String,
@@ -55,16 +54,11 @@ pub struct NodeConfig {
 pub struct SubscriptionOptions {
     /// pubsub#deliver: whether notifications are sent at all.
     pub deliver: bool,
-    /// pubsub#show-values; empty means every presence.
-    pub show_values: Vec<String>,
 }
 
 impl Default for SubscriptionOptions {
     fn default() -> Self {
-        SubscriptionOptions {
-            deliver: true,
-            show_values: Vec::new(),
-        }
+        SubscriptionOptions { deliver: true }
     }
 }
 

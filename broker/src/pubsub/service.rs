@@ -10,6 +10,7 @@
 //! the publication time, and ids derived from the log index (`Meta::index`)
 //! are the same at every site.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -1041,14 +1042,14 @@ impl PubsubService {
     }
 
     /// Every check of XEP-0060 §7.1.3 against the current state. Returns
-    /// the configuration the publish is judged by (the node's, or that of
-    /// the node publish-options would auto-create, §7.1.4).
+    /// the configuration of the node to auto-create (§7.1.4) when the node
+    /// does not exist.
     fn check_publish(
         &self,
         actor: &Jid,
         publish: &proto::Publish,
-    ) -> Result<NodeConfig, StanzaError> {
-        let config = match self.nodes.get(&publish.node) {
+    ) -> Result<Option<NodeConfig>, StanzaError> {
+        let config: Cow<'_, NodeConfig> = match self.nodes.get(&publish.node) {
             Some(node) => {
                 Self::check_publish_rights(node, actor)?;
                 if let Some(options) = &publish.publish_options
@@ -1060,7 +1061,7 @@ impl PubsubService {
                             .with_text(format!("{field} differs")),
                     );
                 }
-                node.config.clone()
+                Cow::Borrowed(&node.config)
             }
             None => {
                 self.check_create(Some(&publish.node), publish.publish_options.as_ref())?;
@@ -1068,7 +1069,7 @@ impl PubsubService {
                 if let Some(options) = &publish.publish_options {
                     config.apply_patch(options, &self.limits)?;
                 }
-                config
+                Cow::Owned(config)
             }
         };
         let has_payload = !publish.payload.is_empty();
@@ -1109,7 +1110,10 @@ impl PubsubService {
                 );
             }
         }
-        Ok(config)
+        Ok(match config {
+            Cow::Owned(config) => Some(config),
+            Cow::Borrowed(_) => None,
+        })
     }
 
     fn check_retract(
@@ -1299,8 +1303,7 @@ impl PubsubService {
     }
 
     fn apply_configure(&mut self, actor: &Jid, c: &proto::ConfigureNode) -> Reply {
-        let limits = self.limits.clone();
-        let service = self.service_jid.clone();
+        let limits = self.limits;
         let node = self.node_mut(&c.node)?;
         Self::require_owner(node, actor)?;
         if let Some(patch) = &c.config {
@@ -1321,7 +1324,6 @@ impl PubsubService {
                 body,
             ));
         }
-        let _ = service;
         Ok((None, notifications))
     }
 
@@ -1398,23 +1400,8 @@ impl PubsubService {
             let form = response::authorization_request(&node.id, &subscription).to_xml();
             let owners = node.owners().cloned().map(Jid::from).collect();
             notifications.extend(Self::notify(owners, MessageKind::Normal, form));
-        } else if node.config.send_last_published_item != SendLastPublishedItem::Never
-            && node.config.deliver_notifications
-            && subscription.options.deliver
-            && let Some(last) = node.last_item()
-        {
-            // §6.1.7: the last published item on subscription.
-            let body = response::item_notification_xml(
-                &service,
-                &node.id,
-                last,
-                node.config.deliver_payloads,
-            );
-            notifications.extend(Self::notify(
-                vec![jid.clone()],
-                notification_kind(&node.config),
-                body,
-            ));
+        } else {
+            notifications.extend(Self::last_item_on_subscribe(&service, node, &subscription));
         }
         let reply = response::subscribe_reply(&node.id, &subscription);
         self.node_mut(&s.node)?.subscriptions.push(subscription);
@@ -1454,7 +1441,10 @@ impl PubsubService {
     fn apply_authorize(&mut self, actor: &Jid, a: &proto::AuthorizeSubscription) -> Reply {
         let jid = parse_jid(&a.jid)?;
         let subid = Some(a.subid.as_str()).filter(|s| !s.is_empty());
-        let node = self.node_mut(&a.node)?;
+        let PubsubService {
+            nodes, service_jid, ..
+        } = self;
+        let node = nodes.get_mut(&a.node).ok_or_else(|| not_found(&a.node))?;
         Self::require_owner(node, actor)?;
         let found = Self::find_pending(node, &jid, subid)?.subid.clone();
         let position = node
@@ -1472,8 +1462,41 @@ impl PubsubService {
         };
         // XEP-0060 §8.6.2: tell the subscriber the outcome.
         let body = response::subscription_event(&node.id, &subscription).to_xml();
-        let notifications = Self::notify(vec![jid], notification_kind(&node.config), body);
-        Ok((None, notifications.into_iter().collect()))
+        let mut notifications: Vec<Notification> =
+            Self::notify(vec![jid], notification_kind(&node.config), body)
+                .into_iter()
+                .collect();
+        if a.allow {
+            notifications.extend(Self::last_item_on_subscribe(
+                service_jid,
+                node,
+                &subscription,
+            ));
+        }
+        Ok((None, notifications))
+    }
+
+    /// XEP-0060 §6.1.7: the last published item, sent to a new active
+    /// subscription when the node says so (`on_sub`, `on_sub_and_presence`).
+    fn last_item_on_subscribe(
+        service: &BareJid,
+        node: &PubsubNode,
+        subscription: &Subscription,
+    ) -> Option<Notification> {
+        if node.config.send_last_published_item == SendLastPublishedItem::Never
+            || !node.config.deliver_notifications
+            || !subscription.options.deliver
+        {
+            return None;
+        }
+        let last = node.last_item()?;
+        let body =
+            response::item_notification_xml(service, &node.id, last, node.config.deliver_payloads);
+        Self::notify(
+            vec![subscription.jid.clone()],
+            notification_kind(&node.config),
+            body,
+        )
     }
 
     fn apply_affiliations(&mut self, actor: &Jid, a: &proto::SetAffiliations) -> Reply {
@@ -1558,17 +1581,18 @@ impl PubsubService {
     }
 
     fn apply_publish(&mut self, actor: &Jid, at: i64, index: u64, p: &proto::Publish) -> Reply {
-        let config = self.check_publish(actor, p)?;
-        if !self.nodes.contains_key(&p.node) {
+        if let Some(config) = self.check_publish(actor, p)? {
             // XEP-0060 §7.1.4: auto-create with the publish-options.
             self.nodes.insert(
                 p.node.clone(),
                 PubsubNode::new(p.node.clone(), config, actor.to_bare(), at),
             );
         }
-        let service = self.service_jid.clone();
-        let limits = self.limits.clone();
-        let node = self.node_mut(&p.node)?;
+        let limits = self.limits;
+        let PubsubService {
+            nodes, service_jid, ..
+        } = self;
+        let node = nodes.get_mut(&p.node).ok_or_else(|| not_found(&p.node))?;
         let id = match (&p.item_id, &p.voevent_ivorn) {
             (id, _) if !id.is_empty() => id.clone(),
             (_, Some(ivorn)) if node.config.payload_type == VOEVENT_NS => ivorn.clone(),
@@ -1602,7 +1626,7 @@ impl PubsubService {
             }
         }
         let body = response::item_notification_xml(
-            &service,
+            service_jid,
             &node.id,
             &item,
             node.config.deliver_payloads,

@@ -558,3 +558,25 @@ fn command_with_a_malformed_actor_is_refused() {
         Condition::JidMalformed
     );
 }
+
+#[test]
+fn turning_off_presence_based_delivery_is_not_acceptable() {
+    let mut h = Harness::new();
+    h.create(ALICE, "n");
+    h.set(
+        ALICE,
+        &format!(
+            "<pubsub xmlns='{OWNER}'><configure node='n'>{}</configure></pubsub>",
+            form(NODE_CONFIG_FORM, &[("pubsub#presence_based_delivery", "0")])
+        ),
+    )
+    .assert_error(Condition::NotAcceptable, None);
+    h.set(
+        ALICE,
+        &format!(
+            "<pubsub xmlns='{OWNER}'><configure node='n'>{}</configure></pubsub>",
+            form(NODE_CONFIG_FORM, &[("pubsub#presence_based_delivery", "1")])
+        ),
+    )
+    .ok();
+}

@@ -299,7 +299,7 @@ fn different_options_make_a_second_subscription_with_its_own_subid() {
     let mut h = Harness::new();
     h.create(ALICE, "n");
     h.subscribe(BOB, "n").ok();
-    let answer = subscribe_with_options(&mut h, BOB, &[("pubsub#show-values", "chat")]);
+    let answer = subscribe_with_options(&mut h, BOB, &[("pubsub#deliver", "0")]);
     assert!(answer.ok_xml().contains("subid=\"0000000000000003\""));
     assert_eq!(h.service.node("n").unwrap().subscriptions.len(), 2);
     // One notification per JID, however many subscriptions it holds.
@@ -412,7 +412,7 @@ fn unsubscribe_with_several_subscriptions_requires_a_subid() {
     let mut h = Harness::new();
     h.create(ALICE, "n");
     h.subscribe(BOB, "n").ok();
-    subscribe_with_options(&mut h, BOB, &[("pubsub#show-values", "dnd")]).ok();
+    subscribe_with_options(&mut h, BOB, &[("pubsub#deliver", "0")]).ok();
     h.set(
         BOB,
         &format!("<pubsub xmlns='{PS}'><unsubscribe node='n' jid='bob@localhost'/></pubsub>"),
@@ -541,4 +541,25 @@ fn invalid_options_form_is_invalid_options() {
         ),
     )
     .assert_error(Condition::BadRequest, Some("invalid-options"));
+}
+
+#[test]
+fn approval_on_an_on_sub_node_also_sends_the_last_item() {
+    let mut h = Harness::new();
+    h.create_with(
+        ALICE,
+        "n",
+        &[
+            ("pubsub#access_model", "authorize"),
+            ("pubsub#send_last_published_item", "on_sub"),
+        ],
+    );
+    h.publish(ALICE, "n", Some("last"), ENTRY).ok();
+    h.subscribe(BOB, "n").ok();
+    let answer = answer_authorization(&mut h, ALICE, true);
+    let sent = answer.sent();
+    assert_eq!(sent.len(), 2);
+    assert!(sent[0].1.contains("subscription=\"subscribed\""));
+    assert_eq!(sent[1].0, ["bob@localhost"]);
+    assert!(sent[1].1.contains("<item id=\"last\""));
 }
