@@ -15,7 +15,7 @@ mod voevent;
 use std::collections::{BTreeMap, BTreeSet};
 
 use jid::{BareJid, FullJid, Jid};
-use vomesh_proto::pubsub::Command;
+use vomesh_proto::pubsub::{self as proto, Command};
 
 use super::*;
 use crate::pubsub::payload;
