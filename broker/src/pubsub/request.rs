@@ -229,13 +229,17 @@ fn action<'a>(
 }
 
 fn parse_pubsub(pubsub: &Element, is_set: bool) -> Result<Request, StanzaError> {
-    let first = pubsub.children().next().map(Element::name);
-    // `configure` and `options` are actions on their own only when alone.
-    let companions: &[&str] = match first {
-        Some("create") => &["configure"],
-        Some("subscribe") => &["options"],
-        Some("publish") => &["publish-options"],
-        _ => &[],
+    // `configure` and `options` are actions of their own only without a
+    // `create` or `subscribe` to accompany.
+    let has = |name: &str| pubsub.child(name, PUBSUB_NS).is_some();
+    let companions: &[&str] = if has("create") {
+        &["configure"]
+    } else if has("subscribe") {
+        &["options"]
+    } else if has("publish") {
+        &["publish-options"]
+    } else {
+        &[]
     };
     let action = action(pubsub, PUBSUB_NS, companions)?;
     let wrong_type = || bad_request("wrong IQ type for this request");
@@ -475,16 +479,17 @@ pub struct AuthorizationAnswer {
     pub allow: bool,
 }
 
-impl TryFrom<&Element> for AuthorizationAnswer {
-    type Error = StanzaError;
-
-    fn try_from(message: &Element) -> Result<Self, StanzaError> {
-        let form = message
-            .child("x", DATA_NS)
-            .map(SubmittedForm::parse)
-            .transpose()?
-            .filter(|f| f.form_type.as_deref() == Some(SUBSCRIBE_AUTHORIZATION_FORM))
-            .ok_or_else(|| bad_request("no subscribe_authorization form"))?;
+impl AuthorizationAnswer {
+    /// Reads the answer from a message; `Ok(None)` when the message carries
+    /// no authorization form (it is not for the pubsub service to answer).
+    pub fn from_message(message: &Element) -> Result<Option<Self>, StanzaError> {
+        let Some(x) = message.child("x", DATA_NS) else {
+            return Ok(None);
+        };
+        let form = SubmittedForm::parse(x)?;
+        if form.form_type.as_deref() != Some(SUBSCRIBE_AUTHORIZATION_FORM) {
+            return Ok(None);
+        }
         let node = form
             .value("pubsub#node")
             .filter(|n| !n.is_empty())
@@ -497,7 +502,7 @@ impl TryFrom<&Element> for AuthorizationAnswer {
             .value("pubsub#allow")
             .and_then(parse_bool)
             .ok_or_else(|| bad_request("pubsub#allow must be a boolean"))?;
-        Ok(AuthorizationAnswer {
+        Ok(Some(AuthorizationAnswer {
             node: node.to_owned(),
             jid,
             subid: form
@@ -505,6 +510,6 @@ impl TryFrom<&Element> for AuthorizationAnswer {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned),
             allow,
-        })
+        }))
     }
 }

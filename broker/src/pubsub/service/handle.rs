@@ -31,7 +31,9 @@ impl PubsubService {
 
     /// Handles a `<message/>` to the service: an owner's answer to a
     /// subscription authorization request (XEP-0060 §8.6). Returns `None`
-    /// for messages the service ignores.
+    /// for messages the service ignores (errors, anything without an
+    /// authorization form); `Handled::Reply(Err(..))` is to be sent back
+    /// as a message error.
     pub fn handle_message(
         &self,
         from: &FullJid,
@@ -41,8 +43,8 @@ impl PubsubService {
         if message.attr("type") == Some("error") {
             return None;
         }
-        let answer = match AuthorizationAnswer::try_from(message) {
-            Ok(answer) => answer,
+        let answer = match AuthorizationAnswer::from_message(message) {
+            Ok(answer) => answer?,
             Err(error) => return Some(Handled::Reply(Err(error))),
         };
         let actor = Jid::from(from.clone());
@@ -246,6 +248,10 @@ impl PubsubService {
                 rsm,
             } => {
                 let existing = self.existing(&node)?;
+                if !existing.config.persist_items {
+                    // XEP-0060 §6.5.9.5: a transient node keeps no items.
+                    return Err(StanzaError::unsupported("persistent-items"));
+                }
                 self.check_retrieve(existing, actor, ctx)?;
                 reply(self.items_reply(existing, max_items, &item_ids, rsm)?)
             }
@@ -516,10 +522,17 @@ impl PubsubService {
             let max = max.min(self.limits.page_items_max);
             let newest: Vec<&Arc<Item>> = node.items_in_order().rev().take(max).collect();
             selected.extend(newest.into_iter().rev());
-            items.set_attr("max_items", max.to_string());
         } else {
             let entries: Vec<(String, &Arc<Item>)> =
                 node.items_in_order().map(|i| (i.id.clone(), i)).collect();
+            // §6.5.4: a node with more items than one response holds
+            // answers with the most recent page and says so with RSM.
+            let newest = RsmRequest {
+                before: Some(String::new()),
+                ..RsmRequest::default()
+            };
+            let rsm =
+                rsm.or_else(|| (entries.len() > self.limits.page_items_max).then_some(newest));
             let (range, page_set) = self.page(&entries, rsm.as_ref())?;
             selected.extend(entries[range].iter().map(|(_, item)| *item));
             set = page_set;

@@ -563,3 +563,30 @@ fn approval_on_an_on_sub_node_also_sends_the_last_item() {
     assert_eq!(sent[1].0, ["bob@localhost"]);
     assert!(sent[1].1.contains("<item id=\"last\""));
 }
+
+#[test]
+fn messages_without_an_authorization_form_are_ignored() {
+    let h = Harness::new();
+    let chat = Element::new("message", "jabber:client")
+        .with_attr("type", "chat")
+        .with_child(Element::new("body", "jabber:client").with_text("hi"));
+    assert_eq!(h.service.handle_message(&full(BOB), &chat, T0), None);
+}
+
+#[test]
+fn authorization_form_without_allow_is_bad_request() {
+    let mut h = Harness::new();
+    h.create_with(ALICE, "n", &[("pubsub#access_model", "authorize")]);
+    let message = Element::new("message", "jabber:client").with_child(xml(&form(
+        "http://jabber.org/protocol/pubsub#subscribe_authorization",
+        &[
+            ("pubsub#node", "n"),
+            ("pubsub#subscriber_jid", "bob@localhost"),
+        ],
+    )));
+    let handled = h
+        .service
+        .handle_message(&full(ALICE), &message, T0)
+        .expect("answered");
+    h.finish(handled).assert_error(Condition::BadRequest, None);
+}
