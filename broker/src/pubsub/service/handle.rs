@@ -190,42 +190,27 @@ impl PubsubService {
                 payload,
                 publish_options,
             } => {
-                let voevent_ivorn = match &payload {
-                    Some(root) if root.ns() == VOEVENT_NS => voevent::validate(root)
-                        .ok()
-                        .map(|header| header.ivorn.to_string()),
-                    _ => None,
-                };
                 let node_type = match self.nodes.get(&node) {
                     Some(existing) => Some(existing.config.payload_type.as_str()),
                     None => publish_options
                         .as_ref()
                         .and_then(|o| o.payload_type.as_deref()),
                 };
-                // Report why a VOEvent node refuses this payload now, with
-                // the reason; apply refuses it too if the node became a
-                // VOEvent node meanwhile.
-                if node_type == Some(VOEVENT_NS) {
-                    let root = payload.as_ref().ok_or_else(|| {
-                        StanzaError::pubsub(Condition::BadRequest, "payload-required")
-                    })?;
-                    if let Err(invalid) = voevent::validate(root) {
-                        return Err(
-                            StanzaError::pubsub(Condition::BadRequest, "invalid-payload")
-                                .with_text(invalid.to_string()),
-                        );
-                    }
+                // Tell the publisher why a VOEvent node refuses the payload
+                // (apply refuses it too, without the detail, should the node
+                // become a VOEvent node before the command commits).
+                if node_type == Some(VOEVENT_NS)
+                    && let Some(Err(invalid)) = payload.as_ref().map(voevent::validate)
+                {
+                    return Err(
+                        StanzaError::pubsub(Condition::BadRequest, "invalid-payload")
+                            .with_text(invalid.to_string()),
+                    );
                 }
                 if !self.nodes.contains_key(&node) && !ctx.is_local_user(&actor.to_bare()) {
                     return Err(not_found(&node));
                 }
-                let publish = proto::Publish {
-                    node,
-                    item_id: item_id.unwrap_or_default(),
-                    payload: payload.as_ref().map(payload::serialize).unwrap_or_default(),
-                    publish_options,
-                    voevent_ivorn,
-                };
+                let publish = publish_op(node, item_id, payload.as_ref(), publish_options);
                 self.check_publish(actor, &publish)?;
                 propose(Op::Publish(publish))
             }
@@ -314,6 +299,25 @@ impl PubsubService {
             }
             Request::ArchiveQuery(query) => self.archive_query(actor, &query, ctx),
         }
+    }
+
+    /// The command publishing the VOEvent `root` to the node of its
+    /// stream, `voevent/<authority>/<resource-key>` (INTERFACE.md), created
+    /// on first use as a VOEvent node. For publishers that are not XMPP
+    /// clients, such as the VTP bridge; `apply` still checks `actor`'s
+    /// right to publish.
+    pub fn voevent_publish(
+        actor: &Jid,
+        root: &Element,
+        now_micros: i64,
+    ) -> Result<Command, voevent::InvalidVoEvent> {
+        let header = voevent::validate(root)?;
+        let options = proto::NodeConfig {
+            payload_type: Some(VOEVENT_NS.to_owned()),
+            ..proto::NodeConfig::default()
+        };
+        let publish = publish_op(header.ivorn.pubsub_node(), None, Some(root), Some(options));
+        Ok(command(actor, now_micros, Op::Publish(publish)))
     }
 
     fn archive_query(
@@ -603,6 +607,28 @@ impl PubsubService {
             }
         }
         Ok(Element::new("pubsub", PUBSUB_NS).with_child(list))
+    }
+}
+
+/// A publish command: the payload serialized once, as it will be
+/// delivered, and its IVORN when it is a valid VOEvent (so `apply` can
+/// enforce VOEvent nodes without re-reading XML).
+fn publish_op(
+    node: String,
+    item_id: Option<String>,
+    payload: Option<&Element>,
+    publish_options: Option<proto::NodeConfig>,
+) -> proto::Publish {
+    let voevent_ivorn = payload
+        .filter(|root| root.ns() == VOEVENT_NS)
+        .and_then(|root| voevent::validate(root).ok())
+        .map(|header| header.ivorn.to_string());
+    proto::Publish {
+        node,
+        item_id: item_id.unwrap_or_default(),
+        payload: payload.map(payload::serialize).unwrap_or_default(),
+        publish_options,
+        voevent_ivorn,
     }
 }
 

@@ -171,3 +171,36 @@ fn other_nodes_accept_voevents_under_any_id() {
     h.publish(ALICE, "plain", Some("mine"), body(SWIFT)).ok();
     assert_eq!(h.item_ids("plain"), ["mine"]);
 }
+
+#[test]
+fn bridge_publish_goes_to_the_stream_node_created_on_first_use() {
+    let mut h = Harness::new();
+    let root = xml(body(SWIFT));
+    let command = PubsubService::voevent_publish(&jid("vtp@localhost"), &root, T0).unwrap();
+    let outcome = h.apply(&command);
+    assert_eq!(
+        outcome.reply.unwrap().map(|e| e.to_xml()),
+        Some(format!(
+            "<pubsub xmlns=\"{PS}\"><publish node=\"{NODE}\"><item id=\"{SWIFT_IVORN}\"/></publish></pubsub>"
+        ))
+    );
+    assert_eq!(
+        h.service.node(NODE).unwrap().config.payload_type,
+        VOEVENT_NS
+    );
+    // A retry of the same packet is idempotent.
+    let again =
+        h.apply(&PubsubService::voevent_publish(&jid("vtp@localhost"), &root, T0 + 1).unwrap());
+    assert!(again.reply.is_ok() && again.notifications.is_empty());
+    assert_eq!(h.service.node(NODE).unwrap().archive.len(), 1);
+}
+
+#[test]
+fn bridge_publish_of_an_invalid_packet_is_refused_before_proposal() {
+    let root = xml(&body(GAIA).replacen("version=\"2.0\"", "version=\"1.1\"", 1));
+    let error = PubsubService::voevent_publish(&jid("vtp@localhost"), &root, T0).unwrap_err();
+    assert_eq!(
+        error,
+        crate::voevent::InvalidVoEvent::Version(Some("1.1".into()))
+    );
+}
