@@ -24,7 +24,7 @@ use vomesh_proto::pubsub::{Command, command::Op};
 
 use crate::pubsub::archive::{self, ArchiveQuery};
 use crate::pubsub::config::{NODE_CONFIG_FORM, PubsubLimits};
-use crate::pubsub::error::{Condition, StanzaError};
+use crate::pubsub::error::{Condition, ErrorType, StanzaError};
 use crate::pubsub::model::{
     AccessModel, Affiliation, Item, NodeConfig, NotificationType, PublishModel, PubsubNode,
     SendLastPublishedItem, Subscription, SubscriptionOptions, SubscriptionState,
@@ -160,6 +160,18 @@ fn command(actor: &Jid, now_micros: i64, op: Op) -> Command {
         timestamp_micros: now_micros,
         op: Some(op),
     }
+}
+
+/// XEP-0060 §6.2.3.2 / §6.3.4.2: the requester holds no such subscription.
+fn not_subscribed() -> StanzaError {
+    StanzaError::pubsub(Condition::UnexpectedRequest, "not-subscribed")
+        .with_type(ErrorType::Cancel)
+}
+
+/// XEP-0060 §6.1.3.9: the node holds as many subscriptions as it may.
+fn too_many_subscriptions() -> StanzaError {
+    StanzaError::pubsub(Condition::PolicyViolation, "too-many-subscriptions")
+        .with_type(ErrorType::Wait)
 }
 
 fn parse_jid(text: &str) -> Result<Jid, StanzaError> {

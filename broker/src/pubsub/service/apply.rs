@@ -383,10 +383,7 @@ impl PubsubService {
                 Some(existing.clone())
             } else {
                 if node.subscriptions.len() >= max {
-                    return Err(StanzaError::pubsub(
-                        Condition::PolicyViolation,
-                        "too-many-subscriptions",
-                    ));
+                    return Err(too_many_subscriptions());
                 }
                 let created = Subscription {
                     subid: format!("{index:016x}-{position}"),

@@ -160,10 +160,7 @@ impl PubsubService {
         }
         if node.subscriptions.len() >= self.limits.subscriptions_per_node_max {
             // §6.1.3.9
-            return Err(StanzaError::pubsub(
-                Condition::PolicyViolation,
-                "too-many-subscriptions",
-            ));
+            return Err(too_many_subscriptions());
         }
         Ok(())
     }
@@ -190,7 +187,7 @@ impl PubsubService {
                     if node.subscriptions_of(jid).next().is_some() {
                         StanzaError::pubsub(Condition::NotAcceptable, "invalid-subid")
                     } else {
-                        StanzaError::pubsub(Condition::UnexpectedRequest, "not-subscribed")
+                        not_subscribed()
                     }
                 }),
             None => match (mine.next(), mine.next()) {
@@ -198,10 +195,7 @@ impl PubsubService {
                 (Some(_), Some(_)) => {
                     Err(StanzaError::pubsub(Condition::BadRequest, "subid-required"))
                 }
-                (None, _) => Err(StanzaError::pubsub(
-                    Condition::UnexpectedRequest,
-                    "not-subscribed",
-                )),
+                (None, _) => Err(not_subscribed()),
             },
         }
     }

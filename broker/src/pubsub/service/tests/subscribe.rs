@@ -590,3 +590,25 @@ fn authorization_form_without_allow_is_bad_request() {
         .expect("answered");
     h.finish(handled).assert_error(Condition::BadRequest, None);
 }
+
+#[test]
+fn error_types_follow_the_xep_examples() {
+    use crate::pubsub::error::ErrorType;
+    let mut h = Harness::with_limits(PubsubLimits {
+        subscriptions_per_node_max: 1,
+        ..PubsubLimits::default()
+    });
+    h.create(ALICE, "n");
+    let unsubscribe = h.set(
+        BOB,
+        &format!("<pubsub xmlns='{PS}'><unsubscribe node='n' jid='bob@localhost'/></pubsub>"),
+    );
+    assert_eq!(unsubscribe.error().kind, ErrorType::Cancel);
+    h.subscribe(BOB, "n").ok();
+    assert_eq!(h.subscribe(CAROL, "n").error().kind, ErrorType::Wait);
+    assert_eq!(
+        h.subscribe_jid(CAROL, BOB, "n").error().kind,
+        ErrorType::Modify
+    );
+    assert_eq!(h.subscribe(EVE, "none").error().kind, ErrorType::Cancel);
+}
