@@ -164,8 +164,7 @@ fn command(actor: &Jid, now_micros: i64, op: Op) -> Command {
 
 /// XEP-0060 §6.2.3.2 / §6.3.4.2: the requester holds no such subscription.
 fn not_subscribed() -> StanzaError {
-    StanzaError::pubsub(Condition::UnexpectedRequest, "not-subscribed")
-        .with_type(ErrorType::Cancel)
+    StanzaError::pubsub(Condition::UnexpectedRequest, "not-subscribed").with_type(ErrorType::Cancel)
 }
 
 /// XEP-0060 §6.1.3.9: the node holds as many subscriptions as it may.

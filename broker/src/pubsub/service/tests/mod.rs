@@ -10,6 +10,7 @@ mod owner;
 mod publish;
 mod retrieve;
 mod subscribe;
+mod throughput;
 mod voevent;
 
 use std::collections::{BTreeMap, BTreeSet};
