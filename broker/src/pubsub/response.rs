@@ -22,6 +22,7 @@ use crate::xml::{Element, escape_into};
 
 pub const DELAY_NS: &str = "urn:xmpp:delay";
 pub const FORWARD_NS: &str = "urn:xmpp:forward:0";
+pub const SHIM_NS: &str = "http://jabber.org/protocol/shim";
 pub const META_DATA_FORM: &str = "http://jabber.org/protocol/pubsub#meta-data";
 
 fn attr(out: &mut String, name: &str, value: &str) {
@@ -103,6 +104,20 @@ pub fn archive_result_xml(
 
 fn event(child: Element) -> Element {
     Element::new("event", PUBSUB_EVENT_NS).with_child(child)
+}
+
+/// XEP-0131 SHIM `<headers/>` naming the subscriptions a notification is
+/// for, appended to the notification of a JID with several subscriptions.
+pub fn subid_headers_xml(subids: &[&str]) -> String {
+    let mut headers = Element::new("headers", SHIM_NS);
+    for subid in subids {
+        headers.push_child(
+            Element::new("header", SHIM_NS)
+                .with_attr("name", "SubID")
+                .with_text(*subid),
+        );
+    }
+    headers.to_xml()
 }
 
 /// XEP-0060 §7.2.2: retraction notification.

@@ -1,7 +1,7 @@
 //! Applying committed commands: the deterministic state transitions and
 //! the notifications each produces.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
@@ -82,19 +82,41 @@ impl PubsubService {
         self.nodes.get_mut(node).ok_or_else(|| not_found(node))
     }
 
-    /// The subscribers an event on `node` is delivered to: active
-    /// subscriptions that want delivery, each JID once, in JID order.
-    fn recipients(node: &PubsubNode) -> Vec<Jid> {
+    /// The notifications of an event on `node` to its subscribers: active
+    /// subscriptions that want delivery, each JID once, in JID order. One
+    /// message is shared by every JID holding one such subscription; a JID
+    /// holding several gets its own copy naming them in SHIM `SubID`
+    /// headers (XEP-0060 §6.1.6, XEP-0131).
+    fn broadcast(node: &PubsubNode, body: String) -> Vec<Notification> {
         if !node.config.deliver_notifications {
             return Vec::new();
         }
-        let set: BTreeSet<&Jid> = node
+        let mut by_jid: BTreeMap<&Jid, Vec<&str>> = BTreeMap::new();
+        for s in node
             .subscriptions
             .iter()
             .filter(|s| s.state == SubscriptionState::Subscribed && s.options.deliver)
-            .map(|s| &s.jid)
-            .collect();
-        set.into_iter().cloned().collect()
+        {
+            by_jid.entry(&s.jid).or_default().push(&s.subid);
+        }
+        let kind = notification_kind(&node.config);
+        let mut shared = Vec::new();
+        let mut own = Vec::new();
+        for (jid, subids) in by_jid {
+            if subids.len() == 1 {
+                shared.push(jid.clone());
+            } else {
+                own.push(Notification {
+                    recipients: vec![jid.clone()],
+                    kind,
+                    message: format!("{body}{}", response::subid_headers_xml(&subids)).into(),
+                });
+            }
+        }
+        let mut notifications: Vec<Notification> =
+            Self::notify(shared, kind, body).into_iter().collect();
+        notifications.extend(own);
+        notifications
     }
 
     fn notify(recipients: Vec<Jid>, kind: MessageKind, body: String) -> Option<Notification> {
@@ -148,11 +170,7 @@ impl PubsubService {
         if node.config.notify_config {
             // XEP-0060 §8.2.5.4
             let body = response::configuration_event(node).to_xml();
-            notifications.extend(Self::notify(
-                Self::recipients(node),
-                notification_kind(&node.config),
-                body,
-            ));
+            notifications.extend(Self::broadcast(node, body));
         }
         Ok((None, notifications))
     }
@@ -179,11 +197,7 @@ impl PubsubService {
             // XEP-0060 §8.4.2
             let redirect = Some(d.redirect_uri.as_str()).filter(|r| !r.is_empty());
             let body = response::delete_event(&node.id, redirect).to_xml();
-            notifications.extend(Self::notify(
-                Self::recipients(&node),
-                notification_kind(&node.config),
-                body,
-            ));
+            notifications.extend(Self::broadcast(&node, body));
         }
         Ok((None, notifications))
     }
@@ -458,14 +472,9 @@ impl PubsubService {
             &item,
             node.config.deliver_payloads,
         );
-        let notifications = Self::notify(
-            Self::recipients(node),
-            notification_kind(&node.config),
-            body,
-        );
         Ok((
             Some(response::publish_reply(&p.node, &id)),
-            notifications.into_iter().collect(),
+            Self::broadcast(node, body),
         ))
     }
 
@@ -479,11 +488,7 @@ impl PubsubService {
         // XEP-0060 §7.2.2.1: notify when configured or asked to.
         if node.config.notify_retract || r.notify {
             let body = response::retract_event(&node.id, &r.item_ids).to_xml();
-            notifications.extend(Self::notify(
-                Self::recipients(node),
-                notification_kind(&node.config),
-                body,
-            ));
+            notifications.extend(Self::broadcast(node, body));
         }
         Ok((None, notifications))
     }
@@ -497,11 +502,7 @@ impl PubsubService {
         if node.config.notify_retract {
             // XEP-0060 §8.5.2
             let body = response::purge_event(&node.id).to_xml();
-            notifications.extend(Self::notify(
-                Self::recipients(node),
-                notification_kind(&node.config),
-                body,
-            ));
+            notifications.extend(Self::broadcast(node, body));
         }
         Ok((None, notifications))
     }

@@ -507,3 +507,29 @@ fn full_jid_subscription_is_delivered_to_that_resource_only() {
     h.subscribe_jid(BOB, BOB, "n").ok();
     assert_eq!(h.publish(ALICE, "n", Some("a"), ENTRY).recipients(), [BOB]);
 }
+
+#[test]
+fn a_jid_with_several_subscriptions_gets_one_copy_naming_them() {
+    let mut h = Harness::new();
+    h.create(ALICE, "n");
+    h.subscribe(BOB, "n").ok();
+    h.subscribe(CAROL, "n").ok();
+    // The owner gives bob a second subscription.
+    h.set(
+        ALICE,
+        &format!("<pubsub xmlns='{OWNER}'><subscriptions node='n'><subscription jid='bob@localhost' subscription='subscribed' subid='new'/></subscriptions></pubsub>"),
+    )
+    .ok();
+    let answer = h.publish(ALICE, "n", Some("a"), ENTRY);
+    let sent = answer.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].0, ["carol@localhost"]);
+    assert_eq!(sent[1].0, ["bob@localhost"]);
+    assert_eq!(
+        sent[1].1,
+        format!(
+            "{}<headers xmlns=\"http://jabber.org/protocol/shim\"><header name=\"SubID\">0000000000000002</header><header name=\"SubID\">0000000000000004-0</header></headers>",
+            sent[0].1
+        )
+    );
+}
