@@ -47,9 +47,7 @@ pub fn parse(text: &str) -> Result<Element, PayloadError> {
     loop {
         let (resolved, event) = reader.read_resolved_event()?;
         let ns = match resolved {
-            ResolveResult::Bound(ns) => std::str::from_utf8(ns.into_inner())
-                .map_err(|_| PayloadError::NotOneElement)?
-                .to_owned(),
+            ResolveResult::Bound(ns) => String::from_utf8_lossy(ns.into_inner()).into_owned(),
             ResolveResult::Unbound => String::new(),
             ResolveResult::Unknown(_) => return Err(PayloadError::UnboundPrefix),
         };
