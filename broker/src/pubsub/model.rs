@@ -168,7 +168,8 @@ impl PubsubNode {
         Some(item)
     }
 
-    /// Checks the invariants apply relies on (debug builds only).
+    /// Checks every invariant `apply` relies on (debug builds only; linear
+    /// in the node's size, so run on restore, not per command).
     pub fn debug_check(&self) {
         debug_assert_eq!(self.items.len(), self.order.len(), "node {}", self.id);
         debug_assert!(
@@ -187,5 +188,31 @@ impl PubsubNode {
             "archive ids of node {} do not strictly increase",
             self.id
         );
+    }
+
+    /// The invariants a single command can break, checked in constant time
+    /// per node after each command (debug builds only): as many items as
+    /// ordered ids, the newest ordered id is a current item, and the
+    /// archive's newest ids strictly increase.
+    pub fn debug_check_recent(&self) {
+        debug_assert_eq!(self.items.len(), self.order.len(), "node {}", self.id);
+        debug_assert!(
+            self.order
+                .last_key_value()
+                .is_none_or(|(archive_id, id)| self
+                    .items
+                    .get(id)
+                    .is_some_and(|i| i.archive_id == *archive_id)),
+            "newest item of node {} is not current",
+            self.id
+        );
+        let mut newest = self.archive.iter().rev();
+        if let (Some(last), Some(before)) = (newest.next(), newest.next()) {
+            debug_assert!(
+                before.archive_id < last.archive_id,
+                "archive ids of node {} do not strictly increase",
+                self.id
+            );
+        }
     }
 }

@@ -44,7 +44,7 @@ impl PubsubService {
     fn debug_check(&self) {
         for (id, node) in &self.nodes {
             debug_assert_eq!(id, &node.id);
-            node.debug_check();
+            node.debug_check_recent();
         }
     }
 
