@@ -32,9 +32,8 @@
 //! # Not implemented
 //! Collection nodes (XEP-0248), subscription digests and presence-filtered
 //! delivery (`pubsub#show-values`), offline storage of notifications
-//! (subscribers catch up with XEP-0313 queries instead), notifications of
-//! affiliation changes (§8.9.4, optional), and pending-subscription
-//! retrieval through ad-hoc commands (§8.7).
+//! (subscribers catch up with XEP-0313 queries instead), and
+//! pending-subscription retrieval through ad-hoc commands (§8.7).
 //!
 //! # Layout
 //! - [`model`]: nodes, configuration, items, subscriptions, affiliations.

@@ -513,3 +513,124 @@ impl AuthorizationAnswer {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::payload;
+
+    fn iq(kind: &str, child: &str) -> Element {
+        Element::new("iq", "jabber:client")
+            .with_attr("type", kind)
+            .with_child(payload::parse(child).unwrap())
+    }
+
+    #[test]
+    fn publish_with_options_is_typed() {
+        let request = Request::try_from(&iq(
+            "set",
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item id='i'><p xmlns='urn:p'/></item></publish>\
+             <publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+             <field var='pubsub#access_model'><value>presence</value></field></x></publish-options></pubsub>",
+        ))
+        .unwrap();
+        let Request::Publish {
+            node,
+            item_id,
+            payload,
+            publish_options,
+        } = request
+        else {
+            panic!("not a publish: {request:?}");
+        };
+        assert_eq!((node.as_str(), item_id.as_deref()), ("n", Some("i")));
+        assert_eq!(
+            payload.map(|p| p.to_xml()).as_deref(),
+            Some("<p xmlns=\"urn:p\"/>")
+        );
+        assert_eq!(
+            publish_options.and_then(|o| o.access_model),
+            Some(crate::pubsub::model::AccessModel::Presence.into())
+        );
+    }
+
+    #[test]
+    fn owner_affiliations_are_typed_with_bare_jids() {
+        let request = Request::try_from(&iq(
+            "set",
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><affiliations node='n'>\
+             <affiliation jid='bob@localhost/phone' affiliation='publish-only'/></affiliations></pubsub>",
+        ))
+        .unwrap();
+        assert_eq!(
+            request,
+            Request::OwnerAffiliationsSet {
+                node: "n".into(),
+                changes: vec![(
+                    BareJid::new("bob@localhost").unwrap(),
+                    Affiliation::PublishOnly
+                )],
+            }
+        );
+    }
+
+    #[test]
+    fn pubsub_without_action_is_bad_request() {
+        let error = Request::try_from(&iq(
+            "get",
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'/>",
+        ))
+        .unwrap_err();
+        assert_eq!(error.condition, Condition::BadRequest);
+    }
+
+    #[test]
+    fn iq_with_two_children_is_bad_request() {
+        let mut two = iq(
+            "get",
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        );
+        two.push_child(Element::new("query", DISCO_ITEMS_NS));
+        assert_eq!(
+            Request::try_from(&two).unwrap_err().condition,
+            Condition::BadRequest
+        );
+    }
+
+    #[test]
+    fn result_iq_is_not_a_request() {
+        let error = Request::try_from(&iq(
+            "result",
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        ))
+        .unwrap_err();
+        assert_eq!(error.condition, Condition::BadRequest);
+    }
+
+    #[test]
+    fn archive_query_reads_filters_and_paging() {
+        let request = Request::try_from(&iq(
+            "set",
+            "<query xmlns='urn:xmpp:mam:2' node='n' queryid='f27'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>\
+             <field var='start'><value>1970-01-01T00:00:01Z</value></field><field var='after-id'><value>41</value></field></x>\
+             <set xmlns='http://jabber.org/protocol/rsm'><max>10</max></set></query>",
+        ))
+        .unwrap();
+        assert_eq!(
+            request,
+            Request::ArchiveQuery(ArchiveQuery {
+                node: "n".into(),
+                query_id: Some("f27".into()),
+                start_micros: Some(1_000_000),
+                end_micros: None,
+                after_id: Some(41),
+                before_id: None,
+                rsm: RsmRequest {
+                    max: Some(10),
+                    ..RsmRequest::default()
+                },
+            })
+        );
+    }
+}

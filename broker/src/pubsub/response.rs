@@ -326,7 +326,16 @@ pub fn retrieved_item(item: &Item, payload: Option<Element>) -> Element {
     e
 }
 
-/// The JID an affiliation list shows.
+/// XEP-0060 §8.9.4: the message telling an entity its affiliation changed.
+pub fn affiliation_change(node: &str, jid: &Jid, affiliation: Affiliation) -> Element {
+    Element::new("pubsub", PUBSUB_NS).with_child(
+        Element::new("affiliations", PUBSUB_NS)
+            .with_attr("node", node)
+            .with_child(affiliation_element(PUBSUB_NS, None, Some(jid), affiliation)),
+    )
+}
+
+/// An `<affiliation/>` of an affiliation list.
 pub fn affiliation_element(
     ns: &str,
     node: Option<&str>,

@@ -357,7 +357,16 @@ impl PubsubService {
         // §4.1: an outcast has no subscriptions.
         node.subscriptions
             .retain(|s| node.affiliations.get(&s.jid.to_bare()) != Some(&Affiliation::Outcast));
-        Ok((None, Vec::new()))
+        // §8.9.4: tell each affected entity its new affiliation.
+        let notifications = changes
+            .iter()
+            .filter_map(|(jid, affiliation)| {
+                let jid = Jid::from(jid.clone());
+                let body = response::affiliation_change(&node.id, &jid, *affiliation).to_xml();
+                Self::notify(vec![jid], MessageKind::Normal, body)
+            })
+            .collect();
+        Ok((None, notifications))
     }
 
     fn apply_subscriptions(

@@ -103,6 +103,27 @@ fn owner_lists_affiliations() {
 }
 
 #[test]
+fn affected_entity_is_told_its_new_affiliation() {
+    let mut h = Harness::new();
+    h.create(ALICE, "n");
+    let answer = h.set(
+        ALICE,
+        &format!("<pubsub xmlns='{OWNER}'><affiliations node='n'><affiliation jid='bob@localhost' affiliation='publisher'/></affiliations></pubsub>"),
+    );
+    assert_eq!(answer.ok(), None);
+    assert_eq!(
+        answer.sent(),
+        vec![(
+            vec!["bob@localhost".to_owned()],
+            format!(
+                "<pubsub xmlns=\"{PS}\"><affiliations node=\"n\"><affiliation jid=\"bob@localhost\" affiliation=\"publisher\"/></affiliations></pubsub>"
+            )
+        )]
+    );
+    assert_eq!(answer.notifications[0].kind, MessageKind::Normal);
+}
+
+#[test]
 fn affiliation_none_removes_the_entry() {
     let mut h = Harness::new();
     h.create(ALICE, "n");
