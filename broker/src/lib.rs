@@ -11,8 +11,12 @@
 //!   SCRAM verifiers, never passwords.
 //! - [`sasl`]: SASL mechanisms (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN) as a pure
 //!   exchange state machine, and per-address back-off against guessing.
-//! - [`xml`]: the XML element tree stanzas are parsed into, and the
-//!   incremental stream parser that builds it.
+//! - [`pubsub`]: the XEP-0060 publish-subscribe service as a pure state
+//!   machine (replicated commands in, replies and notifications out), with
+//!   XEP-0313 node archives; also the general XMPP stanza error type.
+//! - [`voevent`]: VOEvent 2.0 validation and IVORN parsing.
+//! - [`xml`]: the XML element tree stanzas are parsed into, the
+//!   incremental stream parser that builds it, and standalone documents.
 //! - [`admin`]: the admin HTTP listener: `/healthz`, `/readyz`, `/metrics`,
 //!   and the bearer-token check in front of the `/api` routes.
 //! - [`cli`]: the `vomesh` command line and the admin API client.
@@ -27,8 +31,10 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod metrics;
+pub mod pubsub;
 pub mod sasl;
 pub mod server;
 pub mod tls;
+pub mod voevent;
 pub mod xml;
 pub mod xmpp;

@@ -5,7 +5,7 @@
 mod element;
 mod parser;
 
-pub use element::{Attr, Element, Node, XML_NS};
+pub use element::{Attr, Element, Node, XML_NS, escape_into};
 pub use parser::{
     ParseError, ParserLimits, StreamEvent, StreamHeader, StreamParser, parse_document,
 };

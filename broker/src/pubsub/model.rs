@@ -1,0 +1,218 @@
+//! The in-memory model of the pubsub service: nodes, their configuration,
+//! affiliations, subscriptions, current items and archive (XEP-0060 §4,
+//! XEP-0313). Enumerations are the prost types of `vomesh.pubsub`, so the
+//! log, the snapshot and the model share one definition of each.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use jid::{BareJid, Jid};
+pub use vomesh_proto::pubsub::{
+    AccessModel, Affiliation, NotificationType, PublishModel, SendLastPublishedItem,
+    SubscriptionState,
+};
+
+/// The Raft log index of the publish that produced an archive entry: its
+/// XEP-0313 id and global sequence number.
+pub type ArchiveId = u64;
+
+/// pubsub#max_items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxItems {
+    Count(u64),
+    /// "max": the service's hard cap (`PubsubLimits::items_per_node_max`).
+    Max,
+}
+
+/// A complete node configuration (`pubsub#node_config`, XEP-0060 §16.4.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub title: String,
+    pub description: String,
+    pub access_model: AccessModel,
+    pub roster_groups_allowed: Vec<String>,
+    pub publish_model: PublishModel,
+    pub persist_items: bool,
+    pub max_items: MaxItems,
+    /// Seconds after publication an item is removed; 0 means never.
+    pub item_expire_seconds: u64,
+    pub deliver_payloads: bool,
+    pub deliver_notifications: bool,
+    pub notify_retract: bool,
+    pub notify_delete: bool,
+    pub notify_config: bool,
+    pub send_last_published_item: SendLastPublishedItem,
+    /// pubsub#type: the payload namespace; empty when unspecified.
+    pub payload_type: String,
+    pub notification_type: NotificationType,
+    /// pubsub#subscribe: whether entities may subscribe.
+    pub subscribe: bool,
+}
+
+/// pubsub#subscribe_options of one subscription (XEP-0060 §16.4.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    /// pubsub#deliver: whether notifications are sent at all.
+    pub deliver: bool,
+}
+
+impl Default for SubscriptionOptions {
+    fn default() -> Self {
+        SubscriptionOptions { deliver: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Derived from the log index of the subscribe, so equal at every site.
+    pub subid: String,
+    /// Bare (every available resource) or full (that resource only).
+    pub jid: Jid,
+    pub state: SubscriptionState,
+    pub options: SubscriptionOptions,
+}
+
+/// A published item; current items and archive entries share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub id: String,
+    /// Payload XML exactly as delivered; empty for a payload-less publish.
+    pub payload: Arc<str>,
+    pub publisher: Jid,
+    pub published_micros: i64,
+    pub archive_id: ArchiveId,
+}
+
+/// One pubsub leaf node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubsubNode {
+    pub id: String,
+    pub config: NodeConfig,
+    pub creator: BareJid,
+    pub created_micros: i64,
+    /// Affiliations other than `none`, by bare JID (XEP-0060 §4.1).
+    pub affiliations: BTreeMap<BareJid, Affiliation>,
+    /// In creation order.
+    pub subscriptions: Vec<Subscription>,
+    /// Current items by id.
+    pub items: BTreeMap<String, Arc<Item>>,
+    /// Current item ids by the archive id of their latest publish: the
+    /// publication order (first = oldest).
+    pub order: BTreeMap<ArchiveId, String>,
+    /// XEP-0313 history: every publish, oldest first, ids strictly
+    /// increasing. Retracted and replaced items stay.
+    pub archive: VecDeque<Arc<Item>>,
+}
+
+impl PubsubNode {
+    pub fn new(id: String, config: NodeConfig, creator: BareJid, created_micros: i64) -> Self {
+        let mut affiliations = BTreeMap::new();
+        affiliations.insert(creator.clone(), Affiliation::Owner);
+        PubsubNode {
+            id,
+            config,
+            creator,
+            created_micros,
+            affiliations,
+            subscriptions: Vec::new(),
+            items: BTreeMap::new(),
+            order: BTreeMap::new(),
+            archive: VecDeque::new(),
+        }
+    }
+
+    /// The affiliation of `jid`'s bare JID; `none` when it has none.
+    pub fn affiliation(&self, jid: &Jid) -> Affiliation {
+        self.affiliations
+            .get(&jid.to_bare())
+            .copied()
+            .unwrap_or(Affiliation::None)
+    }
+
+    pub fn owners(&self) -> impl Iterator<Item = &BareJid> {
+        self.affiliations
+            .iter()
+            .filter(|(_, a)| **a == Affiliation::Owner)
+            .map(|(jid, _)| jid)
+    }
+
+    /// Subscriptions of exactly `jid` (bare matches bare, full matches full).
+    pub fn subscriptions_of(&self, jid: &Jid) -> impl Iterator<Item = &Subscription> {
+        let jid = jid.clone();
+        self.subscriptions.iter().filter(move |s| s.jid == jid)
+    }
+
+    /// Whether `jid` (or its bare JID) holds an active subscription.
+    pub fn is_subscribed(&self, jid: &Jid) -> bool {
+        let bare = Jid::from(jid.to_bare());
+        self.subscriptions
+            .iter()
+            .any(|s| s.state == SubscriptionState::Subscribed && (&s.jid == jid || s.jid == bare))
+    }
+
+    /// The most recently published current item.
+    pub fn last_item(&self) -> Option<&Arc<Item>> {
+        let (_, id) = self.order.last_key_value()?;
+        self.items.get(id)
+    }
+
+    /// Current items in publication order.
+    pub fn items_in_order(&self) -> impl DoubleEndedIterator<Item = &Arc<Item>> + '_ {
+        self.order.values().filter_map(|id| self.items.get(id))
+    }
+
+    /// Removes the current item `id`, returning it.
+    pub fn remove_item(&mut self, id: &str) -> Option<Arc<Item>> {
+        let item = self.items.remove(id)?;
+        self.order.remove(&item.archive_id);
+        Some(item)
+    }
+
+    /// Checks every invariant `apply` relies on (debug builds only; linear
+    /// in the node's size, so run on restore, not per command).
+    pub fn debug_check(&self) {
+        debug_assert_eq!(self.items.len(), self.order.len(), "node {}", self.id);
+        debug_assert!(
+            self.order.iter().all(|(archive_id, id)| self
+                .items
+                .get(id)
+                .is_some_and(|i| i.archive_id == *archive_id)),
+            "order and items disagree in node {}",
+            self.id
+        );
+        debug_assert!(
+            self.archive
+                .iter()
+                .zip(self.archive.iter().skip(1))
+                .all(|(a, b)| a.archive_id < b.archive_id),
+            "archive ids of node {} do not strictly increase",
+            self.id
+        );
+    }
+
+    /// The invariants a single command can break, checked in constant time
+    /// per node after each command (debug builds only): as many items as
+    /// ordered ids, the newest ordered id is a current item, and the
+    /// archive's newest ids strictly increase.
+    pub fn debug_check_recent(&self) {
+        debug_assert_eq!(self.items.len(), self.order.len(), "node {}", self.id);
+        debug_assert!(
+            self.order
+                .last_key_value()
+                .is_none_or(|(archive_id, id)| self
+                    .items
+                    .get(id)
+                    .is_some_and(|i| i.archive_id == *archive_id)),
+            "newest item of node {} is not current",
+            self.id
+        );
+        let mut newest = self.archive.iter().rev();
+        if let (Some(last), Some(before)) = (newest.next(), newest.next()) {
+            debug_assert!(
+                before.archive_id < last.archive_id,
+                "archive ids of node {} do not strictly increase",
+                self.id
+            );
+        }
+    }
+}

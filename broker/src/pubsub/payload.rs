@@ -1,0 +1,201 @@
+//! Item payloads are stored and delivered as the text they were published
+//! as (XEP-0060 §7.1: the subscriber gets what the publisher sent). The
+//! replicated `Publish` command carries that text, notifications and archive
+//! results splice it in unchanged, and only an XEP-0060 items retrieval,
+//! whose reply is an [`Element`] tree, reads it back into elements.
+
+use quick_xml::events::Event;
+use quick_xml::name::{PrefixDeclaration, ResolveResult};
+use quick_xml::reader::NsReader;
+
+use crate::xml::{Attr, Element};
+
+/// Bound as the default namespace of the serialization scope, so every
+/// unprefixed element declares its namespace, including `xmlns=''` for
+/// unqualified ones: the text is then correct wherever it is inserted,
+/// e.g. inside `<item xmlns='http://jabber.org/protocol/pubsub#event'>`.
+/// A single space is not a URI, so no parsed element is in it.
+const NO_DEFAULT_NS: &str = " ";
+
+/// The payload text stored and delivered for `payload`: self-contained
+/// (every namespace it uses is declared within it), content unchanged.
+pub fn serialize(payload: &Element) -> String {
+    payload.to_stream_xml(NO_DEFAULT_NS)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("stored payload is not well-formed XML: {0}")]
+    Xml(#[from] quick_xml::Error),
+    #[error("stored payload is not well-formed XML: {0}")]
+    Encoding(#[from] quick_xml::encoding::EncodingError),
+    #[error("stored payload attribute is malformed: {0}")]
+    Attr(#[from] quick_xml::events::attributes::AttrError),
+    #[error("stored payload is not a single element")]
+    NotOneElement,
+    #[error("stored payload uses an undeclared prefix")]
+    UnboundPrefix,
+}
+
+/// Reads payload text written by [`serialize`] back into an element tree,
+/// without recursion (depth is bounded by the heap, not the stack).
+pub fn parse(text: &str) -> Result<Element, PayloadError> {
+    let mut reader = NsReader::from_str(text);
+    reader.config_mut().trim_text(false);
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root = None;
+    loop {
+        let (resolved, event) = reader.read_resolved_event()?;
+        let ns = match resolved {
+            ResolveResult::Bound(ns) => String::from_utf8_lossy(ns.into_inner()).into_owned(),
+            ResolveResult::Unbound => String::new(),
+            ResolveResult::Unknown(_) => return Err(PayloadError::UnboundPrefix),
+        };
+        match event {
+            Event::Start(ref start) | Event::Empty(ref start) => {
+                let name = start.name();
+                let prefix = name
+                    .prefix()
+                    .map(|p| String::from_utf8_lossy(p.into_inner()).into_owned());
+                let local = String::from_utf8_lossy(name.local_name().into_inner()).into_owned();
+                let mut declared = Vec::new();
+                let mut attrs = Vec::new();
+                for attr in start.attributes() {
+                    let attr = attr?;
+                    let value = attr.unescape_value()?.into_owned();
+                    if let Some(binding) = attr.key.as_namespace_binding() {
+                        let prefix = match binding {
+                            PrefixDeclaration::Default => None,
+                            PrefixDeclaration::Named(p) => {
+                                Some(String::from_utf8_lossy(p).into_owned())
+                            }
+                        };
+                        declared.push((prefix, value));
+                        continue;
+                    }
+                    let (attr_ns, attr_local) = reader.resolve_attribute(attr.key);
+                    let attr_ns = match attr_ns {
+                        ResolveResult::Bound(ns) => {
+                            String::from_utf8_lossy(ns.into_inner()).into_owned()
+                        }
+                        ResolveResult::Unbound => String::new(),
+                        ResolveResult::Unknown(_) => return Err(PayloadError::UnboundPrefix),
+                    };
+                    attrs.push(Attr {
+                        prefix: attr
+                            .key
+                            .prefix()
+                            .map(|p| String::from_utf8_lossy(p.into_inner()).into_owned()),
+                        ns: attr_ns,
+                        name: String::from_utf8_lossy(attr_local.into_inner()).into_owned(),
+                        value,
+                    });
+                }
+                let element = Element::parsed(prefix, local, ns, declared, attrs);
+                if matches!(event, Event::Start(_)) {
+                    stack.push(element);
+                } else {
+                    close(&mut stack, &mut root, element)?;
+                }
+            }
+            Event::End(_) => {
+                let element = stack.pop().ok_or(PayloadError::NotOneElement)?;
+                close(&mut stack, &mut root, element)?;
+            }
+            Event::Text(text) => push_text(&mut stack, &text.xml_content()?)?,
+            Event::CData(data) => push_text(&mut stack, &data.decode()?)?,
+            Event::GeneralRef(reference) => {
+                let resolved = match reference.resolve_char_ref()? {
+                    Some(c) => c.to_string(),
+                    None => match reference.decode()?.as_ref() {
+                        "lt" => "<".to_owned(),
+                        "gt" => ">".to_owned(),
+                        "amp" => "&".to_owned(),
+                        "quot" => "\"".to_owned(),
+                        "apos" => "'".to_owned(),
+                        _ => return Err(PayloadError::NotOneElement),
+                    },
+                };
+                push_text(&mut stack, &resolved)?;
+            }
+            Event::Eof => break,
+            Event::Comment(_) | Event::PI(_) | Event::Decl(_) | Event::DocType(_) => {}
+        }
+    }
+    if !stack.is_empty() {
+        return Err(PayloadError::NotOneElement);
+    }
+    root.ok_or(PayloadError::NotOneElement)
+}
+
+fn close(
+    stack: &mut [Element],
+    root: &mut Option<Element>,
+    element: Element,
+) -> Result<(), PayloadError> {
+    match stack.last_mut() {
+        Some(parent) => parent.push_child(element),
+        None if root.is_none() => *root = Some(element),
+        None => return Err(PayloadError::NotOneElement),
+    }
+    Ok(())
+}
+
+fn push_text(stack: &mut [Element], text: &str) -> Result<(), PayloadError> {
+    match stack.last_mut() {
+        Some(parent) => parent.push_text(text),
+        // Whitespace around the root element is not content.
+        None if text.trim().is_empty() => {}
+        None => return Err(PayloadError::NotOneElement),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unqualified_children_stay_unqualified_inside_any_parent() {
+        let voevent = parse(
+            "<voe:VOEvent xmlns:voe=\"urn:v\" ivorn=\"ivo://a/b#c\"><Who><Date>x &amp; y</Date></Who></voe:VOEvent>",
+        )
+        .unwrap();
+        let text = serialize(&voevent);
+        assert_eq!(
+            text,
+            "<voe:VOEvent xmlns:voe=\"urn:v\" ivorn=\"ivo://a/b#c\"><Who xmlns=\"\"><Date>x &amp; y</Date></Who></voe:VOEvent>"
+        );
+        let wrapped = Element::new("item", "http://jabber.org/protocol/pubsub#event")
+            .with_child(voevent.clone());
+        let reparsed = parse(&wrapped.to_xml()).unwrap();
+        assert_eq!(
+            reparsed
+                .children()
+                .next()
+                .map(|c| c.children().next().map(|w| w.ns().to_owned())),
+            Some(Some(String::new()))
+        );
+    }
+
+    #[test]
+    fn serialization_round_trips() {
+        let text = "<entry xmlns=\"http://www.w3.org/2005/Atom\" xml:lang=\"en\"><title type=\"text\">a\tb &lt;c&gt;</title><x:y xmlns:x=\"urn:x\" x:z=\"1\"/></entry>";
+        let element = parse(text).unwrap();
+        assert_eq!(serialize(&element), text);
+        assert_eq!(parse(&serialize(&element)).unwrap(), element);
+    }
+
+    #[test]
+    fn two_roots_are_rejected() {
+        assert!(matches!(
+            parse("<a/><b/>"),
+            Err(PayloadError::NotOneElement)
+        ));
+        assert!(matches!(
+            parse("<a>"),
+            Err(PayloadError::NotOneElement) | Err(PayloadError::Xml(_))
+        ));
+        assert!(matches!(parse("<p:a/>"), Err(PayloadError::UnboundPrefix)));
+    }
+}

@@ -1,0 +1,253 @@
+//! The pubsub service state machine (XEP-0060 with XEP-0313 node archives).
+//!
+//! Reads are answered by [`PubsubService::handle_iq`] from local state.
+//! Writes are checked there as far as local state allows (to avoid
+//! proposing garbage) and become a [`Command`]; once the command is
+//! committed, every site runs [`PubsubService::apply`], which repeats the
+//! checks against the state at that log position — its answer is the
+//! authoritative reply — and returns the notifications this site delivers
+//! to its own clients. `apply` reads no clock: the command's timestamp is
+//! the publication time, and ids derived from the log index (`Meta::index`)
+//! are the same at every site.
+//!
+//! This file holds the service's public types; the behaviour is split by
+//! concern: `handle` (requests and reads), `checks` (permissions and
+//! preconditions shared by both paths), `apply` (state transitions and
+//! notifications) and `snapshot`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jid::{BareJid, Jid};
+use vomesh_proto::pubsub::{Command, command::Op};
+
+use crate::pubsub::archive::{self, ArchiveQuery};
+use crate::pubsub::config::{NODE_CONFIG_FORM, PubsubLimits};
+use crate::pubsub::error::{Condition, ErrorType, StanzaError};
+use crate::pubsub::model::{
+    AccessModel, Affiliation, Item, NodeConfig, NotificationType, PublishModel, PubsubNode,
+    SendLastPublishedItem, Subscription, SubscriptionOptions, SubscriptionState,
+};
+use crate::pubsub::payload;
+use crate::pubsub::request::{
+    AuthorizationAnswer, DISCO_INFO_NS, DISCO_ITEMS_NS, MAM_NS, PUBSUB_NS, PUBSUB_OWNER_NS, Request,
+};
+use crate::pubsub::response::{self, affiliation_element, subscription_element};
+use crate::pubsub::rsm::{self, RsmRequest};
+use crate::voevent::{self, VOEVENT_NS};
+use crate::xml::Element;
+
+/// Where a command sits in the replicated log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Raft log index = archive id = global sequence number.
+    pub index: u64,
+}
+
+/// The `type` of a notification message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Headline,
+    Normal,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Headline => "headline",
+            MessageKind::Normal => "normal",
+        }
+    }
+}
+
+/// One message the service sends, to one or more recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// A bare JID means every available resource of that account on this
+    /// site; a full JID means that resource only.
+    pub recipients: Vec<Jid>,
+    pub kind: MessageKind,
+    /// The children of the `<message/>`, serialized once for every
+    /// recipient; each declares its own namespace, so the text is correct
+    /// inside any stream.
+    pub message: Arc<str>,
+}
+
+impl Notification {
+    /// The complete `<message/>` for one recipient.
+    pub fn to_stanza(&self, from: &str, to: &str, id: Option<&str>) -> String {
+        let mut out = String::with_capacity(self.message.len() + 128);
+        out.push_str("<message");
+        for (name, value) in [("from", Some(from)), ("to", Some(to)), ("id", id)] {
+            if let Some(value) = value {
+                out.push(' ');
+                out.push_str(name);
+                out.push_str("=\"");
+                crate::xml::escape_into(&mut out, value, true);
+                out.push('"');
+            }
+        }
+        out.push_str(" type=\"");
+        out.push_str(self.kind.as_str());
+        out.push_str("\">");
+        out.push_str(&self.message);
+        out.push_str("</message>");
+        out
+    }
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The child of the IQ result to send the requester (at the site that
+    /// proposed the command), or the error.
+    pub reply: Result<Option<Element>, StanzaError>,
+    pub notifications: Vec<Notification>,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handled {
+    /// Answer now: the child of the IQ result, or the error.
+    Reply(Result<Option<Element>, StanzaError>),
+    /// XEP-0313: send these messages to the requester, then the IQ result
+    /// whose child is `fin`.
+    Archive {
+        messages: Vec<Notification>,
+        fin: Element,
+    },
+    /// Propose this command; the reply comes from [`PubsubService::apply`].
+    Propose(Command),
+}
+
+/// Site-local facts the service consults when a request is handled (they
+/// are not replicated, so their answers are carried in the command).
+pub trait RequestContext {
+    /// Whether `bare` is an account of this deployment.
+    fn is_local_user(&self, bare: &BareJid) -> bool;
+    /// Whether `who` is in one of `groups` of `owner`'s roster.
+    fn in_roster_group(&self, owner: &BareJid, who: &BareJid, groups: &[String]) -> bool;
+    /// Whether `who` has a presence subscription to `owner`.
+    fn has_presence_subscription(&self, owner: &BareJid, who: &BareJid) -> bool;
+}
+
+type Reply = Result<(Option<Element>, Vec<Notification>), StanzaError>;
+
+/// The pubsub service at `pubsub.<domain>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PubsubService {
+    service_jid: BareJid,
+    limits: PubsubLimits,
+    nodes: BTreeMap<String, PubsubNode>,
+    /// Replicated user accounts: username → opaque stored credentials.
+    accounts: BTreeMap<String, Vec<u8>>,
+    /// Log index of the last applied command.
+    last_index: u64,
+}
+
+fn not_found(node: &str) -> StanzaError {
+    StanzaError::new(Condition::ItemNotFound).with_text(format!("no node {node}"))
+}
+
+fn forbidden(text: &str) -> StanzaError {
+    StanzaError::new(Condition::Forbidden).with_text(text.to_owned())
+}
+
+fn command(actor: &Jid, now_micros: i64, op: Op) -> Command {
+    Command {
+        actor: actor.to_string(),
+        timestamp_micros: now_micros,
+        op: Some(op),
+    }
+}
+
+/// XEP-0060 §6.2.3.2 / §6.3.4.2: the requester holds no such subscription.
+fn not_subscribed() -> StanzaError {
+    StanzaError::pubsub(Condition::UnexpectedRequest, "not-subscribed").with_type(ErrorType::Cancel)
+}
+
+/// XEP-0060 §6.1.3.9: the node holds as many subscriptions as it may.
+fn too_many_subscriptions() -> StanzaError {
+    StanzaError::pubsub(Condition::PolicyViolation, "too-many-subscriptions")
+        .with_type(ErrorType::Wait)
+}
+
+fn parse_jid(text: &str) -> Result<Jid, StanzaError> {
+    Jid::new(text).map_err(|_| StanzaError::pubsub(Condition::BadRequest, "invalid-jid"))
+}
+
+impl PubsubService {
+    pub fn new(service_jid: BareJid, limits: PubsubLimits) -> Self {
+        PubsubService {
+            service_jid,
+            limits,
+            nodes: BTreeMap::new(),
+            accounts: BTreeMap::new(),
+            last_index: 0,
+        }
+    }
+
+    pub fn service_jid(&self) -> &BareJid {
+        &self.service_jid
+    }
+
+    pub fn node(&self, id: &str) -> Option<&PubsubNode> {
+        self.nodes.get(id)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &PubsubNode> {
+        self.nodes.values()
+    }
+
+    /// The stored credentials of a replicated account.
+    pub fn account(&self, username: &str) -> Option<&[u8]> {
+        self.accounts.get(username).map(Vec::as_slice)
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.accounts
+            .iter()
+            .map(|(u, c)| (u.as_str(), c.as_slice()))
+    }
+
+    /// Log index of the last applied command.
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    /// When the next item expires (pubsub#item_expire): the leader proposes
+    /// `ExpireItems` stamped at or after this time.
+    pub fn next_expiry_micros(&self) -> Option<i64> {
+        self.nodes
+            .values()
+            .filter(|n| n.config.item_expire_seconds > 0)
+            .filter_map(|n| {
+                let lifetime = i64::try_from(n.config.item_expire_seconds)
+                    .ok()?
+                    .saturating_mul(1_000_000);
+                n.items
+                    .values()
+                    .map(|i| i.published_micros.saturating_add(lifetime))
+                    .min()
+            })
+            .min()
+    }
+}
+
+fn notification_kind(config: &NodeConfig) -> MessageKind {
+    match config.notification_type {
+        NotificationType::Normal => MessageKind::Normal,
+        _ => MessageKind::Headline,
+    }
+}
+
+mod apply;
+mod checks;
+mod handle;
+mod snapshot;
+
+pub use snapshot::SnapshotError;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! XEP-0313 queries on a node archive.
+
+use super::*;
+use crate::pubsub::datetime::format_micros;
+
+const MAM: &str = "urn:xmpp:mam:2";
+const RSM: &str = "http://jabber.org/protocol/rsm";
+
+/// Publishes a, b, c (archive ids 2, 3, 4) and retracts a (index 5).
+fn history(h: &mut Harness) {
+    h.create(ALICE, "n");
+    for id in ["a", "b", "c"] {
+        h.publish(ALICE, "n", Some(id), &format!("<p xmlns='urn:p'>{id}</p>"))
+            .ok();
+    }
+    h.set(
+        ALICE,
+        &format!("<pubsub xmlns='{PS}'><retract node='n'><item id='a'/></retract></pubsub>"),
+    )
+    .ok();
+}
+
+fn query(h: &mut Harness, from: &str, inner: &str) -> Answer {
+    h.set(
+        from,
+        &format!("<query xmlns='{MAM}' node='n' queryid='q'>{inner}</query>"),
+    )
+}
+
+fn ids(answer: &Answer) -> Vec<String> {
+    answer
+        .archive
+        .iter()
+        .map(|m| {
+            let start = m.message.find(" id=\"").unwrap() + 5;
+            let end = start + m.message[start..].find('"').unwrap();
+            m.message[start..end].to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn query_returns_history_including_retracted_items_then_fin() {
+    let mut h = Harness::new();
+    history(&mut h);
+    let answer = query(&mut h, BOB, "");
+    assert_eq!(ids(&answer), ["2", "3", "4"]);
+    assert_eq!(answer.archive[0].recipients, [jid(BOB)]);
+    assert_eq!(
+        &*answer.archive[0].message,
+        format!(
+            "<result xmlns=\"{MAM}\" queryid=\"q\" id=\"2\"><forwarded xmlns=\"urn:xmpp:forward:0\"><delay xmlns=\"urn:xmpp:delay\" from=\"pubsub.localhost\" stamp=\"{}\"/><message xmlns=\"jabber:client\" type=\"headline\" from=\"pubsub.localhost\"><event xmlns=\"http://jabber.org/protocol/pubsub#event\"><items node=\"n\"><item id=\"a\" publisher=\"alice@localhost\"><p xmlns=\"urn:p\">a</p></item></items></event></message></forwarded></result>",
+            format_micros(T0 + 2_000_000)
+        )
+    );
+    assert_eq!(
+        answer.ok_xml(),
+        format!(
+            "<fin xmlns=\"{MAM}\" complete=\"true\"><set xmlns=\"{RSM}\"><first index=\"0\">2</first><last>4</last><count>3</count></set></fin>"
+        )
+    );
+}
+
+#[test]
+fn rsm_pages_forward_and_backward() {
+    let mut h = Harness::new();
+    history(&mut h);
+    let first = query(
+        &mut h,
+        BOB,
+        &format!("<set xmlns='{RSM}'><max>2</max></set>"),
+    );
+    assert_eq!(ids(&first), ["2", "3"]);
+    assert!(first.ok_xml().contains("complete=\"false\""));
+    let next = query(
+        &mut h,
+        BOB,
+        &format!("<set xmlns='{RSM}'><max>2</max><after>3</after></set>"),
+    );
+    assert_eq!(ids(&next), ["4"]);
+    assert!(next.ok_xml().contains("complete=\"true\""));
+    let last = query(
+        &mut h,
+        BOB,
+        &format!("<set xmlns='{RSM}'><max>1</max><before/></set>"),
+    );
+    assert_eq!(ids(&last), ["4"]);
+    let before = query(
+        &mut h,
+        BOB,
+        &format!("<set xmlns='{RSM}'><max>5</max><before>4</before></set>"),
+    );
+    assert_eq!(ids(&before), ["2", "3"]);
+    assert!(before.ok_xml().contains("complete=\"true\""));
+}
+
+#[test]
+fn resuming_after_an_id_not_in_this_archive_uses_its_order() {
+    let mut h = Harness::new();
+    history(&mut h);
+    // Index 1 created the node: not an archive entry, still a resume point.
+    let answer = query(
+        &mut h,
+        BOB,
+        &format!("<set xmlns='{RSM}'><after>1</after></set>"),
+    );
+    assert_eq!(ids(&answer), ["2", "3", "4"]);
+}
+
+#[test]
+fn non_numeric_rsm_id_is_item_not_found() {
+    let mut h = Harness::new();
+    history(&mut h);
+    query(
+        &mut h,
+        BOB,
+        &format!("<set xmlns='{RSM}'><after>abc</after></set>"),
+    )
+    .assert_error(Condition::ItemNotFound, None);
+}
+
+#[test]
+fn form_filters_by_time_and_id() {
+    let mut h = Harness::new();
+    history(&mut h);
+    let start = format_micros(T0 + 3_000_000);
+    let answer = query(&mut h, BOB, &form(MAM, &[("start", &start)]));
+    assert_eq!(ids(&answer), ["3", "4"]);
+    let end = format_micros(T0 + 3_000_000);
+    assert_eq!(
+        ids(&query(&mut h, BOB, &form(MAM, &[("end", &end)]))),
+        ["2", "3"]
+    );
+    assert_eq!(
+        ids(&query(&mut h, BOB, &form(MAM, &[("after-id", "2")]))),
+        ["3", "4"]
+    );
+    assert_eq!(
+        ids(&query(&mut h, BOB, &form(MAM, &[("before-id", "3")]))),
+        ["2"]
+    );
+}
+
+#[test]
+fn malformed_time_filter_is_bad_request() {
+    let mut h = Harness::new();
+    history(&mut h);
+    query(&mut h, BOB, &form(MAM, &[("start", "yesterday")]))
+        .assert_error(Condition::BadRequest, None);
+}
+
+#[test]
+fn unsupported_filter_is_feature_not_implemented() {
+    let mut h = Harness::new();
+    history(&mut h);
+    query(&mut h, BOB, &form(MAM, &[("with", "bob@localhost")]))
+        .assert_error(Condition::FeatureNotImplemented, None);
+}
+
+#[test]
+fn replaced_items_keep_every_version_in_the_archive() {
+    let mut h = Harness::new();
+    h.create(ALICE, "n");
+    h.publish(ALICE, "n", Some("x"), "<p xmlns='urn:p'>1</p>")
+        .ok();
+    h.publish(ALICE, "n", Some("x"), "<p xmlns='urn:p'>2</p>")
+        .ok();
+    let answer = query(&mut h, BOB, "");
+    assert_eq!(ids(&answer), ["2", "3"]);
+    assert_eq!(h.item_ids("n"), ["x"]);
+}
+
+#[test]
+fn archive_is_trimmed_to_its_limit() {
+    let mut h = Harness::with_limits(PubsubLimits {
+        archive_entries_per_node_max: 2,
+        ..PubsubLimits::default()
+    });
+    history(&mut h);
+    assert_eq!(ids(&query(&mut h, BOB, "")), ["3", "4"]);
+}
+
+#[test]
+fn query_of_a_missing_node_is_item_not_found() {
+    let mut h = Harness::new();
+    query(&mut h, BOB, "").assert_error(Condition::ItemNotFound, None);
+}
+
+#[test]
+fn query_without_node_is_nodeid_required() {
+    let mut h = Harness::new();
+    h.set(BOB, &format!("<query xmlns='{MAM}'/>"))
+        .assert_error(Condition::BadRequest, Some("nodeid-required"));
+}
+
+#[test]
+fn query_obeys_the_access_model() {
+    let mut h = Harness::new();
+    h.create_with(ALICE, "n", &[("pubsub#access_model", "whitelist")]);
+    query(&mut h, BOB, "").assert_error(Condition::NotAllowed, Some("closed-node"));
+}
+
+#[test]
+fn query_fields_are_a_mam_form() {
+    let mut h = Harness::new();
+    h.create(ALICE, "n");
+    let xml = h
+        .get(BOB, &format!("<query xmlns='{MAM}' node='n'/>"))
+        .ok_xml();
+    assert!(
+        xml.starts_with(&format!(
+            "<query xmlns=\"{MAM}\" node=\"n\"><x xmlns=\"jabber:x:data\" type=\"form\">"
+        )),
+        "{xml}"
+    );
+    for var in ["start", "end", "after-id", "before-id"] {
+        assert!(xml.contains(&format!("var=\"{var}\"")), "{var}");
+    }
+}
