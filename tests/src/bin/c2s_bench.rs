@@ -31,6 +31,12 @@
 //! - memory per idle session: the server's `VmRSS` with all sessions idle,
 //!   minus its `VmRSS` before any client connected, divided by N.
 //!
+//! CPU times come in clock ticks (10 ms): `--quick` shows the flow works,
+//! its CPU figures are coarse. The cores are shared with whatever else
+//! runs, so the load average at the start is printed too; `VOMESH_BIN`
+//! pins the server binary (the shared `target/release/vomesh` may be
+//! rebuilt from another checkout meanwhile).
+//!
 //! Each session needs a descriptor in this process and one in the server,
 //! which inherits this process's limits: the soft `RLIMIT_NOFILE` is raised
 //! to the hard one with `prlimit(1)` when it is too low (or run it under
@@ -205,6 +211,14 @@ fn main() -> anyhow::Result<()> {
     let closed = runtime.block_on(close_all(outcome.clients));
     std::thread::sleep(SETTLE);
     let rss_after = rss_bytes(server)?;
+    let connections_after = gauge(&node.metrics(), "vomesh_c2s_connections");
+    println!(
+        "{:<44} {:>12}",
+        "server's c2s connections after closing",
+        connections_after.map_or("?".into(), |c| format!("{c}"))
+    );
+    // glibc keeps freed heap for reuse, so this stays near the idle figure
+    // even when nothing leaks.
     println!(
         "{:<44} {:>12.0}",
         "server RSS after closing them (KiB)",
