@@ -4,9 +4,9 @@
 //! binding, then stanzas. One task owns the connection; nothing runs in the
 //! background, so a test reads the server's answers in order.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -66,6 +66,83 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// SaltedPassword values (RFC 5802 §3) this client derived, so that logging
+/// in again with the same password, salt and iteration count skips PBKDF2.
+/// RFC 5802 §5.1 allows a client to cache them; a client that opens many
+/// sessions (a benchmark, a pool) otherwise spends most of its CPU there.
+/// A SaltedPassword is as good as the password for this server, so a
+/// cache lives only in memory, and only when the caller asks for one.
+#[derive(Debug, Clone)]
+pub struct ScramCache {
+    entries: Arc<Mutex<HashMap<ScramCacheKey, [u8; 32]>>>,
+    entries_max: usize,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ScramCacheKey {
+    password: String,
+    salt: Vec<u8>,
+    iterations: u32,
+}
+
+impl ScramCache {
+    /// An empty cache keeping at most `entries_max` derivations (further
+    /// ones are computed and not kept).
+    pub fn new(entries_max: usize) -> Self {
+        ScramCache {
+            entries: Arc::default(),
+            entries_max,
+        }
+    }
+
+    /// How many derivations are cached.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn salted_password(&self, password: &str, salt: &[u8], iterations: NonZeroU32) -> [u8; 32] {
+        let key = ScramCacheKey {
+            password: password.to_owned(),
+            salt: salt.to_vec(),
+            iterations: iterations.get(),
+        };
+        if let Some(salted) = lock(&self.entries).get(&key) {
+            return *salted;
+        }
+        // Derived outside the lock: concurrent first logins may each derive
+        // it once, which is cheaper than serialising them.
+        let salted = salted_password(password, salt, iterations);
+        let mut entries = lock(&self.entries);
+        if entries.len() < self.entries_max {
+            entries.insert(key, salted);
+        }
+        salted
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// SaltedPassword := Hi(Normalize(password), salt, i) (RFC 5802 §3).
+fn salted_password(password: &str, salt: &[u8], iterations: NonZeroU32) -> [u8; 32] {
+    let mut salted = [0u8; 32];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        salt,
+        password.as_bytes(),
+        &mut salted,
+    );
+    salted
+}
+
 /// The transport before and after TLS.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -86,6 +163,14 @@ pub struct Client {
 impl Client {
     /// Connects, secures, authenticates and binds.
     pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
+        Client::connect_with(config, None).await
+    }
+
+    /// Like [`Client::connect`], reusing (and filling) `scram_cache`.
+    pub async fn connect_with(
+        config: &ClientConfig,
+        scram_cache: Option<&ScramCache>,
+    ) -> Result<Client, ClientError> {
         let tcp =
             TcpStream::connect(&config.server)
                 .await
@@ -137,7 +222,7 @@ impl Client {
         client.restart_stream();
 
         client.open_stream(&domain).await?;
-        client.authenticate(config).await?;
+        client.authenticate(config, scram_cache).await?;
         client.restart_stream();
         client.open_stream(&domain).await?;
         client.bind(config.resource.as_deref()).await?;
@@ -226,7 +311,11 @@ impl Client {
 
     /// SASL SCRAM-SHA-256 (RFC 5802, RFC 7677), verifying the server's
     /// signature too.
-    async fn authenticate(&mut self, config: &ClientConfig) -> Result<(), ClientError> {
+    async fn authenticate(
+        &mut self,
+        config: &ClientConfig,
+        scram_cache: Option<&ScramCache>,
+    ) -> Result<(), ClientError> {
         let username = config
             .jid
             .node()
@@ -264,14 +353,10 @@ impl Client {
             .ok()
             .and_then(NonZeroU32::new)
             .ok_or_else(|| ClientError::Auth("bad iteration count".into()))?;
-        let mut salted = [0u8; 32];
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            iterations,
-            &salt,
-            config.password.as_bytes(),
-            &mut salted,
-        );
+        let salted = match scram_cache {
+            Some(cache) => cache.salted_password(&config.password, &salt, iterations),
+            None => salted_password(&config.password, &salt, iterations),
+        };
         let salted_key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
         let client_key = hmac::sign(&salted_key, b"Client Key");
         let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
@@ -462,5 +547,53 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iterations(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    #[test]
+    fn cached_salted_password_equals_a_fresh_derivation() {
+        let cache = ScramCache::new(8);
+        let fresh = salted_password("pencil", b"salt", iterations(4096));
+        assert_eq!(
+            cache.salted_password("pencil", b"salt", iterations(4096)),
+            fresh
+        );
+        assert_eq!(cache.len(), 1);
+        // The second answer comes from the cache and is the same.
+        assert_eq!(
+            cache.salted_password("pencil", b"salt", iterations(4096)),
+            fresh
+        );
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn password_salt_and_iterations_each_key_the_cache() {
+        let cache = ScramCache::new(8);
+        let base = cache.salted_password("pencil", b"salt", iterations(4096));
+        let other_password = cache.salted_password("pen", b"salt", iterations(4096));
+        let other_salt = cache.salted_password("pencil", b"salt2", iterations(4096));
+        let other_count = cache.salted_password("pencil", b"salt", iterations(4097));
+        assert_eq!(cache.len(), 4);
+        assert_ne!(base, other_password);
+        assert_ne!(base, other_salt);
+        assert_ne!(base, other_count);
+    }
+
+    #[test]
+    fn full_cache_derives_without_keeping() {
+        let cache = ScramCache::new(1);
+        cache.salted_password("a", b"salt", iterations(1));
+        let b = cache.salted_password("b", b"salt", iterations(1));
+        assert_eq!(cache.len(), 1);
+        assert_eq!(b, salted_password("b", b"salt", iterations(1)));
     }
 }

@@ -20,19 +20,23 @@ pub const TOKEN: &str = "test-token";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `vomesh` binary of this build profile, built once per test process
-/// (cargo builds test targets but not other packages' binaries).
+/// (cargo builds test targets but not other packages' binaries). The
+/// profile is that of the running executable: a test in
+/// `<target>/<profile>/deps/` or a binary such as `c2s_bench` in
+/// `<target>/<profile>/`.
 pub fn vomesh_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(path) = std::env::var("VOMESH_BIN") {
             return PathBuf::from(path);
         }
-        // The test executable lives in <target>/<profile>/deps/.
-        let exe = std::env::current_exe().expect("the test executable has a path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executables live in <target>/<profile>/deps");
+        let exe = std::env::current_exe().expect("the executable has a path");
+        let exe_dir = exe.parent().expect("an executable lives in a directory");
+        let profile_dir = if exe_dir.file_name().is_some_and(|name| name == "deps") {
+            exe_dir.parent().expect("deps/ lives in <target>/<profile>")
+        } else {
+            exe_dir
+        };
         let target_dir = profile_dir.parent().expect("a target directory");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         build
@@ -60,10 +64,14 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0")
 }
 
+/// The `RUST_LOG` of test nodes: debug detail helps when a test fails.
+const TEST_LOG_FILTER: &str = "vomesh_broker=debug,info";
+
 /// A running node. Dropping it kills the process (SIGKILL).
 pub struct TestNode {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    log_filter: String,
     pub xmpp: SocketAddr,
     pub xmpp_tls: SocketAddr,
     pub admin: SocketAddr,
@@ -78,10 +86,17 @@ impl TestNode {
     /// A node whose `[xmpp]` section also contains `xmpp_settings` (TOML
     /// lines, e.g. `stream_open_timeout_secs = 2`).
     pub fn start_with(xmpp_settings: &str) -> TestNode {
+        TestNode::start_logging(xmpp_settings, TEST_LOG_FILTER)
+    }
+
+    /// Like [`TestNode::start_with`], with `log_filter` as the node's
+    /// `RUST_LOG` (benchmarks log as production does, at `info`).
+    pub fn start_logging(xmpp_settings: &str, log_filter: &str) -> TestNode {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let mut node = TestNode {
             child: None,
+            log_filter: log_filter.to_owned(),
             xmpp: loopback(free_port()),
             xmpp_tls: loopback(free_port()),
             admin: loopback(free_port()),
@@ -134,7 +149,7 @@ impl TestNode {
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
-            .env("RUST_LOG", "vomesh_broker=debug,info")
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -166,6 +181,11 @@ impl TestNode {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The process id of the running node (for reading `/proc/<pid>/`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Sends SIGTERM and waits for the process to exit.
