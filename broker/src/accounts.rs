@@ -1,23 +1,17 @@
-//! The durable account store: one redb table from username to SCRAM
-//! verifiers.
+//! Accounts: a normalised username and the SCRAM verifiers derived from its
+//! password, never the password itself.
 //!
-//! An account is its normalised username (the nodeprep'd, hence lower-case,
-//! JID localpart — the same form [`crate::sasl`] looks up) and the
-//! [`StoredCredentials`] derived from its password with fresh random salts.
-//! The password itself is never stored. Every change is committed with redb's
-//! default `Durability::Immediate`, i.e. fsync'd before the call returns, so an
-//! account the operator was told exists survives a crash.
+//! Accounts live in the replicated state (the mesh applies `AddAccount` /
+//! `RemoveAccount` commands at every site, so a user created at one site
+//! logs in at any), which stores each account's credentials as the opaque
+//! record [`encode`] writes. This module makes such records from an
+//! operator's request ([`AccountFactory`]) and reads them back ([`decode`]).
+//! The username is the nodeprep'd, hence lower-case, JID localpart — the
+//! same form [`crate::sasl`] looks up.
 
-use std::path::Path;
-use std::sync::Arc;
-
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::sasl::{ScramCredentials, StoredCredentials, normalize_username, password_is_valid};
-
-/// Username (normalised localpart) → encoded [`StoredCredentials`].
-const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 
 /// Salt length for new accounts; RFC 5802 does not fix one, 16 random bytes
 /// make precomputed tables pointless.
@@ -39,151 +33,68 @@ pub enum AccountError {
     InvalidUsername(String),
     #[error("invalid password: empty, or containing characters SASLprep prohibits")]
     InvalidPassword,
-    #[error("account {0:?} already exists")]
-    Exists(String),
     #[error("SCRAM iteration count {0} is below the {SCRAM_ITERATIONS_MIN} RFC 7677 asks for")]
     IterationsTooLow(u32),
     #[error("the system random number generator failed")]
     Randomness,
-    #[error("corrupt account record for {username:?}: {reason}")]
-    Corrupt {
-        username: String,
-        reason: &'static str,
-    },
-    #[error("account database: {0}")]
-    Storage(#[from] redb::Error),
 }
 
-/// Converts any of redb's per-operation errors.
-fn storage(error: impl Into<redb::Error>) -> AccountError {
-    AccountError::Storage(error.into())
-}
-
-/// A handle on the account database; clones share it.
-#[derive(Clone)]
-pub struct AccountStore {
-    inner: Arc<StoreInner>,
-}
-
-struct StoreInner {
-    database: Database,
+/// Makes the credential records of new accounts.
+pub struct AccountFactory {
     scram_iterations: u32,
     random: SystemRandom,
 }
 
-impl AccountStore {
-    /// Opens (creating if needed) the database at `path`. New passwords are
-    /// hashed with `scram_iterations` PBKDF2 iterations.
-    pub fn open(path: &Path, scram_iterations: u32) -> Result<Self, AccountError> {
+impl AccountFactory {
+    /// New passwords are hashed with `scram_iterations` PBKDF2 iterations.
+    pub fn new(scram_iterations: u32) -> Result<Self, AccountError> {
         if scram_iterations < SCRAM_ITERATIONS_MIN {
             return Err(AccountError::IterationsTooLow(scram_iterations));
         }
-        let database = Database::create(path).map_err(storage)?;
-        // Create the table up front so readers never meet a missing table.
-        let transaction = database.begin_write().map_err(storage)?;
-        transaction.open_table(ACCOUNTS).map_err(storage)?;
-        transaction.commit().map_err(storage)?;
-        Ok(AccountStore {
-            inner: Arc::new(StoreInner {
-                database,
-                scram_iterations,
-                random: SystemRandom::new(),
-            }),
+        Ok(AccountFactory {
+            scram_iterations,
+            random: SystemRandom::new(),
         })
     }
 
     /// The iteration count new accounts get; SASL must announce the same
     /// count for unknown users (`SaslServer::with_fake_iterations`).
     pub fn scram_iterations(&self) -> u32 {
-        self.inner.scram_iterations
+        self.scram_iterations
     }
 
-    /// Creates an account. `AccountError::Exists` if the (normalised) name is taken.
-    pub fn add(&self, username: &str, password: &str) -> Result<(), AccountError> {
+    /// The normalised username and the encoded credentials of a new account,
+    /// with fresh random salts. PBKDF2 runs here, before anything is
+    /// proposed, so the replicated log carries only the verifiers.
+    pub fn new_account(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<(String, Vec<u8>), AccountError> {
         let username = account_key(username)?;
         if !password_is_valid(password) {
             return Err(AccountError::InvalidPassword);
         }
-        let salt_sha1 = self.salt()?;
-        let salt_sha256 = self.salt()?;
-        // PBKDF2 runs before the write transaction so that the database's
-        // single writer is not held for the duration of the hashing.
         let credentials = StoredCredentials::derive(
             password,
-            &salt_sha1,
-            &salt_sha256,
-            self.inner.scram_iterations,
+            &self.salt()?,
+            &self.salt()?,
+            self.scram_iterations,
         );
-        let transaction = self.inner.database.begin_write().map_err(storage)?;
-        {
-            let mut table = transaction.open_table(ACCOUNTS).map_err(storage)?;
-            if table.get(username.as_str()).map_err(storage)?.is_some() {
-                return Err(AccountError::Exists(username));
-            }
-            table
-                .insert(username.as_str(), encode(&credentials).as_slice())
-                .map_err(storage)?;
-        }
-        // Default durability is `Immediate`: commit returns after fsync.
-        transaction.commit().map_err(storage)
-    }
-
-    /// Deletes an account; `false` if there was none.
-    pub fn remove(&self, username: &str) -> Result<bool, AccountError> {
-        let username = account_key(username)?;
-        let transaction = self.inner.database.begin_write().map_err(storage)?;
-        let removed = {
-            let mut table = transaction.open_table(ACCOUNTS).map_err(storage)?;
-            table.remove(username.as_str()).map_err(storage)?.is_some()
-        };
-        transaction.commit().map_err(storage)?;
-        Ok(removed)
-    }
-
-    /// All usernames, sorted (redb keeps `&str` keys in byte order, which for
-    /// UTF-8 is code point order).
-    pub fn list(&self) -> Result<Vec<String>, AccountError> {
-        let transaction = self.inner.database.begin_read().map_err(storage)?;
-        let table = transaction.open_table(ACCOUNTS).map_err(storage)?;
-        table
-            .iter()
-            .map_err(storage)?
-            .map(|entry| {
-                entry
-                    .map(|(key, _)| key.value().to_owned())
-                    .map_err(storage)
-            })
-            .collect()
-    }
-
-    /// The stored verifiers of an account, `None` if it does not exist or the
-    /// name cannot be a username at all (so SASL lookups need no special case).
-    pub fn credentials(&self, username: &str) -> Result<Option<StoredCredentials>, AccountError> {
-        let Some(username) = normalize_username(username) else {
-            return Ok(None);
-        };
-        let transaction = self.inner.database.begin_read().map_err(storage)?;
-        let table = transaction.open_table(ACCOUNTS).map_err(storage)?;
-        let Some(record) = table.get(username.as_str()).map_err(storage)? else {
-            return Ok(None);
-        };
-        decode(record.value())
-            .map(Some)
-            .map_err(|reason| AccountError::Corrupt { username, reason })
+        Ok((username, encode(&credentials)))
     }
 
     fn salt(&self) -> Result<[u8; SALT_BYTES], AccountError> {
         let mut salt = [0; SALT_BYTES];
-        self.inner
-            .random
+        self.random
             .fill(&mut salt)
             .map_err(|_| AccountError::Randomness)?;
         Ok(salt)
     }
 }
 
-/// The normalised table key for a username given by an operator.
-fn account_key(username: &str) -> Result<String, AccountError> {
+/// The normalised username for one given by an operator.
+pub fn account_key(username: &str) -> Result<String, AccountError> {
     normalize_username(username).ok_or_else(|| AccountError::InvalidUsername(username.to_owned()))
 }
 
@@ -199,11 +110,11 @@ fn account_key(username: &str) -> Result<String, AccountError> {
 //     salt length: u8, salt bytes
 //     stored key, server key: 20 bytes each for SHA-1, 32 for SHA-256
 
-fn encode(credentials: &StoredCredentials) -> Vec<u8> {
+pub fn encode(credentials: &StoredCredentials) -> Vec<u8> {
     let mut record = vec![RECORD_VERSION];
     for scram in [&credentials.sha1, &credentials.sha256] {
         record.extend_from_slice(&scram.iterations.to_be_bytes());
-        // Salts come from `AccountStore::salt`, far below 256 bytes.
+        // Salts come from `AccountFactory::salt`, far below 256 bytes.
         debug_assert!(scram.salt.len() <= usize::from(u8::MAX));
         record.push(scram.salt.len() as u8);
         record.extend_from_slice(&scram.salt);
@@ -213,7 +124,7 @@ fn encode(credentials: &StoredCredentials) -> Vec<u8> {
     record
 }
 
-fn decode(record: &[u8]) -> Result<StoredCredentials, &'static str> {
+pub fn decode(record: &[u8]) -> Result<StoredCredentials, &'static str> {
     let mut reader = RecordReader { rest: record };
     if reader.take(1)? != [RECORD_VERSION] {
         return Err("unknown record version");
@@ -262,110 +173,62 @@ mod tests {
     use super::*;
     use crate::sasl::{Mechanism, SaslServer, SaslStep};
 
-    const ITERATIONS: u32 = SCRAM_ITERATIONS_MIN;
-
-    fn open(directory: &tempfile::TempDir) -> AccountStore {
-        AccountStore::open(&directory.path().join("accounts.redb"), ITERATIONS).unwrap()
+    fn factory() -> AccountFactory {
+        AccountFactory::new(SCRAM_ITERATIONS_MIN).unwrap()
     }
 
     #[test]
-    fn add_list_remove() {
-        let directory = tempfile::tempdir().unwrap();
-        let store = open(&directory);
-        store.add("bob", "secret").unwrap();
-        store.add("Alice", "secret").unwrap();
-        assert_eq!(store.list().unwrap(), ["alice", "bob"]);
-        assert!(store.remove("ALICE").unwrap());
-        assert!(!store.remove("alice").unwrap());
-        assert_eq!(store.list().unwrap(), ["bob"]);
-        assert_eq!(store.credentials("alice").unwrap(), None);
-    }
-
-    #[test]
-    fn accounts_survive_reopening() {
-        let directory = tempfile::tempdir().unwrap();
-        let store = open(&directory);
-        store.add("alice", "secret").unwrap();
-        let before = store.credentials("alice").unwrap();
-        drop(store);
-        let store = open(&directory);
-        assert_eq!(store.list().unwrap(), ["alice"]);
-        assert_eq!(store.credentials("alice").unwrap(), before);
-    }
-
-    #[test]
-    fn duplicate_add_is_exists_even_in_another_case() {
-        let directory = tempfile::tempdir().unwrap();
-        let store = open(&directory);
-        store.add("alice", "one").unwrap();
-        assert!(matches!(
-            store.add("ALICE", "two"),
-            Err(AccountError::Exists(name)) if name == "alice"
-        ));
-        assert!(
-            store
-                .credentials("alice")
-                .unwrap()
-                .unwrap()
-                .verify_plain("one")
-        );
+    fn usernames_are_normalised() {
+        let (username, _) = factory().new_account("Alice", "secret").unwrap();
+        assert_eq!(username, "alice");
     }
 
     #[test]
     fn invalid_usernames_and_passwords_are_rejected() {
-        let directory = tempfile::tempdir().unwrap();
-        let store = open(&directory);
+        let factory = factory();
         for username in ["", "a@b", "a/b", "a b"] {
             assert!(
                 matches!(
-                    store.add(username, "pw"),
+                    factory.new_account(username, "pw"),
                     Err(AccountError::InvalidUsername(_))
                 ),
                 "{username:?}"
             );
         }
         assert!(matches!(
-            store.add("alice", ""),
+            factory.new_account("alice", ""),
             Err(AccountError::InvalidPassword)
         ));
         assert!(matches!(
-            store.add("alice", "a\u{7}b"),
+            factory.new_account("alice", "a\u{7}b"),
             Err(AccountError::InvalidPassword)
         ));
-        assert!(store.list().unwrap().is_empty());
     }
 
     #[test]
     fn low_iteration_counts_are_refused() {
-        let directory = tempfile::tempdir().unwrap();
         assert!(matches!(
-            AccountStore::open(&directory.path().join("a.redb"), 1000),
+            AccountFactory::new(1000),
             Err(AccountError::IterationsTooLow(1000))
         ));
     }
 
     #[test]
-    fn stored_credentials_verify_the_password_and_use_fresh_salts() {
-        let directory = tempfile::tempdir().unwrap();
-        let store = open(&directory);
-        store.add("alice", "secret").unwrap();
-        store.add("bob", "secret").unwrap();
-        let alice = store.credentials("Alice").unwrap().unwrap();
-        let bob = store.credentials("bob").unwrap().unwrap();
+    fn credentials_verify_the_password_and_use_fresh_salts() {
+        let factory = factory();
+        let alice = decode(&factory.new_account("alice", "secret").unwrap().1).unwrap();
+        let bob = decode(&factory.new_account("bob", "secret").unwrap().1).unwrap();
         assert!(alice.verify_plain("secret"));
         assert!(!alice.verify_plain("Secret"));
         assert_eq!(alice.sha256.salt.len(), SALT_BYTES);
-        assert_eq!(alice.sha256.iterations, ITERATIONS);
+        assert_eq!(alice.sha256.iterations, SCRAM_ITERATIONS_MIN);
         assert_ne!(alice.sha256.salt, bob.sha256.salt);
         assert_ne!(alice.sha1.salt, alice.sha256.salt);
     }
 
     #[test]
     fn corrupt_records_are_reported_not_panicked_on() {
-        let directory = tempfile::tempdir().unwrap();
-        let store = open(&directory);
-        store.add("alice", "secret").unwrap();
-        let good = encode(&store.credentials("alice").unwrap().unwrap());
+        let good = factory().new_account("alice", "secret").unwrap().1;
         let mut wrong_version = good.clone();
         wrong_version[0] = 9;
         let mut huge_salt = good.clone();
@@ -377,17 +240,7 @@ mod tests {
             &huge_salt,
             &[good.as_slice(), &[0]].concat(),
         ] {
-            let transaction = store.inner.database.begin_write().unwrap();
-            transaction
-                .open_table(ACCOUNTS)
-                .unwrap()
-                .insert("alice", bad)
-                .unwrap();
-            transaction.commit().unwrap();
-            assert!(matches!(
-                store.credentials("alice"),
-                Err(AccountError::Corrupt { username, .. }) if username == "alice"
-            ));
+            assert!(decode(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -402,16 +255,15 @@ mod tests {
         use crate::sasl::scram::ScramHash;
         use crate::sasl::scram::test_client::client_final;
 
-        let directory = tempfile::tempdir().unwrap();
-        let store = open(&directory);
-        store.add("alice", "correct horse").unwrap();
-        let lookup = |name: &str| store.credentials(name).ok().flatten();
+        let factory = factory();
+        let record = factory.new_account("alice", "correct horse").unwrap().1;
+        let lookup = |name: &str| (name == "alice").then(|| decode(&record).ok()).flatten();
         for (mechanism, hash) in [
             (Mechanism::ScramSha256, ScramHash::Sha256),
             (Mechanism::ScramSha1, ScramHash::Sha1),
         ] {
             let mut server = SaslServer::new(mechanism, "c2VydmVyIG5vbmNl", b"fake salt key")
-                .with_fake_iterations(store.scram_iterations());
+                .with_fake_iterations(factory.scram_iterations());
             let SaslStep::Challenge(server_first) =
                 server.step(b"n,,n=Alice,r=clientnonce", &lookup)
             else {

@@ -38,6 +38,7 @@ pub struct Config {
     pub mesh: Option<MeshConfig>,
     /// `None`: the VTP bridge is off.
     pub vtp: Option<VtpConfig>,
+    pub pubsub: PubsubConfig,
     pub log: LogConfig,
 }
 
@@ -51,6 +52,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             mesh: None,
             vtp: None,
+            pubsub: PubsubConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -165,6 +167,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token required on `/api/...`; `None` (development): no check.
     pub token: Option<String>,
+    /// `/readyz` reports not ready while the applied index trails the
+    /// commit index by more entries than this.
+    pub ready_applied_lag_max: u64,
 }
 
 impl Default for AdminConfig {
@@ -172,6 +177,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: SocketAddr::new(LOOPBACK, 9100),
             token: None,
+            ready_applied_lag_max: 1000,
         }
     }
 }
@@ -193,6 +199,30 @@ pub struct MeshConfig {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Timing defaults: `lan` (sites under ~1 ms apart: heartbeat 100 ms,
+    /// election 0.5–1 s) or `wan` (sites up to ~300 ms apart: heartbeat
+    /// 600 ms, election 3–6 s). The keys below override single values.
+    pub network: NetworkProfile,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub election_timeout_min_ms: Option<u64>,
+    pub election_timeout_max_ms: Option<u64>,
+    /// How long a write may wait in all (forwarding, commit, local apply)
+    /// before the client is told it failed.
+    pub propose_timeout_ms: Option<u64>,
+    /// Take a snapshot after this many applied entries.
+    pub snapshot_every_entries: u64,
+    /// Entries kept behind a snapshot, so a briefly lagging site catches up
+    /// from the log instead of a whole snapshot.
+    pub log_entries_kept_after_snapshot: u64,
+}
+
+/// The network a mesh spans, which sets its timing defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkProfile {
+    #[default]
+    Lan,
+    Wan,
 }
 
 impl Default for MeshConfig {
@@ -205,6 +235,51 @@ impl Default for MeshConfig {
             ca: None,
             cert: None,
             key: None,
+            network: NetworkProfile::Lan,
+            heartbeat_interval_ms: None,
+            election_timeout_min_ms: None,
+            election_timeout_max_ms: None,
+            propose_timeout_ms: None,
+            snapshot_every_entries: 10_000,
+            log_entries_kept_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// `[pubsub]`: limits of the pubsub service (each answered with the error
+/// XEP-0060 names when reached) and of the writes in flight.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PubsubConfig {
+    /// Writes (publish, subscribe, …) being committed at once at this site;
+    /// beyond it a write is refused with `resource-constraint`.
+    pub max_inflight_proposals: usize,
+    pub max_nodes: usize,
+    /// `pubsub#max_items` of a node created without one.
+    pub default_max_items: u64,
+    /// The largest `pubsub#max_items` (and the value of `max`).
+    pub max_items_per_node: u64,
+    pub max_payload_bytes: usize,
+    pub max_subscriptions_per_node: usize,
+    pub max_node_id_bytes: usize,
+    /// XEP-0313 history kept per node; the oldest entries are dropped.
+    pub max_archive_entries_per_node: usize,
+    /// Items or archive entries in one response (RSM `max` is capped to it).
+    pub max_page_items: usize,
+}
+
+impl Default for PubsubConfig {
+    fn default() -> Self {
+        PubsubConfig {
+            max_inflight_proposals: 4096,
+            max_nodes: 10_000,
+            default_max_items: 1_000,
+            max_items_per_node: 100_000,
+            max_payload_bytes: 256 * 1024,
+            max_subscriptions_per_node: 100_000,
+            max_node_id_bytes: 1_023,
+            max_archive_entries_per_node: 1_000_000,
+            max_page_items: 1_000,
         }
     }
 }
@@ -441,6 +516,7 @@ impl Config {
         if let Some(mesh) = &self.mesh {
             validate_mesh(mesh)?;
         }
+        validate_pubsub(&self.pubsub)?;
         if let Some(vtp) = &self.vtp {
             validate_vtp(vtp)?;
         }
@@ -542,7 +618,54 @@ fn validate_domain(domain: &str) -> Result<(), InvalidConfig> {
     Ok(())
 }
 
+fn validate_pubsub(pubsub: &PubsubConfig) -> Result<(), InvalidConfig> {
+    let positive = [
+        (
+            "pubsub.max_inflight_proposals",
+            pubsub.max_inflight_proposals as u64,
+        ),
+        ("pubsub.max_nodes", pubsub.max_nodes as u64),
+        ("pubsub.default_max_items", pubsub.default_max_items),
+        ("pubsub.max_items_per_node", pubsub.max_items_per_node),
+        ("pubsub.max_payload_bytes", pubsub.max_payload_bytes as u64),
+        (
+            "pubsub.max_subscriptions_per_node",
+            pubsub.max_subscriptions_per_node as u64,
+        ),
+        ("pubsub.max_node_id_bytes", pubsub.max_node_id_bytes as u64),
+        (
+            "pubsub.max_archive_entries_per_node",
+            pubsub.max_archive_entries_per_node as u64,
+        ),
+        ("pubsub.max_page_items", pubsub.max_page_items as u64),
+    ];
+    if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+        return Err(invalid(key, "must be greater than 0"));
+    }
+    if pubsub.default_max_items > pubsub.max_items_per_node {
+        return Err(invalid(
+            "pubsub.default_max_items",
+            "must not exceed pubsub.max_items_per_node",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_mesh(mesh: &MeshConfig) -> Result<(), InvalidConfig> {
+    if let (Some(min), Some(max)) = (mesh.election_timeout_min_ms, mesh.election_timeout_max_ms)
+        && min >= max
+    {
+        return Err(invalid(
+            "mesh.election_timeout_min_ms",
+            "must be below mesh.election_timeout_max_ms",
+        ));
+    }
+    if mesh.snapshot_every_entries == 0 {
+        return Err(invalid(
+            "mesh.snapshot_every_entries",
+            "must be greater than 0",
+        ));
+    }
     if split_host_port(&mesh.advertise).is_none() {
         return Err(invalid(
             "mesh.advertise",

@@ -7,8 +7,11 @@
 //!   helpers and namespaces.
 //! - [`client`]: the small XMPP client behind `vomesh publish/subscribe`
 //!   and the integration tests.
-//! - [`accounts`]: the durable account store (redb): usernames and their
+//! - [`replica`]: the replicated state machine (the pubsub service, with
+//!   the accounts) that the mesh applies at every site.
+//! - [`accounts`]: making and reading account records: usernames and their
 //!   SCRAM verifiers, never passwords.
+//! - [`clock`]: the wall clock, read only by the I/O layer.
 //! - [`sasl`]: SASL mechanisms (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN) as a pure
 //!   exchange state machine, and per-address back-off against guessing.
 //! - [`pubsub`]: the XEP-0060 publish-subscribe service as a pure state
@@ -29,9 +32,11 @@ pub mod accounts;
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod metrics;
 pub mod pubsub;
+pub mod replica;
 pub mod sasl;
 pub mod server;
 pub mod tls;

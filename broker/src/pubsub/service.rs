@@ -77,7 +77,20 @@ pub struct Notification {
 impl Notification {
     /// The complete `<message/>` for one recipient.
     pub fn to_stanza(&self, from: &str, to: &str, id: Option<&str>) -> String {
-        let mut out = String::with_capacity(self.message.len() + 128);
+        let mut out = self.head(from, to, id);
+        out.push_str(&self.message);
+        out.push_str(Self::TAIL);
+        out
+    }
+
+    /// What follows [`Notification::message`] in a stanza.
+    pub const TAIL: &'static str = "</message>";
+
+    /// The `<message …>` start tag for one recipient: a connection writes
+    /// it, then the shared [`Notification::message`], then
+    /// [`Notification::TAIL`], so the payload is never copied per recipient.
+    pub fn head(&self, from: &str, to: &str, id: Option<&str>) -> String {
+        let mut out = String::with_capacity(128);
         out.push_str("<message");
         for (name, value) in [("from", Some(from)), ("to", Some(to)), ("id", id)] {
             if let Some(value) = value {
@@ -91,8 +104,6 @@ impl Notification {
         out.push_str(" type=\"");
         out.push_str(self.kind.as_str());
         out.push_str("\">");
-        out.push_str(&self.message);
-        out.push_str("</message>");
         out
     }
 }
@@ -190,6 +201,10 @@ impl PubsubService {
 
     pub fn service_jid(&self) -> &BareJid {
         &self.service_jid
+    }
+
+    pub fn limits(&self) -> &PubsubLimits {
+        &self.limits
     }
 
     pub fn node(&self, id: &str) -> Option<&PubsubNode> {

@@ -1,38 +1,52 @@
-//! The `/api` routes of the admin listener (behind its bearer token):
+//! The `/api` routes of the admin listener (behind its bearer token). The
+//! client side is `AdminClient` in `cli.rs`; both follow this contract:
 //!
 //! - `GET /api/users` → 200 `{"users": ["alice@example.org", …]}`
 //! - `POST /api/users` `{"jid": "alice@example.org", "password": "…"}` → 201;
-//!   409 when the account exists; 400 `{"error": "…"}` when invalid
+//!   409 when the account exists; 400 `{"error": "…"}` when invalid; 503
+//!   when the mesh cannot commit (no leader reachable)
 //! - `DELETE /api/users/{jid}` → 204; 404 when there is no such account
+//! - `GET /api/status` → 200, this node's view of the mesh (see [`Status`])
+//! - `POST /api/cluster/members` `{"id": 4, "address": "host:port"}` → 200
+//!   once the node was added as a learner, caught up and made a voter
+//! - `DELETE /api/cluster/members/{id}` → 200; 404 when not a member
 //!
-//! `vomesh user …` (see `cli.rs`) speaks exactly this.
+//! Account changes are commands replicated to every site; they are
+//! answered once committed and applied at this site.
+
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use vomesh_mesh::membership::MembershipError;
+use vomesh_mesh::node::{NodeStatus, ProposeError, Role};
 
-use crate::accounts::{AccountError, AccountStore};
 use crate::admin::ApiError;
+use crate::server::broker::{Broker, BrokerError, UserError};
+use crate::xmpp::router::Router as StanzaRouter;
 
 #[derive(Clone)]
-struct UsersState {
-    accounts: AccountStore,
-    domain: String,
+struct ApiState {
+    broker: Arc<Broker>,
+    router: Arc<StanzaRouter>,
 }
 
 /// The API routes, to be nested under `/api` by [`crate::admin::router`].
-pub fn router(accounts: AccountStore, domain: &str) -> Router {
-    let state = UsersState {
-        accounts,
-        domain: domain.to_ascii_lowercase(),
-    };
+pub fn router(broker: Arc<Broker>, stanza_router: Arc<StanzaRouter>) -> Router {
     Router::new()
         .route("/users", get(list_users).post(add_user))
         .route("/users/{jid}", delete(remove_user))
-        .with_state(state)
+        .route("/status", get(status))
+        .route("/cluster/members", post(add_member))
+        .route("/cluster/members/{id}", delete(remove_member))
+        .with_state(ApiState {
+            broker,
+            router: stanza_router,
+        })
 }
 
 #[derive(Deserialize)]
@@ -41,77 +55,217 @@ struct NewUser {
     password: String,
 }
 
-async fn list_users(State(state): State<UsersState>) -> Response {
-    let accounts = state.accounts.clone();
-    match blocking(move || accounts.list()).await {
-        Ok(usernames) => {
-            let users: Vec<String> = usernames
-                .into_iter()
-                .map(|username| format!("{username}@{}", state.domain))
-                .collect();
-            Json(serde_json::json!({ "users": users })).into_response()
-        }
-        Err(response) => response,
-    }
+async fn list_users(State(state): State<ApiState>) -> Response {
+    let domain = state.broker.domain().to_owned();
+    let users: Vec<String> = state
+        .broker
+        .usernames()
+        .into_iter()
+        .map(|username| format!("{username}@{domain}"))
+        .collect();
+    Json(serde_json::json!({ "users": users })).into_response()
 }
 
-async fn add_user(State(state): State<UsersState>, Json(user): Json<NewUser>) -> Response {
-    let username = match state.localpart(&user.jid) {
+async fn add_user(State(state): State<ApiState>, Json(user): Json<NewUser>) -> Response {
+    let username = match localpart(state.broker.domain(), &user.jid) {
         Ok(username) => username,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    let accounts = state.accounts.clone();
-    match blocking(move || accounts.add(&username, &user.password)).await {
+    match state.broker.add_user(&username, &user.password).await {
         Ok(()) => StatusCode::CREATED.into_response(),
-        Err(response) => response,
+        Err(e) => user_error(&e),
     }
 }
 
-async fn remove_user(State(state): State<UsersState>, Path(jid): Path<String>) -> Response {
-    let username = match state.localpart(&jid) {
+async fn remove_user(State(state): State<ApiState>, Path(jid): Path<String>) -> Response {
+    let username = match localpart(state.broker.domain(), &jid) {
         Ok(username) => username,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    let accounts = state.accounts.clone();
-    match blocking(move || accounts.remove(&username)).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, &format!("no account {jid}")),
-        Err(response) => response,
+    match state.broker.remove_user(&username).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => user_error(&e),
     }
 }
 
-impl UsersState {
-    /// The localpart of a JID of this node's domain (a bare localpart is
-    /// accepted too).
-    fn localpart(&self, jid: &str) -> Result<String, String> {
-        let (localpart, domain) = jid.split_once('@').unwrap_or((jid, &self.domain));
-        if !domain.eq_ignore_ascii_case(&self.domain) {
-            return Err(format!(
-                "{jid} is not in this server's domain {}",
-                self.domain
-            ));
+fn user_error(e: &UserError) -> Response {
+    let status = match e {
+        UserError::Invalid(_) => StatusCode::BAD_REQUEST,
+        UserError::Exists(_) => StatusCode::CONFLICT,
+        UserError::Unknown(_) => StatusCode::NOT_FOUND,
+        UserError::Broker(BrokerError::Propose(ProposeError::NoLeader(_))) => {
+            StatusCode::SERVICE_UNAVAILABLE
         }
-        Ok(localpart.to_owned())
+        UserError::Broker(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string())
+}
+
+/// The localpart of a JID of this node's domain (a bare localpart is
+/// accepted too).
+fn localpart(domain: &str, jid: &str) -> Result<String, String> {
+    let (localpart, jid_domain) = jid.split_once('@').unwrap_or((jid, domain));
+    if !jid_domain.eq_ignore_ascii_case(domain) {
+        return Err(format!("{jid} is not in this server's domain {domain}"));
+    }
+    Ok(localpart.to_owned())
+}
+
+/// `GET /api/status`: this node's view of the mesh.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub node_id: u64,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    /// Authenticated client sessions on this node.
+    pub sessions: usize,
+    /// The same verdict as `/readyz`.
+    pub ready: bool,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub address: String,
+    pub role: String,
+    pub voter: bool,
+    /// Entries behind the leader's log; known only on the leader.
+    pub lag: Option<u64>,
+}
+
+/// The readiness verdict of a node: why it cannot serve, empty when it can.
+pub fn not_ready_reasons(status: &NodeStatus, applied_lag_max: u64) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if status.leader.is_none() {
+        reasons.push("no Raft leader known".to_owned());
+    }
+    if matches!(status.role, Role::Learner | Role::Shutdown) {
+        reasons.push(format!("this node is a {}", role_name(status.role)));
+    }
+    let behind = status
+        .commit_index
+        .unwrap_or(0)
+        .saturating_sub(status.applied_index.unwrap_or(0));
+    if behind > applied_lag_max {
+        reasons.push(format!(
+            "applied index is {behind} entries behind the commit index"
+        ));
+    }
+    reasons
+}
+
+/// The lag past which `/readyz` reports a node as not ready.
+pub const APPLIED_LAG_MAX: u64 = 1000;
+
+async fn status(State(state): State<ApiState>) -> Response {
+    let node = state.broker.mesh().status();
+    Json(status_of(&node, state.router.session_count())).into_response()
+}
+
+fn status_of(node: &NodeStatus, sessions: usize) -> Status {
+    let member = |id: u64, address: &String, voter: bool| MemberStatus {
+        id,
+        address: address.clone(),
+        role: if !voter {
+            "learner"
+        } else if node.leader == Some(id) {
+            "leader"
+        } else {
+            "follower"
+        }
+        .to_owned(),
+        voter,
+        lag: if node.role == Role::Leader {
+            Some(node.replication_lag.get(&id).copied().unwrap_or(0))
+        } else {
+            None
+        },
+    };
+    let mut members: Vec<MemberStatus> = node
+        .voters
+        .iter()
+        .map(|(id, address)| member(*id, address, true))
+        .chain(
+            node.learners
+                .iter()
+                .map(|(id, address)| member(*id, address, false)),
+        )
+        .collect();
+    members.sort_by_key(|m| m.id);
+    Status {
+        node_id: node.id,
+        role: role_name(node.role).to_owned(),
+        term: node.term,
+        leader: node.leader,
+        last_log_index: node.last_log_index,
+        commit_index: node.commit_index,
+        applied_index: node.applied_index,
+        snapshot_index: node.snapshot_index,
+        sessions,
+        ready: not_ready_reasons(node, APPLIED_LAG_MAX).is_empty(),
+        members,
     }
 }
 
-/// Runs a store call off the async threads (redb commits fsync) and maps
-/// its error to an HTTP answer.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, AccountError> + Send + 'static,
-) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(AccountError::Exists(_))) => Err(error(StatusCode::CONFLICT, "the account exists")),
-        Ok(Err(invalid @ (AccountError::InvalidUsername(_) | AccountError::InvalidPassword))) => {
-            Err(error(StatusCode::BAD_REQUEST, &invalid.to_string()))
-        }
-        Ok(Err(other)) => {
-            tracing::error!(error = %other, "account store failure");
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, &other.to_string()))
-        }
-        Err(join) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &join.to_string())),
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::Learner => "learner",
+        Role::Shutdown => "shutdown",
     }
+}
+
+#[derive(Deserialize)]
+struct NewMember {
+    id: u64,
+    address: String,
+}
+
+async fn add_member(State(state): State<ApiState>, Json(member): Json<NewMember>) -> Response {
+    if state.broker.mesh().status().voters.contains_key(&member.id) {
+        return error(
+            StatusCode::CONFLICT,
+            &format!("node {} is already a voter", member.id),
+        );
+    }
+    match state
+        .broker
+        .mesh()
+        .add_member(member.id, member.address)
+        .await
+    {
+        Ok(()) => Json(serde_json::json!({ "added": member.id })).into_response(),
+        Err(e) => membership_error(&e),
+    }
+}
+
+async fn remove_member(State(state): State<ApiState>, Path(id): Path<u64>) -> Response {
+    let status = state.broker.mesh().status();
+    if !status.voters.contains_key(&id) && !status.learners.contains_key(&id) {
+        return error(StatusCode::NOT_FOUND, &format!("node {id} is not a member"));
+    }
+    match state.broker.mesh().remove_member(id).await {
+        Ok(()) => Json(serde_json::json!({ "removed": id })).into_response(),
+        Err(e) => membership_error(&e),
+    }
+}
+
+fn membership_error(e: &MembershipError) -> Response {
+    let status = match e {
+        MembershipError::NotLeader { .. } | MembershipError::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        MembershipError::Refused(_) => StatusCode::BAD_REQUEST,
+    };
+    error(status, &e.to_string())
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

@@ -16,8 +16,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::TlsAcceptor;
 
-use crate::accounts::AccountStore;
 use crate::metrics::names;
+use crate::pubsub::Notification;
 use crate::sasl::{AuthBackoff, Mechanism, SaslCondition, SaslServer, StoredCredentials};
 use crate::xml::{ParserLimits, StreamEvent, StreamParser};
 use crate::xmpp::router::{Connection, Outbound, Router};
@@ -47,6 +47,15 @@ pub struct C2sLimits {
     pub auth_attempts_max: u32,
 }
 
+/// Where sessions find account credentials: the replicated state.
+pub trait CredentialSource: Send + Sync {
+    /// The stored credentials of `username` (as SASL normalised it).
+    fn credentials(&self, username: &str) -> Option<StoredCredentials>;
+    /// The iteration count of stored credentials, which unknown users are
+    /// answered with too.
+    fn scram_iterations(&self) -> u32;
+}
+
 /// What every connection of a node shares.
 pub struct C2sContext {
     pub domain: String,
@@ -54,7 +63,7 @@ pub struct C2sContext {
     pub limits: C2sLimits,
     pub starttls: TlsAcceptor,
     pub router: Arc<Router>,
-    pub accounts: AccountStore,
+    pub accounts: Arc<dyn CredentialSource>,
     pub backoff: std::sync::Mutex<AuthBackoff>,
     /// Derives the fake SCRAM salts of unknown users; persistent, so an
     /// unknown user's salt does not change across restarts (which would
@@ -72,7 +81,7 @@ impl C2sContext {
         limits: C2sLimits,
         starttls: TlsAcceptor,
         router: Arc<Router>,
-        accounts: AccountStore,
+        accounts: Arc<dyn CredentialSource>,
         backoff: AuthBackoff,
         fake_salt_key: [u8; 32],
     ) -> Self {
@@ -140,6 +149,8 @@ struct Conn {
     shutdown: watch::Receiver<bool>,
     /// Bytes waiting to be written, produced by the session.
     pending: String,
+    /// Publication times of the notifications in `pending`.
+    pending_publications: Vec<i64>,
     bound: Option<FullJid>,
     connected_at: Instant,
     last_read: Instant,
@@ -181,6 +192,7 @@ impl Conn {
             overflowed: Arc::new(Notify::new()),
             shutdown,
             pending: String::new(),
+            pending_publications: Vec::new(),
             bound: None,
             connected_at: now,
             last_read: now,
@@ -268,8 +280,20 @@ impl Conn {
     fn queue_batch(&mut self, first: Outbound) {
         let mut next = Some(first);
         let mut count = 0;
-        while let Some(Outbound::Stanza(stanza)) = next {
-            self.pending.push_str(&stanza);
+        while let Some(outbound) = next {
+            match outbound {
+                Outbound::Stanza(stanza) => self.pending.push_str(&stanza),
+                Outbound::Notification {
+                    head,
+                    body,
+                    published_micros,
+                } => {
+                    self.pending.push_str(&head);
+                    self.pending.push_str(&body);
+                    self.pending.push_str(Notification::TAIL);
+                    self.pending_publications.push(published_micros);
+                }
+            }
             count += 1;
             next = if count < WRITE_BATCH_STANZAS {
                 self.queue_rx.try_recv().ok()
@@ -287,7 +311,10 @@ impl Conn {
             io.flush().await
         };
         match timeout(self.ctx.limits.write_timeout, write).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => {
+                self.record_deliveries();
+                true
+            }
             Ok(Err(_)) => false,
             Err(_) => {
                 metrics::counter!(names::SLOW_CONSUMER_DISCONNECTS_TOTAL).increment(1);
@@ -295,6 +322,21 @@ impl Conn {
                 false
             }
         }
+    }
+
+    /// Publication → written to this client's socket, for every
+    /// notification in the batch just written.
+    fn record_deliveries(&mut self) {
+        if self.pending_publications.is_empty() {
+            return;
+        }
+        let now = crate::clock::now_micros();
+        let count = self.pending_publications.len() as u64;
+        for published in self.pending_publications.drain(..) {
+            let seconds = now.saturating_sub(published).max(0) as f64 / 1e6;
+            metrics::histogram!(names::DELIVERY_SECONDS).record(seconds);
+        }
+        metrics::counter!(names::PUBSUB_NOTIFICATIONS_TOTAL).increment(count);
     }
 
     /// Before binding, the client has `stream_open_timeout` from connect;
@@ -378,13 +420,7 @@ impl SessionEnv for ConnEnv {
     }
 
     fn credentials(&self, username: &str) -> Option<StoredCredentials> {
-        match self.ctx.accounts.credentials(username) {
-            Ok(credentials) => credentials,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the account store");
-                None
-            }
-        }
+        self.ctx.accounts.credentials(username)
     }
 
     fn sasl_server(&mut self, mechanism: Mechanism) -> SaslServer {

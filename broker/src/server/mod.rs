@@ -2,8 +2,13 @@
 //! shutdown.
 //!
 //! # Layout
+//! - [`broker`]: the site's broker: the mesh node replicating the state,
+//!   proposals, accounts.
+//! - [`pubsub_component`]: the pubsub service as a router component.
 //! - [`c2s`]: the task serving one client connection.
-//! - [`admin_api`]: the `/api` routes of the admin listener (accounts).
+//! - [`admin_api`]: the `/api` routes of the admin listener (accounts,
+//!   status, membership).
+//! - [`mesh_setup`]: the mesh configuration derived from `[mesh]`.
 //!
 //! Shutdown follows mini-redis: a `watch` channel tells every task to stop;
 //! listeners stop accepting, each connection closes its stream with a
@@ -11,7 +16,10 @@
 //! to finish before storage is dropped (and so flushed).
 
 pub mod admin_api;
+pub mod broker;
 pub mod c2s;
+pub mod mesh_setup;
+pub mod pubsub_component;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,15 +31,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::accounts::AccountStore;
+use vomesh_mesh::node::MeshNode;
+
+use crate::accounts::AccountFactory;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::metrics::{Metrics, names};
+use crate::pubsub::{PubsubLimits, PubsubService};
+use crate::replica::Replica;
 use crate::sasl::{AuthBackoff, BackoffLimits};
 use crate::tls;
 use crate::xml::ParserLimits;
 use crate::xmpp::router::Router;
+use broker::Broker;
 use c2s::{C2sContext, C2sLimits};
+use pubsub_component::{PubsubComponent, PubsubHandle, RouterDelivery};
 
 /// How long connections get to close their streams on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,21 +77,42 @@ pub async fn run(
     let metrics = Metrics::install()?;
     let upkeep = metrics.spawn_upkeep();
 
-    let accounts = AccountStore::open(
-        &config.data_dir.join("accounts.redb"),
-        config.xmpp.scram_iterations,
-    )
-    .context("cannot open the account store")?;
     let starttls = TlsAcceptor::from(tls::xmpp_server_config(&config)?);
     let direct_tls = TlsAcceptor::from(tls::direct_tls_config(&config)?);
     let router = Arc::new(Router::new(&config.domain));
+
+    // The replicated state delivers what it applies to this site's sessions.
+    let service_jid = pubsub_component::service_jid(&config.domain)?;
+    let replica = Replica::new(
+        PubsubService::new(service_jid.clone(), pubsub_limits(&config)),
+        Arc::new(RouterDelivery {
+            router: router.clone(),
+            service_jid: service_jid.to_string(),
+        }),
+    );
+    let mesh = MeshNode::start(mesh_setup::mesh_config(&config)?, replica)
+        .await
+        .context("cannot start the mesh")?;
+    let broker = Arc::new(Broker::new(
+        mesh.clone(),
+        AccountFactory::new(config.xmpp.scram_iterations)?,
+        &config.domain,
+    ));
+    let component = PubsubComponent::new(
+        broker.clone(),
+        router.clone(),
+        service_jid.as_str(),
+        config.pubsub.max_inflight_proposals,
+    );
+    router.add_component(service_jid.as_str(), Arc::new(PubsubHandle(component)));
+
     let ctx = Arc::new(C2sContext::new(
         config.domain.clone(),
         config.pubsub_domain(),
         c2s_limits(&config),
         starttls,
         router.clone(),
-        accounts.clone(),
+        broker.clone(),
         AuthBackoff::new(BackoffLimits {
             failures_free: config.xmpp.auth_failures_free,
             delay_base_ms: config.xmpp.auth_backoff_base_ms,
@@ -124,14 +159,18 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+    let ready_lag_max = config.admin.ready_applied_lag_max;
+    let readiness_mesh = mesh.clone();
     let admin_state = AdminState {
         metrics,
-        readiness: Arc::new(Vec::new),
+        readiness: Arc::new(move || {
+            admin_api::not_ready_reasons(&readiness_mesh.status(), ready_lag_max)
+        }),
         token: config.admin.token.clone(),
     };
     let admin_router = admin::router(
         admin_state,
-        admin_api::router(accounts.clone(), &config.domain),
+        admin_api::router(broker.clone(), router.clone()),
     );
     let mut admin_stop = stop_rx.clone();
     tasks.spawn(async move {
@@ -164,8 +203,10 @@ pub async fn run(
     {
         tracing::warn!("some connections did not close within {DRAIN_TIMEOUT:?}");
     }
+    // Every acknowledged write was fsynced at commit; this closes the redb
+    // files cleanly.
+    mesh.shutdown().await;
     upkeep.abort();
-    drop(accounts);
     tracing::info!("stopped");
     Ok(())
 }
@@ -173,13 +214,6 @@ pub async fn run(
 /// The configuration accepts the whole INTERFACE.md contract, but a node
 /// must not pretend to run what this build does not have yet.
 fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
-    if let Some(mesh) = &config.mesh
-        && mesh.members.iter().any(|member| member.id != mesh.node_id)
-    {
-        anyhow::bail!(
-            "[mesh] members lists other nodes, but this build runs single-node only (replication is issue #4)"
-        );
-    }
     if config.vtp.is_some() {
         anyhow::bail!("[vtp] is set, but this build has no VTP bridge yet (issue #8)");
     }
@@ -217,6 +251,20 @@ fn node_secret(data_dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     file.write_all(&secret)?;
     file.sync_all()?;
     Ok(secret)
+}
+
+fn pubsub_limits(config: &Config) -> PubsubLimits {
+    let pubsub = &config.pubsub;
+    PubsubLimits {
+        nodes_max: pubsub.max_nodes,
+        items_per_node_default: pubsub.default_max_items,
+        items_per_node_max: pubsub.max_items_per_node,
+        payload_bytes_max: pubsub.max_payload_bytes,
+        subscriptions_per_node_max: pubsub.max_subscriptions_per_node,
+        node_id_bytes_max: pubsub.max_node_id_bytes,
+        archive_entries_per_node_max: pubsub.max_archive_entries_per_node,
+        page_items_max: pubsub.max_page_items,
+    }
 }
 
 fn c2s_limits(config: &Config) -> C2sLimits {

@@ -18,8 +18,9 @@ use jid::{BareJid, FullJid, Jid};
 use tokio::sync::{Notify, mpsc};
 
 use super::ns;
-use super::stanza::{self, ErrorType, StanzaError, StanzaKind};
+use super::stanza::{self, Condition, StanzaError, StanzaKind};
 use crate::metrics::names;
+use crate::pubsub::Notification;
 use crate::xml::Element;
 
 /// Something written to a client connection.
@@ -27,6 +28,15 @@ use crate::xml::Element;
 pub enum Outbound {
     /// A complete serialized stanza.
     Stanza(Arc<str>),
+    /// A pubsub notification: `head` (the `<message …>` start tag for this
+    /// recipient), then `body`, shared by every recipient of the event, then
+    /// `</message>`. `published_micros` is the event's publication time,
+    /// for the delivery latency metric.
+    Notification {
+        head: Arc<str>,
+        body: Arc<str>,
+        published_micros: i64,
+    },
 }
 
 /// The router's handle on one connection.
@@ -44,6 +54,9 @@ pub trait Component: Send + Sync {
     /// Handles a stanza addressed to the component. Replies go back through
     /// [`Router::route`].
     fn handle(&self, stanza: Element);
+
+    /// A local resource sent its initial presence.
+    fn on_available(&self, _who: &FullJid) {}
 }
 
 struct BoundResource {
@@ -90,7 +103,7 @@ impl Router {
         connection: Connection,
     ) -> Result<FullJid, StanzaError> {
         let bare = BareJid::new(&format!("{username}@{}", self.domain))
-            .map_err(|_| StanzaError::new(ErrorType::Modify, "jid-malformed"))?;
+            .map_err(|_| StanzaError::new(Condition::JidMalformed))?;
         let mut sessions = lock(&self.sessions);
         let resources = sessions.entry(bare.clone()).or_default();
         let taken = |r: &str| resources.iter().any(|b| b.resource == r);
@@ -99,9 +112,9 @@ impl Router {
             Some(requested) => format!("{requested}.{random}"),
             None => random.to_owned(),
         };
-        let full = bare.with_resource_str(&chosen).map_err(|_| {
-            StanzaError::bad_request("the resource is not a valid JID resourcepart")
-        })?;
+        let full = bare
+            .with_resource_str(&chosen)
+            .map_err(|_| stanza::bad_request("the resource is not a valid JID resourcepart"))?;
         resources.push(BoundResource {
             resource: full.resource().as_str().to_owned(),
             connection,
@@ -128,12 +141,25 @@ impl Router {
     }
 
     pub fn set_available(&self, jid: &FullJid, available: bool) {
-        let mut sessions = lock(&self.sessions);
-        if let Some(bound) = sessions
-            .get_mut(&jid.to_bare())
-            .and_then(|r| r.iter_mut().find(|b| b.resource == jid.resource().as_str()))
-        {
-            bound.available = available;
+        let became_available = {
+            let mut sessions = lock(&self.sessions);
+            match sessions
+                .get_mut(&jid.to_bare())
+                .and_then(|r| r.iter_mut().find(|b| b.resource == jid.resource().as_str()))
+            {
+                Some(bound) => {
+                    let became = available && !bound.available;
+                    bound.available = available;
+                    became
+                }
+                None => false,
+            }
+        };
+        if became_available {
+            let components: Vec<_> = lock(&self.components).values().cloned().collect();
+            for component in components {
+                component.on_available(jid);
+            }
         }
     }
 
@@ -156,10 +182,7 @@ impl Router {
                 _ => return,
             },
             Some(Err(_)) => {
-                return self.bounce(
-                    &stanza,
-                    StanzaError::new(ErrorType::Modify, "jid-malformed"),
-                );
+                return self.bounce(&stanza, StanzaError::new(Condition::JidMalformed));
             }
         };
         let domain = to.domain().as_str().to_ascii_lowercase();
@@ -168,10 +191,7 @@ impl Router {
             return match component {
                 Some(component) => component.handle(stanza),
                 // No server-to-server federation (yet): RFC 6120 §8.3.3.16.
-                None => self.bounce(
-                    &stanza,
-                    StanzaError::new(ErrorType::Cancel, "remote-server-not-found"),
-                ),
+                None => self.bounce(&stanza, StanzaError::new(Condition::RemoteServerNotFound)),
             };
         }
         if to.node().is_none() {
@@ -201,7 +221,7 @@ impl Router {
         match (kind, type_) {
             (_, "error") | (StanzaKind::Presence, _) | (StanzaKind::Message, "headline") => {}
             // No offline storage: RFC 6121 §8.5.2.2.1 allows bouncing.
-            _ => self.bounce(&stanza, StanzaError::service_unavailable()),
+            _ => self.bounce(&stanza, StanzaError::new(Condition::ServiceUnavailable)),
         }
     }
 
@@ -215,7 +235,7 @@ impl Router {
         else {
             return false;
         };
-        enqueue(&bound.connection, stanza);
+        enqueue(&bound.connection, Outbound::Stanza(stanza.clone()));
         true
     }
 
@@ -228,10 +248,40 @@ impl Router {
         };
         let mut count = 0;
         for bound in resources.iter().filter(|b| b.available) {
-            enqueue(&bound.connection, stanza);
+            enqueue(&bound.connection, Outbound::Stanza(stanza.clone()));
             count += 1;
         }
         count
+    }
+
+    /// Queues a pubsub notification for the local resources it names: a
+    /// bare JID means every available resource, a full JID that resource.
+    /// The payload is shared, only the start tag is made per recipient.
+    pub fn deliver_notification(
+        &self,
+        from: &str,
+        notification: &Notification,
+        published_micros: i64,
+    ) {
+        let sessions = lock(&self.sessions);
+        for recipient in &notification.recipients {
+            let Some(resources) = sessions.get(&recipient.to_bare()) else {
+                continue;
+            };
+            let head: Arc<str> = notification.head(from, recipient.as_str(), None).into();
+            let outbound = Outbound::Notification {
+                head,
+                body: notification.message.clone(),
+                published_micros,
+            };
+            let targets = resources.iter().filter(|b| match recipient.resource() {
+                Some(resource) => b.resource == resource.as_str(),
+                None => b.available,
+            });
+            for bound in targets {
+                enqueue(&bound.connection, outbound.clone());
+            }
+        }
     }
 
     /// Answers an undeliverable stanza with an error from the address it was
@@ -247,8 +297,8 @@ impl Router {
 
 /// Puts a stanza on a connection's queue; a full queue marks a slow
 /// consumer, which the connection closes.
-fn enqueue(connection: &Connection, stanza: &Arc<str>) {
-    match connection.queue.try_send(Outbound::Stanza(stanza.clone())) {
+fn enqueue(connection: &Connection, outbound: Outbound) {
+    match connection.queue.try_send(outbound) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => connection.overflowed.notify_one(),
         // The connection is closing; its unbind is on the way.

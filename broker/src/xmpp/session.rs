@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use jid::{BareJid, FullJid, Jid};
 
 use super::ns;
-use super::stanza::{self, IqKind, StanzaError, StanzaKind};
+use super::stanza::{self, Condition, IqKind, StanzaError, StanzaKind};
 use crate::sasl::{Mechanism, SaslCondition, SaslServer, SaslStep, StoredCredentials};
 use crate::xml::{Element, ParseError, StreamEvent, StreamHeader};
 
@@ -426,7 +426,7 @@ impl Session {
             Err(error) => return self.send_stanza(stanza::error_reply(&iq, &from, &error), out),
         };
         if !(request.is_set && request.payload.is("bind", ns::BIND)) {
-            let error = StanzaError::new(stanza::ErrorType::Cancel, "not-allowed")
+            let error = StanzaError::new(Condition::NotAllowed)
                 .with_text("bind a resource first (RFC 6120 §7)");
             return self.send_stanza(stanza::error_reply(&iq, &from, &error), out);
         }
@@ -480,7 +480,7 @@ impl Session {
             Some(Ok(to)) => Some(to),
             Some(Err(_)) => {
                 if kind != StanzaKind::Presence && !stanza::is_error(&element) {
-                    let error = StanzaError::new(stanza::ErrorType::Modify, "jid-malformed");
+                    let error = StanzaError::new(Condition::JidMalformed);
                     let reply = stanza::error_reply(&element, &self.settings.domain, &error);
                     self.send_stanza(reply, out);
                 }
@@ -527,25 +527,24 @@ impl Session {
         };
         let to_account = to.is_some_and(|to| to.node().is_some());
         let payload = request.payload;
-        let reply = match (request.is_set, payload.name(), payload.ns()) {
-            (false, "ping", ns::PING) => Ok(None),
-            // RFC 3921 session establishment is a no-op today (RFC 6121 §1.4).
-            (true, "session", ns::SESSION) => Ok(None),
-            (false, "query", ns::DISCO_INFO) if payload.attr("node").is_none() => {
-                Ok(Some(self.disco_info(to_account)))
-            }
-            (false, "query", ns::DISCO_ITEMS) if payload.attr("node").is_none() => {
-                Ok(Some(self.disco_items(to_account)))
-            }
-            // vomesh keeps no rosters; an empty one lets standard clients
-            // finish their login sequence (RFC 6121 §2.1.3).
-            (false, "query", ns::ROSTER) => Ok(Some(Element::new("query", ns::ROSTER))),
-            (true, "bind", ns::BIND) => {
-                Err(StanzaError::new(stanza::ErrorType::Cancel, "not-allowed")
-                    .with_text("a resource is already bound"))
-            }
-            _ => Err(StanzaError::service_unavailable()),
-        };
+        let reply =
+            match (request.is_set, payload.name(), payload.ns()) {
+                (false, "ping", ns::PING) => Ok(None),
+                // RFC 3921 session establishment is a no-op today (RFC 6121 §1.4).
+                (true, "session", ns::SESSION) => Ok(None),
+                (false, "query", ns::DISCO_INFO) if payload.attr("node").is_none() => {
+                    Ok(Some(self.disco_info(to_account)))
+                }
+                (false, "query", ns::DISCO_ITEMS) if payload.attr("node").is_none() => {
+                    Ok(Some(self.disco_items(to_account)))
+                }
+                // vomesh keeps no rosters; an empty one lets standard clients
+                // finish their login sequence (RFC 6121 §2.1.3).
+                (false, "query", ns::ROSTER) => Ok(Some(Element::new("query", ns::ROSTER))),
+                (true, "bind", ns::BIND) => Err(StanzaError::new(Condition::NotAllowed)
+                    .with_text("a resource is already bound")),
+                _ => Err(StanzaError::new(Condition::ServiceUnavailable)),
+            };
         let reply = match reply {
             Ok(payload) => stanza::iq_result(iq, &from, payload),
             Err(error) => stanza::error_reply(iq, &from, &error),

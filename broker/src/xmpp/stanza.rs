@@ -1,79 +1,10 @@
 //! Stanza-level helpers shared by everything that answers stanzas: the three
-//! stanza kinds, IQ validation, and building result and error replies.
+//! stanza kinds, IQ validation, and building result and error replies (with
+//! the stanza error type of [`crate::pubsub::error`], re-exported here).
 
 use super::ns;
+pub use crate::pubsub::error::{Condition, ErrorType, StanzaError};
 use crate::xml::Element;
-
-/// RFC 6120 §8.3.2: the `type` attribute of an `<error/>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorType {
-    Auth,
-    Cancel,
-    Continue,
-    Modify,
-    Wait,
-}
-
-impl ErrorType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorType::Auth => "auth",
-            ErrorType::Cancel => "cancel",
-            ErrorType::Continue => "continue",
-            ErrorType::Modify => "modify",
-            ErrorType::Wait => "wait",
-        }
-    }
-}
-
-/// An error to answer a stanza with (RFC 6120 §8.3): a type, a defined
-/// condition from `urn:ietf:params:xml:ns:xmpp-stanzas`, an optional
-/// application-specific child (e.g. a pubsub error) and a human text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StanzaError {
-    pub kind: ErrorType,
-    pub condition: &'static str,
-    pub app: Option<Box<Element>>,
-    pub text: Option<String>,
-}
-
-impl StanzaError {
-    pub fn new(kind: ErrorType, condition: &'static str) -> Self {
-        StanzaError {
-            kind,
-            condition,
-            app: None,
-            text: None,
-        }
-    }
-
-    pub fn with_text(mut self, text: impl Into<String>) -> Self {
-        self.text = Some(text.into());
-        self
-    }
-
-    pub fn bad_request(text: impl Into<String>) -> Self {
-        StanzaError::new(ErrorType::Modify, "bad-request").with_text(text)
-    }
-
-    pub fn service_unavailable() -> Self {
-        StanzaError::new(ErrorType::Cancel, "service-unavailable")
-    }
-
-    /// The `<error/>` element.
-    pub fn to_element(&self) -> Element {
-        let mut error = Element::new("error", ns::CLIENT)
-            .with_attr("type", self.kind.as_str())
-            .with_child(Element::new(self.condition, ns::STANZA_ERRORS));
-        if let Some(app) = &self.app {
-            error.push_child(app.as_ref().clone());
-        }
-        if let Some(text) = &self.text {
-            error.push_child(Element::new("text", ns::STANZA_ERRORS).with_text(text.clone()));
-        }
-        error
-    }
-}
 
 /// The three stanza kinds of RFC 6120 §8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,27 +46,28 @@ pub enum IqKind<'a> {
 /// Classifies an IQ, or says why it is malformed (answered `bad-request`).
 pub fn classify_iq(iq: &Element) -> Result<IqKind<'_>, StanzaError> {
     if iq.attr("id").is_none_or(str::is_empty) {
-        return Err(StanzaError::bad_request(
-            "an IQ needs an id (RFC 6120 §8.2.3)",
-        ));
+        return Err(bad_request("an IQ needs an id (RFC 6120 §8.2.3)"));
     }
     let is_set = match iq.attr("type") {
         Some("get") => false,
         Some("set") => true,
         Some("result") | Some("error") => return Ok(IqKind::Response),
         _ => {
-            return Err(StanzaError::bad_request(
-                "IQ type must be get, set, result or error",
-            ));
+            return Err(bad_request("IQ type must be get, set, result or error"));
         }
     };
     let mut children = iq.children();
     match (children.next(), children.next()) {
         (Some(payload), None) => Ok(IqKind::Request(IqRequest { is_set, payload })),
-        _ => Err(StanzaError::bad_request(
+        _ => Err(bad_request(
             "an IQ get or set carries exactly one child element",
         )),
     }
+}
+
+/// `bad-request` with an explanation.
+pub fn bad_request(text: &str) -> StanzaError {
+    StanzaError::new(Condition::BadRequest).with_text(text)
 }
 
 /// The `<iq type='result'/>` answering `request`, from `from`.
@@ -204,20 +136,24 @@ mod tests {
         let empty = iq("get");
         assert_eq!(
             classify_iq(&empty).err().map(|e| e.condition),
-            Some("bad-request")
+            Some(Condition::BadRequest)
         );
         let mut no_id = iq("get").with_child(Element::new("ping", ns::PING));
         no_id.remove_attr("id");
         assert_eq!(
             classify_iq(&no_id).err().map(|e| e.condition),
-            Some("bad-request")
+            Some(Condition::BadRequest)
         );
     }
 
     #[test]
     fn error_reply_swaps_addresses_and_echoes_payload() {
         let request = iq("get").with_child(Element::new("query", "urn:example"));
-        let reply = error_reply(&request, "localhost", &StanzaError::service_unavailable());
+        let reply = error_reply(
+            &request,
+            "localhost",
+            &StanzaError::new(Condition::ServiceUnavailable),
+        );
         assert_eq!(
             reply.to_stream_xml(ns::CLIENT),
             "<iq id=\"1\" from=\"localhost\" to=\"a@localhost/r\" type=\"error\">\

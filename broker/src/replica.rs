@@ -1,0 +1,118 @@
+//! The replicated state of a node, as the mesh sees it: the pubsub service
+//! (which also holds the accounts) behind the mesh's
+//! [`StateMachine`](vomesh_mesh::types::StateMachine) trait.
+//!
+//! Every site applies the same committed commands in the same order. The
+//! outcome of each is turned into two things: the reply, encoded as a
+//! [`CommandReply`] and returned to whichever site proposed the command, and
+//! the notifications, which each site delivers to the subscribers connected
+//! to it (replication *is* distribution: sites never forward notifications
+//! to each other).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message as _;
+use vomesh_mesh::types::{CommittedCommand, StateMachine};
+use vomesh_proto::pubsub::command::Op;
+use vomesh_proto::pubsub::{Command, CommandReply, command_reply};
+
+use crate::metrics::names;
+use crate::pubsub::{Meta, Outcome, PubsubService, SnapshotError, StanzaError, error::Condition};
+use crate::xml::Element;
+
+/// Where the notifications of applied commands go: this site's sessions.
+pub trait Deliver: Send + Sync {
+    /// Delivers one notification to the local resources it names.
+    /// `published_micros` is the publication time of the event it reports.
+    fn deliver(&self, notification: &crate::pubsub::Notification, published_micros: i64);
+}
+
+/// The state machine the mesh replicates.
+pub struct Replica {
+    pubsub: PubsubService,
+    delivery: Arc<dyn Deliver>,
+}
+
+impl Replica {
+    pub fn new(pubsub: PubsubService, delivery: Arc<dyn Deliver>) -> Self {
+        Replica { pubsub, delivery }
+    }
+
+    /// The local copy of the pubsub service, for reads.
+    pub fn pubsub(&self) -> &PubsubService {
+        &self.pubsub
+    }
+
+    /// Applies one committed command and returns its encoded reply.
+    fn apply_one(&mut self, committed: &CommittedCommand) -> CommandReply {
+        // After a restart the mesh replays entries the snapshot already
+        // holds; applying them twice would duplicate items.
+        if committed.index <= self.pubsub.last_index() {
+            return reply(&Ok(None));
+        }
+        let command = match Command::decode(committed.command.as_ref()) {
+            Ok(command) => command,
+            // Every site decodes the same bytes the same way, so refusing
+            // here keeps them identical; it can only happen if a site runs
+            // a build whose commands this one does not know.
+            Err(error) => {
+                tracing::error!(index = committed.index, %error, "undecodable command in the log");
+                let error = StanzaError::new(Condition::InternalServerError)
+                    .with_text("this site cannot decode the command");
+                return reply(&Err(error));
+            }
+        };
+        let Outcome {
+            reply: result,
+            notifications,
+        } = self.pubsub.apply(
+            &command,
+            &Meta {
+                index: committed.index,
+            },
+        );
+        if result.is_ok() && matches!(command.op, Some(Op::Publish(_))) {
+            metrics::counter!(names::PUBSUB_PUBLISHED_TOTAL).increment(1);
+        }
+        for notification in &notifications {
+            self.delivery
+                .deliver(notification, command.timestamp_micros);
+        }
+        reply(&result)
+    }
+}
+
+fn reply(result: &Result<Option<Element>, StanzaError>) -> CommandReply {
+    let reply = match result {
+        Ok(child) => {
+            command_reply::Reply::ResultXml(child.as_ref().map(Element::to_xml).unwrap_or_default())
+        }
+        Err(error) => command_reply::Reply::ErrorXml(error.to_element().to_xml()),
+    };
+    CommandReply { reply: Some(reply) }
+}
+
+impl StateMachine for Replica {
+    type RestoreError = SnapshotError;
+
+    fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes> {
+        commands
+            .iter()
+            .map(|committed| Bytes::from(self.apply_one(committed).encode_to_vec()))
+            .collect()
+    }
+
+    fn snapshot(&self) -> Bytes {
+        Bytes::from(self.pubsub.to_snapshot())
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        self.pubsub = PubsubService::from_snapshot(
+            self.pubsub.service_jid().clone(),
+            *self.pubsub.limits(),
+            snapshot,
+        )?;
+        Ok(())
+    }
+}

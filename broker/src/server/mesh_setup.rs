@@ -1,0 +1,89 @@
+//! The mesh configuration of a node, derived from its `[mesh]` section.
+//!
+//! Without `[mesh]` a node is a single-node mesh of its own (INTERFACE.md):
+//! its QUIC endpoint binds an ephemeral loopback port and authenticates
+//! with a certificate generated in memory at each start, since no peer can
+//! ever reach it. The same holds for a `[mesh]` that names no other member
+//! and no certificate files. Peers, when there are any, authenticate with
+//! the cluster CA's certificates (`vomesh certs init`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use vomesh_mesh::certs::{ClusterCa, NodeIdentity};
+use vomesh_mesh::node::{MeshConfig as NodeMeshConfig, MeshTimeouts};
+use vomesh_mesh::transport::TransportLimits;
+
+use crate::config::{Config, MeshConfig, NetworkProfile};
+
+/// The mesh node's configuration.
+pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
+    let standalone = MeshConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..MeshConfig::default()
+    };
+    let mesh = config.mesh.as_ref().unwrap_or(&standalone);
+    Ok(NodeMeshConfig {
+        node_id: mesh.node_id,
+        listen: mesh.listen,
+        advertise: mesh.advertise.clone(),
+        initial_members: mesh
+            .members
+            .iter()
+            .map(|m| (m.id, m.addr.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        data_dir: config.data_dir.join("mesh"),
+        identity: identity(mesh)?,
+        timeouts: timeouts(mesh),
+        limits: TransportLimits::default(),
+        snapshot_every_entries: mesh.snapshot_every_entries,
+        log_entries_kept_after_snapshot: mesh.log_entries_kept_after_snapshot,
+    })
+}
+
+fn identity(mesh: &MeshConfig) -> anyhow::Result<NodeIdentity> {
+    if let (Some(ca), Some(cert), Some(key)) = (&mesh.ca, &mesh.cert, &mesh.key) {
+        return NodeIdentity::from_pem_files(ca, cert, key)
+            .context("cannot load the mesh certificates");
+    }
+    // Config validation requires the files as soon as there are peers.
+    let ca = ClusterCa::generate().context("cannot generate a mesh certificate")?;
+    let node = ca
+        .issue_node(mesh.node_id, &[])
+        .context("cannot generate a mesh certificate")?;
+    NodeIdentity::from_pem(
+        ca.pem().cert_pem.as_bytes(),
+        node.cert_pem.as_bytes(),
+        node.key_pem.as_bytes(),
+    )
+    .map_err(|(what, reason)| anyhow::anyhow!("generated mesh {what} unusable: {reason}"))
+}
+
+fn timeouts(mesh: &MeshConfig) -> MeshTimeouts {
+    let mut timeouts = match mesh.network {
+        NetworkProfile::Lan => MeshTimeouts::loopback(),
+        NetworkProfile::Wan => MeshTimeouts::wan(),
+    };
+    let overrides = [
+        (
+            mesh.heartbeat_interval_ms,
+            &mut timeouts.heartbeat_interval_ms,
+        ),
+        (
+            mesh.election_timeout_min_ms,
+            &mut timeouts.election_timeout_min_ms,
+        ),
+        (
+            mesh.election_timeout_max_ms,
+            &mut timeouts.election_timeout_max_ms,
+        ),
+        (mesh.propose_timeout_ms, &mut timeouts.propose_timeout_ms),
+    ];
+    for (value, field) in overrides {
+        if let Some(value) = value {
+            *field = value;
+        }
+    }
+    timeouts
+}

@@ -1,0 +1,278 @@
+//! The pubsub service at `pubsub.<domain>` as a router component: it takes
+//! the stanzas clients send to the service, answers reads from the local
+//! replica, and turns writes into commands proposed to the mesh.
+//!
+//! Each write runs in its own task, bounded by `[pubsub]
+//! max_inflight_proposals`: at the limit a write is answered at once with
+//! `resource-constraint` (type `wait`) rather than queued without bound.
+//! Notifications are not sent from here: every site sends them when it
+//! applies the committed command (see [`crate::replica`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use jid::{BareJid, FullJid};
+use tokio::sync::Semaphore;
+use vomesh_mesh::node::ProposeError;
+use vomesh_proto::pubsub::Command;
+use vomesh_proto::pubsub::command::Op;
+
+use crate::metrics::names;
+use crate::pubsub::error::Condition;
+use crate::pubsub::{Handled, Notification, PubsubService, RequestContext, StanzaError};
+use crate::replica::Deliver;
+use crate::server::broker::{Broker, BrokerError, Reply};
+use crate::xml::Element;
+use crate::xmpp::ns;
+use crate::xmpp::router::{Component, Router};
+use crate::xmpp::stanza::{self, IqKind, StanzaKind};
+
+/// The component's shared state.
+pub struct PubsubComponent {
+    broker: Arc<Broker>,
+    router: Arc<Router>,
+    service_jid: String,
+    inflight: Arc<Semaphore>,
+}
+
+impl PubsubComponent {
+    pub fn new(
+        broker: Arc<Broker>,
+        router: Arc<Router>,
+        service_jid: &str,
+        inflight_max: usize,
+    ) -> Arc<Self> {
+        Arc::new(PubsubComponent {
+            broker,
+            router,
+            service_jid: service_jid.to_owned(),
+            inflight: Arc::new(Semaphore::new(inflight_max)),
+        })
+    }
+}
+
+/// The `Component` the router holds: a handle that spawns work on the
+/// shared state.
+pub struct PubsubHandle(pub Arc<PubsubComponent>);
+
+impl Component for PubsubHandle {
+    fn handle(&self, stanza: Element) {
+        let Some(from) = stanza.attr("from").and_then(|f| FullJid::new(f).ok()) else {
+            // The session stamps every stanza with its full JID; anything
+            // else did not come from a client.
+            return;
+        };
+        match StanzaKind::of(&stanza) {
+            Some(StanzaKind::Iq) => self.0.clone().on_iq(from, stanza),
+            Some(StanzaKind::Message) => self.0.clone().on_message(from, stanza),
+            // Presence to the service carries nothing it acts on.
+            Some(StanzaKind::Presence) | None => {}
+        }
+    }
+
+    fn on_available(&self, who: &FullJid) {
+        let notifications = self
+            .0
+            .broker
+            .read(|replica| replica.pubsub().on_available(who));
+        for notification in &notifications {
+            self.0.router.deliver_notification(
+                &self.0.service_jid,
+                notification,
+                crate::clock::now_micros(),
+            );
+        }
+    }
+}
+
+impl PubsubComponent {
+    fn on_iq(self: Arc<Self>, from: FullJid, iq: Element) {
+        match stanza::classify_iq(&iq) {
+            Ok(IqKind::Request(_)) => {}
+            // The service sends no IQ requests, so no response is expected.
+            Ok(IqKind::Response) => return,
+            Err(error) => return self.answer_error(&iq, &error),
+        }
+        let handled = self.broker.read(|replica| {
+            let pubsub = replica.pubsub();
+            let site = SiteContext {
+                pubsub,
+                domain: self.broker.domain(),
+            };
+            pubsub.handle_iq(&from, &iq, crate::clock::now_micros(), &site)
+        });
+        match handled {
+            Handled::Reply(Ok(child)) => {
+                self.router
+                    .route(stanza::iq_result(&iq, &self.service_jid, child))
+            }
+            Handled::Reply(Err(error)) => self.answer_error(&iq, &error),
+            Handled::Archive { messages, fin } => {
+                for message in &messages {
+                    self.router.deliver_notification(
+                        &self.service_jid,
+                        message,
+                        crate::clock::now_micros(),
+                    );
+                }
+                self.router
+                    .route(stanza::iq_result(&iq, &self.service_jid, Some(fin)));
+            }
+            Handled::Propose(command) => self.spawn_proposal(iq, command),
+        }
+    }
+
+    fn on_message(self: Arc<Self>, from: FullJid, message: Element) {
+        let handled = self.broker.read(|replica| {
+            replica
+                .pubsub()
+                .handle_message(&from, &message, crate::clock::now_micros())
+        });
+        match handled {
+            None | Some(Handled::Reply(Ok(_))) | Some(Handled::Archive { .. }) => {}
+            Some(Handled::Reply(Err(error))) => self.answer_error(&message, &error),
+            Some(Handled::Propose(command)) => self.spawn_proposal(message, command),
+        }
+    }
+
+    /// Proposes `command` and answers `request` once it is applied here.
+    fn spawn_proposal(self: Arc<Self>, request: Element, command: Command) {
+        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
+            metrics::counter!(names::REJECTED_TOTAL, "reason" => "inflight-proposals").increment(1);
+            let error = StanzaError::new(Condition::ResourceConstraint)
+                .with_text("too many writes in flight at this site; retry shortly");
+            return self.answer_error(&request, &error);
+        };
+        tokio::spawn(async move {
+            let is_publish = matches!(command.op, Some(Op::Publish(_)));
+            let started = Instant::now();
+            let result = self.broker.propose(&command).await;
+            drop(permit);
+            if is_publish && result.is_ok() {
+                metrics::histogram!(names::PUBLISH_COMMIT_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+            }
+            match result {
+                Ok((_, reply)) => self.answer(&request, reply),
+                Err(error) => {
+                    let reason = match &error {
+                        BrokerError::Propose(ProposeError::NoLeader(_)) => "no-leader",
+                        BrokerError::Propose(ProposeError::Indeterminate(_)) => "indeterminate",
+                        BrokerError::Propose(ProposeError::ShuttingDown) => "shutting-down",
+                        BrokerError::BadReply(_) => "bad-reply",
+                    };
+                    metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
+                    tracing::warn!(%error, "a write could not be committed");
+                    self.answer_error(&request, &write_failed(&error));
+                }
+            }
+        });
+    }
+
+    fn answer(&self, request: &Element, reply: Reply) {
+        if request.name() != "iq" {
+            // Messages (subscription approvals) get an answer only on error.
+            if let Reply::Error(error) = reply {
+                self.router
+                    .route(error_stanza(request, &self.service_jid, error));
+            }
+            return;
+        }
+        match reply {
+            Reply::Result(child) => {
+                self.router
+                    .route(stanza::iq_result(request, &self.service_jid, child))
+            }
+            Reply::Error(error) => {
+                self.router
+                    .route(error_stanza(request, &self.service_jid, error))
+            }
+        }
+    }
+
+    fn answer_error(&self, request: &Element, error: &StanzaError) {
+        if !stanza::is_error(request) {
+            self.router
+                .route(stanza::error_reply(request, &self.service_jid, error));
+        }
+    }
+}
+
+/// An error reply whose `<error/>` element came back from the mesh.
+fn error_stanza(request: &Element, from: &str, error: Element) -> Element {
+    let placeholder = StanzaError::new(Condition::UndefinedCondition);
+    let mut reply = stanza::error_reply(request, from, &placeholder);
+    reply.remove_child("error", ns::CLIENT);
+    reply.push_child(error);
+    reply
+}
+
+/// What a client is told when its write could not be committed. Never a
+/// success: a publish that timed out may still commit, which is why VOEvent
+/// publishes are idempotent and safe to retry.
+fn write_failed(error: &BrokerError) -> StanzaError {
+    match error {
+        BrokerError::Propose(ProposeError::NoLeader(_)) => {
+            StanzaError::new(Condition::ServiceUnavailable)
+                .with_type(crate::pubsub::ErrorType::Wait)
+                .with_text(
+                    "no mesh leader is reachable from this site; nothing was written, retry later",
+                )
+        }
+        BrokerError::Propose(ProposeError::Indeterminate(reason)) => StanzaError::new(
+            Condition::RemoteServerTimeout,
+        )
+        .with_text(format!(
+            "the write may or may not have been committed ({reason}); retrying a publish is safe"
+        )),
+        BrokerError::Propose(ProposeError::ShuttingDown) => {
+            StanzaError::new(Condition::ServiceUnavailable).with_text("this site is shutting down")
+        }
+        BrokerError::BadReply(reason) => {
+            StanzaError::new(Condition::InternalServerError).with_text(reason.clone())
+        }
+    }
+}
+
+/// Site facts the service consults: who is a local user. vomesh keeps no
+/// rosters, so roster and presence-subscription checks are always false
+/// (nodes with those access models admit only their owners and members).
+struct SiteContext<'a> {
+    pubsub: &'a PubsubService,
+    domain: &'a str,
+}
+
+impl RequestContext for SiteContext<'_> {
+    fn is_local_user(&self, bare: &BareJid) -> bool {
+        bare.domain().as_str() == self.domain
+            && bare
+                .node()
+                .is_some_and(|node| self.pubsub.account(node.as_str()).is_some())
+    }
+
+    fn in_roster_group(&self, _owner: &BareJid, _who: &BareJid, _groups: &[String]) -> bool {
+        false
+    }
+
+    fn has_presence_subscription(&self, _owner: &BareJid, _who: &BareJid) -> bool {
+        false
+    }
+}
+
+/// Delivers the notifications of applied commands to this site's sessions.
+pub struct RouterDelivery {
+    pub router: Arc<Router>,
+    pub service_jid: String,
+}
+
+impl Deliver for RouterDelivery {
+    fn deliver(&self, notification: &Notification, published_micros: i64) {
+        self.router
+            .deliver_notification(&self.service_jid, notification, published_micros);
+    }
+}
+
+/// The JID of a site's pubsub service.
+pub fn service_jid(domain: &str) -> Result<BareJid, jid::Error> {
+    BareJid::new(&format!("pubsub.{domain}"))
+}
