@@ -8,6 +8,7 @@ mod discovery;
 mod lifecycle;
 mod owner;
 mod publish;
+mod replay;
 mod retrieve;
 mod subscribe;
 mod throughput;
