@@ -26,8 +26,8 @@ use crate::pubsub::archive::{self, ArchiveQuery};
 use crate::pubsub::config::{NODE_CONFIG_FORM, PubsubLimits};
 use crate::pubsub::error::{Condition, ErrorType, StanzaError};
 use crate::pubsub::model::{
-    AccessModel, Affiliation, Item, NodeConfig, NotificationType, PublishModel, PubsubNode,
-    SendLastPublishedItem, Subscription, SubscriptionOptions, SubscriptionState,
+    AccessModel, Affiliation, Item, NodeConfig, NodeType, NotificationType, PublishModel,
+    PubsubNode, SendLastPublishedItem, Subscription, SubscriptionOptions, SubscriptionState,
 };
 use crate::pubsub::payload;
 use crate::pubsub::request::{

@@ -1,7 +1,7 @@
 //! Applying committed commands: the deterministic state transitions and
 //! the notifications each produces.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
@@ -119,6 +119,54 @@ impl PubsubService {
         notifications
     }
 
+    /// The notifications of an item event on the leaf `node_id`: to its
+    /// subscribers, then (XEP-0248 §6) to the subscribers of the
+    /// collections it belongs to, nearest first, each JID once, with a SHIM
+    /// `Collection` header naming the collection it came through. Through a
+    /// collection, only entities the leaf would let read its items are
+    /// told: an open leaf, or one they are affiliated with (presence and
+    /// roster checks need site-local rosters, which `apply` does not have).
+    fn item_event(&self, node_id: &str, body: String) -> Vec<Notification> {
+        let Some(leaf) = self.nodes.get(node_id) else {
+            return Vec::new();
+        };
+        if leaf.config.collections.is_empty() {
+            return Self::broadcast(leaf, body);
+        }
+        let mut notifications = Self::broadcast(leaf, body.clone());
+        let mut told: BTreeSet<Jid> = notifications
+            .iter()
+            .flat_map(|n| n.recipients.iter().cloned())
+            .collect();
+        let readable = |jid: &Jid| match leaf.affiliation(jid) {
+            Affiliation::Owner | Affiliation::Publisher | Affiliation::Member => true,
+            Affiliation::Outcast | Affiliation::PublishOnly => false,
+            Affiliation::None | Affiliation::Unspecified => {
+                leaf.config.access_model == AccessModel::Open
+            }
+        };
+        for collection in self.ancestors(&leaf.config.collections) {
+            if !collection.config.deliver_notifications {
+                continue;
+            }
+            let recipients: Vec<Jid> = collection
+                .subscriptions
+                .iter()
+                .filter(|s| s.state == SubscriptionState::Subscribed && s.options.deliver)
+                .map(|s| &s.jid)
+                .filter(|jid| readable(jid) && told.insert((*jid).clone()))
+                .cloned()
+                .collect();
+            let message = format!("{body}{}", response::collection_header_xml(&collection.id));
+            notifications.extend(Self::notify(
+                recipients,
+                notification_kind(&leaf.config),
+                message,
+            ));
+        }
+        notifications
+    }
+
     fn notify(recipients: Vec<Jid>, kind: MessageKind, body: String) -> Option<Notification> {
         (!recipients.is_empty()).then(|| Notification {
             recipients,
@@ -156,11 +204,13 @@ impl PubsubService {
 
     fn apply_configure(&mut self, actor: &Jid, c: &proto::ConfigureNode) -> Reply {
         let limits = self.limits;
+        let existing = Self::require_owner(self.existing(&c.node)?, actor)?;
+        let config = match &c.config {
+            Some(patch) => self.check_configure(existing, patch)?,
+            None => existing.config.clone(),
+        };
         let node = self.node_mut(&c.node)?;
-        Self::require_owner(node, actor)?;
-        if let Some(patch) = &c.config {
-            node.config.apply_patch(patch, &limits)?;
-        }
+        node.config = config;
         if !node.config.persist_items {
             node.items.clear();
             node.order.clear();
@@ -192,6 +242,10 @@ impl PubsubService {
         let Some(node) = self.nodes.remove(&d.node) else {
             return Err(not_found(&d.node));
         };
+        // XEP-0248: the nodes of a deleted collection stay, outside it.
+        for other in self.nodes.values_mut() {
+            other.config.collections.retain(|c| *c != d.node);
+        }
         let mut notifications = Vec::new();
         if node.config.notify_delete {
             // XEP-0060 §8.4.2
@@ -483,7 +537,7 @@ impl PubsubService {
         );
         Ok((
             Some(response::publish_reply(&p.node, &id)),
-            Self::broadcast(node, body),
+            self.item_event(&p.node, body),
         ))
     }
 
@@ -493,13 +547,12 @@ impl PubsubService {
         for id in &r.item_ids {
             node.remove_item(id);
         }
-        let mut notifications = Vec::new();
         // XEP-0060 §7.2.2.1: notify when configured or asked to.
-        if node.config.notify_retract || r.notify {
-            let body = response::retract_event(&node.id, &r.item_ids).to_xml();
-            notifications.extend(Self::broadcast(node, body));
+        if !(node.config.notify_retract || r.notify) {
+            return Ok((None, Vec::new()));
         }
-        Ok((None, notifications))
+        let body = response::retract_event(&node.id, &r.item_ids).to_xml();
+        Ok((None, self.item_event(&r.node, body)))
     }
 
     fn apply_purge(&mut self, actor: &Jid, p: &proto::Purge) -> Reply {

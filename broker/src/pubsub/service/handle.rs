@@ -108,7 +108,7 @@ impl PubsubService {
                     // XEP-0060 §8.2.6: a cancelled form changes nothing.
                     return Ok(Handled::Reply(Ok(None)));
                 };
-                existing.config.clone().apply_patch(&config, &self.limits)?;
+                self.check_configure(existing, &config)?;
                 propose(Op::ConfigureNode(proto::ConfigureNode {
                     node,
                     config: Some(config),
@@ -233,6 +233,10 @@ impl PubsubService {
                 rsm,
             } => {
                 let existing = self.existing(&node)?;
+                if existing.config.node_type == NodeType::Collection {
+                    // XEP-0248: items live in the leaves of a collection.
+                    return Err(StanzaError::unsupported("retrieve-items"));
+                }
                 if !existing.config.persist_items {
                     // XEP-0060 §6.5.9.5: a transient node keeps no items.
                     return Err(StanzaError::unsupported("persistent-items"));
@@ -409,7 +413,13 @@ impl PubsubService {
                 query.push_child(
                     Element::new("identity", DISCO_INFO_NS)
                         .with_attr("category", "pubsub")
-                        .with_attr("type", "leaf"),
+                        .with_attr(
+                            "type",
+                            match node.config.node_type {
+                                NodeType::Collection => "collection",
+                                _ => "leaf",
+                            },
+                        ),
                 );
                 for var in [DISCO_INFO_NS, DISCO_ITEMS_NS, PUBSUB_NS, MAM_NS] {
                     query.push_child(feature(var));
@@ -430,19 +440,31 @@ impl PubsubService {
         let mut query = Element::new("query", DISCO_ITEMS_NS);
         let entry =
             || Element::new("item", DISCO_ITEMS_NS).with_attr("jid", self.service_jid.to_string());
+        let node_entry = |n: &PubsubNode| {
+            let mut item = entry().with_attr("node", n.id.clone());
+            if !n.config.title.is_empty() {
+                item.set_attr("name", n.config.title.clone());
+            }
+            (n.id.clone(), item)
+        };
         // (rsm id, element) in result order.
         let entries: Vec<(String, Element)> = match node {
+            // XEP-0248 §5.1: the service lists the nodes in no collection.
             None => self
                 .nodes
                 .values()
-                .map(|n| {
-                    let mut item = entry().with_attr("node", n.id.clone());
-                    if !n.config.title.is_empty() {
-                        item.set_attr("name", n.config.title.clone());
-                    }
-                    (n.id.clone(), item)
-                })
+                .filter(|n| n.config.collections.is_empty())
+                .map(node_entry)
                 .collect(),
+            Some(id) if self.existing(id)?.config.node_type == NodeType::Collection => {
+                query.set_attr("node", id);
+                // XEP-0248 §5.2: a collection lists its nodes.
+                self.nodes
+                    .values()
+                    .filter(|n| n.config.collections.iter().any(|c| c == id))
+                    .map(node_entry)
+                    .collect()
+            }
             Some(id) => {
                 let node = self.existing(id)?;
                 self.check_retrieve(node, actor, ctx)?;
@@ -641,6 +663,7 @@ const PUBSUB_FEATURES: &[&str] = &[
     "access-roster",
     "access-whitelist",
     "auto-create",
+    "collections",
     "config-node",
     "config-node-max",
     "create-and-configure",

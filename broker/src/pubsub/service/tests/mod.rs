@@ -4,6 +4,7 @@
 //! index, as the server does.
 
 mod archive;
+mod collection;
 mod discovery;
 mod lifecycle;
 mod owner;
