@@ -34,8 +34,7 @@
 //! options (a collection subscription delivers the items of every leaf
 //! below it) and node-creation notifications; subscription digests and
 //! presence-filtered delivery (`pubsub#show-values`); offline storage of
-//! notifications
-//! (subscribers catch up with XEP-0313 queries instead), and
+//! notifications (subscribers catch up with XEP-0313 queries instead); and
 //! pending-subscription retrieval through ad-hoc commands (§8.7).
 //!
 //! # Layout
