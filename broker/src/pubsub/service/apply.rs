@@ -1,7 +1,7 @@
 //! Applying committed commands: the deterministic state transitions and
 //! the notifications each produces.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
@@ -91,26 +91,29 @@ impl PubsubService {
         if !node.config.deliver_notifications {
             return Vec::new();
         }
-        let mut by_jid: BTreeMap<&Jid, Vec<&str>> = BTreeMap::new();
-        for s in node
+        // (JID, subid) of every delivering subscription, grouped by JID.
+        let mut delivering: Vec<(&Jid, &str)> = node
             .subscriptions
             .iter()
             .filter(|s| s.state == SubscriptionState::Subscribed && s.options.deliver)
-        {
-            by_jid.entry(&s.jid).or_default().push(&s.subid);
-        }
+            .map(|s| (&s.jid, s.subid.as_str()))
+            .collect();
+        delivering.sort_unstable();
         let kind = notification_kind(&node.config);
-        let mut shared = Vec::new();
+        let mut shared = Vec::with_capacity(delivering.len());
         let mut own = Vec::new();
-        for (jid, subids) in by_jid {
-            if subids.len() == 1 {
-                shared.push(jid.clone());
-            } else {
-                own.push(Notification {
-                    recipients: vec![jid.clone()],
-                    kind,
-                    message: format!("{body}{}", response::subid_headers_xml(&subids)).into(),
-                });
+        for group in delivering.chunk_by(|a, b| a.0 == b.0) {
+            match group {
+                [(jid, _)] => shared.push((*jid).clone()),
+                [(jid, _), ..] => {
+                    let subids: Vec<&str> = group.iter().map(|(_, subid)| *subid).collect();
+                    own.push(Notification {
+                        recipients: vec![(*jid).clone()],
+                        kind,
+                        message: format!("{body}{}", response::subid_headers_xml(&subids)).into(),
+                    });
+                }
+                [] => {}
             }
         }
         let mut notifications: Vec<Notification> =
