@@ -31,7 +31,8 @@ use crate::pubsub::model::{
 };
 use crate::pubsub::payload;
 use crate::pubsub::request::{
-    AuthorizationAnswer, DISCO_INFO_NS, DISCO_ITEMS_NS, MAM_NS, PUBSUB_NS, PUBSUB_OWNER_NS, Request,
+    AuthorizationAnswer, DISCO_INFO_NS, DISCO_ITEMS_NS, MAM_NS, PUBSUB_NS, PUBSUB_OWNER_NS,
+    PublishedItem, Request,
 };
 use crate::pubsub::response::{self, affiliation_element, subscription_element};
 use crate::pubsub::rsm::{self, RsmRequest};

@@ -333,17 +333,18 @@ impl PubsubService {
             // XEP-0248: items are published to leaves, not collections.
             return Err(StanzaError::unsupported("publish"));
         }
+        // XEP-0060 §7.1.3.6: the request must match the node's event type.
         let has_payload = !publish.payload.is_empty();
-        if (config.persist_items || config.deliver_payloads) && !has_payload {
-            // §7.1.3.4 / §7.1.3.5; our requests always hold one item, so a
-            // missing payload is the payload's fault.
+        if config.persist_items && !publish.has_item {
+            return Err(StanzaError::pubsub(Condition::BadRequest, "item-required"));
+        }
+        if config.deliver_payloads && !has_payload {
             return Err(StanzaError::pubsub(
                 Condition::BadRequest,
                 "payload-required",
             ));
         }
-        if !config.persist_items && !config.deliver_payloads && has_payload {
-            // §7.1.3.6: a transient notification node takes no payload.
+        if !config.persist_items && !config.deliver_payloads && publish.has_item {
             return Err(StanzaError::pubsub(Condition::BadRequest, "item-forbidden"));
         }
         if publish.payload.len() > self.limits.payload_bytes_max {

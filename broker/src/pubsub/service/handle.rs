@@ -186,10 +186,10 @@ impl PubsubService {
             }
             Request::Publish {
                 node,
-                item_id,
-                payload,
+                item,
                 publish_options,
             } => {
+                let payload = item.as_ref().and_then(|i| i.payload.as_ref());
                 let node_type = match self.nodes.get(&node) {
                     Some(existing) => Some(existing.config.payload_type.as_str()),
                     None => publish_options
@@ -200,7 +200,7 @@ impl PubsubService {
                 // (apply refuses it too, without the detail, should the node
                 // become a VOEvent node before the command commits).
                 if node_type == Some(VOEVENT_NS)
-                    && let Some(Err(invalid)) = payload.as_ref().map(voevent::validate)
+                    && let Some(Err(invalid)) = payload.map(voevent::validate)
                 {
                     return Err(
                         StanzaError::pubsub(Condition::BadRequest, "invalid-payload")
@@ -210,7 +210,7 @@ impl PubsubService {
                 if !self.nodes.contains_key(&node) && !ctx.is_local_user(&actor.to_bare()) {
                     return Err(not_found(&node));
                 }
-                let publish = publish_op(node, item_id, payload.as_ref(), publish_options);
+                let publish = publish_op(node, item.as_ref(), publish_options);
                 self.check_publish(actor, &publish)?;
                 propose(Op::Publish(publish))
             }
@@ -320,7 +320,11 @@ impl PubsubService {
             payload_type: Some(VOEVENT_NS.to_owned()),
             ..proto::NodeConfig::default()
         };
-        let publish = publish_op(header.ivorn.pubsub_node(), None, Some(root), Some(options));
+        let item = PublishedItem {
+            id: None,
+            payload: Some(root.clone()),
+        };
+        let publish = publish_op(header.ivorn.pubsub_node(), Some(&item), Some(options));
         Ok(command(actor, now_micros, Op::Publish(publish)))
     }
 
@@ -637,20 +641,21 @@ impl PubsubService {
 /// enforce VOEvent nodes without re-reading XML).
 fn publish_op(
     node: String,
-    item_id: Option<String>,
-    payload: Option<&Element>,
+    item: Option<&PublishedItem>,
     publish_options: Option<proto::NodeConfig>,
 ) -> proto::Publish {
+    let payload = item.and_then(|i| i.payload.as_ref());
     let voevent_ivorn = payload
         .filter(|root| root.ns() == VOEVENT_NS)
         .and_then(|root| voevent::validate(root).ok())
         .map(|header| header.ivorn.to_string());
     proto::Publish {
         node,
-        item_id: item_id.unwrap_or_default(),
+        item_id: item.and_then(|i| i.id.clone()).unwrap_or_default(),
         payload: payload.map(payload::serialize).unwrap_or_default(),
         publish_options,
         voevent_ivorn,
+        has_item: item.is_some(),
     }
 }
 
