@@ -15,28 +15,15 @@
 //! preconditions shared by both paths), `apply` (state transitions and
 //! notifications) and `snapshot`.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
 use vomesh_proto::pubsub::{Command, command::Op};
 
-use crate::pubsub::archive::{self, ArchiveQuery};
-use crate::pubsub::config::{NODE_CONFIG_FORM, PubsubLimits};
+use crate::pubsub::config::PubsubLimits;
 use crate::pubsub::error::{Condition, ErrorType, StanzaError};
-use crate::pubsub::model::{
-    AccessModel, Affiliation, Item, NodeConfig, NodeType, NotificationType, PublishModel,
-    PubsubNode, SendLastPublishedItem, Subscription, SubscriptionOptions, SubscriptionState,
-};
-use crate::pubsub::payload;
-use crate::pubsub::request::{
-    AuthorizationAnswer, DISCO_INFO_NS, DISCO_ITEMS_NS, MAM_NS, PUBSUB_NS, PUBSUB_OWNER_NS,
-    PublishedItem, Request,
-};
-use crate::pubsub::response::{self, affiliation_element, subscription_element};
-use crate::pubsub::rsm::{self, RsmRequest};
-use crate::voevent::{self, VOEVENT_NS};
+use crate::pubsub::model::{NodeConfig, NotificationType, PubsubNode};
 use crate::xml::Element;
 
 /// Where a command sits in the replicated log.

@@ -8,6 +8,12 @@ use jid::{BareJid, Jid};
 use vomesh_proto::pubsub::{self as proto, command::Op};
 
 use super::*;
+use crate::pubsub::model::{
+    AccessModel, Affiliation, Item, SendLastPublishedItem, Subscription, SubscriptionOptions,
+    SubscriptionState,
+};
+use crate::pubsub::response;
+use crate::voevent::VOEVENT_NS;
 
 impl PubsubService {
     /// Applies a committed command. Deterministic: the same commands at the

@@ -2,12 +2,17 @@
 //! avoid proposing garbage) and `apply` (authoritative, at the command's
 //! log position).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use jid::{BareJid, Jid};
 use vomesh_proto::pubsub as proto;
 
 use super::*;
+use crate::pubsub::model::{
+    AccessModel, Affiliation, NodeType, PublishModel, Subscription, SubscriptionState,
+};
+use crate::voevent::VOEVENT_NS;
 
 impl PubsubService {
     pub(super) fn existing(&self, node: &str) -> Result<&PubsubNode, StanzaError> {

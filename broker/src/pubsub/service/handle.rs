@@ -7,6 +7,19 @@ use jid::{FullJid, Jid};
 use vomesh_proto::pubsub::{self as proto, command::Op};
 
 use super::*;
+use crate::pubsub::archive::{self, ArchiveQuery};
+use crate::pubsub::config::NODE_CONFIG_FORM;
+use crate::pubsub::model::{
+    Affiliation, Item, NodeType, SendLastPublishedItem, SubscriptionOptions, SubscriptionState,
+};
+use crate::pubsub::payload;
+use crate::pubsub::request::{
+    AuthorizationAnswer, DISCO_INFO_NS, DISCO_ITEMS_NS, MAM_NS, PUBSUB_NS, PUBSUB_OWNER_NS,
+    PublishedItem, Request,
+};
+use crate::pubsub::response::{self, affiliation_element, subscription_element};
+use crate::pubsub::rsm::{self, RsmRequest};
+use crate::voevent::{self, VOEVENT_NS};
 
 impl PubsubService {
     /// Parses an IQ addressed to the service: reads are answered now from

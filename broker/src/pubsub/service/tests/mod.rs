@@ -21,6 +21,8 @@ use jid::{BareJid, FullJid, Jid};
 use vomesh_proto::pubsub::{self as proto, Command};
 
 use super::*;
+use crate::pubsub::config::NODE_CONFIG_FORM;
+use crate::pubsub::model::{AccessModel, Affiliation};
 use crate::pubsub::payload;
 
 pub const PS: &str = "http://jabber.org/protocol/pubsub";
