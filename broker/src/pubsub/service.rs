@@ -23,7 +23,7 @@ use vomesh_proto::pubsub::{Command, command::Op};
 
 use crate::pubsub::config::PubsubLimits;
 use crate::pubsub::error::{Condition, ErrorType, StanzaError};
-use crate::pubsub::model::{NodeConfig, NotificationType, PubsubNode};
+use crate::pubsub::model::{Item, NodeConfig, NotificationType, PubsubNode};
 use crate::xml::Element;
 
 /// Where a command sits in the replicated log.
@@ -92,6 +92,10 @@ pub struct Outcome {
     /// proposed the command), or the error.
     pub reply: Result<Option<Element>, StanzaError>,
     pub notifications: Vec<Notification>,
+    /// The item a `Publish` added (its node is the command's): `None` for
+    /// every other command, a refused publish, and an idempotent VOEvent
+    /// republish — so bridges and metrics count each event once.
+    pub published: Option<Arc<Item>>,
 }
 
 /// What to do with a request.
@@ -120,7 +124,10 @@ pub trait RequestContext {
     fn has_presence_subscription(&self, owner: &BareJid, who: &BareJid) -> bool;
 }
 
+/// What applying one command gives: the reply child and notifications.
 type Reply = Result<(Option<Element>, Vec<Notification>), StanzaError>;
+/// A [`Reply`] plus the item a publish added.
+type Applied = Result<(Option<Element>, Vec<Notification>, Option<Arc<Item>>), StanzaError>;
 
 /// The pubsub service at `pubsub.<domain>`.
 #[derive(Debug, Clone, PartialEq)]

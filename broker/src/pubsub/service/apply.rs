@@ -27,22 +27,25 @@ impl PubsubService {
             self.last_index
         );
         self.last_index = meta.index;
+        let at = cmd.timestamp_micros;
         let result = match (Jid::new(&cmd.actor), &cmd.op) {
             (_, None) => Err(StanzaError::new(Condition::BadRequest).with_text("empty command")),
             (Err(_), _) => Err(StanzaError::new(Condition::JidMalformed)),
-            (Ok(actor), Some(op)) => self.apply_op(&actor, cmd.timestamp_micros, meta.index, op),
+            (Ok(actor), Some(op)) => self.apply_op(&actor, at, meta.index, op),
         };
         if cfg!(debug_assertions) {
             self.debug_check();
         }
         match result {
-            Ok((reply, notifications)) => Outcome {
+            Ok((reply, notifications, published)) => Outcome {
                 reply: Ok(reply),
                 notifications,
+                published,
             },
             Err(error) => Outcome {
                 reply: Err(error),
                 notifications: Vec::new(),
+                published: None,
             },
         }
     }
@@ -54,8 +57,9 @@ impl PubsubService {
         }
     }
 
-    fn apply_op(&mut self, actor: &Jid, at: i64, index: u64, op: &Op) -> Reply {
-        match op {
+    fn apply_op(&mut self, actor: &Jid, at: i64, index: u64, op: &Op) -> Applied {
+        let applied = match op {
+            Op::Publish(p) => return self.apply_publish(actor, at, index, p),
             Op::CreateNode(c) => self.apply_create(actor, at, index, c),
             Op::ConfigureNode(c) => self.apply_configure(actor, c),
             Op::DeleteNode(d) => self.apply_delete(actor, d),
@@ -65,7 +69,6 @@ impl PubsubService {
             Op::AuthorizeSubscription(a) => self.apply_authorize(actor, a),
             Op::SetAffiliations(a) => self.apply_affiliations(actor, a),
             Op::SetSubscriptions(s) => self.apply_subscriptions(actor, index, s),
-            Op::Publish(p) => self.apply_publish(actor, at, index, p),
             Op::Retract(r) => self.apply_retract(actor, r),
             Op::Purge(p) => self.apply_purge(actor, p),
             Op::ExpireItems(_) => Ok((None, self.apply_expire(at))),
@@ -81,7 +84,8 @@ impl PubsubService {
                 Some(_) => Ok((None, Vec::new())),
                 None => Err(StanzaError::new(Condition::ItemNotFound).with_text("no such account")),
             },
-        }
+        };
+        applied.map(|(reply, notifications)| (reply, notifications, None))
     }
 
     fn node_mut(&mut self, node: &str) -> Result<&mut PubsubNode, StanzaError> {
@@ -493,7 +497,8 @@ impl PubsubService {
         Ok((None, notifications))
     }
 
-    fn apply_publish(&mut self, actor: &Jid, at: i64, index: u64, p: &proto::Publish) -> Reply {
+    /// XEP-0060 §7.1; also returns the item added, if any.
+    fn apply_publish(&mut self, actor: &Jid, at: i64, index: u64, p: &proto::Publish) -> Applied {
         if let Some(config) = self.check_publish(actor, p)? {
             // XEP-0060 §7.1.4: auto-create with the publish-options.
             self.nodes.insert(
@@ -519,7 +524,11 @@ impl PubsubService {
                 .get(&id)
                 .is_some_and(|existing| *existing.payload == *p.payload)
         {
-            return Ok((Some(response::publish_reply(&p.node, &id)), Vec::new()));
+            return Ok((
+                Some(response::publish_reply(&p.node, &id)),
+                Vec::new(),
+                None,
+            ));
         }
         let item = Arc::new(Item {
             id: id.clone(),
@@ -547,6 +556,7 @@ impl PubsubService {
         Ok((
             Some(response::publish_reply(&p.node, &id)),
             self.item_event(&p.node, body),
+            Some(item),
         ))
     }
 

@@ -83,6 +83,8 @@ pub struct Answer {
     pub command: Option<Command>,
     /// XEP-0313 result messages.
     pub archive: Vec<Notification>,
+    /// The item a publish added.
+    pub published: Option<std::sync::Arc<crate::pubsub::model::Item>>,
 }
 
 impl Answer {
@@ -178,12 +180,14 @@ impl Harness {
                 notifications: Vec::new(),
                 command: None,
                 archive: Vec::new(),
+                published: None,
             },
             Handled::Archive { messages, fin } => Answer {
                 reply: Ok(Some(fin)),
                 notifications: Vec::new(),
                 command: None,
                 archive: messages,
+                published: None,
             },
             Handled::Propose(command) => {
                 let outcome = self.apply(&command);
@@ -192,6 +196,7 @@ impl Harness {
                     notifications: outcome.notifications,
                     command: Some(command),
                     archive: Vec::new(),
+                    published: outcome.published,
                 }
             }
         }

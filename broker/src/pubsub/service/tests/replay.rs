@@ -129,6 +129,7 @@ fn run(seed: u64) {
                 Outcome {
                     reply: answer.reply,
                     notifications: answer.notifications,
+                    published: answer.published,
                 },
             ));
         }
