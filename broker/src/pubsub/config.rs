@@ -41,7 +41,9 @@ pub struct PubsubLimits {
     pub node_id_bytes_max: usize,
     /// Archive entries kept per node (XEP-0313); the oldest are dropped.
     pub archive_entries_per_node_max: usize,
-    /// Items or archive entries in one response (XEP-0059 `max` is capped to it).
+    /// Items or archive entries in one response, and the page size when the
+    /// request names none (XEP-0059 `max` is capped to it). Items come back
+    /// in one IQ result, so this times `payload_bytes_max` bounds its size.
     pub page_items_max: usize,
 }
 
@@ -55,7 +57,7 @@ impl Default for PubsubLimits {
             subscriptions_per_node_max: 100_000,
             node_id_bytes_max: 1_023,
             archive_entries_per_node_max: 1_000_000,
-            page_items_max: 1_000,
+            page_items_max: 100,
         }
     }
 }
