@@ -134,33 +134,58 @@ pub fn run(
     let first = query.after_id.map_or(0, |after| {
         archive.partition_point(|i| i.archive_id <= after)
     });
-    let end = query.before_id.map_or(archive.len(), |before| {
-        archive.partition_point(|i| i.archive_id < before)
-    });
+    let end = query
+        .before_id
+        .map_or(archive.len(), |before| {
+            archive.partition_point(|i| i.archive_id < before)
+        })
+        .max(first);
     // Publication times follow the log order only as far as the proposing
-    // sites' clocks agree, so the time window is a filter, not a search.
-    let matching: Vec<&Arc<Item>> = archive
-        .range(first..end.max(first))
-        .filter(|i| query.start_micros.is_none_or(|s| i.published_micros >= s))
-        .filter(|i| query.end_micros.is_none_or(|e| i.published_micros <= e))
-        .collect();
-    let after = |id: &str| {
-        let id: ArchiveId = id.parse().ok()?;
-        Some(matching.partition_point(|i| i.archive_id <= id))
+    // sites' clocks agree, so a time window is a filter, not a search; the
+    // common catch-up query (ids only) reads just the page it returns.
+    let timed = query.start_micros.is_some() || query.end_micros.is_some();
+    let filtered: Vec<&Arc<Item>> = if timed {
+        archive
+            .range(first..end)
+            .filter(|i| query.start_micros.is_none_or(|s| i.published_micros >= s))
+            .filter(|i| query.end_micros.is_none_or(|e| i.published_micros <= e))
+            .collect()
+    } else {
+        Vec::new()
     };
-    let before = |id: &str| {
-        let id: ArchiveId = id.parse().ok()?;
-        Some(matching.partition_point(|i| i.archive_id < id))
+    let len = if timed { filtered.len() } else { end - first };
+    let entry = |position: usize| -> Option<&Arc<Item>> {
+        if timed {
+            filtered.get(position).copied()
+        } else {
+            archive.get(first + position)
+        }
+    };
+    // The number of matching entries whose id is below `bound` (or at most
+    // `bound` when `inclusive`): a binary search, ids being sorted.
+    let count_below = |bound: ArchiveId, inclusive: bool| {
+        let (mut low, mut high) = (0, len);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let below = entry(middle)
+                .is_some_and(|i| i.archive_id < bound || (inclusive && i.archive_id == bound));
+            if below {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
     };
     let page = rsm::select(
-        matching.len(),
+        len,
         &query.rsm,
         limits.page_items_max,
         limits.page_items_max,
-        after,
-        before,
+        |id| Some(count_below(id.parse().ok()?, true)),
+        |id| Some(count_below(id.parse().ok()?, false)),
     )?;
-    let items = &matching[page.range.clone()];
+    let items: Vec<&Arc<Item>> = page.range.clone().filter_map(entry).collect();
     let results = items
         .iter()
         .map(|item| archive_result_xml(service, query.query_id.as_deref(), &node.id, item))

@@ -13,8 +13,8 @@ use vomesh_proto::pubsub as proto;
 use crate::pubsub::error::{Condition, StanzaError};
 use crate::pubsub::form::{FormBuilder, SubmittedForm, parse_bool};
 use crate::pubsub::model::{
-    AccessModel, MaxItems, NodeConfig, NotificationType, PublishModel, SendLastPublishedItem,
-    SubscriptionOptions,
+    AccessModel, MaxItems, NodeConfig, NodeType, NotificationType, PublishModel,
+    SendLastPublishedItem, SubscriptionOptions,
 };
 use crate::xml::Element;
 
@@ -41,7 +41,9 @@ pub struct PubsubLimits {
     pub node_id_bytes_max: usize,
     /// Archive entries kept per node (XEP-0313); the oldest are dropped.
     pub archive_entries_per_node_max: usize,
-    /// Items or archive entries in one response (XEP-0059 `max` is capped to it).
+    /// Items or archive entries in one response, and the page size when the
+    /// request names none (XEP-0059 `max` is capped to it). Items come back
+    /// in one IQ result, so this times `payload_bytes_max` bounds its size.
     pub page_items_max: usize,
 }
 
@@ -55,7 +57,7 @@ impl Default for PubsubLimits {
             subscriptions_per_node_max: 100_000,
             node_id_bytes_max: 1_023,
             archive_entries_per_node_max: 1_000_000,
-            page_items_max: 1_000,
+            page_items_max: 100,
         }
     }
 }
@@ -84,6 +86,8 @@ impl NodeConfig {
             payload_type: String::new(),
             notification_type: NotificationType::Headline,
             subscribe: true,
+            node_type: NodeType::Leaf,
+            collections: Vec::new(),
         }
     }
 
@@ -197,6 +201,15 @@ impl NodeConfig {
         if let Some(v) = patch.subscribe {
             next.subscribe = v;
         }
+        if let Some(v) = patch.node_type {
+            next.node_type = match NodeType::try_from(v) {
+                Ok(NodeType::Unspecified) | Err(_) => return Err(invalid("pubsub#node_type")),
+                Ok(kind) => kind,
+            };
+        }
+        if let Some(parents) = &patch.collections {
+            next.collections.clone_from(&parents.values);
+        }
         *self = next;
         Ok(())
     }
@@ -229,6 +242,10 @@ impl NodeConfig {
             payload_type: Some(self.payload_type.clone()),
             notification_type: Some(self.notification_type.into()),
             subscribe: Some(self.subscribe),
+            node_type: Some(self.node_type.into()),
+            collections: Some(proto::StringList {
+                values: self.collections.clone(),
+            }),
         }
     }
 
@@ -322,6 +339,12 @@ fn field_spec(var: &str) -> FieldSpec {
             &["headline", "normal"],
         ),
         "pubsub#subscribe" => ("boolean", "Allow subscriptions", &[]),
+        "pubsub#node_type" => (
+            "list-single",
+            "Whether the node holds items or other nodes",
+            &["leaf", "collection"],
+        ),
+        "pubsub#collection" => ("text-multi", "The collections this node belongs to", &[]),
         _ => ("text-single", "", &[]),
     };
     FieldSpec {
@@ -392,6 +415,17 @@ fn node_config_fields(config: &NodeConfig) -> Vec<(&'static str, Vec<String>)> {
             ],
         ),
         ("pubsub#subscribe", bool_value(config.subscribe)),
+        (
+            "pubsub#node_type",
+            vec![
+                match config.node_type {
+                    NodeType::Collection => "collection",
+                    _ => "leaf",
+                }
+                .to_owned(),
+            ],
+        ),
+        ("pubsub#collection", config.collections.clone()),
     ]
 }
 
@@ -507,6 +541,19 @@ pub fn node_config_patch(
                 patch.notification_type = Some(kind.into());
             }
             "pubsub#subscribe" => patch.subscribe = Some(boolean()?),
+            "pubsub#node_type" => {
+                let kind = match single {
+                    "leaf" => NodeType::Leaf,
+                    "collection" => NodeType::Collection,
+                    _ => return Err(invalid()),
+                };
+                patch.node_type = Some(kind.into());
+            }
+            "pubsub#collection" => {
+                patch.collections = Some(proto::StringList {
+                    values: values.iter().filter(|v| !v.is_empty()).cloned().collect(),
+                });
+            }
             _ => {
                 return Err(StanzaError::new(Condition::NotAcceptable)
                     .with_text(format!("unsupported field {var}")));

@@ -30,9 +30,11 @@
 //!   [`PubsubService::from_snapshot`].
 //!
 //! # Not implemented
-//! Collection nodes (XEP-0248), subscription digests and presence-filtered
-//! delivery (`pubsub#show-values`), offline storage of notifications
-//! (subscribers catch up with XEP-0313 queries instead), and
+//! Of XEP-0248 (collection nodes), the `subscription_type`/`subscription_depth`
+//! options (a collection subscription delivers the items of every leaf
+//! below it) and node-creation notifications; subscription digests and
+//! presence-filtered delivery (`pubsub#show-values`); offline storage of
+//! notifications (subscribers catch up with XEP-0313 queries instead); and
 //! pending-subscription retrieval through ad-hoc commands (§8.7).
 //!
 //! # Layout

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use jid::{BareJid, Jid};
 pub use vomesh_proto::pubsub::{
-    AccessModel, Affiliation, NotificationType, PublishModel, SendLastPublishedItem,
+    AccessModel, Affiliation, NodeType, NotificationType, PublishModel, SendLastPublishedItem,
     SubscriptionState,
 };
 
@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub notification_type: NotificationType,
     /// pubsub#subscribe: whether entities may subscribe.
     pub subscribe: bool,
+    /// pubsub#node_type: leaf or collection (XEP-0248), fixed at creation.
+    pub node_type: NodeType,
+    /// pubsub#collection: the collections this node belongs to.
+    pub collections: Vec<String>,
 }
 
 /// pubsub#subscribe_options of one subscription (XEP-0060 §16.4.3).

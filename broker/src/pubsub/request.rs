@@ -86,8 +86,7 @@ pub enum Request {
     /// §7.1 (and §7.1.5 publish-options).
     Publish {
         node: String,
-        item_id: Option<String>,
-        payload: Option<Element>,
+        item: Option<PublishedItem>,
         publish_options: Option<proto::NodeConfig>,
     },
     /// §7.2.
@@ -352,7 +351,7 @@ fn parse_publish(pubsub: &Element, publish: &Element) -> Result<Request, StanzaE
                 .with_text("more than one item"),
         );
     }
-    let (item_id, payload) = match item {
+    let item = match item {
         Some(item) => {
             let mut payloads = item.children();
             let payload = payloads.next().cloned();
@@ -363,14 +362,15 @@ fn parse_publish(pubsub: &Element, publish: &Element) -> Result<Request, StanzaE
                         .with_text("more than one payload element"),
                 );
             }
-            (
-                item.attr("id")
+            Some(PublishedItem {
+                id: item
+                    .attr("id")
                     .filter(|id| !id.is_empty())
                     .map(str::to_owned),
                 payload,
-            )
+            })
         }
-        None => (None, None),
+        None => None,
     };
     let publish_options = match pubsub.child("publish-options", PUBSUB_NS) {
         Some(options) => config_in(options, PUBLISH_OPTIONS_FORM)?,
@@ -378,10 +378,17 @@ fn parse_publish(pubsub: &Element, publish: &Element) -> Result<Request, StanzaE
     };
     Ok(Request::Publish {
         node,
-        item_id,
-        payload,
+        item,
         publish_options,
     })
+}
+
+/// The `<item/>` of a publish request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedItem {
+    pub id: Option<String>,
+    /// At most one payload element (XEP-0060 §7.1.3.6).
+    pub payload: Option<Element>,
 }
 
 fn parse_owner(pubsub: &Element, is_set: bool) -> Result<Request, StanzaError> {
@@ -536,16 +543,15 @@ mod tests {
         .unwrap();
         let Request::Publish {
             node,
-            item_id,
-            payload,
+            item: Some(item),
             publish_options,
         } = request
         else {
-            panic!("not a publish: {request:?}");
+            panic!("not a publish with an item: {request:?}");
         };
-        assert_eq!((node.as_str(), item_id.as_deref()), ("n", Some("i")));
+        assert_eq!((node.as_str(), item.id.as_deref()), ("n", Some("i")));
         assert_eq!(
-            payload.map(|p| p.to_xml()).as_deref(),
+            item.payload.map(|p| p.to_xml()).as_deref(),
             Some("<p xmlns=\"urn:p\"/>")
         );
         assert_eq!(

@@ -120,6 +120,18 @@ pub fn subid_headers_xml(subids: &[&str]) -> String {
     headers.to_xml()
 }
 
+/// XEP-0131 SHIM `<headers/>` naming the collection (XEP-0248 §6) a
+/// notification reached its recipient through.
+pub fn collection_header_xml(collection: &str) -> String {
+    Element::new("headers", SHIM_NS)
+        .with_child(
+            Element::new("header", SHIM_NS)
+                .with_attr("name", "Collection")
+                .with_text(collection),
+        )
+        .to_xml()
+}
+
 /// XEP-0060 §7.2.2: retraction notification.
 pub fn retract_event(node: &str, ids: &[String]) -> Element {
     let mut items = Element::new("items", PUBSUB_EVENT_NS).with_attr("node", node);

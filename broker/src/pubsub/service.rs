@@ -15,27 +15,15 @@
 //! preconditions shared by both paths), `apply` (state transitions and
 //! notifications) and `snapshot`.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
 use vomesh_proto::pubsub::{Command, command::Op};
 
-use crate::pubsub::archive::{self, ArchiveQuery};
-use crate::pubsub::config::{NODE_CONFIG_FORM, PubsubLimits};
+use crate::pubsub::config::PubsubLimits;
 use crate::pubsub::error::{Condition, ErrorType, StanzaError};
-use crate::pubsub::model::{
-    AccessModel, Affiliation, Item, NodeConfig, NotificationType, PublishModel, PubsubNode,
-    SendLastPublishedItem, Subscription, SubscriptionOptions, SubscriptionState,
-};
-use crate::pubsub::payload;
-use crate::pubsub::request::{
-    AuthorizationAnswer, DISCO_INFO_NS, DISCO_ITEMS_NS, MAM_NS, PUBSUB_NS, PUBSUB_OWNER_NS, Request,
-};
-use crate::pubsub::response::{self, affiliation_element, subscription_element};
-use crate::pubsub::rsm::{self, RsmRequest};
-use crate::voevent::{self, VOEVENT_NS};
+use crate::pubsub::model::{Item, NodeConfig, NotificationType, PubsubNode};
 use crate::xml::Element;
 
 /// Where a command sits in the replicated log.
@@ -115,6 +103,10 @@ pub struct Outcome {
     /// proposed the command), or the error.
     pub reply: Result<Option<Element>, StanzaError>,
     pub notifications: Vec<Notification>,
+    /// The item a `Publish` added (its node is the command's): `None` for
+    /// every other command, a refused publish, and an idempotent VOEvent
+    /// republish — so bridges and metrics count each event once.
+    pub published: Option<Arc<Item>>,
 }
 
 /// What to do with a request.
@@ -143,7 +135,10 @@ pub trait RequestContext {
     fn has_presence_subscription(&self, owner: &BareJid, who: &BareJid) -> bool;
 }
 
+/// What applying one command gives: the reply child and notifications.
 type Reply = Result<(Option<Element>, Vec<Notification>), StanzaError>;
+/// A [`Reply`] plus the item a publish added.
+type Applied = Result<(Option<Element>, Vec<Notification>, Option<Arc<Item>>), StanzaError>;
 
 /// The pubsub service at `pubsub.<domain>`.
 #[derive(Debug, Clone, PartialEq)]

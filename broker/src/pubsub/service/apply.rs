@@ -1,13 +1,19 @@
 //! Applying committed commands: the deterministic state transitions and
 //! the notifications each produces.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
 use vomesh_proto::pubsub::{self as proto, command::Op};
 
 use super::*;
+use crate::pubsub::model::{
+    AccessModel, Affiliation, Item, SendLastPublishedItem, Subscription, SubscriptionOptions,
+    SubscriptionState,
+};
+use crate::pubsub::response;
+use crate::voevent::VOEVENT_NS;
 
 impl PubsubService {
     /// Applies a committed command. Deterministic: the same commands at the
@@ -21,22 +27,25 @@ impl PubsubService {
             self.last_index
         );
         self.last_index = meta.index;
+        let at = cmd.timestamp_micros;
         let result = match (Jid::new(&cmd.actor), &cmd.op) {
             (_, None) => Err(StanzaError::new(Condition::BadRequest).with_text("empty command")),
             (Err(_), _) => Err(StanzaError::new(Condition::JidMalformed)),
-            (Ok(actor), Some(op)) => self.apply_op(&actor, cmd.timestamp_micros, meta.index, op),
+            (Ok(actor), Some(op)) => self.apply_op(&actor, at, meta.index, op),
         };
         if cfg!(debug_assertions) {
             self.debug_check();
         }
         match result {
-            Ok((reply, notifications)) => Outcome {
+            Ok((reply, notifications, published)) => Outcome {
                 reply: Ok(reply),
                 notifications,
+                published,
             },
             Err(error) => Outcome {
                 reply: Err(error),
                 notifications: Vec::new(),
+                published: None,
             },
         }
     }
@@ -48,8 +57,9 @@ impl PubsubService {
         }
     }
 
-    fn apply_op(&mut self, actor: &Jid, at: i64, index: u64, op: &Op) -> Reply {
-        match op {
+    fn apply_op(&mut self, actor: &Jid, at: i64, index: u64, op: &Op) -> Applied {
+        let applied = match op {
+            Op::Publish(p) => return self.apply_publish(actor, at, index, p),
             Op::CreateNode(c) => self.apply_create(actor, at, index, c),
             Op::ConfigureNode(c) => self.apply_configure(actor, c),
             Op::DeleteNode(d) => self.apply_delete(actor, d),
@@ -59,7 +69,6 @@ impl PubsubService {
             Op::AuthorizeSubscription(a) => self.apply_authorize(actor, a),
             Op::SetAffiliations(a) => self.apply_affiliations(actor, a),
             Op::SetSubscriptions(s) => self.apply_subscriptions(actor, index, s),
-            Op::Publish(p) => self.apply_publish(actor, at, index, p),
             Op::Retract(r) => self.apply_retract(actor, r),
             Op::Purge(p) => self.apply_purge(actor, p),
             Op::ExpireItems(_) => Ok((None, self.apply_expire(at))),
@@ -75,7 +84,8 @@ impl PubsubService {
                 Some(_) => Ok((None, Vec::new())),
                 None => Err(StanzaError::new(Condition::ItemNotFound).with_text("no such account")),
             },
-        }
+        };
+        applied.map(|(reply, notifications)| (reply, notifications, None))
     }
 
     fn node_mut(&mut self, node: &str) -> Result<&mut PubsubNode, StanzaError> {
@@ -91,31 +101,82 @@ impl PubsubService {
         if !node.config.deliver_notifications {
             return Vec::new();
         }
-        let mut by_jid: BTreeMap<&Jid, Vec<&str>> = BTreeMap::new();
-        for s in node
+        // (JID, subid) of every delivering subscription, grouped by JID.
+        let mut delivering: Vec<(&Jid, &str)> = node
             .subscriptions
             .iter()
             .filter(|s| s.state == SubscriptionState::Subscribed && s.options.deliver)
-        {
-            by_jid.entry(&s.jid).or_default().push(&s.subid);
-        }
+            .map(|s| (&s.jid, s.subid.as_str()))
+            .collect();
+        delivering.sort_unstable();
         let kind = notification_kind(&node.config);
-        let mut shared = Vec::new();
+        let mut shared = Vec::with_capacity(delivering.len());
         let mut own = Vec::new();
-        for (jid, subids) in by_jid {
-            if subids.len() == 1 {
-                shared.push(jid.clone());
-            } else {
-                own.push(Notification {
-                    recipients: vec![jid.clone()],
-                    kind,
-                    message: format!("{body}{}", response::subid_headers_xml(&subids)).into(),
-                });
+        for group in delivering.chunk_by(|a, b| a.0 == b.0) {
+            match group {
+                [(jid, _)] => shared.push((*jid).clone()),
+                [(jid, _), ..] => {
+                    let subids: Vec<&str> = group.iter().map(|(_, subid)| *subid).collect();
+                    own.push(Notification {
+                        recipients: vec![(*jid).clone()],
+                        kind,
+                        message: format!("{body}{}", response::subid_headers_xml(&subids)).into(),
+                    });
+                }
+                [] => {}
             }
         }
         let mut notifications: Vec<Notification> =
             Self::notify(shared, kind, body).into_iter().collect();
         notifications.extend(own);
+        notifications
+    }
+
+    /// The notifications of an item event on the leaf `node_id`: to its
+    /// subscribers, then (XEP-0248 §6) to the subscribers of the
+    /// collections it belongs to, nearest first, each JID once, with a SHIM
+    /// `Collection` header naming the collection it came through. Through a
+    /// collection, only entities the leaf would let read its items are
+    /// told: an open leaf, or one they are affiliated with (presence and
+    /// roster checks need site-local rosters, which `apply` does not have).
+    fn item_event(&self, node_id: &str, body: String) -> Vec<Notification> {
+        let Some(leaf) = self.nodes.get(node_id) else {
+            return Vec::new();
+        };
+        if leaf.config.collections.is_empty() {
+            return Self::broadcast(leaf, body);
+        }
+        let mut notifications = Self::broadcast(leaf, body.clone());
+        let mut told: BTreeSet<Jid> = notifications
+            .iter()
+            .flat_map(|n| n.recipients.iter().cloned())
+            .collect();
+        let readable = |jid: &Jid| match leaf.affiliation(jid) {
+            Affiliation::Owner | Affiliation::Publisher | Affiliation::Member => true,
+            Affiliation::Outcast | Affiliation::PublishOnly => false,
+            Affiliation::None | Affiliation::Unspecified => {
+                leaf.config.access_model == AccessModel::Open
+            }
+        };
+        for collection in self.ancestors(&leaf.config.collections) {
+            if !collection.config.deliver_notifications {
+                continue;
+            }
+            let recipients: Vec<Jid> = collection
+                .subscriptions
+                .iter()
+                .filter(|s| s.state == SubscriptionState::Subscribed && s.options.deliver)
+                .map(|s| &s.jid)
+                .filter(|jid| readable(jid) && told.insert((*jid).clone()))
+                .cloned()
+                .collect();
+            let message = format!("{body}{}", response::collection_header_xml(&collection.id));
+            notifications.extend(Self::notify(
+                recipients,
+                notification_kind(&leaf.config),
+                message,
+            ));
+        }
         notifications
     }
 
@@ -156,11 +217,13 @@ impl PubsubService {
 
     fn apply_configure(&mut self, actor: &Jid, c: &proto::ConfigureNode) -> Reply {
         let limits = self.limits;
+        let existing = Self::require_owner(self.existing(&c.node)?, actor)?;
+        let config = match &c.config {
+            Some(patch) => self.check_configure(existing, patch)?,
+            None => existing.config.clone(),
+        };
         let node = self.node_mut(&c.node)?;
-        Self::require_owner(node, actor)?;
-        if let Some(patch) = &c.config {
-            node.config.apply_patch(patch, &limits)?;
-        }
+        node.config = config;
         if !node.config.persist_items {
             node.items.clear();
             node.order.clear();
@@ -192,6 +255,10 @@ impl PubsubService {
         let Some(node) = self.nodes.remove(&d.node) else {
             return Err(not_found(&d.node));
         };
+        // XEP-0248: the nodes of a deleted collection stay, outside it.
+        for other in self.nodes.values_mut() {
+            other.config.collections.retain(|c| *c != d.node);
+        }
         let mut notifications = Vec::new();
         if node.config.notify_delete {
             // XEP-0060 §8.4.2
@@ -430,7 +497,8 @@ impl PubsubService {
         Ok((None, notifications))
     }
 
-    fn apply_publish(&mut self, actor: &Jid, at: i64, index: u64, p: &proto::Publish) -> Reply {
+    /// XEP-0060 §7.1; also returns the item added, if any.
+    fn apply_publish(&mut self, actor: &Jid, at: i64, index: u64, p: &proto::Publish) -> Applied {
         if let Some(config) = self.check_publish(actor, p)? {
             // XEP-0060 §7.1.4: auto-create with the publish-options.
             self.nodes.insert(
@@ -456,7 +524,11 @@ impl PubsubService {
                 .get(&id)
                 .is_some_and(|existing| *existing.payload == *p.payload)
         {
-            return Ok((Some(response::publish_reply(&p.node, &id)), Vec::new()));
+            return Ok((
+                Some(response::publish_reply(&p.node, &id)),
+                Vec::new(),
+                None,
+            ));
         }
         let item = Arc::new(Item {
             id: id.clone(),
@@ -483,7 +555,8 @@ impl PubsubService {
         );
         Ok((
             Some(response::publish_reply(&p.node, &id)),
-            Self::broadcast(node, body),
+            self.item_event(&p.node, body),
+            Some(item),
         ))
     }
 
@@ -493,13 +566,12 @@ impl PubsubService {
         for id in &r.item_ids {
             node.remove_item(id);
         }
-        let mut notifications = Vec::new();
         // XEP-0060 §7.2.2.1: notify when configured or asked to.
-        if node.config.notify_retract || r.notify {
-            let body = response::retract_event(&node.id, &r.item_ids).to_xml();
-            notifications.extend(Self::broadcast(node, body));
+        if !(node.config.notify_retract || r.notify) {
+            return Ok((None, Vec::new()));
         }
-        Ok((None, notifications))
+        let body = response::retract_event(&node.id, &r.item_ids).to_xml();
+        Ok((None, self.item_event(&r.node, body)))
     }
 
     fn apply_purge(&mut self, actor: &Jid, p: &proto::Purge) -> Reply {

@@ -2,12 +2,17 @@
 //! avoid proposing garbage) and `apply` (authoritative, at the command's
 //! log position).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use jid::{BareJid, Jid};
 use vomesh_proto::pubsub as proto;
 
 use super::*;
+use crate::pubsub::model::{
+    AccessModel, Affiliation, NodeType, PublishModel, Subscription, SubscriptionState,
+};
+use crate::voevent::VOEVENT_NS;
 
 impl PubsubService {
     pub(super) fn existing(&self, node: &str) -> Result<&PubsubNode, StanzaError> {
@@ -115,9 +120,75 @@ impl PubsubService {
             );
         }
         if let Some(config) = config {
-            NodeConfig::defaults(&self.limits).apply_patch(config, &self.limits)?;
+            let mut new = NodeConfig::defaults(&self.limits);
+            new.apply_patch(config, &self.limits)?;
+            self.check_collections(node, &new.collections)?;
         }
         Ok(())
+    }
+
+    /// The configuration `node` would have after `patch` (XEP-0060 §8.2.5):
+    /// a valid patch that keeps the node type (XEP-0248 §5: it is fixed at
+    /// creation) and names valid collections.
+    pub(super) fn check_configure(
+        &self,
+        node: &PubsubNode,
+        patch: &proto::NodeConfig,
+    ) -> Result<NodeConfig, StanzaError> {
+        let mut next = node.config.clone();
+        next.apply_patch(patch, &self.limits)?;
+        if next.node_type != node.config.node_type {
+            return Err(StanzaError::new(Condition::NotAcceptable)
+                .with_text("pubsub#node_type cannot change after creation"));
+        }
+        if next.collections != node.config.collections {
+            self.check_collections(Some(&node.id), &next.collections)?;
+        }
+        Ok(next)
+    }
+
+    /// XEP-0248: every collection `node` is to belong to exists, is a
+    /// collection, and does not have `node` among its own ancestors.
+    pub(super) fn check_collections(
+        &self,
+        node: Option<&str>,
+        parents: &[String],
+    ) -> Result<(), StanzaError> {
+        for parent in parents {
+            let collection = self.nodes.get(parent).ok_or_else(|| {
+                StanzaError::new(Condition::ItemNotFound)
+                    .with_text(format!("no collection {parent}"))
+            })?;
+            if collection.config.node_type != NodeType::Collection {
+                return Err(StanzaError::new(Condition::NotAcceptable)
+                    .with_text(format!("{parent} is not a collection")));
+            }
+        }
+        if let Some(node) = node
+            && self.ancestors(parents).iter().any(|a| a.id == node)
+        {
+            return Err(StanzaError::new(Condition::NotAcceptable)
+                .with_text(format!("{node} would contain itself")));
+        }
+        Ok(())
+    }
+
+    /// The collections reachable upwards from `parents`, each once, nearest
+    /// first (a cycle in stored data cannot loop: each node is visited once).
+    pub(super) fn ancestors(&self, parents: &[String]) -> Vec<&PubsubNode> {
+        let mut seen = BTreeSet::new();
+        let mut queue: VecDeque<&str> = parents.iter().map(String::as_str).collect();
+        let mut found = Vec::new();
+        while let Some(id) = queue.pop_front() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(collection) = self.nodes.get(id) {
+                queue.extend(collection.config.collections.iter().map(String::as_str));
+                found.push(collection);
+            }
+        }
+        found
     }
 
     pub(super) fn check_new_node_id(&self, id: &str) -> Result<(), StanzaError> {
@@ -263,17 +334,22 @@ impl PubsubService {
                 Cow::Owned(config)
             }
         };
+        if config.node_type == NodeType::Collection {
+            // XEP-0248: items are published to leaves, not collections.
+            return Err(StanzaError::unsupported("publish"));
+        }
+        // XEP-0060 §7.1.3.6: the request must match the node's event type.
         let has_payload = !publish.payload.is_empty();
-        if (config.persist_items || config.deliver_payloads) && !has_payload {
-            // §7.1.3.4 / §7.1.3.5; our requests always hold one item, so a
-            // missing payload is the payload's fault.
+        if config.persist_items && !publish.has_item {
+            return Err(StanzaError::pubsub(Condition::BadRequest, "item-required"));
+        }
+        if config.deliver_payloads && !has_payload {
             return Err(StanzaError::pubsub(
                 Condition::BadRequest,
                 "payload-required",
             ));
         }
-        if !config.persist_items && !config.deliver_payloads && has_payload {
-            // §7.1.3.6: a transient notification node takes no payload.
+        if !config.persist_items && !config.deliver_payloads && publish.has_item {
             return Err(StanzaError::pubsub(Condition::BadRequest, "item-forbidden"));
         }
         if publish.payload.len() > self.limits.payload_bytes_max {

@@ -7,6 +7,19 @@ use jid::{FullJid, Jid};
 use vomesh_proto::pubsub::{self as proto, command::Op};
 
 use super::*;
+use crate::pubsub::archive::{self, ArchiveQuery};
+use crate::pubsub::config::NODE_CONFIG_FORM;
+use crate::pubsub::model::{
+    Affiliation, Item, NodeType, SendLastPublishedItem, SubscriptionOptions, SubscriptionState,
+};
+use crate::pubsub::payload;
+use crate::pubsub::request::{
+    AuthorizationAnswer, DISCO_INFO_NS, DISCO_ITEMS_NS, MAM_NS, PUBSUB_NS, PUBSUB_OWNER_NS,
+    PublishedItem, Request,
+};
+use crate::pubsub::response::{self, affiliation_element, subscription_element};
+use crate::pubsub::rsm::{self, RsmRequest};
+use crate::voevent::{self, VOEVENT_NS};
 
 impl PubsubService {
     /// Parses an IQ addressed to the service: reads are answered now from
@@ -108,7 +121,7 @@ impl PubsubService {
                     // XEP-0060 §8.2.6: a cancelled form changes nothing.
                     return Ok(Handled::Reply(Ok(None)));
                 };
-                existing.config.clone().apply_patch(&config, &self.limits)?;
+                self.check_configure(existing, &config)?;
                 propose(Op::ConfigureNode(proto::ConfigureNode {
                     node,
                     config: Some(config),
@@ -186,10 +199,10 @@ impl PubsubService {
             }
             Request::Publish {
                 node,
-                item_id,
-                payload,
+                item,
                 publish_options,
             } => {
+                let payload = item.as_ref().and_then(|i| i.payload.as_ref());
                 let node_type = match self.nodes.get(&node) {
                     Some(existing) => Some(existing.config.payload_type.as_str()),
                     None => publish_options
@@ -200,7 +213,7 @@ impl PubsubService {
                 // (apply refuses it too, without the detail, should the node
                 // become a VOEvent node before the command commits).
                 if node_type == Some(VOEVENT_NS)
-                    && let Some(Err(invalid)) = payload.as_ref().map(voevent::validate)
+                    && let Some(Err(invalid)) = payload.map(voevent::validate)
                 {
                     return Err(
                         StanzaError::pubsub(Condition::BadRequest, "invalid-payload")
@@ -210,7 +223,7 @@ impl PubsubService {
                 if !self.nodes.contains_key(&node) && !ctx.is_local_user(&actor.to_bare()) {
                     return Err(not_found(&node));
                 }
-                let publish = publish_op(node, item_id, payload.as_ref(), publish_options);
+                let publish = publish_op(node, item.as_ref(), publish_options);
                 self.check_publish(actor, &publish)?;
                 propose(Op::Publish(publish))
             }
@@ -233,6 +246,10 @@ impl PubsubService {
                 rsm,
             } => {
                 let existing = self.existing(&node)?;
+                if existing.config.node_type == NodeType::Collection {
+                    // XEP-0248: items live in the leaves of a collection.
+                    return Err(StanzaError::unsupported("retrieve-items"));
+                }
                 if !existing.config.persist_items {
                     // XEP-0060 §6.5.9.5: a transient node keeps no items.
                     return Err(StanzaError::unsupported("persistent-items"));
@@ -316,7 +333,11 @@ impl PubsubService {
             payload_type: Some(VOEVENT_NS.to_owned()),
             ..proto::NodeConfig::default()
         };
-        let publish = publish_op(header.ivorn.pubsub_node(), None, Some(root), Some(options));
+        let item = PublishedItem {
+            id: None,
+            payload: Some(root.clone()),
+        };
+        let publish = publish_op(header.ivorn.pubsub_node(), Some(&item), Some(options));
         Ok(command(actor, now_micros, Op::Publish(publish)))
     }
 
@@ -409,7 +430,13 @@ impl PubsubService {
                 query.push_child(
                     Element::new("identity", DISCO_INFO_NS)
                         .with_attr("category", "pubsub")
-                        .with_attr("type", "leaf"),
+                        .with_attr(
+                            "type",
+                            match node.config.node_type {
+                                NodeType::Collection => "collection",
+                                _ => "leaf",
+                            },
+                        ),
                 );
                 for var in [DISCO_INFO_NS, DISCO_ITEMS_NS, PUBSUB_NS, MAM_NS] {
                     query.push_child(feature(var));
@@ -430,19 +457,31 @@ impl PubsubService {
         let mut query = Element::new("query", DISCO_ITEMS_NS);
         let entry =
             || Element::new("item", DISCO_ITEMS_NS).with_attr("jid", self.service_jid.to_string());
+        let node_entry = |n: &PubsubNode| {
+            let mut item = entry().with_attr("node", n.id.clone());
+            if !n.config.title.is_empty() {
+                item.set_attr("name", n.config.title.clone());
+            }
+            (n.id.clone(), item)
+        };
         // (rsm id, element) in result order.
         let entries: Vec<(String, Element)> = match node {
+            // XEP-0248 §5.1: the service lists the nodes in no collection.
             None => self
                 .nodes
                 .values()
-                .map(|n| {
-                    let mut item = entry().with_attr("node", n.id.clone());
-                    if !n.config.title.is_empty() {
-                        item.set_attr("name", n.config.title.clone());
-                    }
-                    (n.id.clone(), item)
-                })
+                .filter(|n| n.config.collections.is_empty())
+                .map(node_entry)
                 .collect(),
+            Some(id) if self.existing(id)?.config.node_type == NodeType::Collection => {
+                query.set_attr("node", id);
+                // XEP-0248 §5.2: a collection lists its nodes.
+                self.nodes
+                    .values()
+                    .filter(|n| n.config.collections.iter().any(|c| c == id))
+                    .map(node_entry)
+                    .collect()
+            }
             Some(id) => {
                 let node = self.existing(id)?;
                 self.check_retrieve(node, actor, ctx)?;
@@ -615,20 +654,21 @@ impl PubsubService {
 /// enforce VOEvent nodes without re-reading XML).
 fn publish_op(
     node: String,
-    item_id: Option<String>,
-    payload: Option<&Element>,
+    item: Option<&PublishedItem>,
     publish_options: Option<proto::NodeConfig>,
 ) -> proto::Publish {
+    let payload = item.and_then(|i| i.payload.as_ref());
     let voevent_ivorn = payload
         .filter(|root| root.ns() == VOEVENT_NS)
         .and_then(|root| voevent::validate(root).ok())
         .map(|header| header.ivorn.to_string());
     proto::Publish {
         node,
-        item_id: item_id.unwrap_or_default(),
+        item_id: item.and_then(|i| i.id.clone()).unwrap_or_default(),
         payload: payload.map(payload::serialize).unwrap_or_default(),
         publish_options,
         voevent_ivorn,
+        has_item: item.is_some(),
     }
 }
 
@@ -641,6 +681,7 @@ const PUBSUB_FEATURES: &[&str] = &[
     "access-roster",
     "access-whitelist",
     "auto-create",
+    "collections",
     "config-node",
     "config-node-max",
     "create-and-configure",

@@ -4,11 +4,15 @@
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
+use prost::Message as _;
 use vomesh_proto::pubsub as proto;
 
 use super::*;
-use prost::Message as _;
+use crate::pubsub::model::{
+    Affiliation, Item, Subscription, SubscriptionOptions, SubscriptionState,
+};
 
+/// Why snapshot bytes cannot be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot does not decode: {0}")]

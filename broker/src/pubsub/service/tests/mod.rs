@@ -4,10 +4,12 @@
 //! index, as the server does.
 
 mod archive;
+mod collection;
 mod discovery;
 mod lifecycle;
 mod owner;
 mod publish;
+mod replay;
 mod retrieve;
 mod subscribe;
 mod throughput;
@@ -19,6 +21,8 @@ use jid::{BareJid, FullJid, Jid};
 use vomesh_proto::pubsub::{self as proto, Command};
 
 use super::*;
+use crate::pubsub::config::NODE_CONFIG_FORM;
+use crate::pubsub::model::{AccessModel, Affiliation};
 use crate::pubsub::payload;
 
 pub const PS: &str = "http://jabber.org/protocol/pubsub";
@@ -79,6 +83,8 @@ pub struct Answer {
     pub command: Option<Command>,
     /// XEP-0313 result messages.
     pub archive: Vec<Notification>,
+    /// The item a publish added.
+    pub published: Option<std::sync::Arc<crate::pubsub::model::Item>>,
 }
 
 impl Answer {
@@ -174,12 +180,14 @@ impl Harness {
                 notifications: Vec::new(),
                 command: None,
                 archive: Vec::new(),
+                published: None,
             },
             Handled::Archive { messages, fin } => Answer {
                 reply: Ok(Some(fin)),
                 notifications: Vec::new(),
                 command: None,
                 archive: messages,
+                published: None,
             },
             Handled::Propose(command) => {
                 let outcome = self.apply(&command);
@@ -188,6 +196,7 @@ impl Harness {
                     notifications: outcome.notifications,
                     command: Some(command),
                     archive: Vec::new(),
+                    published: outcome.published,
                 }
             }
         }

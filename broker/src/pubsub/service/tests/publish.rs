@@ -212,7 +212,18 @@ fn oversize_payload_is_payload_too_big() {
 }
 
 #[test]
-fn publish_without_payload_to_a_persistent_node_is_payload_required() {
+fn publish_without_item_to_a_persistent_node_is_item_required() {
+    let mut h = Harness::new();
+    h.create(ALICE, "n");
+    h.set(
+        ALICE,
+        &format!("<pubsub xmlns='{PS}'><publish node='n'/></pubsub>"),
+    )
+    .assert_error(Condition::BadRequest, Some("item-required"));
+}
+
+#[test]
+fn publish_without_payload_to_a_payload_node_is_payload_required() {
     let mut h = Harness::new();
     h.create(ALICE, "n");
     h.set(
@@ -220,15 +231,32 @@ fn publish_without_payload_to_a_persistent_node_is_payload_required() {
         &format!("<pubsub xmlns='{PS}'><publish node='n'><item id='a'/></publish></pubsub>"),
     )
     .assert_error(Condition::BadRequest, Some("payload-required"));
-    h.set(
-        ALICE,
-        &format!("<pubsub xmlns='{PS}'><publish node='n'/></pubsub>"),
-    )
-    .assert_error(Condition::BadRequest, Some("payload-required"));
 }
 
 #[test]
-fn payload_to_a_transient_notification_node_is_item_forbidden() {
+fn persistent_notification_node_stores_items_without_payload() {
+    let mut h = Harness::new();
+    h.create_with(ALICE, "n", &[("pubsub#deliver_payloads", "0")]);
+    h.subscribe(BOB, "n").ok();
+    let answer = h.set(
+        ALICE,
+        &format!("<pubsub xmlns='{PS}'><publish node='n'><item id='a'/></publish></pubsub>"),
+    );
+    assert!(
+        answer.sent()[0]
+            .1
+            .contains("<item id=\"a\" publisher=\"alice@localhost\"/>")
+    );
+    assert_eq!(h.item_ids("n"), ["a"]);
+    assert!(
+        h.items(BOB, "n")
+            .ok_xml()
+            .contains("<item id=\"a\" publisher=\"alice@localhost\"/>")
+    );
+}
+
+#[test]
+fn item_to_a_transient_notification_node_is_item_forbidden() {
     let mut h = Harness::new();
     h.create_with(
         ALICE,
@@ -240,16 +268,22 @@ fn payload_to_a_transient_notification_node_is_item_forbidden() {
     );
     h.publish(ALICE, "n", Some("a"), ENTRY)
         .assert_error(Condition::BadRequest, Some("item-forbidden"));
-    h.subscribe(BOB, "n").ok();
-    let answer = h.set(
+    h.set(
         ALICE,
         &format!("<pubsub xmlns='{PS}'><publish node='n'><item id='a'/></publish></pubsub>"),
+    )
+    .assert_error(Condition::BadRequest, Some("item-forbidden"));
+    h.subscribe(BOB, "n").ok();
+    // Without an item, subscribers are told an event happened.
+    let answer = h.set(
+        ALICE,
+        &format!("<pubsub xmlns='{PS}'><publish node='n'/></pubsub>"),
     );
     assert_eq!(answer.recipients(), ["bob@localhost"]);
     assert!(
         answer.sent()[0]
             .1
-            .contains("<item id=\"a\" publisher=\"alice@localhost\"/>")
+            .contains("<item id=\"0000000000000003\" publisher=\"alice@localhost\"/>")
     );
 }
 

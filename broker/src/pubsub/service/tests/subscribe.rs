@@ -612,3 +612,37 @@ fn error_types_follow_the_xep_examples() {
     );
     assert_eq!(h.subscribe(EVE, "none").error().kind, ErrorType::Cancel);
 }
+
+#[test]
+fn options_with_several_subscriptions_require_a_valid_subid() {
+    let mut h = Harness::new();
+    h.create(ALICE, "n");
+    h.subscribe(BOB, "n").ok();
+    subscribe_with_options(&mut h, BOB, &[("pubsub#deliver", "0")]).ok();
+    h.get(
+        BOB,
+        &format!("<pubsub xmlns='{PS}'><options node='n' jid='bob@localhost'/></pubsub>"),
+    )
+    .assert_error(Condition::BadRequest, Some("subid-required"));
+    h.get(
+        BOB,
+        &format!(
+            "<pubsub xmlns='{PS}'><options node='n' jid='bob@localhost' subid='zz'/></pubsub>"
+        ),
+    )
+    .assert_error(Condition::NotAcceptable, Some("invalid-subid"));
+    let xml = h
+        .get(BOB, &format!("<pubsub xmlns='{PS}'><options node='n' jid='bob@localhost' subid='0000000000000003'/></pubsub>"))
+        .ok_xml();
+    assert!(xml.contains("<value>0</value>"), "{xml}");
+}
+
+#[test]
+fn options_of_a_missing_node_are_item_not_found() {
+    let mut h = Harness::new();
+    h.get(
+        BOB,
+        &format!("<pubsub xmlns='{PS}'><options node='n' jid='bob@localhost'/></pubsub>"),
+    )
+    .assert_error(Condition::ItemNotFound, None);
+}

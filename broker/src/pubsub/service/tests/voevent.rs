@@ -94,6 +94,8 @@ fn identical_republish_is_idempotent() {
     let again = h.publish(ALICE, NODE, None, body(SWIFT));
     assert_eq!(again.ok_xml(), first.ok_xml());
     assert!(again.notifications.is_empty());
+    assert_eq!(first.published.as_ref().map(|i| i.archive_id), Some(3));
+    assert_eq!(again.published, None);
     assert_eq!(h.service.node(NODE).unwrap().archive.len(), 1);
     let explicit = h.publish(ALICE, NODE, Some(SWIFT_IVORN), body(SWIFT));
     assert_eq!(explicit.ok_xml(), first.ok_xml());
