@@ -14,7 +14,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message as _;
 use vomesh_mesh::types::{CommittedCommand, StateMachine};
-use vomesh_proto::pubsub::command::Op;
 use vomesh_proto::pubsub::{Command, CommandReply, command_reply};
 
 use crate::metrics::names;
@@ -66,13 +65,15 @@ impl Replica {
         let Outcome {
             reply: result,
             notifications,
+            published,
         } = self.pubsub.apply(
             &command,
             &Meta {
                 index: committed.index,
             },
         );
-        if result.is_ok() && matches!(command.op, Some(Op::Publish(_))) {
+        // An idempotent republish (same IVORN, same bytes) adds nothing.
+        if published.is_some() {
             metrics::counter!(names::PUBSUB_PUBLISHED_TOTAL).increment(1);
         }
         for notification in &notifications {

@@ -73,6 +73,12 @@ pub fn item_notification_xml(
 ) -> String {
     let mut out = item_event_xml(node, item, with_payload);
     out.push_str(&delay_xml(service, item.published_micros));
+    // XEP-0359: the archive id, so a subscriber knows where to resume with
+    // an XEP-0313 query (`after-id`) after losing its site.
+    out.push_str("<stanza-id xmlns=\"urn:xmpp:sid:0\"");
+    attr(&mut out, "by", &service.to_string());
+    attr(&mut out, "id", &item.archive_id.to_string());
+    out.push_str("/>");
     out
 }
 

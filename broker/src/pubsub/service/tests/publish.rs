@@ -4,9 +4,9 @@
 use super::*;
 use crate::pubsub::datetime::format_micros;
 
-fn notification(node: &str, id: &str, payload: &str, at: i64) -> String {
+fn notification(node: &str, id: &str, payload: &str, at: i64, archive_id: u64) -> String {
     format!(
-        "<event xmlns=\"http://jabber.org/protocol/pubsub#event\"><items node=\"{node}\"><item id=\"{id}\" publisher=\"alice@localhost\">{payload}</item></items></event><delay xmlns=\"urn:xmpp:delay\" from=\"pubsub.localhost\" stamp=\"{}\"/>",
+        "<event xmlns=\"http://jabber.org/protocol/pubsub#event\"><items node=\"{node}\"><item id=\"{id}\" publisher=\"alice@localhost\">{payload}</item></items></event><delay xmlns=\"urn:xmpp:delay\" from=\"pubsub.localhost\" stamp=\"{}\"/><stanza-id xmlns=\"urn:xmpp:sid:0\" by=\"pubsub.localhost\" id=\"{archive_id}\"/>",
         format_micros(at)
     )
 }
@@ -28,7 +28,7 @@ fn publish_notifies_each_subscriber_once_with_one_serialization() {
         answer.sent(),
         vec![(
             vec!["bob@localhost".to_owned(), CAROL.to_owned()],
-            notification("n", "ae890ac52d", ENTRY_TEXT, h.now)
+            notification("n", "ae890ac52d", ENTRY_TEXT, h.now, h.index)
         )]
     );
     assert_eq!(answer.notifications[0].kind, MessageKind::Headline);
@@ -36,7 +36,7 @@ fn publish_notifies_each_subscriber_once_with_one_serialization() {
         answer.notifications[0].to_stanza("pubsub.localhost", "bob@localhost", Some("m1")),
         format!(
             "<message from=\"pubsub.localhost\" to=\"bob@localhost\" id=\"m1\" type=\"headline\">{}</message>",
-            notification("n", "ae890ac52d", ENTRY_TEXT, h.now)
+            notification("n", "ae890ac52d", ENTRY_TEXT, h.now, h.index)
         )
     );
 }

@@ -342,8 +342,9 @@ fn on_sub_sends_the_last_published_item_to_the_new_subscriber() {
         vec![(
             vec![BOB.to_owned()],
             format!(
-                "<event xmlns=\"http://jabber.org/protocol/pubsub#event\"><items node=\"n\"><item id=\"last\" publisher=\"alice@localhost\">{ENTRY_TEXT}</item></items></event><delay xmlns=\"urn:xmpp:delay\" from=\"pubsub.localhost\" stamp=\"{}\"/>",
-                crate::pubsub::datetime::format_micros(published + 1_000_000)
+                "<event xmlns=\"http://jabber.org/protocol/pubsub#event\"><items node=\"n\"><item id=\"last\" publisher=\"alice@localhost\">{ENTRY_TEXT}</item></items></event><delay xmlns=\"urn:xmpp:delay\" from=\"pubsub.localhost\" stamp=\"{}\"/><stanza-id xmlns=\"urn:xmpp:sid:0\" by=\"pubsub.localhost\" id=\"{}\"/>",
+                crate::pubsub::datetime::format_micros(published + 1_000_000),
+                h.index - 1
             )
         )]
     );
