@@ -508,7 +508,7 @@ pub fn node_event(message: &Element, service: &BareJid, node: &str) -> Option<No
     if !message.is("message", ns::CLIENT) || message.attr("from") != Some(&service.to_string()) {
         return None;
     }
-    let stamp = delay_stamp(&message);
+    let stamp = delay_stamp(message);
     // XEP-0359 §5: only a stanza-id added by the service itself counts.
     let archive_id = message
         .children()
@@ -1074,4 +1074,538 @@ pub fn render_status(status: &NodeStatus) -> String {
         if status.ready { "" } else { ", NOT READY" },
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use jid::FullJid;
+
+    use super::*;
+    use crate::cli::MemberStatus;
+    use crate::pubsub::archive::ArchiveQuery;
+    use crate::pubsub::{Handled, Meta, PubsubLimits, PubsubService, RequestContext};
+
+    const ALICE: &str = "alice@localhost/desk";
+    const BOB: &str = "bob@localhost/phone";
+
+    fn bare(jid: &str) -> BareJid {
+        BareJid::new(jid).unwrap()
+    }
+
+    fn service() -> BareJid {
+        bare("pubsub.localhost")
+    }
+
+    /// A stanza as the client's stream parser yields it: inside a
+    /// `jabber:client` stream.
+    fn stanza(text: &str) -> Element {
+        let wrapped = format!("<stream xmlns='jabber:client'>{text}</stream>");
+        let stream = parse_document(wrapped.as_bytes(), ClientLimits::DEFAULT.payload).unwrap();
+        stream.children().next().unwrap().clone()
+    }
+
+    fn payload(text: &str) -> Element {
+        parse_document(text.as_bytes(), ClientLimits::DEFAULT.payload).unwrap()
+    }
+
+    struct LocalUsers;
+
+    impl RequestContext for LocalUsers {
+        fn is_local_user(&self, bare: &BareJid) -> bool {
+            bare.domain().as_str() == "localhost"
+        }
+        fn in_roster_group(&self, _: &BareJid, _: &BareJid, _: &[String]) -> bool {
+            false
+        }
+        fn has_presence_subscription(&self, _: &BareJid, _: &BareJid) -> bool {
+            false
+        }
+    }
+
+    /// The real pubsub service, answering the client's own requests the
+    /// way the server wraps its answers: IQ replies, and messages to each
+    /// recipient.
+    struct Site {
+        service: PubsubService,
+        index: u64,
+        now_micros: i64,
+    }
+
+    /// 2026-01-01T00:00:00Z
+    const T0: i64 = 1_767_225_600_000_000;
+
+    impl Site {
+        fn new() -> Site {
+            Site {
+                service: PubsubService::new(service(), PubsubLimits::default()),
+                index: 0,
+                now_micros: T0,
+            }
+        }
+
+        /// The reply to `iq` from `from`, and the messages sent meanwhile
+        /// as `(recipient, stanza)`.
+        fn request(&mut self, from: &str, mut iq: Element) -> (Element, Vec<(String, Element)>) {
+            self.now_micros += 1_000_000;
+            iq.set_attr("id", "t1");
+            let sender = FullJid::new(from).unwrap();
+            let from_service = service().to_string();
+            let message = |to: &str, n: &crate::pubsub::Notification| {
+                (to.to_owned(), stanza(&n.to_stanza(&from_service, to, None)))
+            };
+            let (reply, messages) =
+                match self
+                    .service
+                    .handle_iq(&sender, &iq, self.now_micros, &LocalUsers)
+                {
+                    Handled::Reply(reply) => (reply, Vec::new()),
+                    Handled::Archive { messages, fin } => {
+                        let sent = messages.iter().map(|n| message(from, n)).collect();
+                        (Ok(Some(fin)), sent)
+                    }
+                    Handled::Propose(command) => {
+                        self.index += 1;
+                        let outcome = self.service.apply(&command, &Meta { index: self.index });
+                        let sent = outcome
+                            .notifications
+                            .iter()
+                            .flat_map(|n| n.recipients.iter().map(move |to| (to.to_string(), n)))
+                            .map(|(to, n)| message(&to, n))
+                            .collect();
+                        (outcome.reply, sent)
+                    }
+                };
+            let mut answer = Element::new("iq", ns::CLIENT)
+                .with_attr("from", from_service)
+                .with_attr("id", "t1");
+            match reply {
+                Ok(child) => {
+                    answer.set_attr("type", "result");
+                    if let Some(child) = child {
+                        answer.push_child(child);
+                    }
+                }
+                Err(error) => {
+                    answer.set_attr("type", "error");
+                    answer.push_child(error.to_element());
+                }
+            }
+            (stanza(&answer.to_stream_xml(ns::CLIENT)), messages)
+        }
+
+        fn create(&mut self, node: &str) {
+            let create = Element::new("pubsub", PUBSUB_NS)
+                .with_child(Element::new("create", PUBSUB_NS).with_attr("node", node));
+            let (reply, _) = self.request(ALICE, iq("set", &service(), create));
+            assert_eq!(reply.attr("type"), Some("result"), "{}", reply.to_xml());
+        }
+
+        fn publish(&mut self, node: &str, text: &str) -> (String, Vec<(String, Element)>) {
+            let (reply, sent) = self.request(ALICE, publish_iq(&service(), node, payload(text)));
+            (published_item_id(&reply).unwrap(), sent)
+        }
+    }
+
+    #[test]
+    fn publish_request_carries_the_payload_without_an_item_id() {
+        let request = publish_iq(&service(), "alerts", payload("<p xmlns='urn:p'>1</p>"));
+        assert_eq!(
+            request.to_stream_xml(ns::CLIENT),
+            "<iq type=\"set\" to=\"pubsub.localhost\"><pubsub xmlns=\"http://jabber.org/protocol/pubsub\">\
+             <publish node=\"alerts\"><item><p xmlns=\"urn:p\">1</p></item></publish></pubsub></iq>"
+        );
+    }
+
+    #[test]
+    fn publish_reply_yields_the_item_id_the_service_chose() {
+        let mut site = Site::new();
+        site.create("alerts");
+        let (first, _) = site.publish("alerts", "<p xmlns='urn:p'>1</p>");
+        let (second, _) = site.publish("alerts", "<p xmlns='urn:p'>2</p>");
+        assert!(!first.is_empty());
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn publish_error_names_condition_pubsub_child_and_text() {
+        let mut site = Site::new();
+        site.create("alerts");
+        let (reply, _) = site.request(
+            BOB,
+            publish_iq(&service(), "alerts", payload("<p xmlns='urn:p'/>")),
+        );
+        let Err(CommandError::Refused { error, .. }) = published_item_id(&reply) else {
+            panic!("expected a refusal: {}", reply.to_xml());
+        };
+        assert_eq!(error.condition, "forbidden");
+        assert!(error.to_string().starts_with("forbidden"), "{error}");
+    }
+
+    #[test]
+    fn iq_error_shows_unsupported_feature_and_text() {
+        let error = crate::pubsub::StanzaError::unsupported("persistent-items").with_text("no");
+        let reply = stanza(
+            &Element::new("iq", ns::CLIENT)
+                .with_attr("type", "error")
+                .with_child(error.to_element())
+                .to_stream_xml(ns::CLIENT),
+        );
+        assert_eq!(
+            IqError::from_reply(&reply).to_string(),
+            "feature-not-implemented (unsupported feature='persistent-items'): no"
+        );
+    }
+
+    #[test]
+    fn result_without_item_id_is_a_protocol_error() {
+        let reply = stanza(
+            "<iq type='result' id='x'><pubsub xmlns='http://jabber.org/protocol/pubsub'/></iq>",
+        );
+        assert!(matches!(
+            published_item_id(&reply),
+            Err(CommandError::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn subscribing_twice_answers_subscribed_both_times() {
+        let mut site = Site::new();
+        site.create("alerts");
+        for _ in 0..2 {
+            let (reply, _) = site.request(BOB, subscribe_iq(&service(), "alerts", &bare("bob@localhost")));
+            assert_eq!(subscription_state(&reply).unwrap(), "subscribed");
+        }
+    }
+
+    #[test]
+    fn archive_query_is_read_by_the_service_as_a_page_after_the_id() {
+        let request = archive_query_iq(&service(), "alerts", "q7", "42", 100);
+        let query = request.child("query", MAM_NS).unwrap();
+        let parsed = ArchiveQuery::try_from(query).unwrap();
+        assert_eq!(parsed.node, "alerts");
+        assert_eq!(parsed.query_id.as_deref(), Some("q7"));
+        assert_eq!(parsed.rsm.after.as_deref(), Some("42"));
+        assert_eq!(parsed.rsm.max, Some(100));
+    }
+
+    /// Three items published before the query, paged two at a time.
+    #[test]
+    fn archive_pages_yield_items_with_archive_ids_stamps_and_payloads() {
+        let mut site = Site::new();
+        site.create("alerts");
+        let ids: Vec<String> = (1..=3)
+            .map(|n| {
+                site.publish("alerts", &format!("<p xmlns='urn:p'>{n}</p>"))
+                    .0
+            })
+            .collect();
+        let mut after = "0".to_owned();
+        let mut replayed = Vec::new();
+        loop {
+            let (reply, sent) =
+                site.request(BOB, archive_query_iq(&service(), "alerts", "q1", &after, 2));
+            for (to, message) in &sent {
+                assert_eq!(to, BOB);
+                replayed.push(archived_item(message, &service(), "alerts", "q1").unwrap());
+                // Another query's results are not this one's.
+                assert_eq!(archived_item(message, &service(), "alerts", "q2"), None);
+            }
+            let fin = archive_fin(&reply).unwrap();
+            match fin.last {
+                Some(last) if !fin.complete => after = last,
+                _ => break,
+            }
+        }
+        let got: Vec<(&str, Option<&str>, String)> = replayed
+            .iter()
+            .map(|i| {
+                (
+                    i.item_id.as_str(),
+                    i.archive_id.as_deref(),
+                    i.payload.as_ref().unwrap().to_xml(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    ids[0].as_str(),
+                    Some("2"),
+                    "<p xmlns=\"urn:p\">1</p>".to_owned()
+                ),
+                (
+                    ids[1].as_str(),
+                    Some("3"),
+                    "<p xmlns=\"urn:p\">2</p>".to_owned()
+                ),
+                (
+                    ids[2].as_str(),
+                    Some("4"),
+                    "<p xmlns=\"urn:p\">3</p>".to_owned()
+                ),
+            ]
+        );
+        assert!(replayed.iter().all(|i| i.stamp.is_some()));
+    }
+
+    #[test]
+    fn live_notification_and_archive_result_agree_on_the_publication() {
+        let mut site = Site::new();
+        site.create("alerts");
+        site.request(BOB, subscribe_iq(&service(), "alerts", &bare("bob@localhost")));
+        let (id, sent) = site.publish("alerts", "<p xmlns='urn:p'>1</p>");
+        assert_eq!(sent.len(), 1);
+        let Some(NodeEvent::Items(live)) = node_event(&sent[0].1, &service(), "alerts") else {
+            panic!("no item event in {}", sent[0].1.to_xml());
+        };
+        let (_, archived) = site.request(BOB, archive_query_iq(&service(), "alerts", "q", "0", 10));
+        let archived = archived_item(&archived[0].1, &service(), "alerts", "q").unwrap();
+        assert_eq!(live[0].item_id, id);
+        assert_eq!(live[0].stamp, archived.stamp);
+        assert_eq!(live[0].payload, archived.payload);
+        // This service adds no XEP-0359 stanza-id to live notifications.
+        assert_eq!(live[0].archive_id, None);
+        let mut merge = ReplayMerge::new(Some("0"), &ClientLimits::DEFAULT);
+        assert_eq!(merge.live(live[0].clone()).unwrap(), None);
+        merge.archived(archived);
+        assert!(merge.replay_done().is_empty());
+    }
+
+    #[test]
+    fn stanza_id_from_the_service_gives_a_live_item_its_archive_id() {
+        let message = stanza(
+            "<message from='pubsub.localhost'>\
+             <event xmlns='http://jabber.org/protocol/pubsub#event'><items node='n'><item id='a'/></items></event>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='pubsub.localhost' id='17'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='mallory@localhost' id='99'/></message>",
+        );
+        let Some(NodeEvent::Items(items)) = node_event(&message, &service(), "n") else {
+            panic!("no items");
+        };
+        assert_eq!(items[0].archive_id.as_deref(), Some("17"));
+        assert_eq!(items[0].payload, None);
+    }
+
+    #[test]
+    fn retract_purge_and_delete_events_are_recognised() {
+        use crate::pubsub::response::{delete_event, purge_event, retract_event};
+        let wrap = |event: Element| {
+            stanza(&format!(
+                "<message from='pubsub.localhost'>{}</message>",
+                event.to_xml()
+            ))
+        };
+        assert_eq!(
+            node_event(
+                &wrap(retract_event("n", &["a".to_owned()])),
+                &service(),
+                "n"
+            ),
+            Some(NodeEvent::Retracted(vec!["a".to_owned()]))
+        );
+        assert_eq!(
+            node_event(&wrap(purge_event("n")), &service(), "n"),
+            Some(NodeEvent::Purged)
+        );
+        assert_eq!(
+            node_event(
+                &wrap(delete_event("n", Some("xmpp:x?;node=m"))),
+                &service(),
+                "n"
+            ),
+            Some(NodeEvent::Deleted {
+                redirect: Some("xmpp:x?;node=m".to_owned())
+            })
+        );
+        // Another node's events are not this subscription's.
+        assert_eq!(node_event(&wrap(purge_event("m")), &service(), "n"), None);
+    }
+
+    #[test]
+    fn events_not_from_the_service_are_ignored() {
+        let message = stanza(
+            "<message from='mallory@localhost/x'>\
+             <event xmlns='http://jabber.org/protocol/pubsub#event'><items node='n'><item id='a'/></items></event></message>",
+        );
+        assert_eq!(node_event(&message, &service(), "n"), None);
+    }
+
+    fn item(id: &str, archive_id: Option<&str>, stamp: &str) -> ReceivedItem {
+        ReceivedItem {
+            item_id: id.to_owned(),
+            archive_id: archive_id.map(str::to_owned),
+            stamp: Some(stamp.to_owned()),
+            payload: Some(Element::new("p", "urn:p").with_text(id)),
+        }
+    }
+
+    fn ids(items: &[ReceivedItem]) -> Vec<&str> {
+        items.iter().map(|i| i.item_id.as_str()).collect()
+    }
+
+    #[test]
+    fn without_since_live_items_pass_straight_through() {
+        let mut merge = ReplayMerge::new(None, &ClientLimits::DEFAULT);
+        let live = merge.live(item("a", None, "t1")).unwrap();
+        assert_eq!(live.map(|i| i.item_id), Some("a".to_owned()));
+    }
+
+    #[test]
+    fn live_items_during_replay_are_held_and_released_unless_replayed() {
+        let mut merge = ReplayMerge::new(Some("10"), &ClientLimits::DEFAULT);
+        assert_eq!(merge.live(item("b", None, "t12")).unwrap(), None);
+        assert_eq!(merge.live(item("c", None, "t13")).unwrap(), None);
+        merge.archived(item("a", Some("11"), "t11"));
+        merge.archived(item("b", Some("12"), "t12"));
+        assert_eq!(ids(&merge.replay_done()), ["c"]);
+        // After the replay, a late live copy of a replayed item is dropped
+        // and a new item passes.
+        assert_eq!(merge.live(item("a", None, "t11")).unwrap(), None);
+        assert!(merge.live(item("d", None, "t14")).unwrap().is_some());
+    }
+
+    #[test]
+    fn republished_item_id_is_a_new_publication() {
+        let mut merge = ReplayMerge::new(Some("10"), &ClientLimits::DEFAULT);
+        merge.live(item("a", None, "t20")).unwrap();
+        merge.archived(item("a", Some("11"), "t11"));
+        assert_eq!(ids(&merge.replay_done()), ["a"]);
+    }
+
+    #[test]
+    fn live_item_at_or_before_since_is_dropped_when_its_archive_id_is_known() {
+        let mut merge = ReplayMerge::new(Some("10"), &ClientLimits::DEFAULT);
+        merge.live(item("old", Some("9"), "t9")).unwrap();
+        merge.live(item("new", Some("11"), "t11")).unwrap();
+        assert_eq!(ids(&merge.replay_done()), ["new"]);
+    }
+
+    #[test]
+    fn too_many_held_live_items_stop_the_replay() {
+        let limits = ClientLimits {
+            live_buffer_items_max: 1,
+            ..ClientLimits::DEFAULT
+        };
+        let mut merge = ReplayMerge::new(Some("0"), &limits);
+        merge.live(item("a", None, "t1")).unwrap();
+        assert!(matches!(
+            merge.live(item("b", None, "t2")),
+            Err(CommandError::LiveBufferFull(1))
+        ));
+    }
+
+    #[test]
+    fn replay_window_forgets_the_oldest_items() {
+        let limits = ClientLimits {
+            replay_window_items_max: 1,
+            ..ClientLimits::DEFAULT
+        };
+        let mut merge = ReplayMerge::new(Some("0"), &limits);
+        merge.live(item("a", None, "t1")).unwrap();
+        merge.live(item("b", None, "t2")).unwrap();
+        merge.archived(item("a", Some("1"), "t1"));
+        merge.archived(item("b", Some("2"), "t2"));
+        // Only b is remembered: a window of one.
+        assert_eq!(ids(&merge.replay_done()), ["a"]);
+    }
+
+    #[test]
+    fn file_names_keep_plain_ids_and_encode_the_rest() {
+        assert_eq!(item_file_name("65a1f0c2"), "65a1f0c2.xml");
+        assert_eq!(
+            item_file_name("ivo://nasa.gsfc.gcn/SWIFT#BAT_123"),
+            "ivo%3A%2F%2Fnasa.gsfc.gcn%2FSWIFT%23BAT_123.xml"
+        );
+        assert_eq!(item_file_name(".."), "%2E..xml");
+        assert_eq!(item_file_name("a/../b"), "a%2F..%2Fb.xml");
+    }
+
+    #[test]
+    fn long_and_empty_ids_get_bounded_distinct_names() {
+        let long_a = item_file_name(&"a".repeat(300));
+        let long_b = item_file_name(&format!("{}b", "a".repeat(299)));
+        assert!(long_a.len() <= 204, "{}", long_a.len());
+        assert_ne!(long_a, long_b);
+        let empty = item_file_name("");
+        assert!(empty.starts_with('-') && empty.ends_with(".xml"), "{empty}");
+    }
+
+    #[test]
+    fn directory_sink_writes_one_file_per_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = PayloadSink::Directory(dir.path().to_owned());
+        sink.deliver(&item("ivo://x/y#1", None, "t")).unwrap();
+        let written = std::fs::read_to_string(dir.path().join("ivo%3A%2F%2Fx%2Fy%231.xml"));
+        assert_eq!(written.unwrap(), "<p xmlns=\"urn:p\">ivo://x/y#1</p>");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn status_table_aligns_members_and_summarises_the_node() {
+        let status = NodeStatus {
+            node_id: 1,
+            role: "leader".to_owned(),
+            term: 3,
+            leader: Some(1),
+            last_log_index: Some(10),
+            commit_index: Some(10),
+            applied_index: Some(9),
+            snapshot_index: None,
+            sessions: 2,
+            ready: true,
+            members: vec![
+                MemberStatus {
+                    id: 1,
+                    address: "127.0.0.1:7001".to_owned(),
+                    role: "leader".to_owned(),
+                    voter: true,
+                    lag: Some(0),
+                },
+                MemberStatus {
+                    id: 12,
+                    address: "site-b.example.org:7001".to_owned(),
+                    role: "learner".to_owned(),
+                    voter: false,
+                    lag: None,
+                },
+            ],
+        };
+        assert_eq!(
+            render_status(&status),
+            "ID  ADDRESS                  ROLE     VOTER  LAG\n\
+             1   127.0.0.1:7001           leader   yes    0\n\
+             12  site-b.example.org:7001  learner  no     -\n\
+             node 1 (leader): term 3, leader 1, last log 10, commit 10, applied 9, snapshot -, sessions 2\n"
+        );
+        let not_ready = NodeStatus {
+            ready: false,
+            ..status
+        };
+        assert!(render_status(&not_ready).ends_with(", NOT READY\n"));
+    }
+
+    #[test]
+    fn certs_init_names_every_file_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("certs");
+        let text = certs_init(&out, &[1, 2], "example.org", &[]).unwrap();
+        for name in [
+            "ca.crt",
+            "ca.key",
+            "node-1.crt",
+            "node-2.key",
+            "xmpp.crt",
+            "xmpp.key",
+        ] {
+            assert!(out.join(name).is_file(), "{name}");
+            assert!(
+                text.contains(&out.join(name).display().to_string()),
+                "{text}"
+            );
+        }
+        assert_eq!(text.lines().count(), 4, "{text}");
+        // A second run refuses to replace the CA.
+        assert!(certs_init(&out, &[1], "example.org", &[]).is_err());
+    }
 }
