@@ -999,4 +999,105 @@ mod tests {
         assert!(message.contains("connection refused"), "{message}");
         assert!(message.ends_with("is `vomesh serve` running?"), "{message}");
     }
+
+    /// An in-process stand-in for the node's status and membership API.
+    async fn fake_cluster_api() -> (String, tokio::task::JoinHandle<()>) {
+        let status = || async {
+            axum::Json(serde_json::json!({
+                "node_id": 1, "role": "leader", "term": 3, "leader": 1,
+                "last_log_index": 10, "commit_index": 10, "applied_index": 10,
+                "snapshot_index": null, "sessions": 2, "ready": true,
+                "members": [
+                    {"id": 1, "address": "127.0.0.1:7001", "role": "leader", "voter": true, "lag": 0},
+                    {"id": 2, "address": "127.0.0.1:7002", "role": "follower", "voter": true, "lag": null}
+                ],
+                "build": "newer field"
+            }))
+        };
+        let add = |axum::Json(body): axum::Json<serde_json::Value>| async move {
+            match (body["id"].as_u64(), body["address"].as_str()) {
+                (Some(4), Some("127.0.0.1:7004")) => {
+                    (StatusCode::OK, axum::Json(serde_json::json!({})))
+                }
+                (Some(1), _) => (
+                    StatusCode::CONFLICT,
+                    axum::Json(serde_json::json!({"error": "node 1 is already a member"})),
+                ),
+                _ => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({"error": "no leader"})),
+                ),
+            }
+        };
+        let remove = |axum::extract::Path(id): axum::extract::Path<u64>| async move {
+            if id == 2 {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            }
+        };
+        let api = Router::new()
+            .route("/status", get(status))
+            .route("/cluster/members", axum::routing::post(add))
+            .route("/cluster/members/{id}", delete(remove));
+        let state = crate::admin::AdminState {
+            metrics: crate::metrics::Metrics::install().unwrap(),
+            readiness: Arc::new(Vec::new),
+            token: None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = crate::admin::router(state, api);
+        let task = tokio::spawn(async move {
+            let _ = crate::admin::serve(listener, router, std::future::pending()).await;
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn status_is_read_typed_and_kept_as_sent() {
+        let (url, server) = fake_cluster_api().await;
+        tokio::task::spawn_blocking(move || {
+            let answer = client(&url, None).status().unwrap();
+            assert_eq!(answer.status.node_id, 1);
+            assert_eq!(answer.status.snapshot_index, None);
+            assert!(answer.status.ready);
+            assert_eq!(answer.status.members[1].lag, None);
+            assert_eq!(answer.json["build"], "newer field");
+        })
+        .await
+        .unwrap();
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn membership_changes_map_answers_to_clear_errors() {
+        let (url, server) = fake_cluster_api().await;
+        tokio::task::spawn_blocking(move || {
+            let admin = client(&url, None);
+            admin.add_member(4, "127.0.0.1:7004").unwrap();
+            assert_eq!(
+                admin
+                    .add_member(1, "127.0.0.1:7001")
+                    .unwrap_err()
+                    .to_string(),
+                "membership change refused: node 1 is already a member"
+            );
+            assert_eq!(
+                admin
+                    .add_member(5, "127.0.0.1:7005")
+                    .unwrap_err()
+                    .to_string(),
+                "the node cannot change membership now: no leader"
+            );
+            admin.remove_member(2).unwrap();
+            assert_eq!(
+                admin.remove_member(9).unwrap_err().to_string(),
+                "no cluster member 9"
+            );
+        })
+        .await
+        .unwrap();
+        server.abort();
+    }
 }

@@ -1272,7 +1272,10 @@ mod tests {
         let mut site = Site::new();
         site.create("alerts");
         for _ in 0..2 {
-            let (reply, _) = site.request(BOB, subscribe_iq(&service(), "alerts", &bare("bob@localhost")));
+            let (reply, _) = site.request(
+                BOB,
+                subscribe_iq(&service(), "alerts", &bare("bob@localhost")),
+            );
             assert_eq!(subscription_state(&reply).unwrap(), "subscribed");
         }
     }
@@ -1353,7 +1356,10 @@ mod tests {
     fn live_notification_and_archive_result_agree_on_the_publication() {
         let mut site = Site::new();
         site.create("alerts");
-        site.request(BOB, subscribe_iq(&service(), "alerts", &bare("bob@localhost")));
+        site.request(
+            BOB,
+            subscribe_iq(&service(), "alerts", &bare("bob@localhost")),
+        );
         let (id, sent) = site.publish("alerts", "<p xmlns='urn:p'>1</p>");
         assert_eq!(sent.len(), 1);
         let Some(NodeEvent::Items(live)) = node_event(&sent[0].1, &service(), "alerts") else {
