@@ -274,6 +274,12 @@ pub enum AdminError {
     UserExists(String),
     #[error("no user {0}")]
     UnknownUser(String),
+    #[error("no cluster member {0}")]
+    UnknownMember(u64),
+    #[error("membership change refused: {0}")]
+    MembershipConflict(String),
+    #[error("the node cannot change membership now: {0}")]
+    Unavailable(String),
     #[error("admin API rejected the request: {0}")]
     Rejected(String),
     #[error("unexpected answer from admin API at {url}: {detail}")]
@@ -297,6 +303,27 @@ pub enum AdminError {
 /// In `DELETE`, `{jid}` is the bare JID percent-encoded as a path segment
 /// (everything but `A-Z a-z 0-9 - . _ ~ @` is encoded), so a localpart
 /// containing `#`, `?` or `%` reaches the server intact.
+///
+/// # The status and cluster API
+///
+/// | request | success | failures |
+/// |---|---|---|
+/// | `GET /api/status` | 200 [`NodeStatus`] | |
+/// | `POST /api/cluster/members` `{"id": 4, "address": "host:port"}` | 200 once the node was added as a learner, caught up, and promoted to voter | 400 invalid id or address; 409 the change conflicts with the membership (e.g. the id is taken); 503 the node cannot change membership now (no leader, a change in progress) |
+/// | `DELETE /api/cluster/members/{id}` | 200 | 404 no such member; 409, 503 as above |
+///
+/// A status answer looks like this (`lag`: entries the member is behind
+/// the leader's log; `null` when the answering node is not the leader and
+/// cannot know; `snapshot_index` is `null` before the first snapshot):
+///
+/// ```json
+/// {"node_id": 1, "role": "leader", "term": 3, "leader": 1,
+///  "last_log_index": 10, "commit_index": 10, "applied_index": 10,
+///  "snapshot_index": null, "sessions": 2, "ready": true,
+///  "members": [
+///    {"id": 1, "address": "127.0.0.1:7001", "role": "leader", "voter": true, "lag": 0},
+///    {"id": 2, "address": "127.0.0.1:7002", "role": "follower", "voter": true, "lag": 3}]}
+/// ```
 pub struct AdminClient {
     endpoint: AdminEndpoint,
     agent: ureq::Agent,
@@ -320,6 +347,51 @@ struct UserList {
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
+}
+
+/// `GET /api/status`: the cluster as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    pub term: u64,
+    /// The leader this node knows of, if any.
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    /// Connected XMPP client sessions.
+    pub sessions: u64,
+    /// Whether the node serves clients (as `/readyz`).
+    pub ready: bool,
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member of [`NodeStatus::members`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub address: String,
+    pub role: String,
+    pub voter: bool,
+    /// Log entries behind the leader; None unless the answering node leads.
+    pub lag: Option<u64>,
+}
+
+/// A status answer: typed, and as sent (for `--json`, so fields a newer
+/// node adds are shown too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusAnswer {
+    pub status: NodeStatus,
+    pub json: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct NewMember<'a> {
+    id: u64,
+    address: &'a str,
 }
 
 impl AdminClient {
@@ -384,6 +456,74 @@ impl AdminClient {
         Ok(list.users)
     }
 
+    pub fn status(&self) -> Result<StatusAnswer, AdminError> {
+        let url = self.url("/api/status");
+        let response = self
+            .authorised(self.agent.get(&url))
+            .call()
+            .map_err(|err| self.unreachable(err))?;
+        if response.status().as_u16() != 200 {
+            return Err(self.failure(&url, response));
+        }
+        let unexpected = |detail: String| AdminError::Unexpected {
+            url: url.clone(),
+            detail,
+        };
+        let json: serde_json::Value = response
+            .into_body()
+            .read_json()
+            .map_err(|err| unexpected(err.to_string()))?;
+        let status =
+            serde_json::from_value(json.clone()).map_err(|err| unexpected(err.to_string()))?;
+        Ok(StatusAnswer { status, json })
+    }
+
+    /// Adds node `id` at `address` (its mesh listener) as a voter; returns
+    /// once it is one.
+    pub fn add_member(&self, id: u64, address: &str) -> Result<(), AdminError> {
+        let url = self.url("/api/cluster/members");
+        let response = self
+            .authorised(self.agent.post(&url))
+            .send_json(NewMember { id, address })
+            .map_err(|err| self.unreachable(err))?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            _ => Err(self.membership_failure(&url, response, id)),
+        }
+    }
+
+    pub fn remove_member(&self, id: u64) -> Result<(), AdminError> {
+        let url = self.url(&format!("/api/cluster/members/{id}"));
+        let response = self
+            .authorised(self.agent.delete(&url))
+            .call()
+            .map_err(|err| self.unreachable(err))?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            _ => Err(self.membership_failure(&url, response, id)),
+        }
+    }
+
+    /// Maps a failed membership change, reading the `{"error"}` body.
+    fn membership_failure(
+        &self,
+        url: &str,
+        response: ureq::http::Response<ureq::Body>,
+        id: u64,
+    ) -> AdminError {
+        let (status, message) = error_answer(response);
+        match (status, message) {
+            (404, _) => AdminError::UnknownMember(id),
+            (409, message) => {
+                AdminError::MembershipConflict(message.unwrap_or_else(|| "conflict".to_owned()))
+            }
+            (503, message) => {
+                AdminError::Unavailable(message.unwrap_or_else(|| "no reason given".to_owned()))
+            }
+            (status, message) => self.classify(url, status, message),
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.endpoint.base_url)
     }
@@ -416,26 +556,37 @@ impl AdminClient {
 
     /// Maps a status the call did not expect, reading the `{"error"}` body.
     fn failure(&self, url: &str, response: ureq::http::Response<ureq::Body>) -> AdminError {
-        let status = response.status().as_u16();
-        let message = response
-            .into_body()
-            .read_json::<ErrorBody>()
-            .map(|body| body.error);
+        let (status, message) = error_answer(response);
+        self.classify(url, status, message)
+    }
+
+    fn classify(&self, url: &str, status: u16, message: Option<String>) -> AdminError {
         match (status, message) {
             (401, _) => AdminError::Unauthorized {
                 url: self.endpoint.base_url.clone(),
             },
-            (400, Ok(message)) => AdminError::Rejected(message),
-            (_, Ok(message)) => AdminError::Unexpected {
+            (400, Some(message)) => AdminError::Rejected(message),
+            (_, Some(message)) => AdminError::Unexpected {
                 url: url.to_owned(),
                 detail: format!("status {status}: {message}"),
             },
-            (_, Err(_)) => AdminError::Unexpected {
+            (_, None) => AdminError::Unexpected {
                 url: url.to_owned(),
                 detail: format!("status {status}"),
             },
         }
     }
+}
+
+/// The status of an error answer and its `{"error"}` message, if it has one.
+fn error_answer(response: ureq::http::Response<ureq::Body>) -> (u16, Option<String>) {
+    let status = response.status().as_u16();
+    let message = response
+        .into_body()
+        .read_json::<ErrorBody>()
+        .map(|body| body.error)
+        .ok();
+    (status, message)
 }
 
 /// Percent-encodes a path segment (RFC 3986 §3.3), keeping unreserved
@@ -847,5 +998,106 @@ mod tests {
         );
         assert!(message.contains("connection refused"), "{message}");
         assert!(message.ends_with("is `vomesh serve` running?"), "{message}");
+    }
+
+    /// An in-process stand-in for the node's status and membership API.
+    async fn fake_cluster_api() -> (String, tokio::task::JoinHandle<()>) {
+        let status = || async {
+            axum::Json(serde_json::json!({
+                "node_id": 1, "role": "leader", "term": 3, "leader": 1,
+                "last_log_index": 10, "commit_index": 10, "applied_index": 10,
+                "snapshot_index": null, "sessions": 2, "ready": true,
+                "members": [
+                    {"id": 1, "address": "127.0.0.1:7001", "role": "leader", "voter": true, "lag": 0},
+                    {"id": 2, "address": "127.0.0.1:7002", "role": "follower", "voter": true, "lag": null}
+                ],
+                "build": "newer field"
+            }))
+        };
+        let add = |axum::Json(body): axum::Json<serde_json::Value>| async move {
+            match (body["id"].as_u64(), body["address"].as_str()) {
+                (Some(4), Some("127.0.0.1:7004")) => {
+                    (StatusCode::OK, axum::Json(serde_json::json!({})))
+                }
+                (Some(1), _) => (
+                    StatusCode::CONFLICT,
+                    axum::Json(serde_json::json!({"error": "node 1 is already a member"})),
+                ),
+                _ => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({"error": "no leader"})),
+                ),
+            }
+        };
+        let remove = |axum::extract::Path(id): axum::extract::Path<u64>| async move {
+            if id == 2 {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            }
+        };
+        let api = Router::new()
+            .route("/status", get(status))
+            .route("/cluster/members", axum::routing::post(add))
+            .route("/cluster/members/{id}", delete(remove));
+        let state = crate::admin::AdminState {
+            metrics: crate::metrics::Metrics::install().unwrap(),
+            readiness: Arc::new(Vec::new),
+            token: None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = crate::admin::router(state, api);
+        let task = tokio::spawn(async move {
+            let _ = crate::admin::serve(listener, router, std::future::pending()).await;
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn status_is_read_typed_and_kept_as_sent() {
+        let (url, server) = fake_cluster_api().await;
+        tokio::task::spawn_blocking(move || {
+            let answer = client(&url, None).status().unwrap();
+            assert_eq!(answer.status.node_id, 1);
+            assert_eq!(answer.status.snapshot_index, None);
+            assert!(answer.status.ready);
+            assert_eq!(answer.status.members[1].lag, None);
+            assert_eq!(answer.json["build"], "newer field");
+        })
+        .await
+        .unwrap();
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn membership_changes_map_answers_to_clear_errors() {
+        let (url, server) = fake_cluster_api().await;
+        tokio::task::spawn_blocking(move || {
+            let admin = client(&url, None);
+            admin.add_member(4, "127.0.0.1:7004").unwrap();
+            assert_eq!(
+                admin
+                    .add_member(1, "127.0.0.1:7001")
+                    .unwrap_err()
+                    .to_string(),
+                "membership change refused: node 1 is already a member"
+            );
+            assert_eq!(
+                admin
+                    .add_member(5, "127.0.0.1:7005")
+                    .unwrap_err()
+                    .to_string(),
+                "the node cannot change membership now: no leader"
+            );
+            admin.remove_member(2).unwrap();
+            assert_eq!(
+                admin.remove_member(9).unwrap_err().to_string(),
+                "no cluster member 9"
+            );
+        })
+        .await
+        .unwrap();
+        server.abort();
     }
 }

@@ -23,6 +23,8 @@
 //! - [`admin`]: the admin HTTP listener: `/healthz`, `/readyz`, `/metrics`,
 //!   and the bearer-token check in front of the `/api` routes.
 //! - [`cli`]: the `vomesh` command line and the admin API client.
+//! - [`commands`]: the client-side commands (`publish`, `subscribe`,
+//!   `certs init`, `status`, `cluster`) `main` dispatches to.
 //! - [`config`]: the TOML node configuration, its development defaults and
 //!   validation.
 //! - [`metrics`]: the Prometheus recorder and the names of every metric.
@@ -33,6 +35,7 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod metrics;
 pub mod pubsub;

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
-use vomesh_broker::cli::{AdminClient, Cli, Command, UserCommand};
+use vomesh_broker::cli::{
+    AdminClient, AdminTarget, CertsCommand, Cli, ClusterCommand, Command, UserCommand,
+};
+use vomesh_broker::commands::{self, ClientLimits};
 use vomesh_broker::config::{Config, LogFormat};
 use vomesh_broker::server;
 
@@ -25,13 +28,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config.as_deref(), cli.log_format),
         Command::User(command) => user(command),
-        Command::Certs(_) | Command::Status { .. } | Command::Cluster(_) => {
-            anyhow::bail!(
-                "this command arrives with the mesh (issue #4); this build serves a single node"
-            )
+        Command::Certs(CertsCommand::Init {
+            out,
+            nodes,
+            domain,
+            sans,
+        }) => {
+            print!("{}", commands::certs_init(&out, &nodes, &domain, &sans)?);
+            Ok(())
         }
-        Command::Publish { .. } | Command::Subscribe { .. } => {
-            anyhow::bail!("this command arrives with the pubsub service (issue #3)")
+        Command::Status { json, admin } => status(json, &admin),
+        Command::Cluster(command) => cluster(command),
+        Command::Publish {
+            account,
+            node,
+            files,
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(commands::publish(
+                &account,
+                &node,
+                &files,
+                ClientLimits::DEFAULT,
+            ))?;
+            Ok(())
+        }
+        Command::Subscribe {
+            account,
+            node,
+            out,
+            since,
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(commands::subscribe(
+                &account,
+                &node,
+                out.as_deref(),
+                since.as_deref(),
+                ClientLimits::DEFAULT,
+                shutdown_signal(),
+            ))?;
+            Ok(())
         }
     }
 }
@@ -108,6 +145,35 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
             for jid in AdminClient::new(admin.resolve()?).list_users()? {
                 println!("{jid}");
             }
+        }
+    }
+    Ok(())
+}
+
+fn status(json: bool, admin: &AdminTarget) -> anyhow::Result<()> {
+    let answer = AdminClient::new(admin.resolve()?).status()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer.json)?);
+    } else {
+        print!("{}", commands::render_status(&answer.status));
+    }
+    anyhow::ensure!(
+        answer.status.ready,
+        "node {} is not ready",
+        answer.status.node_id
+    );
+    Ok(())
+}
+
+fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Add { id, addr, admin } => {
+            AdminClient::new(admin.resolve()?).add_member(id, &addr)?;
+            println!("node {id} at {addr} is a voting member");
+        }
+        ClusterCommand::Remove { id, admin } => {
+            AdminClient::new(admin.resolve()?).remove_member(id)?;
+            println!("removed node {id}");
         }
     }
     Ok(())
