@@ -47,7 +47,7 @@ pub struct ClientConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {server}: {source}")]
+    #[error("cannot connect to {server}")]
     Connect {
         server: String,
         source: std::io::Error,

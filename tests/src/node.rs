@@ -67,6 +67,27 @@ pub fn free_port() -> u16 {
 /// The `RUST_LOG` of test nodes: debug detail helps when a test fails.
 const TEST_LOG_FILTER: &str = "vomesh_broker=debug,info";
 
+/// What a test node's configuration adds to the defaults.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Lines of the `[xmpp]` section, e.g. `stream_open_timeout_secs = 2`.
+    pub xmpp_settings: String,
+    /// Whole sections appended to the file, e.g. a `[mesh]` section.
+    pub extra_toml: String,
+    /// The node's `RUST_LOG`.
+    pub log_filter: String,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            xmpp_settings: String::new(),
+            extra_toml: String::new(),
+            log_filter: TEST_LOG_FILTER.to_owned(),
+        }
+    }
+}
+
 /// A running node. Dropping it kills the process (SIGKILL).
 pub struct TestNode {
     child: Option<Child>,
@@ -92,11 +113,28 @@ impl TestNode {
     /// Like [`TestNode::start_with`], with `log_filter` as the node's
     /// `RUST_LOG` (benchmarks log as production does, at `info`).
     pub fn start_logging(xmpp_settings: &str, log_filter: &str) -> TestNode {
+        TestNode::launch(NodeOptions {
+            xmpp_settings: xmpp_settings.to_owned(),
+            log_filter: log_filter.to_owned(),
+            ..NodeOptions::default()
+        })
+    }
+
+    /// Writes the configuration and starts the node.
+    pub fn launch(options: NodeOptions) -> TestNode {
+        let mut node = TestNode::prepare(options);
+        node.spawn();
+        node
+    }
+
+    /// Writes the configuration on free ports without starting the node
+    /// (a cluster writes every member's configuration first).
+    pub fn prepare(options: NodeOptions) -> TestNode {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        let mut node = TestNode {
+        let node = TestNode {
             child: None,
-            log_filter: log_filter.to_owned(),
+            log_filter: options.log_filter,
             xmpp: loopback(free_port()),
             xmpp_tls: loopback(free_port()),
             admin: loopback(free_port()),
@@ -111,15 +149,31 @@ impl TestNode {
              {xmpp_settings}\n\
              [admin]\n\
              listen = \"{admin}\"\n\
-             token = \"{TOKEN}\"\n",
+             token = \"{TOKEN}\"\n\
+             {extra}\n",
             data = node.data_dir().display(),
             xmpp = node.xmpp,
             xmpp_tls = node.xmpp_tls,
             admin = node.admin,
+            xmpp_settings = options.xmpp_settings,
+            extra = options.extra_toml,
         );
         std::fs::write(node.config_path(), config).expect("writing the node config");
-        node.spawn();
         node
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `GET /api/status` (see the admin API), `None` when unreachable.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let mut response = ureq::get(&format!("http://{}/api/status", self.admin))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .ok()?;
+        response.body_mut().read_json().ok()
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -204,7 +258,8 @@ impl TestNode {
         }
     }
 
-    /// Starts the process again on the same configuration and data.
+    /// Starts the process on its configuration and data: after
+    /// [`TestNode::prepare`], [`TestNode::stop`] or [`TestNode::kill9`].
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the node first");
         self.spawn();

@@ -21,6 +21,8 @@ use crate::config::{Config, MeshConfig, NetworkProfile};
 pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
     let standalone = MeshConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        // Nobody can dial a standalone node; say so in its status.
+        advertise: "127.0.0.1:0".to_owned(),
         ..MeshConfig::default()
     };
     let mesh = config.mesh.as_ref().unwrap_or(&standalone);

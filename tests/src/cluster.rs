@@ -1,0 +1,141 @@
+//! A mesh of real `vomesh serve` processes on loopback, with certificates
+//! from `vomesh certs init`, each node on its own free ports and data
+//! directory.
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::node::{DOMAIN, NodeOptions, TestNode, vomesh_bin};
+
+/// A free UDP port on 127.0.0.1 for a node's QUIC endpoint.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .map(|addr| addr.port())
+        .expect("binding 127.0.0.1:0 (UDP)")
+}
+
+/// A running mesh; node `i` has mesh id `i + 1`.
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    _certs: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// `size` nodes with the default mesh settings.
+    pub fn start(size: usize) -> TestCluster {
+        TestCluster::start_with(size, "")
+    }
+
+    /// `size` nodes whose `[mesh]` sections also contain `mesh_settings`
+    /// (e.g. `snapshot_every_entries = 20`).
+    pub fn start_with(size: usize, mesh_settings: &str) -> TestCluster {
+        let certs = tempfile::tempdir().expect("a temporary directory");
+        let ids: Vec<String> = (1..=size).map(|id| id.to_string()).collect();
+        let status = Command::new(vomesh_bin())
+            .args(["certs", "init", "--out"])
+            .arg(certs.path())
+            .args(["--nodes", &ids.join(","), "--domain", DOMAIN])
+            .output()
+            .expect("running vomesh certs init");
+        assert!(
+            status.status.success(),
+            "certs init failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let quic_ports: Vec<u16> = (0..size).map(|_| free_udp_port()).collect();
+        let members: Vec<String> = quic_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("\"{}@127.0.0.1:{port}\"", i + 1))
+            .collect();
+        let mut nodes: Vec<TestNode> = quic_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                TestNode::prepare(NodeOptions {
+                    extra_toml: mesh_section(
+                        i as u64 + 1,
+                        *port,
+                        &members,
+                        certs.path(),
+                        mesh_settings,
+                    ),
+                    ..NodeOptions::default()
+                })
+            })
+            .collect();
+        for node in &mut nodes {
+            node.restart();
+        }
+        let cluster = TestCluster {
+            nodes,
+            _certs: certs,
+        };
+        cluster.wait_for_leader(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Waits until a running node reports a leader that every running node
+    /// agrees on; returns the index (in `nodes`) of the leader.
+    pub fn wait_for_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leaders: Vec<Option<u64>> = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_running())
+                .map(|n| n.status().and_then(|s| s["leader"].as_u64()))
+                .collect();
+            if let Some(Some(leader)) = leaders.first()
+                && leaders.iter().all(|l| *l == Some(*leader))
+                && self.nodes[(*leader - 1) as usize].is_running()
+            {
+                return (*leader - 1) as usize;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {timeout:?}: {leaders:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every running node has applied at least `index`.
+    pub fn wait_applied(&self, index: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            loop {
+                let applied = node.status().and_then(|s| s["applied_index"].as_u64());
+                if applied.is_some_and(|a| a >= index) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "a node did not apply {index} within {timeout:?}: {applied:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn mesh_section(id: u64, port: u16, members: &[String], certs: &Path, settings: &str) -> String {
+    format!(
+        "[mesh]\n\
+         node_id = {id}\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         advertise = \"127.0.0.1:{port}\"\n\
+         members = [{members}]\n\
+         ca = \"{ca}\"\n\
+         cert = \"{cert}\"\n\
+         key = \"{key}\"\n\
+         {settings}\n",
+        members = members.join(", "),
+        ca = certs.join("ca.crt").display(),
+        cert = certs.join(format!("node-{id}.crt")).display(),
+        key = certs.join(format!("node-{id}.key")).display(),
+    )
+}

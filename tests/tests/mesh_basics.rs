@@ -1,0 +1,118 @@
+//! A three-site mesh of real processes: an account created at one site logs
+//! in at another, and an event published at one site reaches subscribers at
+//! every site with the same archive id and timestamp.
+
+use std::time::Duration;
+
+use vomesh_broker::client::Client;
+use vomesh_broker::xml::Element;
+use vomesh_broker::xmpp::ns;
+use vomesh_tests::cluster::TestCluster;
+
+const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+
+fn pubsub_iq(kind: &str, child: Element) -> Element {
+    Element::new("iq", ns::CLIENT)
+        .with_attr("type", kind)
+        .with_attr("to", "pubsub.localhost")
+        .with_child(Element::new("pubsub", PUBSUB).with_child(child))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_published_at_one_site_reaches_subscribers_at_every_site() {
+    let cluster = TestCluster::start(3);
+    cluster.nodes[0].add_user("alice", "wonderland");
+    cluster.nodes[0].add_user("bob", "builder");
+
+    // Accounts are replicated: bob logs in at sites 2 and 3 too.
+    let mut subscribers = Vec::new();
+    for node in &cluster.nodes {
+        let mut config = node.client_config("bob", "builder");
+        config.resource = Some(format!("site-{}", node.admin.port()));
+        let mut bob = Client::connect(&config)
+            .await
+            .expect("bob logs in at every site");
+        bob.send(&Element::new("presence", ns::CLIENT))
+            .await
+            .expect("presence");
+        subscribers.push(bob);
+    }
+    let mut alice = Client::connect(&cluster.nodes[1].client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in at site 2");
+    let created = alice
+        .iq(pubsub_iq(
+            "set",
+            Element::new("create", PUBSUB).with_attr("node", "alerts"),
+        ))
+        .await
+        .expect("create answered");
+    assert_eq!(created.attr("type"), Some("result"), "{}", created.to_xml());
+    let subscribed = subscribers[2]
+        .iq(pubsub_iq(
+            "set",
+            Element::new("subscribe", PUBSUB)
+                .with_attr("node", "alerts")
+                .with_attr("jid", "bob@localhost"),
+        ))
+        .await
+        .expect("subscribe answered");
+    assert_eq!(
+        subscribed.attr("type"),
+        Some("result"),
+        "{}",
+        subscribed.to_xml()
+    );
+
+    let payload = Element::new("alert", "urn:example:alert").with_text("GRB 251125A");
+    let published = alice
+        .iq(pubsub_iq(
+            "set",
+            Element::new("publish", PUBSUB)
+                .with_attr("node", "alerts")
+                .with_child(
+                    Element::new("item", PUBSUB)
+                        .with_attr("id", "grb")
+                        .with_child(payload.clone()),
+                ),
+        ))
+        .await
+        .expect("publish answered");
+    assert_eq!(
+        published.attr("type"),
+        Some("result"),
+        "{}",
+        published.to_xml()
+    );
+
+    let mut seen = Vec::new();
+    for bob in &mut subscribers {
+        let message = tokio::time::timeout(Duration::from_secs(10), bob.next_stanza())
+            .await
+            .expect("a notification in time")
+            .expect("a stanza");
+        let item = message
+            .child("event", EVENT)
+            .and_then(|e| e.child("items", EVENT))
+            .and_then(|i| i.child("item", EVENT))
+            .unwrap_or_else(|| panic!("an item notification: {}", message.to_xml()));
+        assert_eq!(item.children().next().map(Element::to_xml), Some(payload.to_xml()));
+        let stamp = message
+            .child("delay", "urn:xmpp:delay")
+            .and_then(|d| d.attr("stamp"))
+            .map(str::to_owned);
+        let archive_id = message
+            .child("stanza-id", "urn:xmpp:sid:0")
+            .and_then(|s| s.attr("id"))
+            .map(str::to_owned);
+        seen.push((
+            stamp.expect("a delay stamp"),
+            archive_id.expect("an archive id"),
+        ));
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "every site reports the same publication: {seen:?}"
+    );
+}
