@@ -14,6 +14,10 @@ use crate::xml::Element;
 /// The VOEvent 2.0 namespace, also the `pubsub#type` of VOEvent nodes.
 pub const VOEVENT_NS: &str = "http://www.ivoa.net/xml/VOEvent/v2.0";
 
+/// The pubsub nodes that carry VOEvent streams, `voevent/<authority>/<resource>`:
+/// created on first use as VOEvent nodes.
+pub const VOEVENT_NODE_PREFIX: &str = "voevent/";
+
 /// VOEvent 2.0 §2.1 (`roleValues` in the schema).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -76,7 +80,10 @@ impl Ivorn {
     /// The pubsub node events of this stream are published to
     /// (`voevent/<authority>/<resource-key>`, INTERFACE.md).
     pub fn pubsub_node(&self) -> String {
-        format!("voevent/{}/{}", self.authority, self.resource_key)
+        format!(
+            "{VOEVENT_NODE_PREFIX}{}/{}",
+            self.authority, self.resource_key
+        )
     }
 }
 

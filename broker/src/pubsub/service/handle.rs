@@ -19,6 +19,7 @@ use crate::pubsub::request::{
 };
 use crate::pubsub::response::{self, affiliation_element, subscription_element};
 use crate::pubsub::rsm::{self, RsmRequest};
+use crate::voevent::VOEVENT_NODE_PREFIX;
 use crate::voevent::{self, VOEVENT_NS};
 
 impl PubsubService {
@@ -200,8 +201,19 @@ impl PubsubService {
             Request::Publish {
                 node,
                 item,
-                publish_options,
+                mut publish_options,
             } => {
+                // INTERFACE.md: `voevent/…` nodes are created on first use
+                // as VOEvent nodes, whether the event came over VTP or XMPP.
+                if !self.nodes.contains_key(&node)
+                    && node.starts_with(VOEVENT_NODE_PREFIX)
+                    && publish_options.is_none()
+                {
+                    publish_options = Some(proto::NodeConfig {
+                        payload_type: Some(VOEVENT_NS.to_owned()),
+                        ..proto::NodeConfig::default()
+                    });
+                }
                 let payload = item.as_ref().and_then(|i| i.payload.as_ref());
                 let node_type = match self.nodes.get(&node) {
                     Some(existing) => Some(existing.config.payload_type.as_str()),

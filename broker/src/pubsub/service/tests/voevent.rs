@@ -206,3 +206,17 @@ fn bridge_publish_of_an_invalid_packet_is_refused_before_proposal() {
         crate::voevent::InvalidVoEvent::Version(Some("1.1".into()))
     );
 }
+
+#[test]
+fn publishing_to_a_missing_voevent_stream_node_creates_a_voevent_node() {
+    let mut h = Harness::new();
+    let answer = h.publish(ALICE, NODE, None, body(SWIFT));
+    assert_eq!(
+        answer.ok_xml(),
+        format!(
+            "<pubsub xmlns=\"{PS}\"><publish node=\"{NODE}\"><item id=\"{SWIFT_IVORN}\"/></publish></pubsub>"
+        )
+    );
+    h.publish(ALICE, NODE, None, "<not-a-voevent xmlns='urn:x'/>")
+        .assert_error(Condition::BadRequest, Some("invalid-payload"));
+}
