@@ -51,6 +51,42 @@ impl PubsubComponent {
     }
 }
 
+/// How often the leader checks whether an item's `pubsub#item_expire`
+/// has passed.
+const EXPIRY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl PubsubComponent {
+    /// Runs until `stop`: while this site leads the mesh, proposes
+    /// `ExpireItems` whenever an item's lifetime has passed. Expiry is a
+    /// replicated command stamped with the leader's clock, so every site
+    /// removes exactly the same items.
+    pub async fn expire_items(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return,
+                _ = ticks.tick() => {}
+            }
+            let now = crate::clock::now_micros();
+            let due = self
+                .broker
+                .read(|replica| replica.pubsub().next_expiry_micros())
+                .is_some_and(|at| at <= now);
+            if !due || self.broker.mesh().status().role != vomesh_mesh::node::Role::Leader {
+                continue;
+            }
+            let command = Command {
+                actor: self.service_jid.clone(),
+                timestamp_micros: now,
+                op: Some(Op::ExpireItems(vomesh_proto::pubsub::ExpireItems {})),
+            };
+            if let Err(error) = self.broker.propose(&command).await {
+                tracing::warn!(%error, "could not propose the expiry of items");
+            }
+        }
+    }
+}
+
 /// The `Component` the router holds: a handle that spawns work on the
 /// shared state.
 pub struct PubsubHandle(pub Arc<PubsubComponent>);
