@@ -101,7 +101,8 @@ pub struct TransportTimeouts {
     /// Dial plus TLS handshake.
     pub connect_timeout_ms: u64,
     /// A connection with no traffic (not even keep-alives) for this long is
-    /// considered dead and is dialled again on next use.
+    /// considered dead and is dialled again on next use. Also the longest
+    /// pause allowed in the middle of a request being received.
     pub idle_timeout_ms: u64,
     pub keep_alive_interval_ms: u64,
 }
@@ -150,6 +151,8 @@ pub(crate) enum FrameError {
     Closed(#[from] quinn::ClosedStream),
     #[error("decode: {0}")]
     Decode(#[from] prost::DecodeError),
+    #[error("no data for {0:?} in the middle of a request")]
+    Stalled(Duration),
 }
 
 async fn write_frame(send: &mut quinn::SendStream, msg: &impl Message) -> Result<(), FrameError> {
@@ -210,6 +213,8 @@ pub struct Transport {
     peer_name_verifier: Arc<WebPkiServerVerifier>,
     limits: TransportLimits,
     connect_timeout: Duration,
+    /// Longest wait for the next frame of a request being received.
+    frame_stall_timeout: Duration,
     peers: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -286,6 +291,7 @@ impl Transport {
             peer_name_verifier,
             limits,
             connect_timeout: Duration::from_millis(timeouts.connect_timeout_ms),
+            frame_stall_timeout: Duration::from_millis(timeouts.idle_timeout_ms),
             peers: Mutex::new(HashMap::new()),
             accept_task: Mutex::new(None),
         }))
@@ -371,7 +377,7 @@ impl Transport {
         mut recv: quinn::RecvStream,
         handler: &H,
     ) -> Result<(), FrameError> {
-        let frame = read_frame(&mut recv, self.limits.frame_bytes_max).await?;
+        let frame = self.read_request_frame(&mut recv).await?;
         let request = pb::Request::decode(frame)?;
         let response = match self.authenticate(connection, verified, request.from_node_id) {
             Err(message) => error_response(pb::ErrorKind::Unauthenticated, message),
@@ -396,6 +402,17 @@ impl Transport {
         write_frame(&mut send, &response).await?;
         send.finish()?;
         Ok(())
+    }
+
+    /// Reads the next frame of a request; a peer that stops sending in the
+    /// middle of a request for `frame_stall_timeout` loses the stream.
+    async fn read_request_frame(&self, recv: &mut quinn::RecvStream) -> Result<Bytes, FrameError> {
+        tokio::time::timeout(
+            self.frame_stall_timeout,
+            read_frame(recv, self.limits.frame_bytes_max),
+        )
+        .await
+        .map_err(|_| FrameError::Stalled(self.frame_stall_timeout))?
     }
 
     async fn serve_append_stream<H: RpcHandler>(
@@ -478,7 +495,7 @@ impl Transport {
         // peer's announcement.
         let mut data = BytesMut::new();
         while (data.len() as u64) < total {
-            let frame = read_frame(recv, self.limits.frame_bytes_max).await?;
+            let frame = self.read_request_frame(recv).await?;
             let chunk = pb::SnapshotChunk::decode(frame)?;
             if data.len() as u64 + chunk.data.len() as u64 > total {
                 return Err(FrameError::TooLarge {
