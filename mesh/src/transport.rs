@@ -8,9 +8,10 @@
 //!   client certificate (nothing unauthenticated gets a stream) and checks
 //!   the node id each request claims against the SANs of that certificate
 //!   before handing the request on.
-//! - **One connection per peer**, dialled lazily by the first RPC that needs
-//!   it (a client's constructor never dials) and dialled again when it was
-//!   lost. Each RPC is one bidirectional stream, so a heartbeat never queues
+//! - **One connection per peer** for the RPCs a node sends, dialled lazily
+//!   by the first RPC that needs it (a client's constructor never dials) and
+//!   dialled again when it was lost. Each direction has its own connection,
+//!   so neither side has to decide who dials. Each RPC is one bidirectional stream, so a heartbeat never queues
 //!   behind a large append or a snapshot; heartbeats also get a higher stream
 //!   priority and snapshots a lower one for the sender's bandwidth.
 //! - **Pipelined replication.** openraft's replication sends a stream of
