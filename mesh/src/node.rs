@@ -126,6 +126,75 @@ pub struct MeshConfig {
     /// Entries kept in the log behind a snapshot, so a briefly lagging
     /// follower catches up from the log rather than with a snapshot.
     pub log_entries_kept_after_snapshot: u64,
+    /// Largest command `propose` accepts.
+    pub command_bytes_max: usize,
+    /// Most entries openraft puts in one append. With `command_bytes_max` it
+    /// bounds an append frame, which must fit `limits.frame_bytes_max`
+    /// (checked at start: an append that can never be sent would stall
+    /// replication for good).
+    pub append_entries_max: u64,
+}
+
+/// Protobuf overhead of one entry (log id, tags, lengths), generously.
+const ENTRY_OVERHEAD_BYTES: usize = 128;
+/// Protobuf overhead of an append request around its entries, generously.
+const APPEND_OVERHEAD_BYTES: usize = 1024;
+
+impl MeshConfig {
+    /// A configuration with the defaults: loopback timeouts, default
+    /// transport limits, a snapshot every 10 000 entries keeping 1 000
+    /// behind it, commands up to 320 KiB (a 256 KiB stanza with room for its
+    /// envelope), appends of at most 256 entries, no initial members (a
+    /// single-node mesh).
+    pub fn new(
+        node_id: NodeId,
+        listen: SocketAddr,
+        advertise: String,
+        data_dir: PathBuf,
+        identity: NodeIdentity,
+    ) -> Self {
+        Self {
+            node_id,
+            listen,
+            advertise,
+            initial_members: BTreeMap::new(),
+            data_dir,
+            identity,
+            timeouts: MeshTimeouts::default(),
+            limits: TransportLimits::default(),
+            snapshot_every_entries: 10_000,
+            log_entries_kept_after_snapshot: 1_000,
+            command_bytes_max: 320 * 1024,
+            append_entries_max: 256,
+        }
+    }
+
+    /// Checks that the limits fit together.
+    fn check_limits(&self) -> Result<(), StartError> {
+        let entries = usize::try_from(self.append_entries_max).unwrap_or(usize::MAX);
+        let append_bytes_max = entries
+            .saturating_mul(self.command_bytes_max.saturating_add(ENTRY_OVERHEAD_BYTES))
+            .saturating_add(APPEND_OVERHEAD_BYTES);
+        if append_bytes_max > self.limits.frame_bytes_max {
+            return Err(StartError::Limits(format!(
+                "{} entries of {} bytes need frames of {append_bytes_max} bytes; frame_bytes_max is {}",
+                self.append_entries_max, self.command_bytes_max, self.limits.frame_bytes_max
+            )));
+        }
+        if self
+            .limits
+            .snapshot_chunk_bytes
+            .saturating_add(APPEND_OVERHEAD_BYTES)
+            > self.limits.frame_bytes_max
+            || self.limits.snapshot_chunk_bytes == 0
+        {
+            return Err(StartError::Limits(format!(
+                "snapshot_chunk_bytes {} must be positive and fit frame_bytes_max {}",
+                self.limits.snapshot_chunk_bytes, self.limits.frame_bytes_max
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The node could not start.
@@ -144,6 +213,8 @@ pub enum StartError {
     Transport(#[from] TransportError),
     #[error("raft configuration: {0}")]
     Config(#[from] openraft::ConfigError),
+    #[error("limits: {0}")]
+    Limits(String),
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -153,6 +224,9 @@ pub enum StartError {
 /// appended by this attempt, so retrying cannot duplicate it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
+    /// Refused before anything was sent.
+    #[error("command of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
     /// No leader reachable within the deadline (an election is running, or
     /// this node is on the minority side of a partition).
     #[error("no leader reachable within {0:?}")]
@@ -222,6 +296,7 @@ pub(crate) struct Inner<S: StateMachine> {
     pub(crate) transport: Arc<Transport>,
     pub(crate) state: SharedState<S>,
     pub(crate) timeouts: MeshTimeouts,
+    command_bytes_max: usize,
     metrics: MetricsExporter,
     /// Completes when Raft's tasks have dropped the redb files; awaited by
     /// `shutdown`.
@@ -247,6 +322,7 @@ impl<S: StateMachine> MeshNode<S> {
     /// QUIC endpoint, starts Raft, and on first start of the lowest-id
     /// member initialises the cluster.
     pub async fn start(config: MeshConfig, state_machine: S) -> Result<Self, StartError> {
+        config.check_limits()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -279,6 +355,7 @@ impl<S: StateMachine> MeshNode<S> {
             install_snapshot_timeout: t.snapshot_timeout_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
+            max_payload_entries: config.append_entries_max,
             // Pre-vote: a node that was cut off does not disrupt a healthy
             // leader with a higher term when it comes back (Raft thesis §9.6).
             enable_pre_vote: Some(true),
@@ -305,6 +382,7 @@ impl<S: StateMachine> MeshNode<S> {
             transport: transport.clone(),
             state,
             timeouts: config.timeouts.clone(),
+            command_bytes_max: config.command_bytes_max,
             metrics,
             storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
         });
@@ -374,6 +452,13 @@ impl<S: StateMachine> MeshNode<S> {
     /// Concurrent proposals are batched by openraft into few appends, and
     /// so few fsyncs.
     pub async fn propose(&self, command: Bytes) -> Result<Committed, ProposeError> {
+        let max = self.inner.command_bytes_max;
+        if command.len() > max {
+            return Err(ProposeError::TooLarge {
+                len: command.len(),
+                max,
+            });
+        }
         let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
         let deadline = Instant::now() + budget;
         loop {
@@ -772,6 +857,15 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                     })),
                     Err(e) => unavailable(e),
                 }
+            }
+            pb::request::Kind::ForwardProposal(p)
+                if p.command.len() > self.inner.command_bytes_max =>
+            {
+                bad_request(format!(
+                    "command of {} bytes exceeds the limit of {}",
+                    p.command.len(),
+                    self.inner.command_bytes_max
+                ))
             }
             pb::request::Kind::ForwardProposal(p) => {
                 let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);

@@ -86,8 +86,8 @@ pub struct TransportLimits {
 impl Default for TransportLimits {
     fn default() -> Self {
         Self {
-            // openraft sends at most `max_payload_entries` (300) entries per
-            // append: 300 items of the broker's 256 KiB stanza limit fit.
+            // Carries a full append with the node defaults: 256 entries of
+            // up to 320 KiB (see `MeshConfig::check_limits`).
             frame_bytes_max: 96 * 1024 * 1024,
             snapshot_bytes_max: 8 * 1024 * 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,

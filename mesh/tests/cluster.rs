@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use vomesh_mesh::certs::{ClusterCa, NodeIdentity};
 use vomesh_mesh::membership::MembershipError;
-use vomesh_mesh::node::{MeshConfig, MeshNode, MeshTimeouts, ProposeError, Role, StartError};
+use vomesh_mesh::node::{MeshConfig, MeshNode, ProposeError, Role, StartError};
 use vomesh_mesh::transport::{RpcError, Transport, TransportLimits, TransportTimeouts};
 use vomesh_mesh::types::{CommittedCommand, StateMachine};
 use vomesh_proto::mesh as pb;
@@ -105,30 +105,25 @@ impl Cluster {
     }
 
     fn config(&self, id: u64) -> anyhow::Result<MeshConfig> {
-        Ok(MeshConfig {
-            node_id: id,
-            listen: self.addrs[&id],
-            advertise: self.addrs[&id].to_string(),
-            initial_members: self
-                .addrs
-                .iter()
-                .map(|(id, a)| (*id, a.to_string()))
-                .collect(),
-            data_dir: self.root.join(format!("node-{id}")),
-            identity: self.identity(id)?,
-            timeouts: MeshTimeouts {
-                // Keeps the tests that expect a refusal short.
-                propose_timeout_ms: 2_000,
-                ..MeshTimeouts::loopback()
-            },
-            limits: TransportLimits {
-                // Small chunks, so a snapshot really travels in several.
-                snapshot_chunk_bytes: 512,
-                ..TransportLimits::default()
-            },
-            snapshot_every_entries: self.snapshot_every_entries,
-            log_entries_kept_after_snapshot: 0,
-        })
+        let mut config = MeshConfig::new(
+            id,
+            self.addrs[&id],
+            self.addrs[&id].to_string(),
+            self.root.join(format!("node-{id}")),
+            self.identity(id)?,
+        );
+        config.initial_members = self
+            .addrs
+            .iter()
+            .map(|(id, a)| (*id, a.to_string()))
+            .collect();
+        // Keeps the tests that expect a refusal short.
+        config.timeouts.propose_timeout_ms = 2_000;
+        // Small chunks, so a snapshot really travels in several.
+        config.limits.snapshot_chunk_bytes = 512;
+        config.snapshot_every_entries = self.snapshot_every_entries;
+        config.log_entries_kept_after_snapshot = 0;
+        Ok(config)
     }
 
     /// Waits until the running nodes agree on one leader; returns its id.
@@ -682,6 +677,11 @@ async fn a_node_without_members_is_a_single_node_mesh() -> anyhow::Result<()> {
     config.advertise = config.listen.to_string();
 
     let node = MeshNode::start(config, Kv::default()).await?;
+    let too_large = node.propose(Bytes::from(vec![b'x'; 320 * 1024 + 1])).await;
+    assert!(
+        matches!(too_large, Err(ProposeError::TooLarge { .. })),
+        "{too_large:?}"
+    );
     let committed = node.propose(cmd("solo=1".into())).await?;
     assert_eq!(node.status().role, Role::Leader);
     assert_eq!(
@@ -690,5 +690,36 @@ async fn a_node_without_members_is_a_single_node_mesh() -> anyhow::Result<()> {
     );
     assert_eq!(node.ensure_linearizable().await?, committed.index);
     node.shutdown().await;
+    Ok(())
+}
+
+#[test]
+fn limits_that_cannot_carry_a_full_append_are_refused_at_start() -> anyhow::Result<()> {
+    let ca = ClusterCa::generate()?;
+    let node = ca.issue_node(1, &[])?;
+    let identity = NodeIdentity::from_pem(
+        ca.pem().cert_pem.as_bytes(),
+        node.cert_pem.as_bytes(),
+        node.key_pem.as_bytes(),
+    )
+    .map_err(|(what, why)| anyhow::anyhow!("{what}: {why}"))?;
+    let dir = tempfile::tempdir()?;
+    let mut config = MeshConfig::new(
+        1,
+        free_udp_port()?,
+        "127.0.0.1:1".into(),
+        dir.path().into(),
+        identity,
+    );
+    config.command_bytes_max = 1024 * 1024;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let refused = runtime.block_on(MeshNode::start(config, Kv::default()));
+    assert!(
+        matches!(refused, Err(StartError::Limits(_))),
+        "{:?}",
+        refused.err()
+    );
     Ok(())
 }
