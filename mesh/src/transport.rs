@@ -559,6 +559,30 @@ impl Transport {
         Ok(connection)
     }
 
+    /// Drops the cached connection to `peer` if it is still `connection`.
+    /// Called after an exchange failed or missed its deadline: a peer killed
+    /// without closing leaves the connection looking open until the idle
+    /// timeout, and a restarted peer does not know it; the next RPC then
+    /// dials afresh instead of waiting on it. Streams still running on the
+    /// old connection carry on until it dies.
+    async fn forget(&self, peer: NodeId, connection: &quinn::Connection) {
+        let link = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&peer)
+            .cloned();
+        if let Some(link) = link {
+            let mut slot = link.connection.lock().await;
+            if slot
+                .as_ref()
+                .is_some_and(|cached| cached.stable_id() == connection.stable_id())
+            {
+                *slot = None;
+            }
+        }
+    }
+
     /// Opens a stream to `peer` and sends `header` on it, within `deadline`.
     async fn open_stream(
         &self,
@@ -567,26 +591,32 @@ impl Transport {
         header: pb::request::Kind,
         priority: i32,
         deadline: Duration,
-    ) -> Result<(quinn::SendStream, quinn::RecvStream), RpcError> {
+    ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), RpcError> {
         let request = pb::Request {
             from_node_id: self.node_id,
             kind: Some(header),
         };
+        let used = OnceLock::new();
         let open = async {
             let connection = self.connection(peer, addr).await?;
+            let _ = used.set(connection.clone());
             let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
             // Fails only if the stream is already closed; then the write fails too.
             let _ = send.set_priority(priority);
             write_frame(&mut send, &request)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>((send, recv))
+            Ok::<_, String>((connection, send, recv))
         };
-        match tokio::time::timeout(deadline, open).await {
-            Ok(Ok(streams)) => Ok(streams),
+        let result = match tokio::time::timeout(deadline, open).await {
+            Ok(Ok(streams)) => return Ok(streams),
             Ok(Err(reason)) => Err(RpcError::Unreachable { peer, reason }),
             Err(_) => Err(RpcError::DeadlineExceeded { peer, deadline }),
+        };
+        if let Some(connection) = used.get() {
+            self.forget(peer, connection).await;
         }
+        result
     }
 
     /// Sends one request to `peer` and waits for its response, all within
@@ -607,9 +637,11 @@ impl Transport {
         // Set once the request is on its way: before that, a failure means
         // the peer certainly never saw it (and a retry cannot duplicate it).
         let sent = AtomicBool::new(false);
+        let used = OnceLock::new();
         let exchange = async {
             let not_sent = |reason: String| RpcError::NotSent { peer, reason };
             let connection = self.connection(peer, addr).await.map_err(not_sent)?;
+            let _ = used.set(connection.clone());
             let (mut send, mut recv) = connection
                 .open_bi()
                 .await
@@ -637,15 +669,22 @@ impl Transport {
                 .map_err(|e| unreachable(e.to_string()))?;
             pb::Response::decode(frame).map_err(|e| unreachable(e.to_string()))
         };
-        let response = match tokio::time::timeout(deadline, exchange).await {
-            Ok(result) => result?,
-            Err(_) if !sent.load(Ordering::Relaxed) => {
-                return Err(RpcError::NotSent {
-                    peer,
-                    reason: format!("no connection within {deadline:?}"),
-                });
+        let result = match tokio::time::timeout(deadline, exchange).await {
+            Ok(result) => result,
+            Err(_) if !sent.load(Ordering::Relaxed) => Err(RpcError::NotSent {
+                peer,
+                reason: format!("no connection within {deadline:?}"),
+            }),
+            Err(_) => Err(RpcError::DeadlineExceeded { peer, deadline }),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                if let Some(connection) = used.get() {
+                    self.forget(peer, connection).await;
+                }
+                return Err(e);
             }
-            Err(_) => return Err(RpcError::DeadlineExceeded { peer, deadline }),
         };
         match response.kind {
             Some(pb::response::Kind::Error(error)) => Err(RpcError::Remote { peer, error }),
@@ -863,7 +902,7 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
         Box::pin(async move {
             let deadline = option.soft_ttl();
             let header = pb::request::Kind::AppendStream(pb::AppendStreamOpen {});
-            let (send, recv) = self
+            let (connection, send, recv) = self
                 .transport
                 .open_stream(self.target, &self.addr, header, self.priority, deadline)
                 .await
@@ -871,28 +910,37 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
             let (sent_tx, sent_rx) = tokio::sync::mpsc::channel(APPEND_PIPELINE_DEPTH);
             tokio::spawn(write_appends(send, input, sent_tx));
             let max = self.transport.limits.frame_bytes_max;
-            let responses =
-                futures_util::stream::unfold(Some((recv, sent_rx)), move |state| async move {
+            let transport = self.transport.clone();
+            let target = self.target;
+            let state = Some((recv, sent_rx));
+            let responses = futures_util::stream::unfold(state, move |state| {
+                let transport = transport.clone();
+                let connection = connection.clone();
+                async move {
                     let (mut recv, mut sent_rx) = state?;
                     // One response is owed per request the writer sent; none
                     // owed (and the writer done) ends the stream.
-                    match sent_rx.recv().await? {
-                        Ok(()) => {}
-                        Err(reason) => return Some((Err(unreachable(reason).into()), None)),
-                    }
-                    let result =
-                        match tokio::time::timeout(deadline, read_frame(&mut recv, max)).await {
-                            Err(_) => Err(unreachable(format!(
-                                "no append response within {deadline:?}"
-                            ))),
-                            Ok(Err(e)) => Err(unreachable(e)),
-                            Ok(Ok(frame)) => decode_stream_response(frame),
-                        };
+                    let result = match sent_rx.recv().await? {
+                        Err(reason) => Err(unreachable(reason)),
+                        Ok(()) => {
+                            match tokio::time::timeout(deadline, read_frame(&mut recv, max)).await {
+                                Err(_) => Err(unreachable(format!(
+                                    "no append response within {deadline:?}"
+                                ))),
+                                Ok(Err(e)) => Err(unreachable(e)),
+                                Ok(Ok(frame)) => decode_stream_response(frame),
+                            }
+                        }
+                    };
                     match result {
                         Ok(r) => Some((Ok(r), Some((recv, sent_rx)))),
-                        Err(e) => Some((Err(e.into()), None)),
+                        Err(e) => {
+                            transport.forget(target, &connection).await;
+                            Some((Err(e.into()), None))
+                        }
                     }
-                });
+                }
+            });
             let responses: BoxStream<'s, _> = Box::pin(responses);
             Ok(responses)
         })
