@@ -219,9 +219,10 @@ pub enum StartError {
     Raft(String),
 }
 
-/// Why a proposal has no result. Only [`ProposeError::Indeterminate`]
-/// leaves the outcome open; every other error means the command was not
-/// appended by this attempt, so retrying cannot duplicate it.
+/// Why a proposal has no result. [`ProposeError::Indeterminate`] leaves the
+/// outcome open and [`ProposeError::NotAppliedLocally`] means it committed;
+/// every other error means the command was not appended by this attempt, so
+/// retrying cannot duplicate it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
     /// Refused before anything was sent.
@@ -236,6 +237,10 @@ pub enum ProposeError {
     /// and must deduplicate if it retries.
     #[error("outcome unknown: {0}")]
     Indeterminate(String),
+    /// The command is committed (durable on a majority, it will be applied
+    /// everywhere) but this node had not applied it by the deadline.
+    #[error("committed at index {}, not yet applied on this node", .0.index)]
+    NotAppliedLocally(Committed),
     #[error("mesh is shutting down")]
     ShuttingDown,
 }
@@ -474,8 +479,7 @@ impl<S: StateMachine> MeshNode<S> {
                 None => None,
             };
             if let Some(committed) = outcome {
-                self.wait_applied(committed.index, deadline).await?;
-                return Ok(committed);
+                return self.wait_applied(committed, deadline).await;
             }
             // Not appended anywhere yet: wait for a leader to emerge, then retry.
             if Instant::now() >= deadline {
@@ -544,19 +548,22 @@ impl<S: StateMachine> MeshNode<S> {
         }
     }
 
-    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ProposeError> {
+    async fn wait_applied(
+        &self,
+        committed: Committed,
+        deadline: Instant,
+    ) -> Result<Committed, ProposeError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        self.inner
+        match self
+            .inner
             .raft
             .wait(Some(remaining))
-            .applied_index_at_least(Some(index), "proposal applied locally")
+            .applied_index_at_least(Some(committed.index), "proposal applied locally")
             .await
-            .map(|_| ())
-            .map_err(|e| {
-                ProposeError::Indeterminate(format!(
-                    "committed at {index}, not applied here yet: {e}"
-                ))
-            })
+        {
+            Ok(_) => Ok(committed),
+            Err(_) => Err(ProposeError::NotAppliedLocally(committed)),
+        }
     }
 
     /// Waits until the known leader differs from `known` or the deadline.
