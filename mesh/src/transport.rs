@@ -74,7 +74,9 @@ const PRIORITY_SNAPSHOT: i32 = -10;
 pub struct TransportLimits {
     /// Largest single frame accepted (an append batch, a chunk, a reply).
     pub frame_bytes_max: usize,
-    /// Largest snapshot a peer may announce.
+    /// Largest snapshot a peer may announce. A snapshot is held in memory
+    /// whole on both ends (built by `StateMachine::snapshot`), so this also
+    /// bounds the memory a transfer takes.
     pub snapshot_bytes_max: u64,
     /// Size of the chunks a snapshot is sent in.
     pub snapshot_chunk_bytes: usize,
@@ -89,7 +91,7 @@ impl Default for TransportLimits {
             // Carries a full append with the node defaults: 256 entries of
             // up to 320 KiB (see `MeshConfig::check_limits`).
             frame_bytes_max: 96 * 1024 * 1024,
-            snapshot_bytes_max: 8 * 1024 * 1024 * 1024,
+            snapshot_bytes_max: 1024 * 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             inbound_streams_per_peer_max: 64,
         }
