@@ -41,7 +41,7 @@
 //!   nested) travels as openraft's serde JSON inside a `bytes` field. The same
 //!   `Entry`/`Vote`/`LogId` messages are the on-disk records.
 //! - **Timeouts**: [`MeshTimeouts::loopback`](node::MeshTimeouts::loopback)
-//!   (default: heartbeat 100 ms, election 500–1000 ms) and
+//!   (default: heartbeat 200 ms, election 1–2 s) and
 //!   [`MeshTimeouts::wan`](node::MeshTimeouts::wan) (heartbeat 600 ms,
 //!   election 3–6 s) for sites up to ~300 ms apart. Rule: heartbeat (which
 //!   openraft also uses as the append deadline) ≥ 2× the worst inter-site

@@ -66,12 +66,14 @@ pub struct MeshTimeouts {
 }
 
 impl MeshTimeouts {
-    /// Nodes on one host or one LAN (round trip well under 1 ms).
+    /// Nodes on one host or one LAN (round trip well under 1 ms). The
+    /// heartbeat leaves an append 150 ms (openraft's soft deadline, 3/4 of
+    /// it) for a follower's fsync on a busy disk.
     pub fn loopback() -> Self {
         Self {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_interval_ms: 200,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
             snapshot_timeout_ms: 30_000,
             propose_timeout_ms: 5_000,
             connect_timeout_ms: 1_000,
