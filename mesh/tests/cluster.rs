@@ -212,7 +212,7 @@ impl Cluster {
             node.cert_pem.as_bytes(),
             node.key_pem.as_bytes(),
         )
-        .map_err(|(what, why)| anyhow::anyhow!("{what}: {why}"))
+        .map_err(anyhow::Error::from)
     }
 
     fn config(&self, id: u64) -> anyhow::Result<MeshConfig> {
@@ -546,8 +546,7 @@ async fn peers_with_a_foreign_or_mismatched_certificate_are_refused() -> anyhow:
         foreign_ca.pem().cert_pem.as_bytes(),
         foreign.cert_pem.as_bytes(),
         foreign.key_pem.as_bytes(),
-    )
-    .map_err(|(what, why)| anyhow::anyhow!("{what}: {why}"))?;
+    )?;
     let intruder = Transport::bind(
         2,
         free_udp_port()?,
@@ -834,8 +833,7 @@ fn limits_that_cannot_carry_a_full_append_are_refused_at_start() -> anyhow::Resu
         ca.pem().cert_pem.as_bytes(),
         node.cert_pem.as_bytes(),
         node.key_pem.as_bytes(),
-    )
-    .map_err(|(what, why)| anyhow::anyhow!("{what}: {why}"))?;
+    )?;
     let dir = tempfile::tempdir()?;
     let mut config = MeshConfig::new(
         1,
