@@ -14,7 +14,8 @@
 //! - [`node`]: [`MeshNode`](node::MeshNode): start, propose (forwarded to the
 //!   leader from a follower), local and linearizable reads, status,
 //!   shutdown; the handler of peers' RPCs.
-//! - [`membership`]: add a node (learner, catch-up, then voter), remove one.
+//! - [`membership`]: add a node (learner, catch-up, then voter), remove one;
+//!   asked at any node, forwarded to the leader.
 //! - [`transport`]: the QUIC endpoint (quinn, rustls with ring, mutual TLS
 //!   against the cluster CA, node ids checked against certificate SANs) and
 //!   openraft's network client.

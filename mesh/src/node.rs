@@ -34,6 +34,7 @@ use vomesh_proto::mesh as pb;
 
 use crate::certs::NodeIdentity;
 use crate::log_store::{LogStore, StoreOpenError};
+use crate::membership::{Change, change_response};
 use crate::metrics::MetricsExporter;
 use crate::state_store::{SharedState, StateOpenError, StateStore};
 use crate::transport::{
@@ -895,6 +896,15 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
             pb::request::Kind::AppendStream(_) => {
                 bad_request("append stream opened as a unary request")
             }
+            pb::request::Kind::MembershipChange(change) => match Change::from_pb(change) {
+                None => bad_request("membership change without a change"),
+                Some(change) => {
+                    let node = MeshNode {
+                        inner: self.inner.clone(),
+                    };
+                    change_response(node.change_membership_here(change).await)
+                }
+            },
             pb::request::Kind::ReadIndex(_) => match raft
                 .get_read_linearizer(ReadPolicy::ReadIndex)
                 .await
