@@ -17,8 +17,10 @@
 //! - [`membership`]: add a node (learner, catch-up, then voter), remove one;
 //!   asked at any node, forwarded to the leader.
 //! - [`transport`]: the QUIC endpoint (quinn, rustls with ring, mutual TLS
-//!   against the cluster CA, node ids checked against certificate SANs) and
-//!   openraft's network client.
+//!   against the cluster CA, node ids checked against certificate SANs),
+//!   framing and limits.
+//! - [`network`]: openraft's network client on the transport: prioritised
+//!   streams per purpose, pipelined replication, chunked snapshots.
 //! - [`wire`]: conversion between openraft messages and the prost types of
 //!   `vomesh-proto` (`mesh.proto`), for the network and the disk.
 //! - [`log_store`]: the durable Raft log and vote (redb, fsync per batch).
@@ -54,6 +56,7 @@ pub mod certs;
 pub mod log_store;
 pub mod membership;
 pub mod metrics;
+pub mod network;
 pub mod node;
 pub mod state_store;
 pub mod transport;

@@ -36,10 +36,11 @@ use crate::certs::NodeIdentity;
 use crate::log_store::{LogStore, StoreOpenError};
 use crate::membership::{Change, change_response};
 use crate::metrics::MetricsExporter;
+use crate::network::NetworkFactory;
 use crate::state_store::{SharedState, StateOpenError, StateStore};
 use crate::transport::{
-    NetworkFactory, RpcError, RpcHandler, Transport, TransportError, TransportLimits,
-    TransportTimeouts, error_response,
+    RpcError, RpcHandler, Transport, TransportError, TransportLimits, TransportTimeouts,
+    error_response,
 };
 use crate::types::{Command, MeshTypes, NodeId, Raft, StateMachine};
 use crate::wire;

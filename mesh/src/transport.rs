@@ -1,5 +1,6 @@
 //! The QUIC transport between mesh nodes (quinn + rustls with ring, mutual
-//! TLS), and openraft's network client on top of it.
+//! TLS): the endpoint that serves peers' RPCs and sends this node's. The
+//! openraft client on top of it is [`crate::network`].
 //!
 //! - **Authentication.** Both sides present a certificate signed by the
 //!   cluster CA, the only trust root. A node dials peer `<id>` with the TLS
@@ -33,18 +34,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
+use futures_util::future::{FutureExt, Shared};
 use openraft::base::{BoxFuture, BoxStream};
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
-    VoteResponse,
-};
 use prost::Message;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::RootCertStore;
@@ -56,18 +52,11 @@ use tokio::task::JoinHandle;
 use vomesh_proto::mesh as pb;
 
 use crate::certs::{NodeIdentity, node_dns_name};
-use crate::types::{MeshTypes, Node, NodeId, Snapshot, Vote};
-use crate::wire;
+use crate::types::NodeId;
 
 /// ALPN protocol id of the mesh RPCs; a TLS peer speaking anything else is
 /// refused during the handshake.
 const ALPN: &[u8] = b"vomesh-mesh/1";
-
-/// Stream priorities (higher is sent first by quinn when a connection's
-/// send window is contended).
-const PRIORITY_HEARTBEAT: i32 = 10;
-const PRIORITY_REPLICATION: i32 = 0;
-const PRIORITY_SNAPSHOT: i32 = -10;
 
 /// Sizes the transport enforces.
 #[derive(Clone, Debug)]
@@ -158,7 +147,10 @@ pub(crate) enum FrameError {
     Stalled(Duration),
 }
 
-async fn write_frame(send: &mut quinn::SendStream, msg: &impl Message) -> Result<(), FrameError> {
+pub(crate) async fn write_frame(
+    send: &mut quinn::SendStream,
+    msg: &impl Message,
+) -> Result<(), FrameError> {
     let len = msg.encoded_len();
     let mut buf = BytesMut::with_capacity(4 + len);
     // Lengths above u32::MAX cannot occur: frames are bounded far below.
@@ -168,7 +160,10 @@ async fn write_frame(send: &mut quinn::SendStream, msg: &impl Message) -> Result
     Ok(())
 }
 
-async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Bytes, FrameError> {
+pub(crate) async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Bytes, FrameError> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -205,7 +200,19 @@ pub trait RpcHandler: Send + Sync + 'static {
 /// A cached outbound connection to one peer.
 struct PeerLink {
     addr: String,
-    connection: tokio::sync::Mutex<Option<quinn::Connection>>,
+    state: Mutex<LinkState>,
+}
+
+/// A dial in progress, shared by every RPC waiting for it. It runs in its
+/// own task, so it completes (within the connect timeout) even when the RPCs
+/// that started it give up earlier: a handshake slower than an RPC deadline
+/// still yields a connection for the next RPC.
+type Dial = Shared<BoxFuture<'static, Result<quinn::Connection, String>>>;
+
+enum LinkState {
+    Idle,
+    Dialing(Dial),
+    Connected(quinn::Connection),
 }
 
 /// The node's QUIC endpoint: accepts peers' RPCs and sends its own.
@@ -214,7 +221,7 @@ pub struct Transport {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
     peer_name_verifier: Arc<WebPkiServerVerifier>,
-    limits: TransportLimits,
+    pub(crate) limits: TransportLimits,
     connect_timeout: Duration,
     /// Longest wait for the next frame of a request being received.
     frame_stall_timeout: Duration,
@@ -522,7 +529,7 @@ impl Transport {
             _ => {
                 let link = Arc::new(PeerLink {
                     addr: addr.to_owned(),
-                    connection: tokio::sync::Mutex::new(None),
+                    state: Mutex::new(LinkState::Idle),
                 });
                 peers.insert(peer, link.clone());
                 link
@@ -532,33 +539,56 @@ impl Transport {
 
     async fn connection(&self, peer: NodeId, addr: &str) -> Result<quinn::Connection, String> {
         let link = self.link(peer, addr);
-        // Held while dialling, so concurrent RPCs share one new connection.
-        let mut slot = link.connection.lock().await;
-        if let Some(connection) = slot.as_ref()
-            && connection.close_reason().is_none()
+        let dial = {
+            let mut state = link.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*state {
+                LinkState::Connected(connection) if connection.close_reason().is_none() => {
+                    return Ok(connection.clone());
+                }
+                LinkState::Dialing(dial) => dial.clone(),
+                LinkState::Idle | LinkState::Connected(_) => {
+                    let dial = self.dial(peer, addr);
+                    *state = LinkState::Dialing(dial.clone());
+                    dial
+                }
+            }
+        };
+        let result = dial.clone().await;
+        let mut state = link.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Record the outcome, unless a newer dial replaced this one.
+        if let LinkState::Dialing(current) = &*state
+            && current.ptr_eq(&dial)
         {
-            return Ok(connection.clone());
+            *state = match &result {
+                Ok(connection) => LinkState::Connected(connection.clone()),
+                Err(_) => LinkState::Idle,
+            };
         }
-        let socket = tokio::net::lookup_host(addr)
-            .await
-            .map_err(|e| format!("resolve {addr}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("resolve {addr}: no address"))?;
-        let connecting = self
-            .endpoint
-            .connect_with(self.client_config.clone(), socket, &node_dns_name(peer))
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let connection = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| {
-                format!(
-                    "connect {addr}: no handshake within {:?}",
-                    self.connect_timeout
-                )
-            })?
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        result
+    }
+
+    fn dial(&self, peer: NodeId, addr: &str) -> Dial {
+        let endpoint = self.endpoint.clone();
+        let config = self.client_config.clone();
+        let timeout = self.connect_timeout;
+        let addr = addr.to_owned();
+        let task = tokio::spawn(async move {
+            let socket = tokio::net::lookup_host(&addr)
+                .await
+                .map_err(|e| format!("resolve {addr}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("resolve {addr}: no address"))?;
+            let connecting = endpoint
+                .connect_with(config, socket, &node_dns_name(peer))
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| format!("connect {addr}: no handshake within {timeout:?}"))?
+                .map_err(|e| format!("connect {addr}: {e}"))
+        });
+        let joined: BoxFuture<'static, _> =
+            Box::pin(async move { task.await.map_err(|e| e.to_string())? });
+        joined.shared()
     }
 
     /// Drops the cached connection to `peer` if it is still `connection`.
@@ -567,7 +597,7 @@ impl Transport {
     /// timeout, and a restarted peer does not know it; the next RPC then
     /// dials afresh instead of waiting on it. Streams still running on the
     /// old connection carry on until it dies.
-    async fn forget(&self, peer: NodeId, connection: &quinn::Connection) {
+    pub(crate) fn forget(&self, peer: NodeId, connection: &quinn::Connection) {
         let link = self
             .peers
             .lock()
@@ -575,18 +605,17 @@ impl Transport {
             .get(&peer)
             .cloned();
         if let Some(link) = link {
-            let mut slot = link.connection.lock().await;
-            if slot
-                .as_ref()
-                .is_some_and(|cached| cached.stable_id() == connection.stable_id())
+            let mut state = link.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if let LinkState::Connected(cached) = &*state
+                && cached.stable_id() == connection.stable_id()
             {
-                *slot = None;
+                *state = LinkState::Idle;
             }
         }
     }
 
     /// Opens a stream to `peer` and sends `header` on it, within `deadline`.
-    async fn open_stream(
+    pub(crate) async fn open_stream(
         &self,
         peer: NodeId,
         addr: &str,
@@ -616,7 +645,7 @@ impl Transport {
             Err(_) => Err(RpcError::DeadlineExceeded { peer, deadline }),
         };
         if let Some(connection) = used.get() {
-            self.forget(peer, connection).await;
+            self.forget(peer, connection);
         }
         result
     }
@@ -683,7 +712,7 @@ impl Transport {
             Ok(response) => response,
             Err(e) => {
                 if let Some(connection) = used.get() {
-                    self.forget(peer, connection).await;
+                    self.forget(peer, connection);
                 }
                 return Err(e);
             }
@@ -706,274 +735,5 @@ pub(crate) fn error_response(kind: pb::ErrorKind, message: String) -> pb::Respon
             message,
             leader_id: None,
         })),
-    }
-}
-
-/// openraft's network factory: hands out clients for peers, never dialling.
-pub struct NetworkFactory {
-    transport: Arc<Transport>,
-}
-
-impl NetworkFactory {
-    pub fn new(transport: Arc<Transport>) -> Self {
-        Self { transport }
-    }
-
-    fn client(&self, target: NodeId, node: &Node, priority: i32) -> PeerClient {
-        PeerClient {
-            transport: self.transport.clone(),
-            target,
-            addr: node.addr.clone(),
-            priority,
-        }
-    }
-}
-
-impl RaftNetworkFactory<MeshTypes> for NetworkFactory {
-    type Network = PeerClient;
-
-    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        self.client(target, node, PRIORITY_REPLICATION)
-    }
-
-    async fn new_heartbeat_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        self.client(target, node, PRIORITY_HEARTBEAT)
-    }
-
-    async fn new_snapshot_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        self.client(target, node, PRIORITY_SNAPSHOT)
-    }
-}
-
-/// openraft's client for one peer; every call is one stream on the shared
-/// connection.
-pub struct PeerClient {
-    transport: Arc<Transport>,
-    target: NodeId,
-    addr: String,
-    priority: i32,
-}
-
-/// Append requests in flight on one append stream before the writer waits
-/// for responses: enough to cover a round trip of batches at WAN latency,
-/// few enough that a stalled follower does not buffer much.
-const APPEND_PIPELINE_DEPTH: usize = 16;
-
-/// Writes `input` to the append stream; tells the reader, through `sent`,
-/// of each request sent (or of the failure that ended the writing).
-async fn write_appends<St>(
-    mut send: quinn::SendStream,
-    mut input: St,
-    sent: tokio::sync::mpsc::Sender<Result<(), String>>,
-) where
-    St: Stream<Item = AppendEntriesRequest<MeshTypes>> + Send + Unpin + 'static,
-{
-    while let Some(request) = input.next().await {
-        // Waits while the pipeline is full; fails once the reader is gone.
-        let Ok(permit) = sent.reserve().await else {
-            return;
-        };
-        let written = match wire::append_request_to_pb(&request) {
-            Ok(pb) => write_frame(&mut send, &pb).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let failed = written.is_err();
-        permit.send(written);
-        if failed {
-            return;
-        }
-    }
-    let _ = send.finish();
-}
-
-fn decode_stream_response(
-    frame: Bytes,
-) -> Result<StreamAppendResult<MeshTypes>, Unreachable<MeshTypes>> {
-    match pb::Response::decode(frame).map_err(unreachable)?.kind {
-        Some(pb::response::Kind::AppendStream(result)) => {
-            wire::stream_result_from_pb(result).map_err(unreachable)
-        }
-        other => Err(unreachable(format!(
-            "unexpected append stream response {other:?}"
-        ))),
-    }
-}
-
-fn unreachable(e: impl std::fmt::Display) -> Unreachable<MeshTypes> {
-    Unreachable::from_string(e)
-}
-
-impl PeerClient {
-    async fn call(
-        &self,
-        kind: pb::request::Kind,
-        snapshot: Option<Bytes>,
-        deadline: Duration,
-    ) -> Result<pb::response::Kind, Unreachable<MeshTypes>> {
-        let response = self
-            .transport
-            .call(
-                self.target,
-                &self.addr,
-                kind,
-                snapshot,
-                self.priority,
-                deadline,
-            )
-            .await
-            .map_err(unreachable)?;
-        response.kind.ok_or_else(|| unreachable("empty response"))
-    }
-
-    async fn vote_rpc(
-        &self,
-        kind: pb::request::Kind,
-        option: RPCOption,
-    ) -> Result<VoteResponse<MeshTypes>, RPCError<MeshTypes>> {
-        match self.call(kind, None, option.soft_ttl()).await? {
-            pb::response::Kind::Vote(resp) => {
-                Ok(wire::vote_response_from_pb(resp).map_err(unreachable)?)
-            }
-            other => Err(unreachable(format!("unexpected response {other:?}")).into()),
-        }
-    }
-}
-
-impl RaftNetworkV2<MeshTypes> for PeerClient {
-    type SnapshotData = Bytes;
-
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<MeshTypes>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<MeshTypes>, RPCError<MeshTypes>> {
-        let request = wire::append_request_to_pb(&rpc).map_err(unreachable)?;
-        let kind = pb::request::Kind::AppendEntries(request);
-        match self.call(kind, None, option.soft_ttl()).await? {
-            pb::response::Kind::AppendEntries(resp) => {
-                Ok(wire::append_response_from_pb(resp).map_err(unreachable)?)
-            }
-            other => Err(unreachable(format!("unexpected response {other:?}")).into()),
-        }
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<MeshTypes>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<MeshTypes>, RPCError<MeshTypes>> {
-        self.vote_rpc(
-            pb::request::Kind::Vote(wire::vote_request_to_pb(&rpc)),
-            option,
-        )
-        .await
-    }
-
-    async fn pre_vote(
-        &mut self,
-        rpc: VoteRequest<MeshTypes>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<MeshTypes>, RPCError<MeshTypes>> {
-        self.vote_rpc(
-            pb::request::Kind::PreVote(wire::vote_request_to_pb(&rpc)),
-            option,
-        )
-        .await
-    }
-
-    /// Pipelined replication on one QUIC stream: requests are written as
-    /// openraft produces them, without waiting for the previous response, up
-    /// to `APPEND_PIPELINE_DEPTH` unanswered; the single stream keeps them in
-    /// order, and the follower answers them in order. Each response must come
-    /// within the RPC deadline of its request being sent, so an idle stream
-    /// never times out but a stalled follower is detected.
-    fn stream_append<'s, St>(
-        &'s mut self,
-        input: St,
-        option: RPCOption,
-    ) -> BoxFuture<
-        's,
-        Result<
-            BoxStream<'s, Result<StreamAppendResult<MeshTypes>, RPCError<MeshTypes>>>,
-            RPCError<MeshTypes>,
-        >,
-    >
-    where
-        St: Stream<Item = AppendEntriesRequest<MeshTypes>> + Send + Unpin + 'static,
-    {
-        Box::pin(async move {
-            let deadline = option.soft_ttl();
-            let header = pb::request::Kind::AppendStream(pb::AppendStreamOpen {});
-            let (connection, send, recv) = self
-                .transport
-                .open_stream(self.target, &self.addr, header, self.priority, deadline)
-                .await
-                .map_err(unreachable)?;
-            let (sent_tx, sent_rx) = tokio::sync::mpsc::channel(APPEND_PIPELINE_DEPTH);
-            tokio::spawn(write_appends(send, input, sent_tx));
-            let max = self.transport.limits.frame_bytes_max;
-            let transport = self.transport.clone();
-            let target = self.target;
-            let state = Some((recv, sent_rx));
-            let responses = futures_util::stream::unfold(state, move |state| {
-                let transport = transport.clone();
-                let connection = connection.clone();
-                async move {
-                    let (mut recv, mut sent_rx) = state?;
-                    // One response is owed per request the writer sent; none
-                    // owed (and the writer done) ends the stream.
-                    let result = match sent_rx.recv().await? {
-                        Err(reason) => Err(unreachable(reason)),
-                        Ok(()) => {
-                            match tokio::time::timeout(deadline, read_frame(&mut recv, max)).await {
-                                Err(_) => Err(unreachable(format!(
-                                    "no append response within {deadline:?}"
-                                ))),
-                                Ok(Err(e)) => Err(unreachable(e)),
-                                Ok(Ok(frame)) => decode_stream_response(frame),
-                            }
-                        }
-                    };
-                    match result {
-                        Ok(r) => Some((Ok(r), Some((recv, sent_rx)))),
-                        Err(e) => {
-                            transport.forget(target, &connection).await;
-                            Some((Err(e.into()), None))
-                        }
-                    }
-                }
-            });
-            let responses: BoxStream<'s, _> = Box::pin(responses);
-            Ok(responses)
-        })
-    }
-
-    async fn full_snapshot(
-        &mut self,
-        vote: Vote,
-        snapshot: Snapshot,
-        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
-        option: RPCOption,
-    ) -> Result<SnapshotResponse<MeshTypes>, StreamingError<MeshTypes>> {
-        let offer = pb::SnapshotOffer {
-            vote: Some(wire::vote_to_pb(&vote)),
-            meta: Some(wire::snapshot_meta_to_pb(&snapshot.meta).map_err(unreachable)?),
-            total_bytes: snapshot.snapshot.len() as u64,
-        };
-        let transfer = self.call(
-            pb::request::Kind::Snapshot(offer),
-            Some(snapshot.snapshot),
-            option.soft_ttl(),
-        );
-        tokio::select! {
-            closed = cancel => Err(StreamingError::Closed(closed)),
-            response = transfer => match response? {
-                pb::response::Kind::Snapshot(resp) => {
-                    let vote = resp.vote.as_ref().map(wire::vote_from_pb).ok_or_else(|| unreachable("snapshot response without vote"))?;
-                    Ok(SnapshotResponse::new(vote))
-                }
-                other => Err(unreachable(format!("unexpected response {other:?}")).into()),
-            },
-        }
     }
 }
