@@ -10,20 +10,19 @@
 //!   the node id each request claims against the SANs of that certificate
 //!   before handing the request on.
 //! - **One connection per peer** for the RPCs a node sends, dialled lazily
-//!   by the first RPC that needs it (a client's constructor never dials) and
-//!   dialled again when it was lost. Each direction has its own connection,
-//!   so neither side has to decide who dials. Each RPC is one bidirectional stream, so a heartbeat never queues
-//!   behind a large append or a snapshot; heartbeats also get a higher stream
-//!   priority and snapshots a lower one for the sender's bandwidth.
-//! - **Pipelined replication.** openraft's replication sends a stream of
-//!   appends; it gets one QUIC stream for its whole session, where requests
-//!   are written without waiting for the previous answer (up to
-//!   `APPEND_PIPELINE_DEPTH`) and answered in order, so the follower's fsync
-//!   of one batch overlaps the transfer of the next.
-//! - **Deadlines.** Every RPC runs under its deadline (openraft's
-//!   `RPCOption::soft_ttl`, or the mesh's own for forwarded proposals); a
-//!   peer that cannot be dialled, drops the stream or misses the deadline is
-//!   reported as `Unreachable`, which makes openraft back off.
+//!   by the first RPC that needs it (a client's constructor never dials), in
+//!   a task of its own so a slow handshake outlives an impatient RPC, and
+//!   dialled again when it was lost or an exchange on it failed or timed out
+//!   (a peer killed without closing, or restarted, is then reached at once
+//!   rather than after the idle timeout). Each direction has its own
+//!   connection, so neither side has to decide who dials.
+//! - **A stream per RPC** (an append session gets one long-lived stream), so
+//!   a heartbeat never queues behind a large append or a snapshot; each
+//!   stream carries a priority for the sender's bandwidth.
+//! - **Deadlines.** Every call runs under the caller's deadline and says
+//!   whether the request certainly never left ([`RpcError::NotSent`]) or may
+//!   have reached the peer; on the receiving side, a request that stalls
+//!   mid-way loses its stream.
 //! - **Bounded frames.** A frame is a u32 big-endian length and a protobuf
 //!   message; a length above `frame_bytes_max` ends the stream before
 //!   anything is allocated. A snapshot is sent as a `SnapshotOffer` frame
