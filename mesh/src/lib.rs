@@ -11,9 +11,13 @@
 //! - [`types`]: the openraft type configuration (opaque byte commands) and
 //!   the [`StateMachine`](types::StateMachine) trait the application
 //!   implements.
+//! - [`config`]: what a node starts with; timeouts (loopback and WAN
+//!   presets) and limits.
 //! - [`node`]: [`MeshNode`](node::MeshNode): start, propose (forwarded to the
 //!   leader from a follower), local and linearizable reads, status,
-//!   shutdown; the handler of peers' RPCs.
+//!   shutdown.
+//! - [`peer_rpc`]: serves peers' RPCs: Raft's, forwarded proposals and
+//!   reads, forwarded membership changes.
 //! - [`membership`]: add a node (learner, catch-up, then voter), remove one;
 //!   asked at any node, forwarded to the leader.
 //! - [`transport`]: the QUIC endpoint (quinn, rustls with ring, mutual TLS
@@ -43,9 +47,9 @@
 //!   prost messages (`vomesh.mesh.*`); only a membership configuration (rare,
 //!   nested) travels as openraft's serde JSON inside a `bytes` field. The same
 //!   `Entry`/`Vote`/`LogId` messages are the on-disk records.
-//! - **Timeouts**: [`MeshTimeouts::loopback`](node::MeshTimeouts::loopback)
+//! - **Timeouts**: [`MeshTimeouts::loopback`](config::MeshTimeouts::loopback)
 //!   (default: heartbeat 200 ms, election 1–2 s) and
-//!   [`MeshTimeouts::wan`](node::MeshTimeouts::wan) (heartbeat 600 ms,
+//!   [`MeshTimeouts::wan`](config::MeshTimeouts::wan) (heartbeat 600 ms,
 //!   election 3–6 s) for sites up to ~300 ms apart. Rule: heartbeat (which
 //!   openraft also uses as the append deadline) ≥ 2× the worst inter-site
 //!   round trip, election timeout ≥ 5× the heartbeat.
@@ -53,11 +57,13 @@
 //!   before exit; it returns once the redb files are closed.
 
 pub mod certs;
+pub mod config;
 pub mod log_store;
 pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod peer_rpc;
 pub mod state_store;
 pub mod transport;
 pub mod types;
