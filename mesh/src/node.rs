@@ -365,7 +365,9 @@ impl<S: StateMachine> MeshNode<S> {
         command: Bytes,
         deadline: Instant,
     ) -> Result<Option<Committed>, ProposeError> {
-        let kind = pb::request::Kind::ForwardProposal(pb::ForwardProposal { command });
+        let kind = pb::request::Kind::ForwardProposal(pb::ForwardProposal {
+            command: command.to_vec(),
+        });
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self
             .inner
@@ -377,7 +379,7 @@ impl<S: StateMachine> MeshNode<S> {
                 kind: Some(pb::response::Kind::ForwardProposal(r)),
             }) => Ok(Some(Committed {
                 index: r.index,
-                response: r.response,
+                response: r.response.into(),
             })),
             Ok(other) => Err(ProposeError::Indeterminate(format!(
                 "unexpected response {other:?}"

@@ -182,12 +182,14 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
             }
             pb::request::Kind::ForwardProposal(p) => {
                 let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
-                match tokio::time::timeout(budget, raft.client_write(Command(p.command))).await {
+                match tokio::time::timeout(budget, raft.client_write(Command(p.command.into())))
+                    .await
+                {
                     Err(_) => unavailable("not committed before the deadline"),
                     Ok(Ok(resp)) => response(pb::response::Kind::ForwardProposal(
                         pb::ForwardProposalResponse {
                             index: resp.log_id.index,
-                            response: resp.data.0,
+                            response: resp.data.0.to_vec(),
                         },
                     )),
                     Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {

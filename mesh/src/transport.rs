@@ -686,7 +686,7 @@ impl Transport {
             if let Some(data) = snapshot {
                 for chunk in data.chunks(self.limits.snapshot_chunk_bytes.max(1)) {
                     let chunk = pb::SnapshotChunk {
-                        data: data.slice_ref(chunk),
+                        data: chunk.to_vec(),
                     };
                     write_frame(&mut send, &chunk)
                         .await
