@@ -137,3 +137,37 @@ impl MetricsExporter {
         self.watch_task.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use openraft::impls::leader_id_adv::LeaderId;
+
+    use super::*;
+    use crate::types::LogId;
+
+    #[test]
+    fn replication_lag_counts_entries_each_peer_is_behind_the_leader() {
+        let mut m = RaftMetrics::<MeshTypes>::new_initial(1);
+        m.last_log_index = Some(10);
+        let at = |index| {
+            Some(LogId::new(
+                LeaderId {
+                    term: 2,
+                    node_id: 1,
+                },
+                index,
+            ))
+        };
+        m.replication = Some(BTreeMap::from([(1, at(10)), (2, at(7)), (3, None)]));
+        assert_eq!(replication_lag(&m), BTreeMap::from([(2, 3), (3, 10)]));
+    }
+
+    #[test]
+    fn a_follower_reports_no_replication_lag() {
+        let mut m = RaftMetrics::<MeshTypes>::new_initial(2);
+        m.last_log_index = Some(10);
+        assert!(replication_lag(&m).is_empty());
+    }
+}
