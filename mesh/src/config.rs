@@ -103,6 +103,11 @@ pub struct MeshConfig {
     /// (checked at start: an append that can never be sent would stall
     /// replication for good).
     pub append_entries_max: u64,
+    /// Proposals this node has in flight at once (its own and those
+    /// forwarded to it). Beyond it `propose` waits for a slot until its
+    /// deadline, then fails with `Overloaded`; a forwarded proposal is refused
+    /// at once, and its proposer told it was not appended.
+    pub proposals_in_flight_max: usize,
 }
 
 /// Protobuf overhead of one entry (log id, tags, lengths), generously.
@@ -114,8 +119,8 @@ impl MeshConfig {
     /// A configuration with the defaults: loopback timeouts, default
     /// transport limits, a snapshot every 10 000 entries keeping 1 000
     /// behind it, commands up to 320 KiB (a 256 KiB stanza with room for its
-    /// envelope), appends of at most 256 entries, no initial members (a
-    /// single-node mesh).
+    /// envelope), appends of at most 256 entries, 4096 proposals in flight,
+    /// no initial members (a single-node mesh).
     pub fn new(
         node_id: NodeId,
         listen: SocketAddr,
@@ -136,6 +141,7 @@ impl MeshConfig {
             log_entries_kept_after_snapshot: 1_000,
             command_bytes_max: 320 * 1024,
             append_entries_max: 256,
+            proposals_in_flight_max: 4096,
         }
     }
 

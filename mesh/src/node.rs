@@ -70,6 +70,10 @@ pub enum ProposeError {
     /// Refused before anything was sent.
     #[error("command of {len} bytes exceeds the limit of {max}")]
     TooLarge { len: usize, max: usize },
+    /// This node, or the leader, has its limit of proposals in flight;
+    /// nothing was appended.
+    #[error("too many proposals in flight (limit {max})")]
+    Overloaded { max: usize },
     /// No leader reachable within the deadline (an election is running, or
     /// this node is on the minority side of a partition).
     #[error("no leader reachable within {0:?}")]
@@ -144,6 +148,9 @@ pub(crate) struct Inner<S: StateMachine> {
     pub(crate) state: SharedState<S>,
     pub(crate) timeouts: MeshTimeouts,
     pub(crate) command_bytes_max: usize,
+    /// One permit per proposal in flight at this node.
+    pub(crate) proposals_in_flight: tokio::sync::Semaphore,
+    pub(crate) proposals_in_flight_max: usize,
     metrics: MetricsExporter,
     /// Completes when Raft's tasks have dropped the redb files; awaited by
     /// `shutdown`.
@@ -230,6 +237,8 @@ impl<S: StateMachine> MeshNode<S> {
             state,
             timeouts: config.timeouts.clone(),
             command_bytes_max: config.command_bytes_max,
+            proposals_in_flight: tokio::sync::Semaphore::new(config.proposals_in_flight_max),
+            proposals_in_flight_max: config.proposals_in_flight_max,
             metrics,
             storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
         });
@@ -308,6 +317,16 @@ impl<S: StateMachine> MeshNode<S> {
         }
         let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
         let deadline = Instant::now() + budget;
+        let overloaded = ProposeError::Overloaded {
+            max: self.inner.proposals_in_flight_max,
+        };
+        let _slot =
+            match tokio::time::timeout_at(deadline, self.inner.proposals_in_flight.acquire()).await
+            {
+                Ok(Ok(permit)) => permit,
+                // Elapsed, or the semaphore closed (it never is).
+                _ => return Err(overloaded),
+            };
         loop {
             let leader = match self.write_locally(command.clone(), deadline).await? {
                 Ok(committed) => return Ok(committed),
@@ -388,6 +407,11 @@ impl<S: StateMachine> MeshNode<S> {
                 Ok(None)
             }
             Err(RpcError::NotSent { .. }) => Ok(None),
+            Err(RpcError::Remote { error, .. }) if error.kind() == pb::ErrorKind::Overloaded => {
+                Err(ProposeError::Overloaded {
+                    max: self.inner.proposals_in_flight_max,
+                })
+            }
             Err(e) => Err(ProposeError::Indeterminate(e.to_string())),
         }
     }

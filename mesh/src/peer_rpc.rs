@@ -181,6 +181,14 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                 ))
             }
             pb::request::Kind::ForwardProposal(p) => {
+                // Refused at once when full: the proposer holds its own slot
+                // and deadline, and learns that nothing was appended.
+                let Ok(_slot) = self.inner.proposals_in_flight.try_acquire() else {
+                    return error_response(
+                        pb::ErrorKind::Overloaded,
+                        format!("{} proposals in flight", self.inner.proposals_in_flight_max),
+                    );
+                };
                 let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
                 match tokio::time::timeout(budget, raft.client_write(Command(p.command.into())))
                     .await

@@ -59,6 +59,25 @@ fn free_udp_port() -> anyhow::Result<SocketAddr> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// The configuration of a node of its own, with its data under `dir`.
+fn lone_node_config(dir: &std::path::Path) -> anyhow::Result<MeshConfig> {
+    let ca = ClusterCa::generate()?;
+    let node = ca.issue_node(1, &[])?;
+    let identity = NodeIdentity::from_pem(
+        ca.pem().cert_pem.as_bytes(),
+        node.cert_pem.as_bytes(),
+        node.key_pem.as_bytes(),
+    )?;
+    let listen = free_udp_port()?;
+    Ok(MeshConfig::new(
+        1,
+        listen,
+        listen.to_string(),
+        dir.into(),
+        identity,
+    ))
+}
+
 /// The bound addresses of nodes cut off from everyone: their relays drop
 /// whatever they carry to or from them.
 type Isolated = Arc<Mutex<HashSet<SocketAddr>>>;
@@ -796,15 +815,8 @@ async fn measure_proposal_throughput() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_members_is_a_single_node_mesh() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(1, 10_000).await?;
-    let mut config = cluster.config(1)?;
-    config.initial_members.clear();
-    cluster.stop(1).await?;
-    std::fs::remove_dir_all(&config.data_dir)?;
-    config.listen = free_udp_port()?;
-    config.advertise = config.listen.to_string();
-
-    let node = MeshNode::start(config, Kv::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let node = MeshNode::start(lone_node_config(dir.path())?, Kv::default()).await?;
     let too_large = node.propose(Bytes::from(vec![b'x'; 320 * 1024 + 1])).await;
     assert!(
         matches!(too_large, Err(ProposeError::TooLarge { .. })),
@@ -823,21 +835,8 @@ async fn a_node_without_members_is_a_single_node_mesh() -> anyhow::Result<()> {
 
 #[test]
 fn limits_that_cannot_carry_a_full_append_are_refused_at_start() -> anyhow::Result<()> {
-    let ca = ClusterCa::generate()?;
-    let node = ca.issue_node(1, &[])?;
-    let identity = NodeIdentity::from_pem(
-        ca.pem().cert_pem.as_bytes(),
-        node.cert_pem.as_bytes(),
-        node.key_pem.as_bytes(),
-    )?;
     let dir = tempfile::tempdir()?;
-    let mut config = MeshConfig::new(
-        1,
-        free_udp_port()?,
-        "127.0.0.1:1".into(),
-        dir.path().into(),
-        identity,
-    );
+    let mut config = lone_node_config(dir.path())?;
     config.command_bytes_max = 1024 * 1024;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -922,5 +921,25 @@ async fn a_partitioned_node_cannot_commit_and_rejoins_without_disrupting_the_lea
     assert_eq!(cluster.leader().await?, leader);
     assert_eq!(cluster.nodes[&leader].status().term, term);
     cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_its_proposal_limit_refuses_more_after_the_deadline() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = lone_node_config(dir.path())?;
+    config.proposals_in_flight_max = 0;
+    config.timeouts.propose_timeout_ms = 200;
+    let node = MeshNode::start(config, Kv::default()).await?;
+
+    let started = Instant::now();
+    let refused = node.propose(cmd("k=v".into())).await;
+    assert!(
+        matches!(refused, Err(ProposeError::Overloaded { max: 0 })),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(node.state().read().applied.is_empty());
+    node.shutdown().await;
     Ok(())
 }
