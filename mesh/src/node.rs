@@ -246,6 +246,19 @@ impl<S: StateMachine> MeshNode<S> {
             inner: inner.clone(),
         }));
 
+        let node = Self { inner };
+        if let Err(e) = node.join(&config).await {
+            // Leave nothing running (Raft, the endpoint) behind a failed start.
+            node.shutdown().await;
+            return Err(e);
+        }
+        Ok(node)
+    }
+
+    /// Initialises the cluster if this node is the lowest-id initial member
+    /// of a fresh one, then re-applies what this node knew to be committed.
+    async fn join(&self, config: &MeshConfig) -> Result<(), StartError> {
+        let raft = &self.inner.raft;
         let mut members = config.initial_members.clone();
         if members.is_empty() {
             members.insert(config.node_id, config.advertise.clone());
@@ -274,11 +287,13 @@ impl<S: StateMachine> MeshNode<S> {
             .borrow_watched()
             .local_committed
             .map(|id| id.index);
-        raft.wait(Some(Duration::from_millis(t.propose_timeout_ms)))
-            .applied_index_at_least(committed, "restart: committed entries re-applied")
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        Ok(Self { inner })
+        raft.wait(Some(Duration::from_millis(
+            config.timeouts.propose_timeout_ms,
+        )))
+        .applied_index_at_least(committed, "restart: committed entries re-applied")
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        Ok(())
     }
 
     /// This node's id.
