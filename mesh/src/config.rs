@@ -83,8 +83,11 @@ pub struct MeshConfig {
     /// `host:port` other nodes dial to reach this one.
     pub advertise: String,
     /// The cluster formed on first start: node id → `host:port`, including
-    /// this node. The lowest id initialises it; empty means a single-node
-    /// mesh of this node alone.
+    /// this node. The lowest id initialises it when its data directory is
+    /// empty; empty means a single-node mesh of this node alone. Used only
+    /// once: a node that lost its data must not be restarted with it (it
+    /// would initialise a cluster of its own), but removed and added back
+    /// as a new member.
     pub initial_members: BTreeMap<NodeId, String>,
     /// Where `raft-log.redb` and `raft-snapshot.redb` live.
     pub data_dir: PathBuf,
