@@ -512,6 +512,13 @@ impl<S: StateMachine> MeshNode<S> {
         }
     }
 
+    /// Reads the local replica with `read` once it is linearizable (see
+    /// [`MeshNode::ensure_linearizable`]).
+    pub async fn linearizable_read<R>(&self, read: impl FnOnce(&S) -> R) -> Result<R, ReadError> {
+        self.ensure_linearizable().await?;
+        Ok(read(&self.inner.state.read()))
+    }
+
     async fn wait_read_index(
         &self,
         index: u64,

@@ -412,15 +412,10 @@ async fn proposals_at_a_follower_commit_everywhere_in_the_same_order() -> anyhow
         "read index {read_index} < {}",
         again.index
     );
-    assert_eq!(
-        cluster.nodes[&other]
-            .state()
-            .read()
-            .values
-            .get("f0")
-            .map(String::as_str),
-        Some("z")
-    );
+    let f0 = cluster.nodes[&other]
+        .linearizable_read(|kv| kv.values.get("f0").cloned())
+        .await?;
+    assert_eq!(f0.as_deref(), Some("z"));
 
     let applied = cluster.converged().await?;
     assert_eq!(applied.len(), 21);
