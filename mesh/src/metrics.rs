@@ -3,6 +3,18 @@
 //! openraft's `MetricsRecorder`, which RaftCore calls as its state changes;
 //! leadership, elections and per-peer replication lag from the metrics
 //! watch channel, which carries the per-peer view the recorder lacks.
+//!
+//! Recorded here: `vomesh_raft_term`, `_is_leader`, `_leader_id`,
+//! `_last_log_index`, `_commit_index`, `_applied_index`, `_snapshot_index`,
+//! `_purged_index`, `_replication_lag{peer}` (gauges);
+//! `vomesh_raft_elections_total` (every new term), `_vote_requests_total`,
+//! `_heartbeats_total`, `_appends_total` (counters);
+//! `vomesh_raft_apply_batch_entries`, `_append_batch_entries`,
+//! `_write_batch_entries` (histograms: how well proposals are batched).
+//! The transport adds `vomesh_mesh_dials_total{peer,outcome}`,
+//! `vomesh_mesh_rpc_failures_total{peer,error}` and
+//! `vomesh_mesh_peers_refused_total{reason}` (handshake: no certificate from
+//! the cluster CA; identity: a node id its certificate does not carry).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

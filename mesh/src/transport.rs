@@ -324,7 +324,11 @@ impl Transport {
                         Ok(connection) => this.serve_connection(connection, handler).await,
                         // Includes peers whose certificate the cluster CA did
                         // not sign: they never get a stream.
-                        Err(e) => tracing::info!(error = %e, "mesh: inbound handshake failed"),
+                        Err(e) => {
+                            metrics::counter!("vomesh_mesh_peers_refused_total", "reason" => "handshake")
+                                .increment(1);
+                            tracing::info!(error = %e, "mesh: inbound handshake failed");
+                        }
                     }
                 });
             }
@@ -389,7 +393,12 @@ impl Transport {
         let frame = self.read_request_frame(&mut recv).await?;
         let request = pb::Request::decode(frame)?;
         let response = match self.authenticate(connection, verified, request.from_node_id) {
-            Err(message) => error_response(pb::ErrorKind::Unauthenticated, message),
+            Err(message) => {
+                metrics::counter!("vomesh_mesh_peers_refused_total", "reason" => "identity")
+                    .increment(1);
+                tracing::warn!(remote = %connection.remote_address(), %message, "mesh: request refused");
+                error_response(pb::ErrorKind::Unauthenticated, message)
+            }
             Ok(peer) => match request.kind {
                 None => error_response(pb::ErrorKind::BadRequest, "request without a kind".into()),
                 Some(pb::request::Kind::AppendStream(_)) => {
@@ -580,10 +589,18 @@ impl Transport {
             let connecting = endpoint
                 .connect_with(config, socket, &node_dns_name(peer))
                 .map_err(|e| format!("connect {addr}: {e}"))?;
-            tokio::time::timeout(timeout, connecting)
+            let result = tokio::time::timeout(timeout, connecting)
                 .await
-                .map_err(|_| format!("connect {addr}: no handshake within {timeout:?}"))?
-                .map_err(|e| format!("connect {addr}: {e}"))
+                .map_err(|_| format!("connect {addr}: no handshake within {timeout:?}"))
+                .and_then(|r| r.map_err(|e| format!("connect {addr}: {e}")));
+            let outcome = if result.is_ok() {
+                "connected"
+            } else {
+                "failed"
+            };
+            metrics::counter!("vomesh_mesh_dials_total", "peer" => peer.to_string(), "outcome" => outcome)
+                .increment(1);
+            result
         });
         let joined: BoxFuture<'static, _> =
             Box::pin(async move { task.await.map_err(|e| e.to_string())? });
@@ -710,6 +727,13 @@ impl Transport {
         let response = match result {
             Ok(response) => response,
             Err(e) => {
+                let error = match e {
+                    RpcError::NotSent { .. } => "not_sent",
+                    RpcError::DeadlineExceeded { .. } => "deadline",
+                    _ => "unreachable",
+                };
+                metrics::counter!("vomesh_mesh_rpc_failures_total", "peer" => peer.to_string(), "error" => error)
+                    .increment(1);
                 if let Some(connection) = used.get() {
                     self.forget(peer, connection);
                 }
