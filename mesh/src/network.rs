@@ -82,17 +82,38 @@ pub struct PeerClient {
     priority: i32,
 }
 
+/// How long a peer may take over a message: openraft's deadline, plus the
+/// time its bytes take at the slowest rate a live peer is expected to keep
+/// (`TransportLimits::peer_bytes_per_second_min`). A large batch of large
+/// commands is then not mistaken for a dead follower, while a follower that
+/// stops answering is still noticed within about a heartbeat.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    base: Duration,
+    bytes_per_second: u64,
+}
+
+impl Pace {
+    fn deadline(&self, bytes: usize) -> Duration {
+        let transfer_ms = (bytes as u64).saturating_mul(1000) / self.bytes_per_second.max(1);
+        self.base + Duration::from_millis(transfer_ms)
+    }
+}
+
 /// Append requests in flight on one append stream before the writer waits
 /// for responses: enough to cover a round trip of batches at WAN latency,
 /// few enough that a stalled follower does not buffer much.
 const APPEND_PIPELINE_DEPTH: usize = 16;
 
 /// Writes `input` to the append stream; tells the reader, through `sent`,
-/// of each request sent (or of the failure that ended the writing).
+/// the deadline of each request's response (or the failure that ended the
+/// writing). A request must be written, and answered, within openraft's
+/// deadline stretched by its size (see [`Pace`]).
 async fn write_appends<St>(
     mut send: quinn::SendStream,
     mut input: St,
-    sent: tokio::sync::mpsc::Sender<Result<(), String>>,
+    sent: tokio::sync::mpsc::Sender<Result<Duration, String>>,
+    pace: Pace,
 ) where
     St: Stream<Item = AppendEntriesRequest<MeshTypes>> + Send + Unpin + 'static,
 {
@@ -102,7 +123,14 @@ async fn write_appends<St>(
             return;
         };
         let written = match wire::append_request_to_pb(&request) {
-            Ok(pb) => write_frame(&mut send, &pb).await.map_err(|e| e.to_string()),
+            Ok(pb) => {
+                let deadline = pace.deadline(pb.encoded_len());
+                match tokio::time::timeout(deadline, write_frame(&mut send, &pb)).await {
+                    Ok(Ok(())) => Ok(deadline),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("append not written within {deadline:?}")),
+                }
+            }
             Err(e) => Err(e.to_string()),
         };
         let failed = written.is_err();
@@ -212,9 +240,10 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
     /// Pipelined replication on one QUIC stream: requests are written as
     /// openraft produces them, without waiting for the previous response, up
     /// to `APPEND_PIPELINE_DEPTH` unanswered; the single stream keeps them in
-    /// order, and the follower answers them in order. Each response must come
-    /// within the RPC deadline of its request being sent, so an idle stream
-    /// never times out but a stalled follower is detected.
+    /// order, and the follower answers them in order. Each request must be
+    /// written, and then answered, within the RPC deadline stretched by its
+    /// size (`Pace`), so an idle stream never times out but a stalled
+    /// follower is detected.
     fn stream_append<'s, St>(
         &'s mut self,
         input: St,
@@ -238,7 +267,11 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
                 .await
                 .map_err(unreachable)?;
             let (sent_tx, sent_rx) = tokio::sync::mpsc::channel(APPEND_PIPELINE_DEPTH);
-            tokio::spawn(write_appends(send, input, sent_tx));
+            let pace = Pace {
+                base: deadline,
+                bytes_per_second: self.transport.limits.peer_bytes_per_second_min,
+            };
+            tokio::spawn(write_appends(send, input, sent_tx, pace));
             let max = self.transport.limits.frame_bytes_max;
             let transport = self.transport.clone();
             let target = self.target;
@@ -252,10 +285,12 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
                     // owed (and the writer done) ends the stream.
                     let result = match sent_rx.recv().await? {
                         Err(reason) => Err(unreachable(reason)),
-                        Ok(()) => {
-                            match tokio::time::timeout(deadline, read_frame(&mut recv, max)).await {
+                        Ok(answer_within) => {
+                            match tokio::time::timeout(answer_within, read_frame(&mut recv, max))
+                                .await
+                            {
                                 Err(_) => Err(unreachable(format!(
-                                    "no append response within {deadline:?}"
+                                    "no append response within {answer_within:?}"
                                 ))),
                                 Ok(Err(e)) => Err(unreachable(e)),
                                 Ok(Ok(frame)) => decode_stream_response(frame),
@@ -303,5 +338,20 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
                 other => Err(unreachable(format!("unexpected response {other:?}")).into()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_append_gets_time_for_its_bytes_on_top_of_the_rpc_deadline() {
+        let pace = Pace {
+            base: Duration::from_millis(150),
+            bytes_per_second: 2 * 1024 * 1024,
+        };
+        assert_eq!(pace.deadline(0), Duration::from_millis(150));
+        assert_eq!(pace.deadline(1024 * 1024), Duration::from_millis(650));
     }
 }

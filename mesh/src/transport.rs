@@ -71,6 +71,10 @@ pub struct TransportLimits {
     /// Concurrent RPC streams one peer may have open towards this node
     /// (QUIC flow control: the peer waits for credit beyond it).
     pub inbound_streams_per_peer_max: u32,
+    /// The slowest rate at which a live peer is expected to take in and
+    /// answer a large append: its deadline is openraft's plus its size at
+    /// this rate. Below it, a peer is treated as unreachable.
+    pub peer_bytes_per_second_min: u64,
 }
 
 impl Default for TransportLimits {
@@ -82,6 +86,8 @@ impl Default for TransportLimits {
             snapshot_bytes_max: 1024 * 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             inbound_streams_per_peer_max: 64,
+            // 16 Mbit/s: well under any inter-site link worth meshing.
+            peer_bytes_per_second_min: 2 * 1024 * 1024,
         }
     }
 }
