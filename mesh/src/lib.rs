@@ -7,6 +7,60 @@
 //! command is committed on a majority, applied at every node in the same
 //! order, and its Raft log index is its global sequence number.
 //!
+//! ```no_run
+//! use bytes::Bytes;
+//! use vomesh_mesh::certs::NodeIdentity;
+//! use vomesh_mesh::config::MeshConfig;
+//! use vomesh_mesh::node::MeshNode;
+//! use vomesh_mesh::types::{CommittedCommand, StateMachine};
+//!
+//! /// Counts the commands applied; answers each with the new count.
+//! #[derive(Default)]
+//! struct Counter(u64);
+//!
+//! impl StateMachine for Counter {
+//!     type RestoreError = std::array::TryFromSliceError;
+//!
+//!     fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes> {
+//!         let mut responses = Vec::with_capacity(commands.len());
+//!         for _ in &commands {
+//!             self.0 += 1;
+//!             responses.push(Bytes::from(self.0.to_be_bytes().to_vec()));
+//!         }
+//!         responses
+//!     }
+//!
+//!     fn snapshot(&self) -> Bytes {
+//!         Bytes::from(self.0.to_be_bytes().to_vec())
+//!     }
+//!
+//!     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Self::RestoreError> {
+//!         self.0 = u64::from_be_bytes(snapshot.try_into()?);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let identity = NodeIdentity::from_pem_files(
+//!     "ca.crt".as_ref(),
+//!     "node-1.crt".as_ref(),
+//!     "node-1.key".as_ref(),
+//! )?;
+//! let config = MeshConfig::new(
+//!     1,
+//!     "0.0.0.0:7001".parse()?,
+//!     "site-a.example.org:7001".into(),
+//!     "/var/lib/vomesh/mesh".into(),
+//!     identity,
+//! );
+//! let node = MeshNode::start(config, Counter::default()).await?;
+//! let committed = node.propose(Bytes::from_static(b"count")).await?;
+//! println!("global sequence number {}", committed.index);
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //! - [`types`]: the openraft type configuration (opaque byte commands) and
 //!   the [`StateMachine`](types::StateMachine) trait the application
