@@ -362,6 +362,22 @@ impl Cluster {
     }
 }
 
+/// Waits until `holds` (checked every 20 ms), for at most 10 s.
+async fn eventually(what: &str, holds: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holds() {
+        if Instant::now() > deadline {
+            bail!("never: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn voters(node: &MeshNode<Kv>) -> Vec<u64> {
+    node.status().voters.keys().copied().collect()
+}
+
 fn cmd(text: String) -> Bytes {
     Bytes::from(text)
 }
@@ -602,8 +618,9 @@ async fn peers_with_a_foreign_or_mismatched_certificate_are_refused() -> anyhow:
     }
     impostor.close();
 
-    assert_eq!(cluster.nodes[&leader].status().term, term);
-    assert_eq!(cluster.leader().await?, leader);
+    // The refused votes (term + 100) left no trace; an unrelated election
+    // on a loaded machine would only add one.
+    assert!(cluster.nodes[&leader].status().term < term + 100);
     cluster.shutdown().await;
     Ok(())
 }
@@ -665,20 +682,17 @@ async fn a_new_node_joins_as_learner_then_voter_and_can_be_removed() -> anyhow::
     cluster.nodes[&follower]
         .add_member(4, cluster.addrs[&4].to_string())
         .await?;
-    let status = cluster.nodes[&leader].status();
-    assert_eq!(
-        status.voters.keys().copied().collect::<Vec<_>>(),
-        [1, 2, 3, 4]
-    );
-    assert!(status.learners.is_empty());
+    let leader_node = &cluster.nodes[&leader];
+    eventually("node 4 is a voter", || voters(leader_node) == [1, 2, 3, 4]).await?;
+    assert!(leader_node.status().learners.is_empty());
     assert_eq!(cluster.converged().await?.len(), 5);
 
     cluster.nodes[&4].propose(cmd("from4=1".into())).await?;
     assert_eq!(cluster.converged().await?.len(), 6);
 
     cluster.nodes[&follower].remove_member(4).await?;
-    let status = cluster.nodes[&leader].status();
-    assert_eq!(status.voters.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    let leader_node = &cluster.nodes[&leader];
+    eventually("node 4 is gone", || voters(leader_node) == [1, 2, 3]).await?;
     cluster.stop(4).await?;
     cluster.nodes[&leader]
         .propose(cmd("after=1".into()))
@@ -734,7 +748,7 @@ async fn oversized_snapshots_and_votes_for_another_node_are_refused() -> anyhow:
         .context("3 nodes")?;
     let vote_for_other = pb::request::Kind::Vote(pb::VoteRequest {
         vote: Some(pb::Vote {
-            term: term + 1,
+            term: term + 100,
             node_id: other,
             committed: false,
         }),
@@ -758,7 +772,7 @@ async fn oversized_snapshots_and_votes_for_another_node_are_refused() -> anyhow:
         other => bail!("expected an authentication refusal, got {other:?}"),
     }
     peer.close();
-    assert_eq!(cluster.nodes[&follower].status().term, term);
+    assert!(cluster.nodes[&follower].status().term < term + 100);
     cluster.shutdown().await;
     Ok(())
 }
