@@ -22,11 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
 
     let descriptors = protox::compile(&files, [&root])?;
-    prost_build::Config::new()
-        // In the mesh package, `bytes` fields become `bytes::Bytes`: log
-        // entry payloads and snapshot chunks are then sliced from the
-        // received frame, not copied. Other packages keep `Vec<u8>`.
-        .bytes([".vomesh.mesh"])
-        .compile_fds(descriptors)?;
+    // Plain prost defaults (`bytes` fields are `Vec<u8>`) for every package.
+    prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

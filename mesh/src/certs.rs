@@ -57,12 +57,8 @@ pub enum CertError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not a usable PEM {what}: {reason}")]
-    Pem {
-        path: PathBuf,
-        what: &'static str,
-        reason: String,
-    },
+    #[error("{path}: {source}")]
+    Pem { path: PathBuf, source: PemError },
     #[error("{0} already exists; refusing to replace an existing cluster CA")]
     AlreadyExists(PathBuf),
     #[error("no node ids given")]
@@ -270,44 +266,67 @@ impl Clone for NodeIdentity {
     }
 }
 
+/// Which of a node identity's three PEM inputs is meant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityPart {
+    CaCertificate,
+    Certificate,
+    PrivateKey,
+}
+
+impl std::fmt::Display for IdentityPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CaCertificate => "CA certificate",
+            Self::Certificate => "certificate",
+            Self::PrivateKey => "private key",
+        })
+    }
+}
+
+/// One PEM input of a node identity is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("not a usable PEM {part}: {reason}")]
+pub struct PemError {
+    pub part: IdentityPart,
+    pub reason: String,
+}
+
 impl NodeIdentity {
     /// Loads the identity from the PEM files named in the `[mesh]` config.
     pub fn from_pem_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, CertError> {
-        Self::from_pem(&read(ca)?, &read(cert)?, &read(key)?).map_err(|(what, reason)| {
-            let path = match what {
-                "CA certificate" => ca,
-                "certificate" => cert,
-                _ => key,
+        Self::from_pem(&read(ca)?, &read(cert)?, &read(key)?).map_err(|source| {
+            let path = match source.part {
+                IdentityPart::CaCertificate => ca,
+                IdentityPart::Certificate => cert,
+                IdentityPart::PrivateKey => key,
             };
             CertError::Pem {
                 path: path.to_owned(),
-                what,
-                reason,
+                source,
             }
         })
     }
 
-    /// Parses the identity from PEM text already in memory. On error, names
-    /// which of the three inputs was unusable and why.
-    pub fn from_pem(
-        ca_pem: &[u8],
-        cert_pem: &[u8],
-        key_pem: &[u8],
-    ) -> Result<Self, (&'static str, String)> {
-        let certs = |what: &'static str, pem: &[u8]| {
+    /// Parses the identity from PEM text already in memory.
+    pub fn from_pem(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, PemError> {
+        let certs = |part: IdentityPart, pem: &[u8]| {
+            let error = |reason: String| PemError { part, reason };
             let list = CertificateDer::pem_slice_iter(pem)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| (what, e.to_string()))?;
+                .map_err(|e| error(e.to_string()))?;
             if list.is_empty() {
-                return Err((what, "no CERTIFICATE block".to_owned()));
+                return Err(error("no CERTIFICATE block".to_owned()));
             }
             Ok(list)
         };
         Ok(Self {
-            ca: certs("CA certificate", ca_pem)?,
-            cert_chain: certs("certificate", cert_pem)?,
-            key: PrivateKeyDer::from_pem_slice(key_pem)
-                .map_err(|e| ("private key", e.to_string()))?,
+            ca: certs(IdentityPart::CaCertificate, ca_pem)?,
+            cert_chain: certs(IdentityPart::Certificate, cert_pem)?,
+            key: PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| PemError {
+                part: IdentityPart::PrivateKey,
+                reason: e.to_string(),
+            })?,
         })
     }
 }
@@ -382,6 +401,6 @@ mod tests {
             b"not a key",
         )
         .unwrap_err();
-        assert_eq!(err.0, "private key");
+        assert_eq!(err.part, IdentityPart::PrivateKey);
     }
 }

@@ -4,26 +4,68 @@
 //! a joint-consensus membership change (Raft thesis §4.3), so adding a node
 //! never stalls commits while it copies history.
 //!
-//! These calls must run on the leader; elsewhere they fail with
-//! [`MembershipError::NotLeader`] naming the leader to ask instead.
+//! Changes are made by the leader. Asked at another node, the change is
+//! forwarded to the leader over the mesh, so an operator's command may reach
+//! any node. Both changes are idempotent: re-adding a member or removing a
+//! non-member is harmless, so a change whose outcome was lost may be retried.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
+use vomesh_proto::mesh as pb;
 
 use crate::node::MeshNode;
+use crate::transport::{RpcError, error_response};
 use crate::types::{MeshTypes, NodeId, StateMachine};
 
-/// A membership change was not made.
+/// A membership change was not made (or, for `Unreachable`, may not have
+/// been).
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
-    #[error("this node is not the leader (leader: {leader:?})")]
+    #[error("no leader known (leader: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
     #[error("membership change refused: {0}")]
     Refused(String),
+    #[error("leader unreachable, outcome unknown: {0}")]
+    Unreachable(String),
     #[error("mesh is shutting down")]
     ShuttingDown,
+}
+
+/// One membership change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    Add { id: NodeId, addr: String },
+    Remove { id: NodeId },
+}
+
+impl Change {
+    fn to_pb(&self) -> pb::MembershipChange {
+        use pb::membership_change::Change as C;
+        let change = match self {
+            Change::Add { id, addr } => C::Add(pb::membership_change::AddMember {
+                node_id: *id,
+                addr: addr.clone(),
+            }),
+            Change::Remove { id } => C::RemoveNodeId(*id),
+        };
+        pb::MembershipChange {
+            change: Some(change),
+        }
+    }
+
+    pub(crate) fn from_pb(change: pb::MembershipChange) -> Option<Self> {
+        use pb::membership_change::Change as C;
+        Some(match change.change? {
+            C::Add(add) => Change::Add {
+                id: add.node_id,
+                addr: add.addr,
+            },
+            C::RemoveNodeId(id) => Change::Remove { id },
+        })
+    }
 }
 
 /// `known_leader`: the leader this node's metrics show, used when openraft's
@@ -41,28 +83,99 @@ fn membership_error(
     }
 }
 
+/// The answer a leader sends back for a forwarded change.
+pub(crate) fn change_response(result: Result<(), MembershipError>) -> pb::Response {
+    match result {
+        Ok(()) => pb::Response {
+            kind: Some(pb::response::Kind::MembershipChanged(pb::Empty {})),
+        },
+        Err(MembershipError::NotLeader { leader }) => pb::Response {
+            kind: Some(pb::response::Kind::Error(pb::Error {
+                kind: pb::ErrorKind::NotLeader as i32,
+                message: "not the leader".into(),
+                leader_id: leader,
+            })),
+        },
+        Err(e @ MembershipError::Refused(_)) => {
+            error_response(pb::ErrorKind::BadRequest, e.to_string())
+        }
+        Err(e) => error_response(pb::ErrorKind::Unavailable, e.to_string()),
+    }
+}
+
 impl<S: StateMachine> MeshNode<S> {
     /// Adds node `id`, reachable at `addr` (`host:port`), as a voter:
     /// learner first, waiting until it has caught up with the log, then a
     /// voter. Returns once the new membership is committed.
     pub async fn add_member(&self, id: NodeId, addr: String) -> Result<(), MembershipError> {
-        let raft = self.raft();
-        raft.add_learner(id, BasicNode::new(addr), true)
-            .await
-            .map_err(|e| membership_error(e, self.status().leader))?;
-        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| membership_error(e, self.status().leader))?;
-        Ok(())
+        self.change_membership(Change::Add { id, addr }).await
     }
 
     /// Removes node `id` from the voters and from the cluster. Returns once
     /// the new membership is committed.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), MembershipError> {
-        self.raft()
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| membership_error(e, self.status().leader))?;
+        self.change_membership(Change::Remove { id }).await
+    }
+
+    async fn change_membership(&self, change: Change) -> Result<(), MembershipError> {
+        match self.change_membership_here(change.clone()).await {
+            Err(MembershipError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.id() => self.forward_change(leader, change).await,
+            other => other,
+        }
+    }
+
+    /// Makes the change if this node leads.
+    pub(crate) async fn change_membership_here(
+        &self,
+        change: Change,
+    ) -> Result<(), MembershipError> {
+        let raft = self.raft();
+        let refused = |e| membership_error(e, self.status().leader);
+        match change {
+            Change::Add { id, addr } => {
+                raft.add_learner(id, BasicNode::new(addr), true)
+                    .await
+                    .map_err(refused)?;
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(refused)?;
+            }
+            Change::Remove { id } => {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(refused)?;
+            }
+        }
         Ok(())
+    }
+
+    async fn forward_change(&self, leader: NodeId, change: Change) -> Result<(), MembershipError> {
+        let Some(addr) = self.status().voters.get(&leader).cloned() else {
+            return Err(MembershipError::NotLeader {
+                leader: Some(leader),
+            });
+        };
+        // Adding waits for the learner to catch up, which may take a
+        // snapshot transfer.
+        let deadline = Duration::from_millis(self.inner.timeouts.snapshot_timeout_ms);
+        let kind = pb::request::Kind::MembershipChange(change.to_pb());
+        match self
+            .inner
+            .transport
+            .call(leader, &addr, kind, None, 0, deadline)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RpcError::Remote { error, .. }) => Err(match error.kind() {
+                pb::ErrorKind::NotLeader => MembershipError::NotLeader {
+                    leader: error.leader_id,
+                },
+                pb::ErrorKind::BadRequest => MembershipError::Refused(error.message),
+                _ => MembershipError::Unreachable(error.message),
+            }),
+            Err(e) => Err(MembershipError::Unreachable(e.to_string())),
+        }
     }
 }

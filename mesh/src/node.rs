@@ -22,9 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::base::BoxStream;
 use openraft::errors::{
     ClientWriteError, Fatal, ForwardToLeader, LinearizableReadError, RaftError,
 };
@@ -32,101 +30,14 @@ use openraft::{BasicNode, Config, ReadPolicy, SnapshotPolicy};
 use tokio::time::Instant;
 use vomesh_proto::mesh as pb;
 
-use crate::certs::NodeIdentity;
+use crate::config::{MeshConfig, MeshTimeouts};
 use crate::log_store::{LogStore, StoreOpenError};
 use crate::metrics::MetricsExporter;
+use crate::network::NetworkFactory;
+use crate::peer_rpc::Handler;
 use crate::state_store::{SharedState, StateOpenError, StateStore};
-use crate::transport::{
-    NetworkFactory, RpcError, RpcHandler, Transport, TransportError, TransportLimits,
-    TransportTimeouts, error_response,
-};
+use crate::transport::{RpcError, Transport, TransportError, TransportTimeouts};
 use crate::types::{Command, MeshTypes, NodeId, Raft, StateMachine};
-use crate::wire;
-
-/// Timing of the mesh. Raft needs `heartbeat < election_min` and an election
-/// timeout well above the round trip between sites, or a slow link starts
-/// elections. openraft also uses the heartbeat interval as the deadline of
-/// each append, so it must exceed the inter-site round trip too.
-#[derive(Clone, Debug)]
-pub struct MeshTimeouts {
-    /// How often the leader sends heartbeats (and the deadline of appends).
-    pub heartbeat_interval_ms: u64,
-    /// A follower that hears no leader for a random time in
-    /// `[min, max)` starts an election.
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    /// Sending and installing a whole snapshot.
-    pub snapshot_timeout_ms: u64,
-    /// How long `propose` and `ensure_linearizable` wait in all (forwarding,
-    /// commit, local apply).
-    pub propose_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
-    pub idle_timeout_ms: u64,
-    pub keep_alive_interval_ms: u64,
-}
-
-impl MeshTimeouts {
-    /// Nodes on one host or one LAN (round trip well under 1 ms).
-    pub fn loopback() -> Self {
-        Self {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
-            snapshot_timeout_ms: 30_000,
-            propose_timeout_ms: 5_000,
-            connect_timeout_ms: 1_000,
-            idle_timeout_ms: 5_000,
-            keep_alive_interval_ms: 1_000,
-        }
-    }
-
-    /// Sites on different continents (round trip up to ~300 ms): the
-    /// heartbeat (and append deadline) at about 2× the worst round trip, the
-    /// election timeout at 5–10× it, so one slow exchange never looks like a
-    /// dead leader. Failover then takes 3–6 s.
-    pub fn wan() -> Self {
-        Self {
-            heartbeat_interval_ms: 600,
-            election_timeout_min_ms: 3_000,
-            election_timeout_max_ms: 6_000,
-            snapshot_timeout_ms: 600_000,
-            propose_timeout_ms: 15_000,
-            connect_timeout_ms: 5_000,
-            idle_timeout_ms: 30_000,
-            keep_alive_interval_ms: 5_000,
-        }
-    }
-}
-
-impl Default for MeshTimeouts {
-    fn default() -> Self {
-        Self::loopback()
-    }
-}
-
-/// Everything a node needs to start.
-#[derive(Clone, Debug)]
-pub struct MeshConfig {
-    pub node_id: NodeId,
-    /// UDP address the QUIC endpoint binds.
-    pub listen: SocketAddr,
-    /// `host:port` other nodes dial to reach this one.
-    pub advertise: String,
-    /// The cluster formed on first start: node id → `host:port`, including
-    /// this node. The lowest id initialises it; empty means a single-node
-    /// mesh of this node alone.
-    pub initial_members: BTreeMap<NodeId, String>,
-    /// Where `raft-log.redb` and `raft-snapshot.redb` live.
-    pub data_dir: PathBuf,
-    pub identity: NodeIdentity,
-    pub timeouts: MeshTimeouts,
-    pub limits: TransportLimits,
-    /// Take a snapshot after this many entries were applied since the last.
-    pub snapshot_every_entries: u64,
-    /// Entries kept in the log behind a snapshot, so a briefly lagging
-    /// follower catches up from the log rather than with a snapshot.
-    pub log_entries_kept_after_snapshot: u64,
-}
 
 /// The node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -144,15 +55,25 @@ pub enum StartError {
     Transport(#[from] TransportError),
     #[error("raft configuration: {0}")]
     Config(#[from] openraft::ConfigError),
+    #[error("limits: {0}")]
+    Limits(String),
     #[error("raft: {0}")]
     Raft(String),
 }
 
-/// Why a proposal has no result. Only [`ProposeError::Indeterminate`]
-/// leaves the outcome open; every other error means the command was not
-/// appended by this attempt, so retrying cannot duplicate it.
+/// Why a proposal has no result. [`ProposeError::Indeterminate`] leaves the
+/// outcome open and [`ProposeError::NotAppliedLocally`] means it committed;
+/// every other error means the command was not appended by this attempt, so
+/// retrying cannot duplicate it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
+    /// Refused before anything was sent.
+    #[error("command of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    /// This node, or the leader, has its limit of proposals in flight;
+    /// nothing was appended.
+    #[error("too many proposals in flight (limit {max})")]
+    Overloaded { max: usize },
     /// No leader reachable within the deadline (an election is running, or
     /// this node is on the minority side of a partition).
     #[error("no leader reachable within {0:?}")]
@@ -162,6 +83,10 @@ pub enum ProposeError {
     /// and must deduplicate if it retries.
     #[error("outcome unknown: {0}")]
     Indeterminate(String),
+    /// The command is committed (durable on a majority, it will be applied
+    /// everywhere) but this node had not applied it by the deadline.
+    #[error("committed at index {}, not yet applied on this node", .0.index)]
+    NotAppliedLocally(Committed),
     #[error("mesh is shutting down")]
     ShuttingDown,
 }
@@ -222,6 +147,10 @@ pub(crate) struct Inner<S: StateMachine> {
     pub(crate) transport: Arc<Transport>,
     pub(crate) state: SharedState<S>,
     pub(crate) timeouts: MeshTimeouts,
+    pub(crate) command_bytes_max: usize,
+    /// One permit per proposal in flight at this node.
+    pub(crate) proposals_in_flight: tokio::sync::Semaphore,
+    pub(crate) proposals_in_flight_max: usize,
     metrics: MetricsExporter,
     /// Completes when Raft's tasks have dropped the redb files; awaited by
     /// `shutdown`.
@@ -247,6 +176,7 @@ impl<S: StateMachine> MeshNode<S> {
     /// QUIC endpoint, starts Raft, and on first start of the lowest-id
     /// member initialises the cluster.
     pub async fn start(config: MeshConfig, state_machine: S) -> Result<Self, StartError> {
+        config.check_limits()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -279,6 +209,7 @@ impl<S: StateMachine> MeshNode<S> {
             install_snapshot_timeout: t.snapshot_timeout_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
+            max_payload_entries: config.append_entries_max,
             // Pre-vote: a node that was cut off does not disrupt a healthy
             // leader with a higher term when it comes back (Raft thesis §9.6).
             enable_pre_vote: Some(true),
@@ -305,6 +236,9 @@ impl<S: StateMachine> MeshNode<S> {
             transport: transport.clone(),
             state,
             timeouts: config.timeouts.clone(),
+            command_bytes_max: config.command_bytes_max,
+            proposals_in_flight: tokio::sync::Semaphore::new(config.proposals_in_flight_max),
+            proposals_in_flight_max: config.proposals_in_flight_max,
             metrics,
             storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
         });
@@ -312,6 +246,19 @@ impl<S: StateMachine> MeshNode<S> {
             inner: inner.clone(),
         }));
 
+        let node = Self { inner };
+        if let Err(e) = node.join(&config).await {
+            // Leave nothing running (Raft, the endpoint) behind a failed start.
+            node.shutdown().await;
+            return Err(e);
+        }
+        Ok(node)
+    }
+
+    /// Initialises the cluster if this node is the lowest-id initial member
+    /// of a fresh one, then re-applies what this node knew to be committed.
+    async fn join(&self, config: &MeshConfig) -> Result<(), StartError> {
+        let raft = &self.inner.raft;
         let mut members = config.initial_members.clone();
         if members.is_empty() {
             members.insert(config.node_id, config.advertise.clone());
@@ -340,11 +287,13 @@ impl<S: StateMachine> MeshNode<S> {
             .borrow_watched()
             .local_committed
             .map(|id| id.index);
-        raft.wait(Some(Duration::from_millis(t.propose_timeout_ms)))
-            .applied_index_at_least(committed, "restart: committed entries re-applied")
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        Ok(Self { inner })
+        raft.wait(Some(Duration::from_millis(
+            config.timeouts.propose_timeout_ms,
+        )))
+        .applied_index_at_least(committed, "restart: committed entries re-applied")
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        Ok(())
     }
 
     /// This node's id.
@@ -374,8 +323,25 @@ impl<S: StateMachine> MeshNode<S> {
     /// Concurrent proposals are batched by openraft into few appends, and
     /// so few fsyncs.
     pub async fn propose(&self, command: Bytes) -> Result<Committed, ProposeError> {
+        let max = self.inner.command_bytes_max;
+        if command.len() > max {
+            return Err(ProposeError::TooLarge {
+                len: command.len(),
+                max,
+            });
+        }
         let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
         let deadline = Instant::now() + budget;
+        let overloaded = ProposeError::Overloaded {
+            max: self.inner.proposals_in_flight_max,
+        };
+        let _slot =
+            match tokio::time::timeout_at(deadline, self.inner.proposals_in_flight.acquire()).await
+            {
+                Ok(Ok(permit)) => permit,
+                // Elapsed, or the semaphore closed (it never is).
+                _ => return Err(overloaded),
+            };
         loop {
             let leader = match self.write_locally(command.clone(), deadline).await? {
                 Ok(committed) => return Ok(committed),
@@ -389,8 +355,7 @@ impl<S: StateMachine> MeshNode<S> {
                 None => None,
             };
             if let Some(committed) = outcome {
-                self.wait_applied(committed.index, deadline).await?;
-                return Ok(committed);
+                return self.wait_applied(committed, deadline).await;
             }
             // Not appended anywhere yet: wait for a leader to emerge, then retry.
             if Instant::now() >= deadline {
@@ -434,7 +399,9 @@ impl<S: StateMachine> MeshNode<S> {
         command: Bytes,
         deadline: Instant,
     ) -> Result<Option<Committed>, ProposeError> {
-        let kind = pb::request::Kind::ForwardProposal(pb::ForwardProposal { command });
+        let kind = pb::request::Kind::ForwardProposal(pb::ForwardProposal {
+            command: command.to_vec(),
+        });
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self
             .inner
@@ -446,7 +413,7 @@ impl<S: StateMachine> MeshNode<S> {
                 kind: Some(pb::response::Kind::ForwardProposal(r)),
             }) => Ok(Some(Committed {
                 index: r.index,
-                response: r.response,
+                response: r.response.into(),
             })),
             Ok(other) => Err(ProposeError::Indeterminate(format!(
                 "unexpected response {other:?}"
@@ -455,23 +422,31 @@ impl<S: StateMachine> MeshNode<S> {
                 Ok(None)
             }
             Err(RpcError::NotSent { .. }) => Ok(None),
+            Err(RpcError::Remote { error, .. }) if error.kind() == pb::ErrorKind::Overloaded => {
+                Err(ProposeError::Overloaded {
+                    max: self.inner.proposals_in_flight_max,
+                })
+            }
             Err(e) => Err(ProposeError::Indeterminate(e.to_string())),
         }
     }
 
-    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ProposeError> {
+    async fn wait_applied(
+        &self,
+        committed: Committed,
+        deadline: Instant,
+    ) -> Result<Committed, ProposeError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        self.inner
+        match self
+            .inner
             .raft
             .wait(Some(remaining))
-            .applied_index_at_least(Some(index), "proposal applied locally")
+            .applied_index_at_least(Some(committed.index), "proposal applied locally")
             .await
-            .map(|_| ())
-            .map_err(|e| {
-                ProposeError::Indeterminate(format!(
-                    "committed at {index}, not applied here yet: {e}"
-                ))
-            })
+        {
+            Ok(_) => Ok(committed),
+            Err(_) => Err(ProposeError::NotAppliedLocally(committed)),
+        }
     }
 
     /// Waits until the known leader differs from `known` or the deadline.
@@ -535,6 +510,13 @@ impl<S: StateMachine> MeshNode<S> {
             self.wait_for_leader_change(known.map(|(id, _)| id), deadline)
                 .await;
         }
+    }
+
+    /// Reads the local replica with `read` once it is linearizable (see
+    /// [`MeshNode::ensure_linearizable`]).
+    pub async fn linearizable_read<R>(&self, read: impl FnOnce(&S) -> R) -> Result<R, ReadError> {
+        self.ensure_linearizable().await?;
+        Ok(read(&self.inner.state.read()))
     }
 
     async fn wait_read_index(
@@ -619,191 +601,5 @@ fn fatal_to_propose(f: Fatal<MeshTypes>) -> ProposeError {
     match f {
         Fatal::Stopped => ProposeError::ShuttingDown,
         other => ProposeError::Indeterminate(other.to_string()),
-    }
-}
-
-/// Serves the RPCs peers send to this node.
-struct Handler<S: StateMachine> {
-    inner: Arc<Inner<S>>,
-}
-
-fn unauthenticated(peer: NodeId, claimed: u64) -> pb::Response {
-    error_response(
-        pb::ErrorKind::Unauthenticated,
-        format!("node {peer} may not speak for node {claimed}"),
-    )
-}
-
-fn unavailable(e: impl std::fmt::Display) -> pb::Response {
-    error_response(pb::ErrorKind::Unavailable, e.to_string())
-}
-
-fn bad_request(e: impl std::fmt::Display) -> pb::Response {
-    error_response(pb::ErrorKind::BadRequest, e.to_string())
-}
-
-fn response(kind: pb::response::Kind) -> pb::Response {
-    pb::Response { kind: Some(kind) }
-}
-
-fn not_leader(f: &ForwardToLeader<MeshTypes>) -> pb::Response {
-    pb::Response {
-        kind: Some(pb::response::Kind::Error(pb::Error {
-            kind: pb::ErrorKind::NotLeader as i32,
-            message: f.to_string(),
-            leader_id: f.leader_id,
-        })),
-    }
-}
-
-impl<S: StateMachine> RpcHandler for Handler<S> {
-    fn append_stream(
-        &self,
-        peer: NodeId,
-        requests: BoxStream<'static, pb::AppendEntriesRequest>,
-    ) -> BoxStream<'static, pb::Response> {
-        // Requests are converted until one is invalid (or not from the
-        // authenticated leader); the stream then ends, and so do the
-        // responses once the valid ones are answered.
-        let input = futures_util::stream::unfold(Some(requests), move |requests| async move {
-            let mut requests = requests?;
-            let request = requests.next().await?;
-            let claimed = request.vote.as_ref().map_or(0, |v| v.node_id);
-            if claimed != peer {
-                tracing::warn!(
-                    peer,
-                    claimed,
-                    "mesh: append stream from a node speaking for another"
-                );
-                return None;
-            }
-            match wire::append_request_from_pb(request) {
-                Ok(request) => Some((request, Some(requests))),
-                Err(e) => {
-                    tracing::info!(peer, error = %e, "mesh: invalid append on stream");
-                    None
-                }
-            }
-        });
-        let responses = self
-            .inner
-            .raft
-            .stream_append(input)
-            .map(|result| match result {
-                Ok(result) => response(pb::response::Kind::AppendStream(
-                    wire::stream_result_to_pb(&result),
-                )),
-                Err(fatal) => unavailable(fatal),
-            });
-        Box::pin(responses)
-    }
-
-    async fn handle(
-        &self,
-        peer: NodeId,
-        request: pb::request::Kind,
-        snapshot: Option<Bytes>,
-    ) -> pb::Response {
-        let raft = &self.inner.raft;
-        // A node campaigns and leads only as itself: the vote inside a Raft
-        // RPC must name the authenticated peer.
-        let voter = |vote: &Option<pb::Vote>| vote.as_ref().map_or(0, |v| v.node_id);
-        match request {
-            pb::request::Kind::AppendEntries(req) => {
-                if voter(&req.vote) != peer {
-                    return unauthenticated(peer, voter(&req.vote));
-                }
-                let req = match wire::append_request_from_pb(req) {
-                    Ok(req) => req,
-                    Err(e) => return bad_request(e),
-                };
-                match raft.append_entries(req).await {
-                    Ok(resp) => response(pb::response::Kind::AppendEntries(
-                        wire::append_response_to_pb(&resp),
-                    )),
-                    Err(e) => unavailable(e),
-                }
-            }
-            pb::request::Kind::Vote(req) | pb::request::Kind::PreVote(req)
-                if voter(&req.vote) != peer =>
-            {
-                unauthenticated(peer, voter(&req.vote))
-            }
-            pb::request::Kind::Vote(req) => match wire::vote_request_from_pb(req) {
-                Err(e) => bad_request(e),
-                Ok(req) => match raft.vote(req).await {
-                    Ok(resp) => {
-                        response(pb::response::Kind::Vote(wire::vote_response_to_pb(&resp)))
-                    }
-                    Err(e) => unavailable(e),
-                },
-            },
-            pb::request::Kind::PreVote(req) => match wire::vote_request_from_pb(req) {
-                Err(e) => bad_request(e),
-                Ok(req) => match raft.pre_vote(req).await {
-                    Ok(resp) => {
-                        response(pb::response::Kind::Vote(wire::vote_response_to_pb(&resp)))
-                    }
-                    Err(e) => unavailable(e),
-                },
-            },
-            pb::request::Kind::Snapshot(offer) => {
-                if voter(&offer.vote) != peer {
-                    return unauthenticated(peer, voter(&offer.vote));
-                }
-                let (Some(vote), Some(meta), Some(data)) = (offer.vote, offer.meta, snapshot)
-                else {
-                    return bad_request("snapshot offer without vote, meta or data");
-                };
-                let meta = match wire::snapshot_meta_from_pb(&meta) {
-                    Ok(meta) => meta,
-                    Err(e) => return bad_request(e),
-                };
-                let snapshot = crate::types::Snapshot {
-                    meta,
-                    snapshot: data,
-                };
-                match raft
-                    .install_full_snapshot(wire::vote_from_pb(&vote), snapshot)
-                    .await
-                {
-                    Ok(resp) => response(pb::response::Kind::Snapshot(pb::SnapshotResponse {
-                        vote: Some(wire::vote_to_pb(&resp.vote)),
-                    })),
-                    Err(e) => unavailable(e),
-                }
-            }
-            pb::request::Kind::ForwardProposal(p) => {
-                let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
-                match tokio::time::timeout(budget, raft.client_write(Command(p.command))).await {
-                    Err(_) => unavailable("not committed before the deadline"),
-                    Ok(Ok(resp)) => response(pb::response::Kind::ForwardProposal(
-                        pb::ForwardProposalResponse {
-                            index: resp.log_id.index,
-                            response: resp.data.0,
-                        },
-                    )),
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                        not_leader(&f)
-                    }
-                    Ok(Err(e)) => unavailable(e),
-                }
-            }
-            pb::request::Kind::AppendStream(_) => {
-                bad_request("append stream opened as a unary request")
-            }
-            pb::request::Kind::ReadIndex(_) => match raft
-                .get_read_linearizer(ReadPolicy::ReadIndex)
-                .await
-            {
-                Ok(linearizer) => response(pb::response::Kind::ReadIndex(pb::ReadIndexResponse {
-                    index: linearizer.read_log_id().index(),
-                })),
-                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                    not_leader(&f)
-                }
-                Err(e) => unavailable(e),
-            },
-        }
     }
 }

@@ -1,5 +1,6 @@
 //! The QUIC transport between mesh nodes (quinn + rustls with ring, mutual
-//! TLS), and openraft's network client on top of it.
+//! TLS): the endpoint that serves peers' RPCs and sends this node's. The
+//! openraft client on top of it is [`crate::network`].
 //!
 //! - **Authentication.** Both sides present a certificate signed by the
 //!   cluster CA, the only trust root. A node dials peer `<id>` with the TLS
@@ -8,20 +9,20 @@
 //!   client certificate (nothing unauthenticated gets a stream) and checks
 //!   the node id each request claims against the SANs of that certificate
 //!   before handing the request on.
-//! - **One connection per peer**, dialled lazily by the first RPC that needs
-//!   it (a client's constructor never dials) and dialled again when it was
-//!   lost. Each RPC is one bidirectional stream, so a heartbeat never queues
-//!   behind a large append or a snapshot; heartbeats also get a higher stream
-//!   priority and snapshots a lower one for the sender's bandwidth.
-//! - **Pipelined replication.** openraft's replication sends a stream of
-//!   appends; it gets one QUIC stream for its whole session, where requests
-//!   are written without waiting for the previous answer (up to
-//!   `APPEND_PIPELINE_DEPTH`) and answered in order, so the follower's fsync
-//!   of one batch overlaps the transfer of the next.
-//! - **Deadlines.** Every RPC runs under its deadline (openraft's
-//!   `RPCOption::soft_ttl`, or the mesh's own for forwarded proposals); a
-//!   peer that cannot be dialled, drops the stream or misses the deadline is
-//!   reported as `Unreachable`, which makes openraft back off.
+//! - **One connection per peer** for the RPCs a node sends, dialled lazily
+//!   by the first RPC that needs it (a client's constructor never dials), in
+//!   a task of its own so a slow handshake outlives an impatient RPC, and
+//!   dialled again when it was lost or an exchange on it failed or timed out
+//!   (a peer killed without closing, or restarted, is then reached at once
+//!   rather than after the idle timeout). Each direction has its own
+//!   connection, so neither side has to decide who dials.
+//! - **A stream per RPC** (an append session gets one long-lived stream), so
+//!   a heartbeat never queues behind a large append or a snapshot; each
+//!   stream carries a priority for the sender's bandwidth.
+//! - **Deadlines.** Every call runs under the caller's deadline and says
+//!   whether the request certainly never left ([`RpcError::NotSent`]) or may
+//!   have reached the peer; on the receiving side, a request that stalls
+//!   mid-way loses its stream.
 //! - **Bounded frames.** A frame is a u32 big-endian length and a protobuf
 //!   message; a length above `frame_bytes_max` ends the stream before
 //!   anything is allocated. A snapshot is sent as a `SnapshotOffer` frame
@@ -32,18 +33,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
+use futures_util::future::{FutureExt, Shared};
 use openraft::base::{BoxFuture, BoxStream};
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
-    VoteResponse,
-};
 use prost::Message;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::RootCertStore;
@@ -55,42 +51,43 @@ use tokio::task::JoinHandle;
 use vomesh_proto::mesh as pb;
 
 use crate::certs::{NodeIdentity, node_dns_name};
-use crate::types::{MeshTypes, Node, NodeId, Snapshot, Vote};
-use crate::wire;
+use crate::types::NodeId;
 
 /// ALPN protocol id of the mesh RPCs; a TLS peer speaking anything else is
 /// refused during the handshake.
 const ALPN: &[u8] = b"vomesh-mesh/1";
-
-/// Stream priorities (higher is sent first by quinn when a connection's
-/// send window is contended).
-const PRIORITY_HEARTBEAT: i32 = 10;
-const PRIORITY_REPLICATION: i32 = 0;
-const PRIORITY_SNAPSHOT: i32 = -10;
 
 /// Sizes the transport enforces.
 #[derive(Clone, Debug)]
 pub struct TransportLimits {
     /// Largest single frame accepted (an append batch, a chunk, a reply).
     pub frame_bytes_max: usize,
-    /// Largest snapshot a peer may announce.
+    /// Largest snapshot a peer may announce. A snapshot is held in memory
+    /// whole on both ends (built by `StateMachine::snapshot`), so this also
+    /// bounds the memory a transfer takes.
     pub snapshot_bytes_max: u64,
     /// Size of the chunks a snapshot is sent in.
     pub snapshot_chunk_bytes: usize,
     /// Concurrent RPC streams one peer may have open towards this node
     /// (QUIC flow control: the peer waits for credit beyond it).
     pub inbound_streams_per_peer_max: u32,
+    /// The slowest rate at which a live peer is expected to take in and
+    /// answer a large append: its deadline is openraft's plus its size at
+    /// this rate. Below it, a peer is treated as unreachable.
+    pub peer_bytes_per_second_min: u64,
 }
 
 impl Default for TransportLimits {
     fn default() -> Self {
         Self {
-            // openraft sends at most `max_payload_entries` (300) entries per
-            // append: 300 items of the broker's 256 KiB stanza limit fit.
+            // Carries a full append with the node defaults: 256 entries of
+            // up to 320 KiB (see `MeshConfig::check_limits`).
             frame_bytes_max: 96 * 1024 * 1024,
-            snapshot_bytes_max: 8 * 1024 * 1024 * 1024,
+            snapshot_bytes_max: 1024 * 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             inbound_streams_per_peer_max: 64,
+            // 16 Mbit/s: well under any inter-site link worth meshing.
+            peer_bytes_per_second_min: 2 * 1024 * 1024,
         }
     }
 }
@@ -101,7 +98,8 @@ pub struct TransportTimeouts {
     /// Dial plus TLS handshake.
     pub connect_timeout_ms: u64,
     /// A connection with no traffic (not even keep-alives) for this long is
-    /// considered dead and is dialled again on next use.
+    /// considered dead and is dialled again on next use. Also the longest
+    /// pause allowed in the middle of a request being received.
     pub idle_timeout_ms: u64,
     pub keep_alive_interval_ms: u64,
 }
@@ -150,9 +148,14 @@ pub(crate) enum FrameError {
     Closed(#[from] quinn::ClosedStream),
     #[error("decode: {0}")]
     Decode(#[from] prost::DecodeError),
+    #[error("no data for {0:?} in the middle of a request")]
+    Stalled(Duration),
 }
 
-async fn write_frame(send: &mut quinn::SendStream, msg: &impl Message) -> Result<(), FrameError> {
+pub(crate) async fn write_frame(
+    send: &mut quinn::SendStream,
+    msg: &impl Message,
+) -> Result<(), FrameError> {
     let len = msg.encoded_len();
     let mut buf = BytesMut::with_capacity(4 + len);
     // Lengths above u32::MAX cannot occur: frames are bounded far below.
@@ -162,7 +165,10 @@ async fn write_frame(send: &mut quinn::SendStream, msg: &impl Message) -> Result
     Ok(())
 }
 
-async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Bytes, FrameError> {
+pub(crate) async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Bytes, FrameError> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -199,7 +205,19 @@ pub trait RpcHandler: Send + Sync + 'static {
 /// A cached outbound connection to one peer.
 struct PeerLink {
     addr: String,
-    connection: tokio::sync::Mutex<Option<quinn::Connection>>,
+    state: Mutex<LinkState>,
+}
+
+/// A dial in progress, shared by every RPC waiting for it. It runs in its
+/// own task, so it completes (within the connect timeout) even when the RPCs
+/// that started it give up earlier: a handshake slower than an RPC deadline
+/// still yields a connection for the next RPC.
+type Dial = Shared<BoxFuture<'static, Result<quinn::Connection, String>>>;
+
+enum LinkState {
+    Idle,
+    Dialing(Dial),
+    Connected(quinn::Connection),
 }
 
 /// The node's QUIC endpoint: accepts peers' RPCs and sends its own.
@@ -208,8 +226,10 @@ pub struct Transport {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
     peer_name_verifier: Arc<WebPkiServerVerifier>,
-    limits: TransportLimits,
+    pub(crate) limits: TransportLimits,
     connect_timeout: Duration,
+    /// Longest wait for the next frame of a request being received.
+    frame_stall_timeout: Duration,
     peers: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -286,6 +306,7 @@ impl Transport {
             peer_name_verifier,
             limits,
             connect_timeout: Duration::from_millis(timeouts.connect_timeout_ms),
+            frame_stall_timeout: Duration::from_millis(timeouts.idle_timeout_ms),
             peers: Mutex::new(HashMap::new()),
             accept_task: Mutex::new(None),
         }))
@@ -309,7 +330,11 @@ impl Transport {
                         Ok(connection) => this.serve_connection(connection, handler).await,
                         // Includes peers whose certificate the cluster CA did
                         // not sign: they never get a stream.
-                        Err(e) => tracing::info!(error = %e, "mesh: inbound handshake failed"),
+                        Err(e) => {
+                            metrics::counter!("vomesh_mesh_peers_refused_total", "reason" => "handshake")
+                                .increment(1);
+                            tracing::info!(error = %e, "mesh: inbound handshake failed");
+                        }
                     }
                 });
             }
@@ -371,10 +396,15 @@ impl Transport {
         mut recv: quinn::RecvStream,
         handler: &H,
     ) -> Result<(), FrameError> {
-        let frame = read_frame(&mut recv, self.limits.frame_bytes_max).await?;
+        let frame = self.read_request_frame(&mut recv).await?;
         let request = pb::Request::decode(frame)?;
         let response = match self.authenticate(connection, verified, request.from_node_id) {
-            Err(message) => error_response(pb::ErrorKind::Unauthenticated, message),
+            Err(message) => {
+                metrics::counter!("vomesh_mesh_peers_refused_total", "reason" => "identity")
+                    .increment(1);
+                tracing::warn!(remote = %connection.remote_address(), %message, "mesh: request refused");
+                error_response(pb::ErrorKind::Unauthenticated, message)
+            }
             Ok(peer) => match request.kind {
                 None => error_response(pb::ErrorKind::BadRequest, "request without a kind".into()),
                 Some(pb::request::Kind::AppendStream(_)) => {
@@ -396,6 +426,17 @@ impl Transport {
         write_frame(&mut send, &response).await?;
         send.finish()?;
         Ok(())
+    }
+
+    /// Reads the next frame of a request; a peer that stops sending in the
+    /// middle of a request for `frame_stall_timeout` loses the stream.
+    async fn read_request_frame(&self, recv: &mut quinn::RecvStream) -> Result<Bytes, FrameError> {
+        tokio::time::timeout(
+            self.frame_stall_timeout,
+            read_frame(recv, self.limits.frame_bytes_max),
+        )
+        .await
+        .map_err(|_| FrameError::Stalled(self.frame_stall_timeout))?
     }
 
     async fn serve_append_stream<H: RpcHandler>(
@@ -478,7 +519,7 @@ impl Transport {
         // peer's announcement.
         let mut data = BytesMut::new();
         while (data.len() as u64) < total {
-            let frame = read_frame(recv, self.limits.frame_bytes_max).await?;
+            let frame = self.read_request_frame(recv).await?;
             let chunk = pb::SnapshotChunk::decode(frame)?;
             if data.len() as u64 + chunk.data.len() as u64 > total {
                 return Err(FrameError::TooLarge {
@@ -502,7 +543,7 @@ impl Transport {
             _ => {
                 let link = Arc::new(PeerLink {
                     addr: addr.to_owned(),
-                    connection: tokio::sync::Mutex::new(None),
+                    state: Mutex::new(LinkState::Idle),
                 });
                 peers.insert(peer, link.clone());
                 link
@@ -512,63 +553,123 @@ impl Transport {
 
     async fn connection(&self, peer: NodeId, addr: &str) -> Result<quinn::Connection, String> {
         let link = self.link(peer, addr);
-        // Held while dialling, so concurrent RPCs share one new connection.
-        let mut slot = link.connection.lock().await;
-        if let Some(connection) = slot.as_ref()
-            && connection.close_reason().is_none()
+        let dial = {
+            let mut state = link.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*state {
+                LinkState::Connected(connection) if connection.close_reason().is_none() => {
+                    return Ok(connection.clone());
+                }
+                LinkState::Dialing(dial) => dial.clone(),
+                LinkState::Idle | LinkState::Connected(_) => {
+                    let dial = self.dial(peer, addr);
+                    *state = LinkState::Dialing(dial.clone());
+                    dial
+                }
+            }
+        };
+        let result = dial.clone().await;
+        let mut state = link.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Record the outcome, unless a newer dial replaced this one.
+        if let LinkState::Dialing(current) = &*state
+            && current.ptr_eq(&dial)
         {
-            return Ok(connection.clone());
+            *state = match &result {
+                Ok(connection) => LinkState::Connected(connection.clone()),
+                Err(_) => LinkState::Idle,
+            };
         }
-        let socket = tokio::net::lookup_host(addr)
-            .await
-            .map_err(|e| format!("resolve {addr}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("resolve {addr}: no address"))?;
-        let connecting = self
-            .endpoint
-            .connect_with(self.client_config.clone(), socket, &node_dns_name(peer))
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let connection = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| {
-                format!(
-                    "connect {addr}: no handshake within {:?}",
-                    self.connect_timeout
-                )
-            })?
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        result
+    }
+
+    fn dial(&self, peer: NodeId, addr: &str) -> Dial {
+        let endpoint = self.endpoint.clone();
+        let config = self.client_config.clone();
+        let timeout = self.connect_timeout;
+        let addr = addr.to_owned();
+        let task = tokio::spawn(async move {
+            let socket = tokio::net::lookup_host(&addr)
+                .await
+                .map_err(|e| format!("resolve {addr}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("resolve {addr}: no address"))?;
+            let connecting = endpoint
+                .connect_with(config, socket, &node_dns_name(peer))
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            let result = tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| format!("connect {addr}: no handshake within {timeout:?}"))
+                .and_then(|r| r.map_err(|e| format!("connect {addr}: {e}")));
+            let outcome = if result.is_ok() {
+                "connected"
+            } else {
+                "failed"
+            };
+            metrics::counter!("vomesh_mesh_dials_total", "peer" => peer.to_string(), "outcome" => outcome)
+                .increment(1);
+            result
+        });
+        let joined: BoxFuture<'static, _> =
+            Box::pin(async move { task.await.map_err(|e| e.to_string())? });
+        joined.shared()
+    }
+
+    /// Drops the cached connection to `peer` if it is still `connection`.
+    /// Called after an exchange failed or missed its deadline: a peer killed
+    /// without closing leaves the connection looking open until the idle
+    /// timeout, and a restarted peer does not know it; the next RPC then
+    /// dials afresh instead of waiting on it. Streams still running on the
+    /// old connection carry on until it dies.
+    pub(crate) fn forget(&self, peer: NodeId, connection: &quinn::Connection) {
+        let link = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&peer)
+            .cloned();
+        if let Some(link) = link {
+            let mut state = link.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if let LinkState::Connected(cached) = &*state
+                && cached.stable_id() == connection.stable_id()
+            {
+                *state = LinkState::Idle;
+            }
+        }
     }
 
     /// Opens a stream to `peer` and sends `header` on it, within `deadline`.
-    async fn open_stream(
+    pub(crate) async fn open_stream(
         &self,
         peer: NodeId,
         addr: &str,
         header: pb::request::Kind,
         priority: i32,
         deadline: Duration,
-    ) -> Result<(quinn::SendStream, quinn::RecvStream), RpcError> {
+    ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), RpcError> {
         let request = pb::Request {
             from_node_id: self.node_id,
             kind: Some(header),
         };
+        let used = OnceLock::new();
         let open = async {
             let connection = self.connection(peer, addr).await?;
+            let _ = used.set(connection.clone());
             let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
             // Fails only if the stream is already closed; then the write fails too.
             let _ = send.set_priority(priority);
             write_frame(&mut send, &request)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>((send, recv))
+            Ok::<_, String>((connection, send, recv))
         };
-        match tokio::time::timeout(deadline, open).await {
-            Ok(Ok(streams)) => Ok(streams),
+        let result = match tokio::time::timeout(deadline, open).await {
+            Ok(Ok(streams)) => return Ok(streams),
             Ok(Err(reason)) => Err(RpcError::Unreachable { peer, reason }),
             Err(_) => Err(RpcError::DeadlineExceeded { peer, deadline }),
+        };
+        if let Some(connection) = used.get() {
+            self.forget(peer, connection);
         }
+        result
     }
 
     /// Sends one request to `peer` and waits for its response, all within
@@ -589,9 +690,11 @@ impl Transport {
         // Set once the request is on its way: before that, a failure means
         // the peer certainly never saw it (and a retry cannot duplicate it).
         let sent = AtomicBool::new(false);
+        let used = OnceLock::new();
         let exchange = async {
             let not_sent = |reason: String| RpcError::NotSent { peer, reason };
             let connection = self.connection(peer, addr).await.map_err(not_sent)?;
+            let _ = used.set(connection.clone());
             let (mut send, mut recv) = connection
                 .open_bi()
                 .await
@@ -606,7 +709,7 @@ impl Transport {
             if let Some(data) = snapshot {
                 for chunk in data.chunks(self.limits.snapshot_chunk_bytes.max(1)) {
                     let chunk = pb::SnapshotChunk {
-                        data: data.slice_ref(chunk),
+                        data: chunk.to_vec(),
                     };
                     write_frame(&mut send, &chunk)
                         .await
@@ -619,15 +722,29 @@ impl Transport {
                 .map_err(|e| unreachable(e.to_string()))?;
             pb::Response::decode(frame).map_err(|e| unreachable(e.to_string()))
         };
-        let response = match tokio::time::timeout(deadline, exchange).await {
-            Ok(result) => result?,
-            Err(_) if !sent.load(Ordering::Relaxed) => {
-                return Err(RpcError::NotSent {
-                    peer,
-                    reason: format!("no connection within {deadline:?}"),
-                });
+        let result = match tokio::time::timeout(deadline, exchange).await {
+            Ok(result) => result,
+            Err(_) if !sent.load(Ordering::Relaxed) => Err(RpcError::NotSent {
+                peer,
+                reason: format!("no connection within {deadline:?}"),
+            }),
+            Err(_) => Err(RpcError::DeadlineExceeded { peer, deadline }),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                let error = match e {
+                    RpcError::NotSent { .. } => "not_sent",
+                    RpcError::DeadlineExceeded { .. } => "deadline",
+                    _ => "unreachable",
+                };
+                metrics::counter!("vomesh_mesh_rpc_failures_total", "peer" => peer.to_string(), "error" => error)
+                    .increment(1);
+                if let Some(connection) = used.get() {
+                    self.forget(peer, connection);
+                }
+                return Err(e);
             }
-            Err(_) => return Err(RpcError::DeadlineExceeded { peer, deadline }),
         };
         match response.kind {
             Some(pb::response::Kind::Error(error)) => Err(RpcError::Remote { peer, error }),
@@ -647,265 +764,5 @@ pub(crate) fn error_response(kind: pb::ErrorKind, message: String) -> pb::Respon
             message,
             leader_id: None,
         })),
-    }
-}
-
-/// openraft's network factory: hands out clients for peers, never dialling.
-pub struct NetworkFactory {
-    transport: Arc<Transport>,
-}
-
-impl NetworkFactory {
-    pub fn new(transport: Arc<Transport>) -> Self {
-        Self { transport }
-    }
-
-    fn client(&self, target: NodeId, node: &Node, priority: i32) -> PeerClient {
-        PeerClient {
-            transport: self.transport.clone(),
-            target,
-            addr: node.addr.clone(),
-            priority,
-        }
-    }
-}
-
-impl RaftNetworkFactory<MeshTypes> for NetworkFactory {
-    type Network = PeerClient;
-
-    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        self.client(target, node, PRIORITY_REPLICATION)
-    }
-
-    async fn new_heartbeat_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        self.client(target, node, PRIORITY_HEARTBEAT)
-    }
-
-    async fn new_snapshot_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        self.client(target, node, PRIORITY_SNAPSHOT)
-    }
-}
-
-/// openraft's client for one peer; every call is one stream on the shared
-/// connection.
-pub struct PeerClient {
-    transport: Arc<Transport>,
-    target: NodeId,
-    addr: String,
-    priority: i32,
-}
-
-/// Append requests in flight on one append stream before the writer waits
-/// for responses: enough to cover a round trip of batches at WAN latency,
-/// few enough that a stalled follower does not buffer much.
-const APPEND_PIPELINE_DEPTH: usize = 16;
-
-/// Writes `input` to the append stream; tells the reader, through `sent`,
-/// of each request sent (or of the failure that ended the writing).
-async fn write_appends<St>(
-    mut send: quinn::SendStream,
-    mut input: St,
-    sent: tokio::sync::mpsc::Sender<Result<(), String>>,
-) where
-    St: Stream<Item = AppendEntriesRequest<MeshTypes>> + Send + Unpin + 'static,
-{
-    while let Some(request) = input.next().await {
-        // Waits while the pipeline is full; fails once the reader is gone.
-        let Ok(permit) = sent.reserve().await else {
-            return;
-        };
-        let written = match wire::append_request_to_pb(&request) {
-            Ok(pb) => write_frame(&mut send, &pb).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let failed = written.is_err();
-        permit.send(written);
-        if failed {
-            return;
-        }
-    }
-    let _ = send.finish();
-}
-
-fn decode_stream_response(
-    frame: Bytes,
-) -> Result<StreamAppendResult<MeshTypes>, Unreachable<MeshTypes>> {
-    match pb::Response::decode(frame).map_err(unreachable)?.kind {
-        Some(pb::response::Kind::AppendStream(result)) => {
-            wire::stream_result_from_pb(result).map_err(unreachable)
-        }
-        other => Err(unreachable(format!(
-            "unexpected append stream response {other:?}"
-        ))),
-    }
-}
-
-fn unreachable(e: impl std::fmt::Display) -> Unreachable<MeshTypes> {
-    Unreachable::from_string(e)
-}
-
-impl PeerClient {
-    async fn call(
-        &self,
-        kind: pb::request::Kind,
-        snapshot: Option<Bytes>,
-        deadline: Duration,
-    ) -> Result<pb::response::Kind, Unreachable<MeshTypes>> {
-        let response = self
-            .transport
-            .call(
-                self.target,
-                &self.addr,
-                kind,
-                snapshot,
-                self.priority,
-                deadline,
-            )
-            .await
-            .map_err(unreachable)?;
-        response.kind.ok_or_else(|| unreachable("empty response"))
-    }
-
-    async fn vote_rpc(
-        &self,
-        kind: pb::request::Kind,
-        option: RPCOption,
-    ) -> Result<VoteResponse<MeshTypes>, RPCError<MeshTypes>> {
-        match self.call(kind, None, option.soft_ttl()).await? {
-            pb::response::Kind::Vote(resp) => {
-                Ok(wire::vote_response_from_pb(resp).map_err(unreachable)?)
-            }
-            other => Err(unreachable(format!("unexpected response {other:?}")).into()),
-        }
-    }
-}
-
-impl RaftNetworkV2<MeshTypes> for PeerClient {
-    type SnapshotData = Bytes;
-
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<MeshTypes>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<MeshTypes>, RPCError<MeshTypes>> {
-        let request = wire::append_request_to_pb(&rpc).map_err(unreachable)?;
-        let kind = pb::request::Kind::AppendEntries(request);
-        match self.call(kind, None, option.soft_ttl()).await? {
-            pb::response::Kind::AppendEntries(resp) => {
-                Ok(wire::append_response_from_pb(resp).map_err(unreachable)?)
-            }
-            other => Err(unreachable(format!("unexpected response {other:?}")).into()),
-        }
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<MeshTypes>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<MeshTypes>, RPCError<MeshTypes>> {
-        self.vote_rpc(
-            pb::request::Kind::Vote(wire::vote_request_to_pb(&rpc)),
-            option,
-        )
-        .await
-    }
-
-    async fn pre_vote(
-        &mut self,
-        rpc: VoteRequest<MeshTypes>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<MeshTypes>, RPCError<MeshTypes>> {
-        self.vote_rpc(
-            pb::request::Kind::PreVote(wire::vote_request_to_pb(&rpc)),
-            option,
-        )
-        .await
-    }
-
-    /// Pipelined replication on one QUIC stream: requests are written as
-    /// openraft produces them, without waiting for the previous response, up
-    /// to `APPEND_PIPELINE_DEPTH` unanswered; the single stream keeps them in
-    /// order, and the follower answers them in order. Each response must come
-    /// within the RPC deadline of its request being sent, so an idle stream
-    /// never times out but a stalled follower is detected.
-    fn stream_append<'s, St>(
-        &'s mut self,
-        input: St,
-        option: RPCOption,
-    ) -> BoxFuture<
-        's,
-        Result<
-            BoxStream<'s, Result<StreamAppendResult<MeshTypes>, RPCError<MeshTypes>>>,
-            RPCError<MeshTypes>,
-        >,
-    >
-    where
-        St: Stream<Item = AppendEntriesRequest<MeshTypes>> + Send + Unpin + 'static,
-    {
-        Box::pin(async move {
-            let deadline = option.soft_ttl();
-            let header = pb::request::Kind::AppendStream(pb::AppendStreamOpen {});
-            let (send, recv) = self
-                .transport
-                .open_stream(self.target, &self.addr, header, self.priority, deadline)
-                .await
-                .map_err(unreachable)?;
-            let (sent_tx, sent_rx) = tokio::sync::mpsc::channel(APPEND_PIPELINE_DEPTH);
-            tokio::spawn(write_appends(send, input, sent_tx));
-            let max = self.transport.limits.frame_bytes_max;
-            let responses =
-                futures_util::stream::unfold(Some((recv, sent_rx)), move |state| async move {
-                    let (mut recv, mut sent_rx) = state?;
-                    // One response is owed per request the writer sent; none
-                    // owed (and the writer done) ends the stream.
-                    match sent_rx.recv().await? {
-                        Ok(()) => {}
-                        Err(reason) => return Some((Err(unreachable(reason).into()), None)),
-                    }
-                    let result =
-                        match tokio::time::timeout(deadline, read_frame(&mut recv, max)).await {
-                            Err(_) => Err(unreachable(format!(
-                                "no append response within {deadline:?}"
-                            ))),
-                            Ok(Err(e)) => Err(unreachable(e)),
-                            Ok(Ok(frame)) => decode_stream_response(frame),
-                        };
-                    match result {
-                        Ok(r) => Some((Ok(r), Some((recv, sent_rx)))),
-                        Err(e) => Some((Err(e.into()), None)),
-                    }
-                });
-            let responses: BoxStream<'s, _> = Box::pin(responses);
-            Ok(responses)
-        })
-    }
-
-    async fn full_snapshot(
-        &mut self,
-        vote: Vote,
-        snapshot: Snapshot,
-        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
-        option: RPCOption,
-    ) -> Result<SnapshotResponse<MeshTypes>, StreamingError<MeshTypes>> {
-        let offer = pb::SnapshotOffer {
-            vote: Some(wire::vote_to_pb(&vote)),
-            meta: Some(wire::snapshot_meta_to_pb(&snapshot.meta).map_err(unreachable)?),
-            total_bytes: snapshot.snapshot.len() as u64,
-        };
-        let transfer = self.call(
-            pb::request::Kind::Snapshot(offer),
-            Some(snapshot.snapshot),
-            option.soft_ttl(),
-        );
-        tokio::select! {
-            closed = cancel => Err(StreamingError::Closed(closed)),
-            response = transfer => match response? {
-                pb::response::Kind::Snapshot(resp) => {
-                    let vote = resp.vote.as_ref().map(wire::vote_from_pb).ok_or_else(|| unreachable("snapshot response without vote"))?;
-                    Ok(SnapshotResponse::new(vote))
-                }
-                other => Err(unreachable(format!("unexpected response {other:?}")).into()),
-            },
-        }
     }
 }

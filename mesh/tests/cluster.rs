@@ -1,16 +1,17 @@
 //! Three mesh nodes in one process, over real QUIC with mutual TLS on
 //! 127.0.0.1, replicating a small key-value state machine of the tests' own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use vomesh_mesh::certs::{ClusterCa, NodeIdentity};
-use vomesh_mesh::membership::MembershipError;
-use vomesh_mesh::node::{MeshConfig, MeshNode, MeshTimeouts, ProposeError, Role, StartError};
+use vomesh_mesh::config::MeshConfig;
+use vomesh_mesh::node::{MeshNode, ProposeError, Role, StartError};
 use vomesh_mesh::transport::{RpcError, Transport, TransportLimits, TransportTimeouts};
 use vomesh_mesh::types::{CommittedCommand, StateMachine};
 use vomesh_proto::mesh as pb;
@@ -58,17 +59,126 @@ fn free_udp_port() -> anyhow::Result<SocketAddr> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// The configuration of a node of its own, with its data under `dir`.
+fn lone_node_config(dir: &std::path::Path) -> anyhow::Result<MeshConfig> {
+    let ca = ClusterCa::generate()?;
+    let node = ca.issue_node(1, &[])?;
+    let identity = NodeIdentity::from_pem(
+        ca.pem().cert_pem.as_bytes(),
+        node.cert_pem.as_bytes(),
+        node.key_pem.as_bytes(),
+    )?;
+    let listen = free_udp_port()?;
+    Ok(MeshConfig::new(
+        1,
+        listen,
+        listen.to_string(),
+        dir.into(),
+        identity,
+    ))
+}
+
+/// The bound addresses of nodes cut off from everyone: their relays drop
+/// whatever they carry to or from them.
+type Isolated = Arc<Mutex<HashSet<SocketAddr>>>;
+
+fn is_isolated(isolated: &Isolated, addr: &SocketAddr) -> bool {
+    isolated
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(addr)
+}
+
+/// A UDP relay in front of one node: peers dial the relay's address (the
+/// one in the membership), which forwards to the node's bound address. Each
+/// peer source gets its own upstream socket so replies find their way back.
+/// Dropping packets here is how the tests crash a node without a goodbye or
+/// partition it.
+async fn relay(front: tokio::net::UdpSocket, backend: SocketAddr, isolated: Isolated) {
+    let front = Arc::new(front);
+    let mut upstreams: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = HashMap::new();
+    // Aborted with this task, so no reverse path outlives the relay.
+    let mut reverse_paths = tokio::task::JoinSet::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((len, source)) = front.recv_from(&mut buf).await else {
+            return;
+        };
+        if is_isolated(&isolated, &backend) || is_isolated(&isolated, &source) {
+            continue;
+        }
+        let upstream = match upstreams.get(&source) {
+            Some(upstream) => upstream.clone(),
+            None => {
+                let Ok(socket) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+                    continue;
+                };
+                if socket.connect(backend).await.is_err() {
+                    continue;
+                }
+                let upstream = Arc::new(socket);
+                let (up, front, isolated) = (upstream.clone(), front.clone(), isolated.clone());
+                reverse_paths.spawn(async move {
+                    let mut buf = vec![0u8; 65_536];
+                    while let Ok(len) = up.recv(&mut buf).await {
+                        if !is_isolated(&isolated, &backend) && !is_isolated(&isolated, &source) {
+                            let _ = front.send_to(&buf[..len], source).await;
+                        }
+                    }
+                });
+                upstreams.insert(source, upstream.clone());
+                upstream
+            }
+        };
+        let _ = upstream.send(&buf[..len]).await;
+    }
+}
+
+struct Relays {
+    /// Node id → the address its endpoint binds (behind its relay).
+    bound: BTreeMap<u64, SocketAddr>,
+    isolated: Isolated,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Relays {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
 struct Cluster {
     _dir: tempfile::TempDir,
     root: PathBuf,
     ca: ClusterCa,
+    /// The addresses peers dial (the relays' when there are relays).
     addrs: BTreeMap<u64, SocketAddr>,
     nodes: BTreeMap<u64, MeshNode<Kv>>,
     snapshot_every_entries: u64,
+    relays: Option<Relays>,
+    idle_timeout_ms: Option<u64>,
 }
 
 impl Cluster {
     async fn start(size: u64, snapshot_every_entries: u64) -> anyhow::Result<Self> {
+        Self::start_with(size, snapshot_every_entries, false, None).await
+    }
+
+    /// A cluster whose nodes are reached through relays the test controls,
+    /// with a long connection idle timeout: a dead connection is then only
+    /// noticed through failed RPCs.
+    async fn start_behind_relays(size: u64) -> anyhow::Result<Self> {
+        Self::start_with(size, 10_000, true, Some(60_000)).await
+    }
+
+    async fn start_with(
+        size: u64,
+        snapshot_every_entries: u64,
+        behind_relays: bool,
+        idle_timeout_ms: Option<u64>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cluster = Cluster {
             root: dir.path().to_owned(),
@@ -77,9 +187,29 @@ impl Cluster {
             addrs: BTreeMap::new(),
             nodes: BTreeMap::new(),
             snapshot_every_entries,
+            relays: None,
+            idle_timeout_ms,
         };
-        for id in 1..=size {
-            cluster.addrs.insert(id, free_udp_port()?);
+        if behind_relays {
+            let mut relays = Relays {
+                bound: BTreeMap::new(),
+                isolated: Arc::new(Mutex::new(HashSet::new())),
+                tasks: Vec::new(),
+            };
+            for id in 1..=size {
+                let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+                let bound = free_udp_port()?;
+                cluster.addrs.insert(id, front.local_addr()?);
+                relays.bound.insert(id, bound);
+                relays
+                    .tasks
+                    .push(tokio::spawn(relay(front, bound, relays.isolated.clone())));
+            }
+            cluster.relays = Some(relays);
+        } else {
+            for id in 1..=size {
+                cluster.addrs.insert(id, free_udp_port()?);
+            }
         }
         // Started together: each node waits for the others to elect.
         let mut starts = Vec::new();
@@ -101,34 +231,36 @@ impl Cluster {
             node.cert_pem.as_bytes(),
             node.key_pem.as_bytes(),
         )
-        .map_err(|(what, why)| anyhow::anyhow!("{what}: {why}"))
+        .map_err(anyhow::Error::from)
     }
 
     fn config(&self, id: u64) -> anyhow::Result<MeshConfig> {
-        Ok(MeshConfig {
-            node_id: id,
-            listen: self.addrs[&id],
-            advertise: self.addrs[&id].to_string(),
-            initial_members: self
-                .addrs
-                .iter()
-                .map(|(id, a)| (*id, a.to_string()))
-                .collect(),
-            data_dir: self.root.join(format!("node-{id}")),
-            identity: self.identity(id)?,
-            timeouts: MeshTimeouts {
-                // Keeps the tests that expect a refusal short.
-                propose_timeout_ms: 2_000,
-                ..MeshTimeouts::loopback()
-            },
-            limits: TransportLimits {
-                // Small chunks, so a snapshot really travels in several.
-                snapshot_chunk_bytes: 512,
-                ..TransportLimits::default()
-            },
-            snapshot_every_entries: self.snapshot_every_entries,
-            log_entries_kept_after_snapshot: 0,
-        })
+        let listen = match &self.relays {
+            Some(relays) => relays.bound[&id],
+            None => self.addrs[&id],
+        };
+        let mut config = MeshConfig::new(
+            id,
+            listen,
+            self.addrs[&id].to_string(),
+            self.root.join(format!("node-{id}")),
+            self.identity(id)?,
+        );
+        config.initial_members = self
+            .addrs
+            .iter()
+            .map(|(id, a)| (*id, a.to_string()))
+            .collect();
+        // Keeps the tests that expect a refusal short.
+        config.timeouts.propose_timeout_ms = 2_000;
+        // Small chunks, so a snapshot really travels in several.
+        config.limits.snapshot_chunk_bytes = 512;
+        config.snapshot_every_entries = self.snapshot_every_entries;
+        config.log_entries_kept_after_snapshot = 0;
+        if let Some(idle) = self.idle_timeout_ms {
+            config.timeouts.idle_timeout_ms = idle;
+        }
+        Ok(config)
     }
 
     /// Waits until the running nodes agree on one leader; returns its id.
@@ -182,6 +314,21 @@ impl Cluster {
         }
     }
 
+    /// Cuts node `id` off from every other node, or reconnects it.
+    fn isolate(&self, id: u64, cut: bool) -> anyhow::Result<()> {
+        let relays = self.relays.as_ref().context("cluster has no relays")?;
+        let mut isolated = relays
+            .isolated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cut {
+            isolated.insert(relays.bound[&id]);
+        } else {
+            isolated.remove(&relays.bound[&id]);
+        }
+        Ok(())
+    }
+
     async fn stop(&mut self, id: u64) -> anyhow::Result<()> {
         let node = self.nodes.remove(&id).context("no such node")?;
         node.shutdown().await;
@@ -213,6 +360,22 @@ impl Cluster {
             node.shutdown().await;
         }
     }
+}
+
+/// Waits until `holds` (checked every 20 ms), for at most 10 s.
+async fn eventually(what: &str, holds: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holds() {
+        if Instant::now() > deadline {
+            bail!("never: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn voters(node: &MeshNode<Kv>) -> Vec<u64> {
+    node.status().voters.keys().copied().collect()
 }
 
 fn cmd(text: String) -> Bytes {
@@ -265,15 +428,10 @@ async fn proposals_at_a_follower_commit_everywhere_in_the_same_order() -> anyhow
         "read index {read_index} < {}",
         again.index
     );
-    assert_eq!(
-        cluster.nodes[&other]
-            .state()
-            .read()
-            .values
-            .get("f0")
-            .map(String::as_str),
-        Some("z")
-    );
+    let f0 = cluster.nodes[&other]
+        .linearizable_read(|kv| kv.values.get("f0").cloned())
+        .await?;
+    assert_eq!(f0.as_deref(), Some("z"));
 
     let applied = cluster.converged().await?;
     assert_eq!(applied.len(), 21);
@@ -334,10 +492,7 @@ async fn a_restarted_node_keeps_its_log_and_state() -> anyhow::Result<()> {
     let follower = cluster.follower(leader);
     cluster.restart(follower).await?;
     assert_eq!(cluster.nodes[&follower].state().read().applied, before);
-    assert_eq!(
-        cluster.nodes[&follower].status().last_log_index,
-        Some(before[4].0)
-    );
+    assert!(cluster.nodes[&follower].status().last_log_index >= Some(before[4].0));
 
     for id in ids.iter().filter(|id| **id != follower) {
         cluster.restart(*id).await?;
@@ -418,8 +573,7 @@ async fn peers_with_a_foreign_or_mismatched_certificate_are_refused() -> anyhow:
         foreign_ca.pem().cert_pem.as_bytes(),
         foreign.cert_pem.as_bytes(),
         foreign.key_pem.as_bytes(),
-    )
-    .map_err(|(what, why)| anyhow::anyhow!("{what}: {why}"))?;
+    )?;
     let intruder = Transport::bind(
         2,
         free_udp_port()?,
@@ -464,8 +618,9 @@ async fn peers_with_a_foreign_or_mismatched_certificate_are_refused() -> anyhow:
     }
     impostor.close();
 
-    assert_eq!(cluster.nodes[&leader].status().term, term);
-    assert_eq!(cluster.leader().await?, leader);
+    // The refused votes (term + 100) left no trace; an unrelated election
+    // on a loaded machine would only add one.
+    assert!(cluster.nodes[&leader].status().term < term + 100);
     cluster.shutdown().await;
     Ok(())
 }
@@ -477,6 +632,8 @@ async fn a_minority_cannot_commit() -> anyhow::Result<()> {
     cluster.nodes[&leader]
         .propose(cmd("acked=1".into()))
         .await?;
+    // Every node has applied it before the majority goes away.
+    cluster.converged().await?;
     let lone = cluster.follower(leader);
     let others: Vec<u64> = cluster
         .nodes
@@ -515,34 +672,27 @@ async fn a_new_node_joins_as_learner_then_voter_and_can_be_removed() -> anyhow::
             .await?;
     }
     let follower = cluster.follower(leader);
-    let refused = cluster.nodes[&follower].remove_member(leader).await;
-    assert!(
-        matches!(refused, Err(MembershipError::NotLeader { leader: Some(l) }) if l == leader),
-        "{refused:?}"
-    );
 
     // Node 4 starts knowing the cluster but, not being its lowest id, does
     // not initialise anything: it waits to be added.
     cluster.addrs.insert(4, free_udp_port()?);
     let joining = MeshNode::start(cluster.config(4)?, Kv::default()).await?;
     cluster.nodes.insert(4, joining);
-    cluster.nodes[&leader]
+    // Asked at a follower: forwarded to the leader.
+    cluster.nodes[&follower]
         .add_member(4, cluster.addrs[&4].to_string())
         .await?;
-    let status = cluster.nodes[&leader].status();
-    assert_eq!(
-        status.voters.keys().copied().collect::<Vec<_>>(),
-        [1, 2, 3, 4]
-    );
-    assert!(status.learners.is_empty());
+    let leader_node = &cluster.nodes[&leader];
+    eventually("node 4 is a voter", || voters(leader_node) == [1, 2, 3, 4]).await?;
+    assert!(leader_node.status().learners.is_empty());
     assert_eq!(cluster.converged().await?.len(), 5);
 
     cluster.nodes[&4].propose(cmd("from4=1".into())).await?;
     assert_eq!(cluster.converged().await?.len(), 6);
 
-    cluster.nodes[&leader].remove_member(4).await?;
-    let status = cluster.nodes[&leader].status();
-    assert_eq!(status.voters.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    cluster.nodes[&follower].remove_member(4).await?;
+    let leader_node = &cluster.nodes[&leader];
+    eventually("node 4 is gone", || voters(leader_node) == [1, 2, 3]).await?;
     cluster.stop(4).await?;
     cluster.nodes[&leader]
         .propose(cmd("after=1".into()))
@@ -598,7 +748,7 @@ async fn oversized_snapshots_and_votes_for_another_node_are_refused() -> anyhow:
         .context("3 nodes")?;
     let vote_for_other = pb::request::Kind::Vote(pb::VoteRequest {
         vote: Some(pb::Vote {
-            term: term + 1,
+            term: term + 100,
             node_id: other,
             committed: false,
         }),
@@ -622,7 +772,7 @@ async fn oversized_snapshots_and_votes_for_another_node_are_refused() -> anyhow:
         other => bail!("expected an authentication refusal, got {other:?}"),
     }
     peer.close();
-    assert_eq!(cluster.nodes[&follower].status().term, term);
+    assert!(cluster.nodes[&follower].status().term < term + 100);
     cluster.shutdown().await;
     Ok(())
 }
@@ -673,15 +823,13 @@ async fn measure_proposal_throughput() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_members_is_a_single_node_mesh() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(1, 10_000).await?;
-    let mut config = cluster.config(1)?;
-    config.initial_members.clear();
-    cluster.stop(1).await?;
-    std::fs::remove_dir_all(&config.data_dir)?;
-    config.listen = free_udp_port()?;
-    config.advertise = config.listen.to_string();
-
-    let node = MeshNode::start(config, Kv::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let node = MeshNode::start(lone_node_config(dir.path())?, Kv::default()).await?;
+    let too_large = node.propose(Bytes::from(vec![b'x'; 320 * 1024 + 1])).await;
+    assert!(
+        matches!(too_large, Err(ProposeError::TooLarge { .. })),
+        "{too_large:?}"
+    );
     let committed = node.propose(cmd("solo=1".into())).await?;
     assert_eq!(node.status().role, Role::Leader);
     assert_eq!(
@@ -689,6 +837,117 @@ async fn a_node_without_members_is_a_single_node_mesh() -> anyhow::Result<()> {
         [1]
     );
     assert_eq!(node.ensure_linearizable().await?, committed.index);
+    node.shutdown().await;
+    Ok(())
+}
+
+#[test]
+fn limits_that_cannot_carry_a_full_append_are_refused_at_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = lone_node_config(dir.path())?;
+    config.command_bytes_max = 1024 * 1024;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let refused = runtime.block_on(MeshNode::start(config, Kv::default()));
+    assert!(
+        matches!(refused, Err(StartError::Limits(_))),
+        "{:?}",
+        refused.err()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crashed_and_restarted_follower_is_redialled_and_catches_up() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start_behind_relays(3).await?;
+    let leader = cluster.leader().await?;
+    let crashed = cluster.follower(leader);
+    cluster.nodes[&leader]
+        .propose(cmd("before=1".into()))
+        .await?;
+
+    // A crash: the node vanishes without closing its connections.
+    cluster.isolate(crashed, true)?;
+    cluster.stop(crashed).await?;
+    for i in 0..10 {
+        cluster.nodes[&leader]
+            .propose(cmd(format!("while{i}=1")))
+            .await?;
+    }
+    cluster.restart(crashed).await?;
+    cluster.isolate(crashed, false)?;
+
+    // The peers' connections to the old incarnation never close (idle
+    // timeout 60 s); the restarted node is reached as soon as an RPC on them
+    // fails and they are dialled again.
+    let started = Instant::now();
+    cluster.nodes[&crashed]
+        .propose(cmd("after=1".into()))
+        .await?;
+    assert_eq!(cluster.converged().await?.len(), 12);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "rejoin took {:?}",
+        started.elapsed()
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_node_cannot_commit_and_rejoins_cleanly() -> anyhow::Result<()> {
+    let cluster = Cluster::start_behind_relays(3).await?;
+    let leader = cluster.leader().await?;
+    let cut_off = cluster.follower(leader);
+    let term = cluster.nodes[&cut_off].status().term;
+
+    cluster.isolate(cut_off, true)?;
+    let refused = cluster.nodes[&cut_off]
+        .propose(cmd("minority=1".into()))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ProposeError::NoLeader(_) | ProposeError::Indeterminate(_))
+        ),
+        "{refused:?}"
+    );
+    // Pre-vote: cut off for longer than an election timeout, the node found
+    // no quorum for a new term and so did not raise its own, which would
+    // have deposed the leader on its return.
+    assert_eq!(cluster.nodes[&cut_off].status().term, term);
+    cluster.nodes[&leader]
+        .propose(cmd("majority=1".into()))
+        .await?;
+
+    cluster.isolate(cut_off, false)?;
+    let applied = cluster.converged().await?;
+    assert_eq!(
+        applied.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>(),
+        ["majority=1"]
+    );
+    cluster.leader().await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_its_proposal_limit_refuses_more_after_the_deadline() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = lone_node_config(dir.path())?;
+    config.proposals_in_flight_max = 0;
+    config.timeouts.propose_timeout_ms = 200;
+    let node = MeshNode::start(config, Kv::default()).await?;
+
+    let started = Instant::now();
+    let refused = node.propose(cmd("k=v".into())).await;
+    assert!(
+        matches!(refused, Err(ProposeError::Overloaded { max: 0 })),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(node.state().read().applied.is_empty());
     node.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,177 @@
+//! What a mesh node is started with: identity, addresses, members, data
+//! directory, timeouts (with loopback and WAN presets) and limits, and the
+//! check that the limits fit together.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::certs::NodeIdentity;
+use crate::node::StartError;
+use crate::transport::TransportLimits;
+use crate::types::NodeId;
+
+/// Timing of the mesh. Raft needs `heartbeat < election_min` and an election
+/// timeout well above the round trip between sites, or a slow link starts
+/// elections. openraft also uses the heartbeat interval as the deadline of
+/// each append, so it must exceed the inter-site round trip too.
+#[derive(Clone, Debug)]
+pub struct MeshTimeouts {
+    /// How often the leader sends heartbeats (and the deadline of appends).
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in
+    /// `[min, max)` starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Sending and installing a whole snapshot.
+    pub snapshot_timeout_ms: u64,
+    /// How long `propose` and `ensure_linearizable` wait in all (forwarding,
+    /// commit, local apply).
+    pub propose_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub keep_alive_interval_ms: u64,
+}
+
+impl MeshTimeouts {
+    /// Nodes on one host or one LAN (round trip well under 1 ms). The
+    /// heartbeat leaves an append 150 ms (openraft's soft deadline, 3/4 of
+    /// it) for a follower's fsync on a busy disk.
+    pub fn loopback() -> Self {
+        Self {
+            heartbeat_interval_ms: 200,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            snapshot_timeout_ms: 30_000,
+            propose_timeout_ms: 5_000,
+            connect_timeout_ms: 1_000,
+            idle_timeout_ms: 5_000,
+            keep_alive_interval_ms: 1_000,
+        }
+    }
+
+    /// Sites on different continents (round trip up to ~300 ms): the
+    /// heartbeat (and append deadline) at about 2× the worst round trip, the
+    /// election timeout at 5–10× it, so one slow exchange never looks like a
+    /// dead leader. Failover then takes 3–6 s.
+    pub fn wan() -> Self {
+        Self {
+            heartbeat_interval_ms: 600,
+            election_timeout_min_ms: 3_000,
+            election_timeout_max_ms: 6_000,
+            snapshot_timeout_ms: 600_000,
+            propose_timeout_ms: 15_000,
+            connect_timeout_ms: 5_000,
+            idle_timeout_ms: 30_000,
+            keep_alive_interval_ms: 5_000,
+        }
+    }
+}
+
+impl Default for MeshTimeouts {
+    fn default() -> Self {
+        Self::loopback()
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    pub node_id: NodeId,
+    /// UDP address the QUIC endpoint binds.
+    pub listen: SocketAddr,
+    /// `host:port` other nodes dial to reach this one.
+    pub advertise: String,
+    /// The cluster formed on first start: node id → `host:port`, including
+    /// this node. The lowest id initialises it when its data directory is
+    /// empty; empty means a single-node mesh of this node alone. Used only
+    /// once: a node that lost its data must not be restarted with it (it
+    /// would initialise a cluster of its own), but removed and added back
+    /// as a new member.
+    pub initial_members: BTreeMap<NodeId, String>,
+    /// Where `raft-log.redb` and `raft-snapshot.redb` live.
+    pub data_dir: PathBuf,
+    pub identity: NodeIdentity,
+    pub timeouts: MeshTimeouts,
+    pub limits: TransportLimits,
+    /// Take a snapshot after this many entries were applied since the last.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly lagging
+    /// follower catches up from the log rather than with a snapshot.
+    pub log_entries_kept_after_snapshot: u64,
+    /// Largest command `propose` accepts.
+    pub command_bytes_max: usize,
+    /// Most entries openraft puts in one append. With `command_bytes_max` it
+    /// bounds an append frame, which must fit `limits.frame_bytes_max`
+    /// (checked at start: an append that can never be sent would stall
+    /// replication for good).
+    pub append_entries_max: u64,
+    /// Proposals this node has in flight at once (its own and those
+    /// forwarded to it). Beyond it `propose` waits for a slot until its
+    /// deadline, then fails with `Overloaded`; a forwarded proposal is refused
+    /// at once, and its proposer told it was not appended.
+    pub proposals_in_flight_max: usize,
+}
+
+/// Protobuf overhead of one entry (log id, tags, lengths), generously.
+const ENTRY_OVERHEAD_BYTES: usize = 128;
+/// Protobuf overhead of an append request around its entries, generously.
+const APPEND_OVERHEAD_BYTES: usize = 1024;
+
+impl MeshConfig {
+    /// A configuration with the defaults: loopback timeouts, default
+    /// transport limits, a snapshot every 10 000 entries keeping 1 000
+    /// behind it, commands up to 320 KiB (a 256 KiB stanza with room for its
+    /// envelope), appends of at most 256 entries, 4096 proposals in flight,
+    /// no initial members (a single-node mesh).
+    pub fn new(
+        node_id: NodeId,
+        listen: SocketAddr,
+        advertise: String,
+        data_dir: PathBuf,
+        identity: NodeIdentity,
+    ) -> Self {
+        Self {
+            node_id,
+            listen,
+            advertise,
+            initial_members: BTreeMap::new(),
+            data_dir,
+            identity,
+            timeouts: MeshTimeouts::default(),
+            limits: TransportLimits::default(),
+            snapshot_every_entries: 10_000,
+            log_entries_kept_after_snapshot: 1_000,
+            command_bytes_max: 320 * 1024,
+            append_entries_max: 256,
+            proposals_in_flight_max: 4096,
+        }
+    }
+
+    /// Checks that the limits fit together.
+    pub(crate) fn check_limits(&self) -> Result<(), StartError> {
+        let entries = usize::try_from(self.append_entries_max).unwrap_or(usize::MAX);
+        let append_bytes_max = entries
+            .saturating_mul(self.command_bytes_max.saturating_add(ENTRY_OVERHEAD_BYTES))
+            .saturating_add(APPEND_OVERHEAD_BYTES);
+        if append_bytes_max > self.limits.frame_bytes_max {
+            return Err(StartError::Limits(format!(
+                "{} entries of {} bytes need frames of {append_bytes_max} bytes; frame_bytes_max is {}",
+                self.append_entries_max, self.command_bytes_max, self.limits.frame_bytes_max
+            )));
+        }
+        if self
+            .limits
+            .snapshot_chunk_bytes
+            .saturating_add(APPEND_OVERHEAD_BYTES)
+            > self.limits.frame_bytes_max
+            || self.limits.snapshot_chunk_bytes == 0
+        {
+            return Err(StartError::Limits(format!(
+                "snapshot_chunk_bytes {} must be positive and fit frame_bytes_max {}",
+                self.limits.snapshot_chunk_bytes, self.limits.frame_bytes_max
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! Serves the RPCs peers send to this node: Raft's own (appends, votes,
+//! snapshots), proposals and read-index requests forwarded by followers, and
+//! membership changes asked at another node. Every Raft message must carry
+//! the authenticated peer's own id in its vote: a node campaigns and leads
+//! only as itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use openraft::ReadPolicy;
+use openraft::base::BoxStream;
+use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use vomesh_proto::mesh as pb;
+
+use crate::membership::{Change, change_response};
+use crate::node::{Inner, MeshNode};
+use crate::transport::{RpcHandler, error_response};
+use crate::types::{Command, MeshTypes, NodeId, StateMachine};
+use crate::wire;
+
+/// Serves the RPCs peers send to this node.
+pub(crate) struct Handler<S: StateMachine> {
+    pub(crate) inner: Arc<Inner<S>>,
+}
+
+fn unauthenticated(peer: NodeId, claimed: u64) -> pb::Response {
+    error_response(
+        pb::ErrorKind::Unauthenticated,
+        format!("node {peer} may not speak for node {claimed}"),
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> pb::Response {
+    error_response(pb::ErrorKind::Unavailable, e.to_string())
+}
+
+fn bad_request(e: impl std::fmt::Display) -> pb::Response {
+    error_response(pb::ErrorKind::BadRequest, e.to_string())
+}
+
+fn response(kind: pb::response::Kind) -> pb::Response {
+    pb::Response { kind: Some(kind) }
+}
+
+fn not_leader(f: &ForwardToLeader<MeshTypes>) -> pb::Response {
+    pb::Response {
+        kind: Some(pb::response::Kind::Error(pb::Error {
+            kind: pb::ErrorKind::NotLeader as i32,
+            message: f.to_string(),
+            leader_id: f.leader_id,
+        })),
+    }
+}
+
+impl<S: StateMachine> RpcHandler for Handler<S> {
+    fn append_stream(
+        &self,
+        peer: NodeId,
+        requests: BoxStream<'static, pb::AppendEntriesRequest>,
+    ) -> BoxStream<'static, pb::Response> {
+        // Requests are converted until one is invalid (or not from the
+        // authenticated leader); the stream then ends, and so do the
+        // responses once the valid ones are answered.
+        let input = futures_util::stream::unfold(Some(requests), move |requests| async move {
+            let mut requests = requests?;
+            let request = requests.next().await?;
+            let claimed = request.vote.as_ref().map_or(0, |v| v.node_id);
+            if claimed != peer {
+                tracing::warn!(
+                    peer,
+                    claimed,
+                    "mesh: append stream from a node speaking for another"
+                );
+                return None;
+            }
+            match wire::append_request_from_pb(request) {
+                Ok(request) => Some((request, Some(requests))),
+                Err(e) => {
+                    tracing::info!(peer, error = %e, "mesh: invalid append on stream");
+                    None
+                }
+            }
+        });
+        let responses = self
+            .inner
+            .raft
+            .stream_append(input)
+            .map(|result| match result {
+                Ok(result) => response(pb::response::Kind::AppendStream(
+                    wire::stream_result_to_pb(&result),
+                )),
+                Err(fatal) => unavailable(fatal),
+            });
+        Box::pin(responses)
+    }
+
+    async fn handle(
+        &self,
+        peer: NodeId,
+        request: pb::request::Kind,
+        snapshot: Option<Bytes>,
+    ) -> pb::Response {
+        let raft = &self.inner.raft;
+        // A node campaigns and leads only as itself: the vote inside a Raft
+        // RPC must name the authenticated peer.
+        let voter = |vote: &Option<pb::Vote>| vote.as_ref().map_or(0, |v| v.node_id);
+        match request {
+            pb::request::Kind::AppendEntries(req) => {
+                if voter(&req.vote) != peer {
+                    return unauthenticated(peer, voter(&req.vote));
+                }
+                let req = match wire::append_request_from_pb(req) {
+                    Ok(req) => req,
+                    Err(e) => return bad_request(e),
+                };
+                match raft.append_entries(req).await {
+                    Ok(resp) => response(pb::response::Kind::AppendEntries(
+                        wire::append_response_to_pb(&resp),
+                    )),
+                    Err(e) => unavailable(e),
+                }
+            }
+            pb::request::Kind::Vote(req) | pb::request::Kind::PreVote(req)
+                if voter(&req.vote) != peer =>
+            {
+                unauthenticated(peer, voter(&req.vote))
+            }
+            pb::request::Kind::Vote(req) => match wire::vote_request_from_pb(req) {
+                Err(e) => bad_request(e),
+                Ok(req) => match raft.vote(req).await {
+                    Ok(resp) => {
+                        response(pb::response::Kind::Vote(wire::vote_response_to_pb(&resp)))
+                    }
+                    Err(e) => unavailable(e),
+                },
+            },
+            pb::request::Kind::PreVote(req) => match wire::vote_request_from_pb(req) {
+                Err(e) => bad_request(e),
+                Ok(req) => match raft.pre_vote(req).await {
+                    Ok(resp) => {
+                        response(pb::response::Kind::Vote(wire::vote_response_to_pb(&resp)))
+                    }
+                    Err(e) => unavailable(e),
+                },
+            },
+            pb::request::Kind::Snapshot(offer) => {
+                if voter(&offer.vote) != peer {
+                    return unauthenticated(peer, voter(&offer.vote));
+                }
+                let (Some(vote), Some(meta), Some(data)) = (offer.vote, offer.meta, snapshot)
+                else {
+                    return bad_request("snapshot offer without vote, meta or data");
+                };
+                let meta = match wire::snapshot_meta_from_pb(&meta) {
+                    Ok(meta) => meta,
+                    Err(e) => return bad_request(e),
+                };
+                let snapshot = crate::types::Snapshot {
+                    meta,
+                    snapshot: data,
+                };
+                match raft
+                    .install_full_snapshot(wire::vote_from_pb(&vote), snapshot)
+                    .await
+                {
+                    Ok(resp) => response(pb::response::Kind::Snapshot(pb::SnapshotResponse {
+                        vote: Some(wire::vote_to_pb(&resp.vote)),
+                    })),
+                    Err(e) => unavailable(e),
+                }
+            }
+            pb::request::Kind::ForwardProposal(p)
+                if p.command.len() > self.inner.command_bytes_max =>
+            {
+                bad_request(format!(
+                    "command of {} bytes exceeds the limit of {}",
+                    p.command.len(),
+                    self.inner.command_bytes_max
+                ))
+            }
+            pb::request::Kind::ForwardProposal(p) => {
+                // Refused at once when full: the proposer holds its own slot
+                // and deadline, and learns that nothing was appended.
+                let Ok(_slot) = self.inner.proposals_in_flight.try_acquire() else {
+                    return error_response(
+                        pb::ErrorKind::Overloaded,
+                        format!("{} proposals in flight", self.inner.proposals_in_flight_max),
+                    );
+                };
+                let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
+                match tokio::time::timeout(budget, raft.client_write(Command(p.command.into())))
+                    .await
+                {
+                    Err(_) => unavailable("not committed before the deadline"),
+                    Ok(Ok(resp)) => response(pb::response::Kind::ForwardProposal(
+                        pb::ForwardProposalResponse {
+                            index: resp.log_id.index,
+                            response: resp.data.0.to_vec(),
+                        },
+                    )),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                        not_leader(&f)
+                    }
+                    Ok(Err(e)) => unavailable(e),
+                }
+            }
+            pb::request::Kind::AppendStream(_) => {
+                bad_request("append stream opened as a unary request")
+            }
+            pb::request::Kind::MembershipChange(change) => match Change::from_pb(change) {
+                None => bad_request("membership change without a change"),
+                Some(change) => {
+                    let node = MeshNode {
+                        inner: self.inner.clone(),
+                    };
+                    change_response(node.change_membership_here(change).await)
+                }
+            },
+            pb::request::Kind::ReadIndex(_) => match raft
+                .get_read_linearizer(ReadPolicy::ReadIndex)
+                .await
+            {
+                Ok(linearizer) => response(pb::response::Kind::ReadIndex(pb::ReadIndexResponse {
+                    index: linearizer.read_log_id().index(),
+                })),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                    not_leader(&f)
+                }
+                Err(e) => unavailable(e),
+            },
+        }
+    }
+}
