@@ -260,9 +260,9 @@ async fn remove_member(State(state): State<ApiState>, Path(id): Path<u64>) -> Re
 
 fn membership_error(e: &MembershipError) -> Response {
     let status = match e {
-        MembershipError::NotLeader { .. } | MembershipError::ShuttingDown => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        MembershipError::NotLeader { .. }
+        | MembershipError::Unreachable(_)
+        | MembershipError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         MembershipError::Refused(_) => StatusCode::BAD_REQUEST,
     };
     error(status, &e.to_string())

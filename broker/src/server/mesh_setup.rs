@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use vomesh_mesh::certs::{ClusterCa, NodeIdentity};
-use vomesh_mesh::node::{MeshConfig as NodeMeshConfig, MeshTimeouts};
-use vomesh_mesh::transport::TransportLimits;
+use vomesh_mesh::config::{MeshConfig as NodeMeshConfig, MeshTimeouts};
 
 use crate::config::{Config, MeshConfig, NetworkProfile};
 
@@ -26,23 +25,42 @@ pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
         ..MeshConfig::default()
     };
     let mesh = config.mesh.as_ref().unwrap_or(&standalone);
-    Ok(NodeMeshConfig {
-        node_id: mesh.node_id,
-        listen: mesh.listen,
-        advertise: mesh.advertise.clone(),
-        initial_members: mesh
-            .members
-            .iter()
-            .map(|m| (m.id, m.addr.clone()))
-            .collect::<BTreeMap<_, _>>(),
-        data_dir: config.data_dir.join("mesh"),
-        identity: identity(mesh)?,
-        timeouts: timeouts(mesh),
-        limits: TransportLimits::default(),
-        snapshot_every_entries: mesh.snapshot_every_entries,
-        log_entries_kept_after_snapshot: mesh.log_entries_kept_after_snapshot,
-    })
+    let mut node = NodeMeshConfig::new(
+        mesh.node_id,
+        mesh.listen,
+        mesh.advertise.clone(),
+        config.data_dir.join("mesh"),
+        identity(mesh)?,
+    );
+    node.initial_members = mesh
+        .members
+        .iter()
+        .map(|m| (m.id, m.addr.clone()))
+        .collect::<BTreeMap<_, _>>();
+    node.timeouts = timeouts(mesh);
+    node.snapshot_every_entries = mesh.snapshot_every_entries;
+    node.log_entries_kept_after_snapshot = mesh.log_entries_kept_after_snapshot;
+    node.proposals_in_flight_max = config.pubsub.max_inflight_proposals;
+    // A command carries at most one payload or stanza, plus its envelope;
+    // appends of `append_entries_max` such commands must fit one frame.
+    let largest_input = config
+        .pubsub
+        .max_payload_bytes
+        .max(config.xmpp.max_stanza_bytes);
+    node.command_bytes_max = node
+        .command_bytes_max
+        .max(largest_input + COMMAND_ENVELOPE_BYTES);
+    let entries = usize::try_from(node.append_entries_max).unwrap_or(usize::MAX);
+    node.limits.frame_bytes_max = node
+        .limits
+        .frame_bytes_max
+        .max(entries.saturating_mul(node.command_bytes_max + COMMAND_ENVELOPE_BYTES));
+    Ok(node)
 }
+
+/// Room for a command's fields around its payload (node, item id, actor,
+/// options, protobuf framing).
+const COMMAND_ENVELOPE_BYTES: usize = 64 * 1024;
 
 fn identity(mesh: &MeshConfig) -> anyhow::Result<NodeIdentity> {
     if let (Some(ca), Some(cert), Some(key)) = (&mesh.ca, &mesh.cert, &mesh.key) {
@@ -59,7 +77,7 @@ fn identity(mesh: &MeshConfig) -> anyhow::Result<NodeIdentity> {
         node.cert_pem.as_bytes(),
         node.key_pem.as_bytes(),
     )
-    .map_err(|(what, reason)| anyhow::anyhow!("generated mesh {what} unusable: {reason}"))
+    .map_err(|error| anyhow::anyhow!("generated mesh identity unusable: {error}"))
 }
 
 fn timeouts(mesh: &MeshConfig) -> MeshTimeouts {

@@ -129,14 +129,38 @@ impl PubsubComponent {
             Ok(IqKind::Response) => return,
             Err(error) => return self.answer_error(&iq, &error),
         }
-        let handled = self.broker.read(|replica| {
+        let handled = self.handle_locally(&from, &iq);
+        if let Handled::Reply(Err(_)) = handled {
+            // This site's replica may trail the mesh (a node created at
+            // another site a moment ago): an error is only reported once it
+            // holds against everything committed before the request.
+            return self.answer_after_catching_up(from, iq);
+        }
+        self.answer_handled(iq, handled);
+    }
+
+    fn handle_locally(&self, from: &FullJid, iq: &Element) -> Handled {
+        self.broker.read(|replica| {
             let pubsub = replica.pubsub();
             let site = SiteContext {
                 pubsub,
                 domain: self.broker.domain(),
             };
-            pubsub.handle_iq(&from, &iq, crate::clock::now_micros(), &site)
+            pubsub.handle_iq(from, iq, crate::clock::now_micros(), &site)
+        })
+    }
+
+    fn answer_after_catching_up(self: Arc<Self>, from: FullJid, iq: Element) {
+        tokio::spawn(async move {
+            if let Err(error) = self.broker.ensure_linearizable().await {
+                tracing::debug!(%error, "answering from a replica that may be behind");
+            }
+            let handled = self.handle_locally(&from, &iq);
+            self.answer_handled(iq, handled);
         });
+    }
+
+    fn answer_handled(self: &Arc<Self>, iq: Element, handled: Handled) {
         match handled {
             Handled::Reply(Ok(child)) => {
                 self.router
@@ -154,7 +178,7 @@ impl PubsubComponent {
                 self.router
                     .route(stanza::iq_result(&iq, &self.service_jid, Some(fin)));
             }
-            Handled::Propose(command) => self.spawn_proposal(iq, command),
+            Handled::Propose(command) => self.clone().spawn_proposal(iq, command),
         }
     }
 
@@ -192,6 +216,11 @@ impl PubsubComponent {
                 Ok((_, reply)) => self.answer(&request, reply),
                 Err(error) => {
                     let reason = match &error {
+                        BrokerError::Propose(ProposeError::TooLarge { .. }) => "too-large",
+                        BrokerError::Propose(ProposeError::Overloaded { .. }) => "overloaded",
+                        BrokerError::Propose(ProposeError::NotAppliedLocally(_)) => {
+                            "not-applied-locally"
+                        }
                         BrokerError::Propose(ProposeError::NoLeader(_)) => "no-leader",
                         BrokerError::Propose(ProposeError::Indeterminate(_)) => "indeterminate",
                         BrokerError::Propose(ProposeError::ShuttingDown) => "shutting-down",
@@ -263,6 +292,23 @@ fn write_failed(error: &BrokerError) -> StanzaError {
         )),
         BrokerError::Propose(ProposeError::ShuttingDown) => {
             StanzaError::new(Condition::ServiceUnavailable).with_text("this site is shutting down")
+        }
+        BrokerError::Propose(ProposeError::TooLarge { len, max }) => {
+            StanzaError::new(Condition::NotAcceptable).with_text(format!(
+                "the request is {len} bytes; this mesh replicates at most {max}"
+            ))
+        }
+        BrokerError::Propose(ProposeError::Overloaded { .. }) => {
+            StanzaError::new(Condition::ResourceConstraint)
+                .with_text("the mesh has too many writes in flight; retry shortly")
+        }
+        // Committed, hence durable and on its way to every site; this site
+        // is just slow to apply it. Not a success yet, so not reported as one.
+        BrokerError::Propose(ProposeError::NotAppliedLocally(committed)) => {
+            StanzaError::new(Condition::RemoteServerTimeout).with_text(format!(
+                "committed at index {} but not yet applied at this site; it will be",
+                committed.index
+            ))
         }
         BrokerError::BadReply(reason) => {
             StanzaError::new(Condition::InternalServerError).with_text(reason.clone())
