@@ -435,6 +435,20 @@ async fn proposals_at_a_follower_commit_everywhere_in_the_same_order() -> anyhow
     let applied = cluster.converged().await?;
     assert_eq!(applied.len(), 21);
     assert_eq!(applied.iter().map(|(i, _)| *i).collect::<Vec<_>>(), indexes);
+
+    // One node's view of everyone, as `vomesh status` shows it.
+    let view = cluster.nodes[&follower].cluster_status().await;
+    assert_eq!(view.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    let mut leaders = Vec::new();
+    for (id, status) in &view {
+        let status = status.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(status.id, *id);
+        assert!(status.applied_index >= Some(again.index));
+        if status.role == Role::Leader {
+            leaders.push(*id);
+        }
+    }
+    assert_eq!(leaders.len(), 1, "{view:?}");
     cluster.shutdown().await;
     Ok(())
 }
