@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use vomesh_mesh::certs::{ClusterCa, NodeIdentity};
-use vomesh_mesh::config::MeshConfig;
+use vomesh_mesh::config::{MeshConfig, MeshTimeouts};
 use vomesh_mesh::node::{MeshNode, ProposeError, Role, StartError};
 use vomesh_mesh::transport::{RpcError, Transport, TransportLimits, TransportTimeouts};
 use vomesh_mesh::types::{CommittedCommand, StateMachine};
@@ -167,7 +167,7 @@ struct Cluster {
     wiring: SharedWiring,
     relays: Vec<tokio::task::JoinHandle<()>>,
     snapshot_every_entries: u64,
-    idle_timeout_ms: Option<u64>,
+    timeouts: MeshTimeouts,
 }
 
 impl Drop for Cluster {
@@ -180,19 +180,28 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start(size: u64, snapshot_every_entries: u64) -> anyhow::Result<Self> {
-        Self::start_with(size, snapshot_every_entries, None).await
+        Self::start_with(size, snapshot_every_entries, MeshTimeouts::loopback()).await
     }
 
-    /// A cluster with a long connection idle timeout: a dead connection is
-    /// then only noticed through failed RPCs.
+    /// Proposals give up after 1.5 s: for the tests that expect a refusal.
+    async fn start_impatient(size: u64) -> anyhow::Result<Self> {
+        let mut timeouts = MeshTimeouts::loopback();
+        timeouts.propose_timeout_ms = 1_500;
+        Self::start_with(size, 10_000, timeouts).await
+    }
+
+    /// A long connection idle timeout: a dead connection is then only
+    /// noticed through failed RPCs.
     async fn start_with_long_idle_timeout(size: u64) -> anyhow::Result<Self> {
-        Self::start_with(size, 10_000, Some(60_000)).await
+        let mut timeouts = MeshTimeouts::loopback();
+        timeouts.idle_timeout_ms = 60_000;
+        Self::start_with(size, 10_000, timeouts).await
     }
 
     async fn start_with(
         size: u64,
         snapshot_every_entries: u64,
-        idle_timeout_ms: Option<u64>,
+        timeouts: MeshTimeouts,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cluster = Cluster {
@@ -204,7 +213,7 @@ impl Cluster {
             wiring: SharedWiring::default(),
             relays: Vec::new(),
             snapshot_every_entries,
-            idle_timeout_ms,
+            timeouts,
         };
         for id in 1..=size {
             cluster.add_relay(id).await?;
@@ -275,15 +284,11 @@ impl Cluster {
             .iter()
             .map(|(id, a)| (*id, a.to_string()))
             .collect();
-        // Keeps the tests that expect a refusal short.
-        config.timeouts.propose_timeout_ms = 2_000;
+        config.timeouts = self.timeouts.clone();
         // Small chunks, so a snapshot really travels in several.
         config.limits.snapshot_chunk_bytes = 512;
         config.snapshot_every_entries = self.snapshot_every_entries;
         config.log_entries_kept_after_snapshot = 0;
-        if let Some(idle) = self.idle_timeout_ms {
-            config.timeouts.idle_timeout_ms = idle;
-        }
         Ok(config)
     }
 
@@ -641,7 +646,7 @@ async fn peers_with_a_foreign_or_mismatched_certificate_are_refused() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_minority_cannot_commit() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(3, 10_000).await?;
+    let mut cluster = Cluster::start_impatient(3).await?;
     let leader = cluster.leader().await?;
     cluster.nodes[&leader]
         .propose(cmd("acked=1".into()))
@@ -907,7 +912,7 @@ async fn a_crashed_and_restarted_follower_is_redialled_and_catches_up() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_node_cannot_commit_and_rejoins_cleanly() -> anyhow::Result<()> {
-    let cluster = Cluster::start_with_long_idle_timeout(3).await?;
+    let cluster = Cluster::start_impatient(3).await?;
     let leader = cluster.leader().await?;
     let cut_off = cluster.follower(leader);
     let term = cluster.nodes[&cut_off].status().term;
