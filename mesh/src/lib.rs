@@ -68,10 +68,10 @@
 //! - [`config`]: what a node starts with; timeouts (loopback and WAN
 //!   presets) and limits.
 //! - [`node`]: [`MeshNode`](node::MeshNode): start, propose (forwarded to the
-//!   leader from a follower), local and linearizable reads, status,
-//!   shutdown.
+//!   leader from a follower), local and linearizable reads, this node's
+//!   status and every member's (`cluster_status`), shutdown.
 //! - [`peer_rpc`]: serves peers' RPCs: Raft's, forwarded proposals and
-//!   reads, forwarded membership changes.
+//!   reads, forwarded membership changes, status.
 //! - [`membership`]: add a node (learner, catch-up, then voter), remove one;
 //!   asked at any node, forwarded to the leader.
 //! - [`transport`]: the QUIC endpoint (quinn, rustls with ring, mutual TLS

@@ -38,6 +38,7 @@ use crate::peer_rpc::Handler;
 use crate::state_store::{SharedState, StateOpenError, StateStore};
 use crate::transport::{RpcError, Transport, TransportError, TransportTimeouts};
 use crate::types::{Command, MeshTypes, NodeId, Raft, StateMachine};
+use crate::wire;
 
 /// The node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +120,7 @@ pub enum Role {
 }
 
 /// A point-in-time view of this node, for status pages and metrics.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub role: Role,
@@ -561,6 +562,45 @@ impl<S: StateMachine> MeshNode<S> {
             learners,
             replication_lag: crate::metrics::replication_lag(&m),
         }
+    }
+
+    /// Every member's own view, as [`MeshNode::status`] gives it at that
+    /// member, asked over the mesh in parallel (this node's is local). A
+    /// member that does not answer within the connect timeout is an `Err`.
+    pub async fn cluster_status(&self) -> BTreeMap<NodeId, Result<NodeStatus, RpcError>> {
+        let own = self.status();
+        let deadline = Duration::from_millis(self.inner.timeouts.connect_timeout_ms);
+        let peers = own
+            .voters
+            .iter()
+            .chain(&own.learners)
+            .filter(|(id, _)| **id != own.id)
+            .map(|(id, addr)| async move {
+                let kind = pb::request::Kind::Status(pb::StatusRequest {});
+                let answer = self
+                    .inner
+                    .transport
+                    .call(*id, addr, kind, None, 0, deadline)
+                    .await
+                    .and_then(|response| match response.kind {
+                        Some(pb::response::Kind::Status(status)) => wire::status_from_pb(status)
+                            .map_err(|e| RpcError::Unreachable {
+                                peer: *id,
+                                reason: e.to_string(),
+                            }),
+                        other => Err(RpcError::Unreachable {
+                            peer: *id,
+                            reason: format!("unexpected response {other:?}"),
+                        }),
+                    });
+                (*id, answer)
+            });
+        let mut all: BTreeMap<_, _> = futures_util::future::join_all(peers)
+            .await
+            .into_iter()
+            .collect();
+        all.insert(own.id, Ok(own));
+        all
     }
 
     /// Stops Raft, closes the QUIC endpoint, and waits (at most the

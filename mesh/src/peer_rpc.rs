@@ -209,6 +209,14 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
             pb::request::Kind::AppendStream(_) => {
                 bad_request("append stream opened as a unary request")
             }
+            pb::request::Kind::Status(_) => {
+                let node = MeshNode {
+                    inner: self.inner.clone(),
+                };
+                response(pb::response::Kind::Status(wire::status_to_pb(
+                    &node.status(),
+                )))
+            }
             pb::request::Kind::MembershipChange(change) => match Change::from_pb(change) {
                 None => bad_request("membership change without a change"),
                 Some(change) => {

@@ -11,6 +11,7 @@ use openraft::raft::{
 };
 use vomesh_proto::mesh as pb;
 
+use crate::node::{NodeStatus, Role};
 use crate::types::{
     Command, Entry, LogId, Membership, MeshTypes, SnapshotMeta, StoredMembership, Vote,
 };
@@ -244,6 +245,55 @@ pub fn snapshot_meta_from_pb(meta: &pb::SnapshotMeta) -> Result<SnapshotMeta, Wi
     })
 }
 
+pub fn status_to_pb(status: &NodeStatus) -> pb::NodeStatus {
+    let role = match status.role {
+        Role::Leader => pb::Role::Leader,
+        Role::Follower => pb::Role::Follower,
+        Role::Candidate => pb::Role::Candidate,
+        Role::Learner => pb::Role::Learner,
+        Role::Shutdown => pb::Role::Shutdown,
+    };
+    pb::NodeStatus {
+        id: status.id,
+        role: role as i32,
+        term: status.term,
+        leader: status.leader,
+        last_log_index: status.last_log_index,
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        snapshot_index: status.snapshot_index,
+        purged_index: status.purged_index,
+        voters: status.voters.clone().into_iter().collect(),
+        learners: status.learners.clone().into_iter().collect(),
+        replication_lag: status.replication_lag.clone().into_iter().collect(),
+    }
+}
+
+pub fn status_from_pb(status: pb::NodeStatus) -> Result<NodeStatus, WireError> {
+    let role = match pb::Role::try_from(status.role).unwrap_or(pb::Role::Unspecified) {
+        pb::Role::Leader => Role::Leader,
+        pb::Role::Follower => Role::Follower,
+        pb::Role::Candidate => Role::Candidate,
+        pb::Role::Learner => Role::Learner,
+        pb::Role::Shutdown => Role::Shutdown,
+        pb::Role::Unspecified => return Err(WireError::Missing("status.role")),
+    };
+    Ok(NodeStatus {
+        id: status.id,
+        role,
+        term: status.term,
+        leader: status.leader,
+        last_log_index: status.last_log_index,
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        snapshot_index: status.snapshot_index,
+        purged_index: status.purged_index,
+        voters: status.voters.into_iter().collect(),
+        learners: status.learners.into_iter().collect(),
+        replication_lag: status.replication_lag.into_iter().collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -305,6 +355,25 @@ mod tests {
                 result
             );
         }
+    }
+
+    #[test]
+    fn a_node_status_survives_a_round_trip() {
+        let status = NodeStatus {
+            id: 2,
+            role: Role::Leader,
+            term: 7,
+            leader: Some(2),
+            last_log_index: Some(40),
+            commit_index: Some(39),
+            applied_index: Some(39),
+            snapshot_index: None,
+            purged_index: None,
+            voters: BTreeMap::from([(1, "a:1".into()), (2, "b:2".into())]),
+            learners: BTreeMap::from([(3, "c:3".into())]),
+            replication_lag: BTreeMap::from([(1, 1), (3, 40)]),
+        };
+        assert_eq!(status_from_pb(status_to_pb(&status)).unwrap(), status);
     }
 
     #[test]
