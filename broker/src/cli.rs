@@ -349,36 +349,9 @@ struct ErrorBody {
     error: String,
 }
 
-/// `GET /api/status`: the cluster as one node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node_id: u64,
-    /// `leader`, `follower`, `candidate` or `learner`.
-    pub role: String,
-    pub term: u64,
-    /// The leader this node knows of, if any.
-    pub leader: Option<u64>,
-    pub last_log_index: Option<u64>,
-    pub commit_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub snapshot_index: Option<u64>,
-    /// Connected XMPP client sessions.
-    pub sessions: u64,
-    /// Whether the node serves clients (as `/readyz`).
-    pub ready: bool,
-    pub members: Vec<MemberStatus>,
-}
-
-/// One member of [`NodeStatus::members`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberStatus {
-    pub id: u64,
-    pub address: String,
-    pub role: String,
-    pub voter: bool,
-    /// Log entries behind the leader; None unless the answering node leads.
-    pub lag: Option<u64>,
-}
+/// `GET /api/status`: the cluster as one node sees it (one definition,
+/// shared with the server).
+pub use crate::server::admin_api::{MemberStatus, Status as NodeStatus};
 
 /// A status answer: typed, and as sent (for `--json`, so fields a newer
 /// node adds are shown too).

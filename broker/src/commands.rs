@@ -1030,20 +1030,30 @@ fn describe_cluster_certs(files: &vomesh_mesh::certs::ClusterCertFiles, domain: 
 /// `vomesh status` as a table: one row per member, then this node's view.
 pub fn render_status(status: &NodeStatus) -> String {
     let number = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
-    let rows: Vec<[String; 5]> = status
+    let rows: Vec<[String; 8]> = status
         .members
         .iter()
         .map(|m| {
             [
                 m.id.to_string(),
                 m.address.clone(),
-                m.role.clone(),
+                if m.reachable {
+                    m.role.clone()
+                } else {
+                    format!("{} (unreachable)", m.role)
+                },
                 if m.voter { "yes" } else { "no" }.to_owned(),
+                number(m.term),
+                number(m.last_log_index),
+                number(m.applied_index),
                 number(m.lag),
             ]
         })
         .collect();
-    let header = ["ID", "ADDRESS", "ROLE", "VOTER", "LAG"].map(str::to_owned);
+    let header = [
+        "ID", "ADDRESS", "ROLE", "VOTER", "TERM", "LAST", "APPLIED", "LAG",
+    ]
+    .map(str::to_owned);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -1568,6 +1578,10 @@ mod tests {
                     role: "leader".to_owned(),
                     voter: true,
                     lag: Some(0),
+                    reachable: true,
+                    term: Some(3),
+                    last_log_index: Some(10),
+                    applied_index: Some(9),
                 },
                 MemberStatus {
                     id: 12,
@@ -1575,14 +1589,18 @@ mod tests {
                     role: "learner".to_owned(),
                     voter: false,
                     lag: None,
+                    reachable: false,
+                    term: None,
+                    last_log_index: None,
+                    applied_index: None,
                 },
             ],
         };
         assert_eq!(
             render_status(&status),
-            "ID  ADDRESS                  ROLE     VOTER  LAG\n\
-             1   127.0.0.1:7001           leader   yes    0\n\
-             12  site-b.example.org:7001  learner  no     -\n\
+            "ID  ADDRESS                  ROLE                   VOTER  TERM  LAST  APPLIED  LAG\n\
+             1   127.0.0.1:7001           leader                 yes    3     10    9        0\n\
+             12  site-b.example.org:7001  learner (unreachable)  no     -     -     -        -\n\
              node 1 (leader): term 3, leader 1, last log 10, commit 10, applied 9, snapshot -, sessions 2\n"
         );
         let not_ready = NodeStatus {

@@ -119,3 +119,29 @@ async fn an_event_published_at_one_site_reaches_subscribers_at_every_site() {
         "every site reports the same publication: {seen:?}"
     );
 }
+
+#[test]
+fn status_shows_every_member_as_it_sees_itself() {
+    let cluster = TestCluster::start(3);
+    let (status, table, stderr) = cluster.nodes[1].cli(&["status"]);
+    assert!(status.success(), "vomesh status failed: {stderr}");
+    let rows: Vec<&str> = table.lines().skip(1).take(3).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    for row in &rows {
+        assert!(!row.contains("unreachable"), "{table}");
+    }
+    assert_eq!(
+        rows.iter().filter(|r| r.contains(" leader ")).count(),
+        1,
+        "{table}"
+    );
+    let (_, json, _) = cluster.nodes[2].cli(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("status --json is JSON");
+    let members = json["members"].as_array().expect("members");
+    let terms: Vec<_> = members.iter().map(|m| m["term"].as_u64()).collect();
+    assert!(
+        terms.iter().all(|t| t.is_some() && *t == terms[0]),
+        "{json}"
+    );
+    assert_eq!(json["ready"], true, "{json}");
+}

@@ -14,6 +14,7 @@
 //! Account changes are commands replicated to every site; they are
 //! answered once committed and applied at this site.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -112,7 +113,7 @@ fn localpart(domain: &str, jid: &str) -> Result<String, String> {
 }
 
 /// `GET /api/status`: this node's view of the mesh.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Status {
     pub node_id: u64,
     pub role: String,
@@ -129,7 +130,9 @@ pub struct Status {
     pub members: Vec<MemberStatus>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+/// One member, as the answering node knows it and as the member itself
+/// reported (asked over the mesh; `reachable` false when it did not answer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemberStatus {
     pub id: u64,
     pub address: String,
@@ -137,6 +140,15 @@ pub struct MemberStatus {
     pub voter: bool,
     /// Entries behind the leader's log; known only on the leader.
     pub lag: Option<u64>,
+    #[serde(default)]
+    pub reachable: bool,
+    /// The member's own term and log positions.
+    #[serde(default)]
+    pub term: Option<u64>,
+    #[serde(default)]
+    pub last_log_index: Option<u64>,
+    #[serde(default)]
+    pub applied_index: Option<u64>,
 }
 
 /// The readiness verdict of a node: why it cannot serve, empty when it can.
@@ -165,27 +177,38 @@ pub const APPLIED_LAG_MAX: u64 = 1000;
 
 async fn status(State(state): State<ApiState>) -> Response {
     let node = state.broker.mesh().status();
-    Json(status_of(&node, state.router.session_count())).into_response()
+    let views = state.broker.mesh().cluster_status().await;
+    Json(status_of(&node, &views, state.router.session_count())).into_response()
 }
 
-fn status_of(node: &NodeStatus, sessions: usize) -> Status {
-    let member = |id: u64, address: &String, voter: bool| MemberStatus {
-        id,
-        address: address.clone(),
-        role: if !voter {
-            "learner"
-        } else if node.leader == Some(id) {
-            "leader"
-        } else {
-            "follower"
+fn status_of(
+    node: &NodeStatus,
+    views: &BTreeMap<u64, Result<NodeStatus, impl std::fmt::Display>>,
+    sessions: usize,
+) -> Status {
+    let member = |id: u64, address: &String, voter: bool| {
+        let own = views.get(&id).and_then(|view| view.as_ref().ok());
+        MemberStatus {
+            id,
+            address: address.clone(),
+            role: match own {
+                Some(own) => role_name(own.role),
+                None if !voter => "learner",
+                None if node.leader == Some(id) => "leader",
+                None => "follower",
+            }
+            .to_owned(),
+            voter,
+            lag: if node.role == Role::Leader {
+                Some(node.replication_lag.get(&id).copied().unwrap_or(0))
+            } else {
+                None
+            },
+            reachable: own.is_some(),
+            term: own.map(|own| own.term),
+            last_log_index: own.and_then(|own| own.last_log_index),
+            applied_index: own.and_then(|own| own.applied_index),
         }
-        .to_owned(),
-        voter,
-        lag: if node.role == Role::Leader {
-            Some(node.replication_lag.get(&id).copied().unwrap_or(0))
-        } else {
-            None
-        },
     };
     let mut members: Vec<MemberStatus> = node
         .voters
