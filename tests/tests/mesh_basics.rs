@@ -97,7 +97,10 @@ async fn an_event_published_at_one_site_reaches_subscribers_at_every_site() {
             .and_then(|e| e.child("items", EVENT))
             .and_then(|i| i.child("item", EVENT))
             .unwrap_or_else(|| panic!("an item notification: {}", message.to_xml()));
-        assert_eq!(item.children().next().map(Element::to_xml), Some(payload.to_xml()));
+        assert_eq!(
+            item.children().next().map(Element::to_xml),
+            Some(payload.to_xml())
+        );
         let stamp = message
             .child("delay", "urn:xmpp:delay")
             .and_then(|d| d.attr("stamp"))

@@ -106,7 +106,12 @@ impl PubsubComponent {
                 self.router
                     .route(stanza::iq_result(&iq, &self.service_jid, child))
             }
-            Handled::Reply(Err(error)) => self.answer_error(&iq, &error),
+            Handled::Reply(Err(error)) => {
+                if let Some(reason) = limit_reason(&error) {
+                    metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
+                }
+                self.answer_error(&iq, &error)
+            }
             Handled::Archive { messages, fin } => {
                 for message in &messages {
                     self.router.deliver_notification(
@@ -198,6 +203,18 @@ impl PubsubComponent {
     }
 }
 
+/// The `vomesh_rejected_total` reason of a request refused at a `[pubsub]`
+/// limit (every limit reached is counted), None for any other error.
+fn limit_reason(error: &StanzaError) -> Option<&'static str> {
+    match (error.condition, error.app_name()) {
+        (Condition::NotAcceptable, Some("payload-too-big")) => Some("payload-too-big"),
+        (Condition::PolicyViolation, Some("too-many-subscriptions")) => {
+            Some("too-many-subscriptions")
+        }
+        _ => None,
+    }
+}
+
 /// An error reply whose `<error/>` element came back from the mesh.
 fn error_stanza(request: &Element, from: &str, error: Element) -> Element {
     let placeholder = StanzaError::new(Condition::UndefinedCondition);
@@ -275,4 +292,27 @@ impl Deliver for RouterDelivery {
 /// The JID of a site's pubsub service.
 pub fn service_jid(domain: &str) -> Result<BareJid, jid::Error> {
     BareJid::new(&format!("pubsub.{domain}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_at_a_limit_have_a_rejection_reason() {
+        let too_big = StanzaError::pubsub(Condition::NotAcceptable, "payload-too-big");
+        assert_eq!(limit_reason(&too_big), Some("payload-too-big"));
+        let full = StanzaError::pubsub(Condition::PolicyViolation, "too-many-subscriptions");
+        assert_eq!(limit_reason(&full), Some("too-many-subscriptions"));
+    }
+
+    #[test]
+    fn other_errors_are_not_counted_as_rejections() {
+        let invalid = StanzaError::pubsub(Condition::BadRequest, "invalid-payload");
+        assert_eq!(limit_reason(&invalid), None);
+        assert_eq!(
+            limit_reason(&StanzaError::new(Condition::ItemNotFound)),
+            None
+        );
+    }
 }
