@@ -30,7 +30,7 @@ async fn login(node: &TestNode, user: &str, password: &str) -> Client {
 #[tokio::test]
 async fn acknowledged_state_survives_kill_9() {
     let mut node = TestNode::start();
-    kill_9_loses_nothing_acknowledged(&mut node).await;
+    kill_9_loses_nothing_acknowledged(&mut node, false).await;
 }
 
 #[tokio::test]
@@ -42,22 +42,26 @@ async fn acknowledged_state_survives_kill_9_after_snapshots() {
         "snapshot_every_entries = 5\nlog_entries_kept_after_snapshot = 2",
     );
     cluster.wait_for_leader(Duration::from_secs(10));
-    kill_9_loses_nothing_acknowledged(&mut cluster.nodes[0]).await;
+    kill_9_loses_nothing_acknowledged(&mut cluster.nodes[0], true).await;
 }
 
-/// Waits until the restarted node accepts writes again.
-fn wait_ready(node: &TestNode) {
+/// Waits until the node's `/api/status` satisfies `condition`.
+fn wait_for(node: &TestNode, what: &str, condition: impl Fn(&serde_json::Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !node
-        .status()
-        .is_some_and(|status| status["ready"] == serde_json::Value::Bool(true))
-    {
-        assert!(Instant::now() < deadline, "the node did not become ready");
+    while !node.status().is_some_and(|status| condition(&status)) {
+        assert!(Instant::now() < deadline, "no {what}: {:?}", node.status());
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-async fn kill_9_loses_nothing_acknowledged(node: &mut TestNode) {
+/// Waits until the restarted node accepts writes again.
+fn wait_ready(node: &TestNode) {
+    wait_for(node, "readiness", |status| status["ready"] == true);
+}
+
+/// With `snapshotted`, waits before the crash until the node reports a
+/// snapshot, so the restart really starts from one.
+async fn kill_9_loses_nothing_acknowledged(node: &mut TestNode, snapshotted: bool) {
     node.add_user("alice", "wonderland");
     node.add_user("bob", "builder");
     let mut alice = login(node, "alice", "wonderland").await;
@@ -90,6 +94,13 @@ async fn kill_9_loses_nothing_acknowledged(node: &mut TestNode) {
     assert_eq!(archived.len(), ITEMS);
     let config = node_config(&mut alice, NODE).await;
 
+    if snapshotted {
+        wait_for(node, "a snapshot", |status| {
+            status["snapshot_index"]
+                .as_u64()
+                .is_some_and(|index| index > 0)
+        });
+    }
     node.kill9();
     drop((alice, bob));
     node.restart();
