@@ -124,7 +124,7 @@ class Client(slixmpp.ClientXMPP):
         self.started = asyncio.get_running_loop().create_future()
         self.add_event_handler("session_start", self._started)
         self.add_event_handler("failed_auth", self._failed)
-        for kind in ("publish", "retract", "purge", "delete", "config"):
+        for kind in ("publish", "retract", "purge", "delete", "config", "subscription"):
             self.add_event_handler(f"pubsub_{kind}", self._queue(kind))
 
     def _started(self, _event):
