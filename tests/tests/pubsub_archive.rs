@@ -95,6 +95,10 @@ async fn rsm_pages_after_the_last_id_walk_the_archive_once() {
     assert_eq!(pages, 3, "7 items in pages of 3");
     let expected: Vec<String> = (1..=ITEMS).map(|n| format!("i{n}")).collect();
     assert_eq!(ids(&seen), expected);
+
+    // XEP-0059 §2.5: an empty <before/> asks for the last page.
+    let (last_page, _) = archive_page(&mut alice, NODE, &[], &[("max", "3"), ("before", "")]).await;
+    assert_eq!(ids(&last_page), ["i5", "i6", "i7"]);
 }
 
 #[tokio::test]

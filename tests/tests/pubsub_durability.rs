@@ -88,6 +88,19 @@ async fn kill_9_loses_nothing_acknowledged(node: &mut TestNode, snapshotted: boo
         )
         .await;
     }
+    // An acknowledged retraction is durable too.
+    request(
+        &mut alice,
+        iq(
+            "set",
+            Element::new("pubsub", PUBSUB_NS).with_child(
+                Element::new("retract", PUBSUB_NS)
+                    .with_attr("node", NODE)
+                    .with_child(Element::new("item", PUBSUB_NS).with_attr("id", "e1")),
+            ),
+        ),
+    )
+    .await;
     // An account created just before the crash.
     node.add_user("carol", "singer");
     let (archived, _) = archive_page(&mut alice, NODE, &[], &[]).await;
@@ -126,11 +139,17 @@ async fn kill_9_loses_nothing_acknowledged(node: &mut TestNode, snapshotted: boo
         ),
     )
     .await;
-    let retrieved = items
+    let retrieved: Vec<String> = items
         .child("pubsub", PUBSUB_NS)
         .and_then(|p| p.child("items", PUBSUB_NS))
-        .map(|i| i.children().count());
-    assert_eq!(retrieved, Some(ITEMS));
+        .map(|i| {
+            i.children()
+                .filter_map(|item| item.attr("id").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let expected: Vec<String> = (2..=ITEMS).map(|n| format!("e{n}")).collect();
+    assert_eq!(retrieved, expected, "every item but the retracted one");
 
     // bob's subscription survived: he is notified of the next item.
     let mut bob = login(node, "bob", "builder").await;
