@@ -104,7 +104,10 @@ pub async fn run(
         service_jid.as_str(),
         config.pubsub.max_inflight_proposals,
     );
-    router.add_component(service_jid.as_str(), Arc::new(PubsubHandle(component)));
+    router.add_component(
+        service_jid.as_str(),
+        Arc::new(PubsubHandle(component.clone())),
+    );
 
     let ctx = Arc::new(C2sContext::new(
         config.domain.clone(),
@@ -159,6 +162,7 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+    tasks.spawn(component.expire_items(stop_rx.clone()));
     let ready_lag_max = config.admin.ready_applied_lag_max;
     let readiness_mesh = mesh.clone();
     let admin_state = AdminState {

@@ -7,15 +7,19 @@
 //! `resource-constraint` (type `wait`) rather than queued without bound.
 //! Notifications are not sent from here: every site sends them when it
 //! applies the committed command (see [`crate::replica`]).
+//!
+//! Item expiry (`pubsub#item_expire`) is a command too: the leader proposes
+//! `ExpireItems` stamped with its clock once an item is due, so every site
+//! removes the same items at the same point of the log.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jid::{BareJid, FullJid};
-use tokio::sync::Semaphore;
-use vomesh_mesh::node::ProposeError;
-use vomesh_proto::pubsub::Command;
+use tokio::sync::{Semaphore, watch};
+use vomesh_mesh::node::{ProposeError, Role};
 use vomesh_proto::pubsub::command::Op;
+use vomesh_proto::pubsub::{Command, ExpireItems};
 
 use crate::metrics::names;
 use crate::pubsub::error::Condition;
@@ -48,6 +52,45 @@ impl PubsubComponent {
             service_jid: service_jid.to_owned(),
             inflight: Arc::new(Semaphore::new(inflight_max)),
         })
+    }
+}
+
+/// How often the leader looks for expired items: `pubsub#item_expire` is
+/// in seconds, so an item outlives its lifetime by at most about this much.
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+impl PubsubComponent {
+    /// Until `stop` turns true: on the leader, proposes `ExpireItems` each
+    /// time an item's `pubsub#item_expire` lifetime has passed.
+    pub async fn expire_items(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            // Only the leader proposes, so sites do not each add the same
+            // housekeeping entry to the log.
+            if self.broker.mesh().status().role != Role::Leader {
+                continue;
+            }
+            let now = crate::clock::now_micros();
+            let next = self
+                .broker
+                .read(|replica| replica.pubsub().next_expiry_micros());
+            if next.is_none_or(|due| due > now) {
+                continue;
+            }
+            let command = Command {
+                actor: self.service_jid.clone(),
+                timestamp_micros: now,
+                op: Some(Op::ExpireItems(ExpireItems {})),
+            };
+            if let Err(error) = self.broker.propose(&command).await {
+                tracing::warn!(%error, "item expiry not committed; retrying at the next check");
+            }
+        }
     }
 }
 
