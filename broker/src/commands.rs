@@ -1370,8 +1370,8 @@ mod tests {
         assert_eq!(live[0].item_id, id);
         assert_eq!(live[0].stamp, archived.stamp);
         assert_eq!(live[0].payload, archived.payload);
-        // This service adds no XEP-0359 stanza-id to live notifications.
-        assert_eq!(live[0].archive_id, None);
+        // The XEP-0359 stanza-id of the live notification is the archive id.
+        assert_eq!(live[0].archive_id, archived.archive_id);
         let mut merge = ReplayMerge::new(Some("0"), &ClientLimits::DEFAULT);
         assert_eq!(merge.live(live[0].clone()).unwrap(), None);
         merge.archived(archived);
