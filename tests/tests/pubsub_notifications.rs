@@ -1,7 +1,8 @@
 //! Who receives a notification on a real node (XEP-0060 §7.1.2, §6.1.7):
 //! every available resource of a subscribed bare JID, only the subscribed
 //! resource of a full-JID subscription, no resource without presence; and
-//! the last published item on subscription and on coming online.
+//! the last published item on subscription and on coming online; the
+//! configuration and delete (with redirect) events; `max_items` trimming.
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use vomesh_broker::xml::Element;
 use vomesh_broker::xmpp::ns;
 use vomesh_tests::node::TestNode;
 use vomesh_tests::pubsub::{
-    DELAY_NS, EVENT_NS, alert, create_iq, next_event, publish, request, subscribe_iq,
+    DELAY_NS, EVENT_NS, OWNER_NS, PUBSUB_NS, alert, create_iq, next_event, publish, request,
+    subscribe_iq,
 };
 
 const NODE: &str = "alerts";
@@ -162,4 +164,106 @@ async fn last_published_item_is_sent_when_a_subscriber_comes_online() {
         .expect("presence");
     let message = next_event(&mut bob).await;
     assert_eq!(item_ids(&message), ["while-away"]);
+}
+
+#[tokio::test]
+async fn configuration_change_and_delete_with_redirect_are_notified() {
+    let node = TestNode::start();
+    node.add_user("alice", "wonderland");
+    node.add_user("bob", "builder");
+    let mut alice = session(&node, "alice", "wonderland", "pub").await;
+    request(
+        &mut alice,
+        create_iq(
+            NODE,
+            &[("pubsub#notify_config", "1"), ("pubsub#notify_delete", "1")],
+        ),
+    )
+    .await;
+    let mut bob = session(&node, "bob", "builder", "desk").await;
+    available(&mut bob).await;
+    request(&mut bob, subscribe_iq(NODE, "bob@localhost")).await;
+
+    // XEP-0060 §8.2.5.4: subscribers hear of a configuration change.
+    let form = vomesh_tests::pubsub::form(
+        "http://jabber.org/protocol/pubsub#node_config",
+        &[("pubsub#title", "Gamma-ray bursts")],
+    );
+    request(
+        &mut alice,
+        vomesh_tests::pubsub::iq(
+            "set",
+            Element::new("pubsub", OWNER_NS).with_child(
+                Element::new("configure", OWNER_NS)
+                    .with_attr("node", NODE)
+                    .with_child(form),
+            ),
+        ),
+    )
+    .await;
+    let message = next_event(&mut bob).await;
+    let configuration = message
+        .child("event", EVENT_NS)
+        .and_then(|e| e.child("configuration", EVENT_NS));
+    assert_eq!(
+        configuration.and_then(|c| c.attr("node")),
+        Some(NODE),
+        "{}",
+        message.to_xml()
+    );
+
+    // §8.4.2: deletion with a redirect tells subscribers where to go.
+    let redirect = "xmpp:pubsub.localhost?;node=alerts-v2";
+    request(
+        &mut alice,
+        vomesh_tests::pubsub::iq(
+            "set",
+            Element::new("pubsub", OWNER_NS).with_child(
+                Element::new("delete", OWNER_NS)
+                    .with_attr("node", NODE)
+                    .with_child(Element::new("redirect", OWNER_NS).with_attr("uri", redirect)),
+            ),
+        ),
+    )
+    .await;
+    let message = next_event(&mut bob).await;
+    let delete = message
+        .child("event", EVENT_NS)
+        .and_then(|e| e.child("delete", EVENT_NS))
+        .unwrap_or_else(|| panic!("a delete event: {}", message.to_xml()));
+    assert_eq!(delete.attr("node"), Some(NODE));
+    assert_eq!(
+        delete
+            .child("redirect", EVENT_NS)
+            .and_then(|r| r.attr("uri")),
+        Some(redirect),
+        "{}",
+        message.to_xml()
+    );
+}
+
+#[tokio::test]
+async fn max_items_keeps_only_the_newest_items() {
+    let node = TestNode::start();
+    node.add_user("alice", "wonderland");
+    let mut alice = session(&node, "alice", "wonderland", "pub").await;
+    request(&mut alice, create_iq(NODE, &[("pubsub#max_items", "2")])).await;
+    for id in ["a", "b", "c"] {
+        publish(&mut alice, NODE, Some(id), alert(id)).await;
+    }
+    let reply = request(
+        &mut alice,
+        vomesh_tests::pubsub::iq(
+            "get",
+            Element::new("pubsub", PUBSUB_NS)
+                .with_child(Element::new("items", PUBSUB_NS).with_attr("node", NODE)),
+        ),
+    )
+    .await;
+    let ids: Vec<&str> = reply
+        .child("pubsub", PUBSUB_NS)
+        .and_then(|p| p.child("items", PUBSUB_NS))
+        .map(|items| items.children().filter_map(|i| i.attr("id")).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["b", "c"], "{}", reply.to_xml());
 }
