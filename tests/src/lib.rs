@@ -6,10 +6,13 @@
 //! - [`cluster`]: a mesh of several nodes with certificates from
 //!   `vomesh certs init`.
 //! - [`node`]: a `vomesh serve` process with its own data directory.
+//! - [`pubsub`]: XEP-0060 / XEP-0313 requests to a node's pubsub service
+//!   with the project's client, and readers of the answers.
 //! - [`python`]: a virtualenv with slixmpp, created on first use.
 //! - `src/bin/c2s_bench.rs`: login rate and memory per idle session of a
 //!   real node (run by hand, not part of the test suite).
 
 pub mod cluster;
 pub mod node;
+pub mod pubsub;
 pub mod python;

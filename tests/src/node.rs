@@ -43,6 +43,17 @@ pub fn vomesh_bin() -> &'static Path {
             .args(["build", "--quiet", "-p", "vomesh-broker", "--bin", "vomesh"])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // `cargo test` runs tests with the package's CARGO_* variables set
+        // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME…). Build scripts watch some of
+        // them (ring's reruns on CARGO_MANIFEST_DIR), so passing them on
+        // would make this build and the next `cargo test` rebuild each
+        // other's dependencies every time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_") && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR" {
+                build.env_remove(name.as_ref());
+            }
+        }
         if profile_dir
             .file_name()
             .is_some_and(|name| name == "release")

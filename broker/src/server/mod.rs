@@ -162,9 +162,9 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+    tasks.spawn(component.expire_items(stop_rx.clone()));
     let ready_lag_max = config.admin.ready_applied_lag_max;
     let readiness_mesh = mesh.clone();
-    tasks.spawn(component.expire_items(stop_rx.clone()));
     let admin_state = AdminState {
         metrics,
         readiness: Arc::new(move || {

@@ -7,15 +7,19 @@
 //! `resource-constraint` (type `wait`) rather than queued without bound.
 //! Notifications are not sent from here: every site sends them when it
 //! applies the committed command (see [`crate::replica`]).
+//!
+//! Item expiry (`pubsub#item_expire`) is a command too: the leader proposes
+//! `ExpireItems` stamped with its clock once an item is due, so every site
+//! removes the same items at the same point of the log.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jid::{BareJid, FullJid};
-use tokio::sync::Semaphore;
-use vomesh_mesh::node::ProposeError;
-use vomesh_proto::pubsub::Command;
+use tokio::sync::{Semaphore, watch};
+use vomesh_mesh::node::{ProposeError, Role};
 use vomesh_proto::pubsub::command::Op;
+use vomesh_proto::pubsub::{Command, ExpireItems};
 
 use crate::metrics::names;
 use crate::pubsub::error::Condition;
@@ -51,37 +55,40 @@ impl PubsubComponent {
     }
 }
 
-/// How often the leader checks whether an item's `pubsub#item_expire`
-/// has passed.
-const EXPIRY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the leader looks for expired items: `pubsub#item_expire` is
+/// in seconds, so an item outlives its lifetime by at most about this much.
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl PubsubComponent {
-    /// Runs until `stop`: while this site leads the mesh, proposes
-    /// `ExpireItems` whenever an item's lifetime has passed. Expiry is a
-    /// replicated command stamped with the leader's clock, so every site
-    /// removes exactly the same items.
-    pub async fn expire_items(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut ticks = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+    /// Until `stop` turns true: on the leader, proposes `ExpireItems` each
+    /// time an item's `pubsub#item_expire` lifetime has passed.
+    pub async fn expire_items(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
+                _ = tick.tick() => {}
                 _ = stop.wait_for(|stop| *stop) => return,
-                _ = ticks.tick() => {}
+            }
+            // Only the leader proposes, so sites do not each add the same
+            // housekeeping entry to the log.
+            if self.broker.mesh().status().role != Role::Leader {
+                continue;
             }
             let now = crate::clock::now_micros();
-            let due = self
+            let next = self
                 .broker
-                .read(|replica| replica.pubsub().next_expiry_micros())
-                .is_some_and(|at| at <= now);
-            if !due || self.broker.mesh().status().role != vomesh_mesh::node::Role::Leader {
+                .read(|replica| replica.pubsub().next_expiry_micros());
+            if next.is_none_or(|due| due > now) {
                 continue;
             }
             let command = Command {
                 actor: self.service_jid.clone(),
                 timestamp_micros: now,
-                op: Some(Op::ExpireItems(vomesh_proto::pubsub::ExpireItems {})),
+                op: Some(Op::ExpireItems(ExpireItems {})),
             };
             if let Err(error) = self.broker.propose(&command).await {
-                tracing::warn!(%error, "could not propose the expiry of items");
+                tracing::warn!(%error, "item expiry not committed; retrying at the next check");
             }
         }
     }
@@ -166,7 +173,12 @@ impl PubsubComponent {
                 self.router
                     .route(stanza::iq_result(&iq, &self.service_jid, child))
             }
-            Handled::Reply(Err(error)) => self.answer_error(&iq, &error),
+            Handled::Reply(Err(error)) => {
+                if let Some(reason) = limit_reason(&error) {
+                    metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
+                }
+                self.answer_error(&iq, &error)
+            }
             Handled::Archive { messages, fin } => {
                 for message in &messages {
                     self.router.deliver_notification(
@@ -260,6 +272,18 @@ impl PubsubComponent {
             self.router
                 .route(stanza::error_reply(request, &self.service_jid, error));
         }
+    }
+}
+
+/// The `vomesh_rejected_total` reason of a request refused at a `[pubsub]`
+/// limit (every limit reached is counted), None for any other error.
+fn limit_reason(error: &StanzaError) -> Option<&'static str> {
+    match (error.condition, error.app_name()) {
+        (Condition::NotAcceptable, Some("payload-too-big")) => Some("payload-too-big"),
+        (Condition::PolicyViolation, Some("too-many-subscriptions")) => {
+            Some("too-many-subscriptions")
+        }
+        _ => None,
     }
 }
 
@@ -357,4 +381,27 @@ impl Deliver for RouterDelivery {
 /// The JID of a site's pubsub service.
 pub fn service_jid(domain: &str) -> Result<BareJid, jid::Error> {
     BareJid::new(&format!("pubsub.{domain}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_at_a_limit_have_a_rejection_reason() {
+        let too_big = StanzaError::pubsub(Condition::NotAcceptable, "payload-too-big");
+        assert_eq!(limit_reason(&too_big), Some("payload-too-big"));
+        let full = StanzaError::pubsub(Condition::PolicyViolation, "too-many-subscriptions");
+        assert_eq!(limit_reason(&full), Some("too-many-subscriptions"));
+    }
+
+    #[test]
+    fn other_errors_are_not_counted_as_rejections() {
+        let invalid = StanzaError::pubsub(Condition::BadRequest, "invalid-payload");
+        assert_eq!(limit_reason(&invalid), None);
+        assert_eq!(
+            limit_reason(&StanzaError::new(Condition::ItemNotFound)),
+            None
+        );
+    }
 }

@@ -1,0 +1,105 @@
+//! `[pubsub]` limits of a real node: a payload over `max_payload_bytes` is
+//! refused with the condition XEP-0060 names, and so is a subscription over
+//! `max_subscriptions_per_node`; each refusal is counted in `/metrics`.
+
+use vomesh_broker::client::Client;
+use vomesh_tests::node::{NodeOptions, TestNode};
+use vomesh_tests::pubsub::{
+    alert, archive_page, create_iq, error_of, publish, publish_iq, request, subscribe_iq,
+};
+
+const PAYLOAD_BYTES_MAX: usize = 20_000;
+
+#[tokio::test]
+async fn payload_over_the_limit_is_not_acceptable_and_counted() {
+    let node = TestNode::launch(NodeOptions {
+        extra_toml: format!("[pubsub]\nmax_payload_bytes = {PAYLOAD_BYTES_MAX}"),
+        ..NodeOptions::default()
+    });
+    node.add_user("alice", "wonderland");
+    let mut alice = Client::connect(&node.client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    request(&mut alice, create_iq("alerts", &[])).await;
+
+    // Just under the limit is accepted.
+    let fits = alert(&"x".repeat(PAYLOAD_BYTES_MAX - 100));
+    assert!(fits.to_xml().len() < PAYLOAD_BYTES_MAX);
+    publish(&mut alice, "alerts", Some("fits"), fits).await;
+
+    let too_big = alert(&"x".repeat(PAYLOAD_BYTES_MAX + 1));
+    let reply = alice
+        .iq(publish_iq("alerts", Some("too-big"), too_big))
+        .await
+        .expect("answered");
+    assert_eq!(reply.attr("type"), Some("error"), "{}", reply.to_xml());
+    // XEP-0060 §7.1.3.6.
+    assert_eq!(
+        error_of(&reply),
+        (
+            Some("not-acceptable".to_owned()),
+            Some("payload-too-big".to_owned())
+        ),
+        "{}",
+        reply.to_xml()
+    );
+
+    let metrics = node.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "vomesh_rejected_total{reason=\"payload-too-big\"} 1"),
+        "{metrics}"
+    );
+    // Nothing of the refused item was kept.
+    let (items, _) = archive_page(&mut alice, "alerts", &[], &[]).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
+    assert_eq!(ids, ["fits"]);
+}
+
+#[tokio::test]
+async fn subscription_over_the_node_limit_is_refused_and_counted() {
+    let node = TestNode::launch(NodeOptions {
+        extra_toml: "[pubsub]\nmax_subscriptions_per_node = 1".to_owned(),
+        ..NodeOptions::default()
+    });
+    for (user, password) in [
+        ("alice", "wonderland"),
+        ("bob", "builder"),
+        ("carol", "singer"),
+    ] {
+        node.add_user(user, password);
+    }
+    let mut alice = Client::connect(&node.client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    request(&mut alice, create_iq("alerts", &[])).await;
+    let mut bob = Client::connect(&node.client_config("bob", "builder"))
+        .await
+        .expect("bob logs in");
+    request(&mut bob, subscribe_iq("alerts", "bob@localhost")).await;
+    let mut carol = Client::connect(&node.client_config("carol", "singer"))
+        .await
+        .expect("carol logs in");
+    let reply = carol
+        .iq(subscribe_iq("alerts", "carol@localhost"))
+        .await
+        .expect("answered");
+    // XEP-0060 §6.1.3.9.
+    assert_eq!(
+        error_of(&reply),
+        (
+            Some("policy-violation".to_owned()),
+            Some("too-many-subscriptions".to_owned())
+        ),
+        "{}",
+        reply.to_xml()
+    );
+    let metrics = node.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "vomesh_rejected_total{reason=\"too-many-subscriptions\"} 1"),
+        "{metrics}"
+    );
+}
