@@ -5,11 +5,14 @@
 //! # Layout
 //! - [`cluster`]: a mesh of several nodes with certificates from
 //!   `vomesh certs init`.
+//! - [`history`]: a history checker: what publishers and subscribers saw
+//!   against every site's final XEP-0313 archive.
 //! - [`node`]: a `vomesh serve` process with its own data directory.
 //! - [`python`]: a virtualenv with slixmpp, created on first use.
 //! - `src/bin/c2s_bench.rs`: login rate and memory per idle session of a
 //!   real node (run by hand, not part of the test suite).
 
 pub mod cluster;
+pub mod history;
 pub mod node;
 pub mod python;
