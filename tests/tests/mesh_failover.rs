@@ -377,8 +377,14 @@ async fn archives(cluster: &TestCluster) -> BTreeMap<Site, Vec<ArchivedItem>> {
 
 /// Settles the cluster, reads every archive and checks the history.
 async fn audit(cluster: &TestCluster, workload: &Workload, test: &str) -> Report {
-    settle(cluster);
+    let started = Instant::now();
+    tokio::task::block_in_place(|| settle(cluster));
+    let settled = started.elapsed();
     let archives = archives(cluster).await;
+    eprintln!(
+        "{test}: settled in {settled:?}, archives read in {:?}",
+        started.elapsed() - settled
+    );
     let report = check(&workload.recorder.history(), &archives);
     eprintln!(
         "{test}: attempted {}, acknowledged {}, failed {}, indeterminate {}, committed {}, \
@@ -408,8 +414,11 @@ fn followers(cluster: &TestCluster, leader: usize) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_leader_is_replaced_and_publishes_at_survivors_resume() {
     let _serial = SERIAL.lock().await;
+    let t0 = Instant::now();
     let mut cluster = TestCluster::start_with(3, &mesh_settings());
+    eprintln!("{:?} started", t0.elapsed());
     set_up(&cluster).await;
+    eprintln!("{:?} set up", t0.elapsed());
     let leader = cluster.wait_for_leader(RECOVERY_TIMEOUT);
     let survivors = followers(&cluster, leader);
 
@@ -460,7 +469,9 @@ async fn killed_leader_is_replaced_and_publishes_at_survivors_resume() {
     );
 
     // The killed node restarts and catches up while publishers run.
+    eprintln!("{:?} restarting", t0.elapsed());
     tokio::task::block_in_place(|| cluster.nodes[leader].restart());
+    eprintln!("{:?} restarted", t0.elapsed());
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     workload.stop_publishers().await;
     workload.stop_subscribers();
