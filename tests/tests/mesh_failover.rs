@@ -106,8 +106,19 @@ async fn publish(client: &mut Client, item_id: &str) -> (Outcome, bool) {
     }
 }
 
-/// Users, the node and bob's subscription, created through site 0.
+/// Users, the node and bob's subscription, created through site 0, and
+/// applied at every site (a site answers logins and reads from its own
+/// replica, which may trail the commit by a moment).
 async fn set_up(cluster: &TestCluster) {
+    create_users_node_and_subscription(cluster).await;
+    let applied = cluster.nodes[0]
+        .status()
+        .and_then(|s| s["applied_index"].as_u64())
+        .expect("site 0's status");
+    tokio::task::block_in_place(|| cluster.wait_applied(applied, RECOVERY_TIMEOUT));
+}
+
+async fn create_users_node_and_subscription(cluster: &TestCluster) {
     cluster.nodes[0].add_user("alice", "wonderland");
     cluster.nodes[0].add_user("bob", "builder");
     let mut alice = Client::connect(&client_config(
@@ -535,6 +546,13 @@ async fn follower_that_missed_compacted_entries_catches_up_by_snapshot() {
         "follower {follower} (last index {follower_last}) caught up with a snapshot at \
          {snapshot_index} in {:?}",
         restarted.elapsed()
+    );
+    // openraft logs (at info, which test nodes log) each snapshot it installs.
+    assert!(
+        cluster.nodes[follower]
+            .log()
+            .contains("Raft::install_full_snapshot()"),
+        "the follower installed the leader's snapshot"
     );
     let report = audit(&cluster, &workload, "follower catch-up").await;
     assert!(report.acknowledged >= 80);
