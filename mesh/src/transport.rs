@@ -10,7 +10,10 @@
 //!   before handing the request on.
 //! - **One connection per peer**, dialled lazily by the first RPC that needs
 //!   it (a client's constructor never dials) and dialled again when it was
-//!   lost. Each RPC is one bidirectional stream, so a heartbeat never queues
+//!   lost. A peer restarted after a crash resets the connections of its
+//!   previous life with a stateless reset (its reset key is derived from its
+//!   node key), so they are dialled again at once, not after the idle
+//!   timeout. Each RPC is one bidirectional stream, so a heartbeat never queues
 //!   behind a large append or a snapshot; heartbeats also get a higher stream
 //!   priority and snapshots a lower one for the sender's bandwidth.
 //! - **Pipelined replication.** openraft's replication sends a stream of
