@@ -404,12 +404,36 @@ impl<S: StateMachine> MeshNode<S> {
             command: command.to_vec(),
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match self
+        let call = self
             .inner
             .transport
-            .call(leader, addr, kind, None, 0, remaining)
-            .await
-        {
+            .call(leader, addr, kind, None, 0, remaining);
+        // A leader that crashed never answers (its QUIC connection looks
+        // alive until its idle timeout): once this node knows another
+        // leader, the outcome is as unknowable as it will ever be, and the
+        // client hears so now rather than at the propose deadline (it may
+        // retry at the new leader at once).
+        let replaced = async {
+            self.inner
+                .raft
+                .wait(Some(remaining))
+                .metrics(
+                    |m| m.current_leader.is_some() && m.current_leader != Some(leader),
+                    "leader replaced while forwarding",
+                )
+                .await
+                .is_ok()
+        };
+        let result = tokio::select! {
+            biased;
+            result = call => result,
+            true = replaced => {
+                return Err(ProposeError::Indeterminate(format!(
+                    "leader {leader} was replaced while the proposal was forwarded to it"
+                )));
+            }
+        };
+        match result {
             Ok(pb::Response {
                 kind: Some(pb::response::Kind::ForwardProposal(r)),
             }) => Ok(Some(Committed {

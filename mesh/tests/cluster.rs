@@ -966,3 +966,141 @@ async fn a_node_at_its_proposal_limit_refuses_more_after_the_deadline() -> anyho
     node.shutdown().await;
     Ok(())
 }
+
+/// Answers every request with "not the leader": proof the peer is alive.
+struct NotLeader;
+
+impl vomesh_mesh::transport::RpcHandler for NotLeader {
+    async fn handle(
+        &self,
+        _peer: u64,
+        _request: pb::request::Kind,
+        _snapshot: Option<Bytes>,
+    ) -> pb::Response {
+        pb::Response {
+            kind: Some(pb::response::Kind::Error(pb::Error {
+                kind: pb::ErrorKind::NotLeader as i32,
+                message: "test".into(),
+                leader_id: None,
+            })),
+        }
+    }
+
+    fn append_stream(
+        &self,
+        _peer: u64,
+        _requests: openraft::base::BoxStream<'static, pb::AppendEntriesRequest>,
+    ) -> openraft::base::BoxStream<'static, pb::Response> {
+        Box::pin(futures_util::stream::empty())
+    }
+}
+
+/// A free UDP address on loopback: this test restarts a peer at the same
+/// address, so it cannot sit behind a relay.
+fn free_udp_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A peer killed without closing its connections (a crash: the process
+/// never sends CONNECTION_CLOSE) and restarted at the same address is
+/// reachable again at once, not after the stale connection's idle timeout:
+/// the restarted endpoint answers the stale connection with a stateless
+/// reset (RFC 9000 §10.3) the caller accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restarted_after_a_crash_is_reachable_again_at_once() -> anyhow::Result<()> {
+    let ca = ClusterCa::generate()?;
+    let identity = |id: u64| -> anyhow::Result<NodeIdentity> {
+        let node = ca.issue_node(id, &[])?;
+        NodeIdentity::from_pem(
+            ca.pem().cert_pem.as_bytes(),
+            node.cert_pem.as_bytes(),
+            node.key_pem.as_bytes(),
+        )
+        .map_err(|error| anyhow::anyhow!("{error}"))
+    };
+    // Far above what the test allows for reaching the restarted peer.
+    let timeouts = TransportTimeouts {
+        connect_timeout_ms: 1_000,
+        idle_timeout_ms: 20_000,
+        keep_alive_interval_ms: 10_000,
+    };
+    let request = || {
+        pb::request::Kind::ForwardProposal(pb::ForwardProposal {
+            command: b"x".to_vec(),
+        })
+    };
+    let answered = |result: &Result<pb::Response, RpcError>| matches!(result, Err(RpcError::Remote { error, .. }) if error.kind() == pb::ErrorKind::NotLeader);
+    let caller = Transport::bind(
+        1,
+        free_udp_port()?,
+        &identity(1)?,
+        TransportLimits::default(),
+        &timeouts,
+    )?;
+    let peer_addr = free_udp_port()?;
+    let peer_identity = identity(2)?;
+
+    // The peer's first life, on a runtime of its own that is then dropped
+    // without running anything more: nothing tells the caller.
+    let first_life = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let peer = {
+        let _guard = first_life.enter();
+        let peer = Transport::bind(
+            2,
+            peer_addr,
+            &peer_identity,
+            TransportLimits::default(),
+            &timeouts,
+        )?;
+        peer.serve(std::sync::Arc::new(NotLeader));
+        peer
+    };
+    let first = caller
+        .call(
+            2,
+            &peer_addr.to_string(),
+            request(),
+            None,
+            0,
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(answered(&first), "{first:?}");
+    // Dropped without being polled again: no CONNECTION_CLOSE leaves.
+    tokio::task::spawn_blocking(move || first_life.shutdown_timeout(Duration::from_secs(2)))
+        .await?;
+    drop(peer);
+
+    let peer = Transport::bind(
+        2,
+        peer_addr,
+        &peer_identity,
+        TransportLimits::default(),
+        &timeouts,
+    )?;
+    peer.serve(std::sync::Arc::new(NotLeader));
+    let restarted = Instant::now();
+    let mut outcomes = Vec::new();
+    while restarted.elapsed() < Duration::from_secs(3) {
+        let result = caller
+            .call(
+                2,
+                &peer_addr.to_string(),
+                request(),
+                None,
+                0,
+                Duration::from_millis(500),
+            )
+            .await;
+        if answered(&result) {
+            peer.close();
+            caller.close();
+            return Ok(());
+        }
+        outcomes.push(format!("{result:?}"));
+    }
+    bail!("the restarted peer was not reached within 3 s: {outcomes:?}")
+}

@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`cluster`]: a mesh of several nodes with certificates from
 //!   `vomesh certs init`.
+//! - [`history`]: a history checker: what publishers and subscribers saw
+//!   against every site's final XEP-0313 archive.
 //! - [`node`]: a `vomesh serve` process with its own data directory.
 //! - [`pubsub`]: XEP-0060 / XEP-0313 requests to a node's pubsub service
 //!   with the project's client, and readers of the answers.
@@ -13,6 +15,7 @@
 //!   real node (run by hand, not part of the test suite).
 
 pub mod cluster;
+pub mod history;
 pub mod node;
 pub mod pubsub;
 pub mod python;
