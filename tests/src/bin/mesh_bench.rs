@@ -81,6 +81,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Steady publishing before the leader is killed.
 const BEFORE_KILL: Duration = Duration::from_secs(1);
+/// How often the fail-over trial asks the publishing site for its leader.
+const STATUS_POLL: Duration = Duration::from_millis(10);
 /// The longest a fail-over trial waits for a publish to succeed.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 const KIB: usize = 1024;
@@ -389,6 +391,14 @@ async fn mesh(args: &Args) -> anyhow::Result<()> {
         for &count in &args.publishers {
             let node = format!("mesh-{payload_bytes}-{count}");
             create_node(&mut publishers[0], &node).await?;
+            // Reads and the checks of a write are served by the local
+            // replica: a subscribe at another site right after the
+            // creation was acknowledged may not find the node yet.
+            let created = cluster.nodes[publish_site]
+                .status()
+                .and_then(|s| s["applied_index"].as_u64())
+                .context("the publishing site's status")?;
+            cluster.wait_applied(created, Duration::from_secs(10));
             // The receiver owns the listener's session: stop it to subscribe
             // to the next run's node, then hand the session back.
             let mut client = match receiver.take() {
@@ -455,18 +465,27 @@ async fn mesh(args: &Args) -> anyhow::Result<()> {
         RETRY_PAUSE.as_millis()
     );
     println!(
-        "{:>6} {:>8} {:>10} {:>14} {:>18} {:>16}",
-        "trial", "killed", "publisher", "new leader", "kill→first ack (ms)", "failed attempts"
+        "{:>6} {:>7} {:>10} {:>11} {:>24} {:>20} {:>16}",
+        "trial",
+        "killed",
+        "publisher",
+        "new leader",
+        "kill→leader known (ms)",
+        "kill→first ack (ms)",
+        "failed attempts"
     );
     let mut recoveries = Vec::new();
     for trial in 1..=args.failovers {
         let outcome = failover_trial(&mut cluster, trial).await?;
         println!(
-            "{:>6} {:>8} {:>10} {:>14} {:>18.0} {:>16}",
+            "{:>6} {:>7} {:>10} {:>11} {:>24} {:>20.0} {:>16}",
             trial,
             outcome.killed + 1,
             outcome.publisher + 1,
             outcome.new_leader.map_or("?".into(), |l| (l + 1).to_string()),
+            outcome
+                .leader_seen
+                .map_or("?".into(), |seen| format!("{:.0}", millis(seen))),
             millis(outcome.recovery),
             outcome.failed_attempts
         );
@@ -595,6 +614,8 @@ struct Failover {
     killed: usize,
     publisher: usize,
     new_leader: Option<usize>,
+    /// Kill → the publishing site's status names another leader.
+    leader_seen: Option<Duration>,
     recovery: Duration,
     failed_attempts: usize,
 }
@@ -653,7 +674,18 @@ async fn failover_trial(cluster: &mut TestCluster, trial: usize) -> anyhow::Resu
     let killed_at = Instant::now();
     cluster.nodes[leader].kill9();
     let deadline = killed_at + FAILOVER_TIMEOUT;
+    let mut leader_seen = None;
     let recovered = loop {
+        // When the publishing site learnt of a new leader, to tell the
+        // election apart from what the write path adds to it.
+        if leader_seen.is_none()
+            && cluster.nodes[site]
+                .status()
+                .and_then(|s| s["leader"].as_u64())
+                .is_some_and(|id| id as usize != leader + 1)
+        {
+            leader_seen = Some(Instant::now() - killed_at);
+        }
         let first = lock(&attempts)
             .iter()
             .find(|(sent, _, ok)| *ok && *sent >= killed_at)
@@ -664,7 +696,7 @@ async fn failover_trial(cluster: &mut TestCluster, trial: usize) -> anyhow::Resu
         if Instant::now() > deadline || loop_task.is_finished() {
             break None;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(STATUS_POLL).await;
     };
     stop.notify_one();
     loop_task.await??;
@@ -686,6 +718,7 @@ async fn failover_trial(cluster: &mut TestCluster, trial: usize) -> anyhow::Resu
         killed: leader,
         publisher: site,
         new_leader,
+        leader_seen,
         recovery,
         failed_attempts,
     })
