@@ -88,8 +88,10 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 const KIB: usize = 1024;
 
 #[derive(Debug, Parser)]
-#[command(about = "Pubsub latency and delivery rate of one node; throughput, latency and \
-                   fail-over time of a three-node mesh")]
+#[command(
+    about = "Pubsub latency and delivery rate of one node; throughput, latency and \
+                   fail-over time of a three-node mesh"
+)]
 struct Args {
     /// Subscriber sessions on the single node.
     #[arg(long, default_value_t = 1000)]
@@ -238,11 +240,7 @@ async fn single_node(args: &Args) -> anyhow::Result<()> {
         publish(&mut publisher, "bench", &format!("b{i}"), &payload).await?;
     }
     let burst_acked = burst_started.elapsed();
-    wait_for(
-        &delivered,
-        expected + args.burst_events * receivers.len(),
-    )
-    .await;
+    wait_for(&delivered, expected + args.burst_events * receivers.len()).await;
     let server_cpu = cpu_ticks(&server)? - server_cpu_before;
     let self_cpu = cpu_ticks("self")? - self_cpu_before;
     let notifications_after = gauge(&node.metrics(), "vomesh_pubsub_notifications_total");
@@ -275,15 +273,23 @@ async fn single_node(args: &Args) -> anyhow::Result<()> {
     }
     latencies.sort_unstable();
     let burst_wall = burst_last.saturating_duration_since(burst_started);
-    let per_notification_us = |cpu_ticks: u64| {
-        cpu_ticks as f64 * 1e6 / ticks as f64 / burst_deliveries.max(1) as f64
-    };
+    let per_notification_us =
+        |cpu_ticks: u64| cpu_ticks as f64 * 1e6 / ticks as f64 / burst_deliveries.max(1) as f64;
 
     println!();
     println!("{:<52} {:>12}", "measure (one node)", "value");
-    row("publish→notification p50 (ms), paced", millis(percentile(&latencies, 0.5)));
-    row("publish→notification p99 (ms), paced", millis(percentile(&latencies, 0.99)));
-    row("publish→notification max (ms), paced", millis(percentile(&latencies, 1.0)));
+    row(
+        "publish→notification p50 (ms), paced",
+        millis(percentile(&latencies, 0.5)),
+    );
+    row(
+        "publish→notification p99 (ms), paced",
+        millis(percentile(&latencies, 0.99)),
+    );
+    row(
+        "publish→notification max (ms), paced",
+        millis(percentile(&latencies, 1.0)),
+    );
     row(
         "burst: publishes acknowledged per second",
         args.burst_events as f64 / burst_acked.as_secs_f64(),
@@ -292,11 +298,17 @@ async fn single_node(args: &Args) -> anyhow::Result<()> {
         "burst: notifications per second (all subscribers)",
         burst_deliveries as f64 / burst_wall.as_secs_f64(),
     );
-    row("burst: first publish → last delivery (s)", burst_wall.as_secs_f64());
+    row(
+        "burst: first publish → last delivery (s)",
+        burst_wall.as_secs_f64(),
+    );
     if let (Some(before), Some(after)) = (notifications_before, notifications_after) {
         row("burst: server's notifications metric delta", after - before);
     }
-    row("burst: server CPU per notification (µs)", per_notification_us(server_cpu));
+    row(
+        "burst: server CPU per notification (µs)",
+        per_notification_us(server_cpu),
+    );
     row(
         "burst: load generator CPU per notification (µs)",
         per_notification_us(self_cpu),
@@ -328,8 +340,12 @@ async fn connect_subscribers(
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..LOGIN_CONCURRENCY.min(count) {
-        let (configs, next, cache, node) =
-            (configs.clone(), next.clone(), cache.clone(), node.to_owned());
+        let (configs, next, cache, node) = (
+            configs.clone(),
+            next.clone(),
+            cache.clone(),
+            node.to_owned(),
+        );
         tasks.spawn(async move {
             let mut clients = Vec::new();
             loop {
@@ -482,7 +498,9 @@ async fn mesh(args: &Args) -> anyhow::Result<()> {
             trial,
             outcome.killed + 1,
             outcome.publisher + 1,
-            outcome.new_leader.map_or("?".into(), |l| (l + 1).to_string()),
+            outcome
+                .new_leader
+                .map_or("?".into(), |l| (l + 1).to_string()),
             outcome
                 .leader_seen
                 .map_or("?".into(), |seen| format!("{:.0}", millis(seen))),
@@ -858,7 +876,9 @@ async fn publish(
 
 async fn create_node(client: &mut Client, node: &str) -> anyhow::Result<()> {
     let answer = client
-        .iq(pubsub_iq(Element::new("create", PUBSUB).with_attr("node", node)))
+        .iq(pubsub_iq(
+            Element::new("create", PUBSUB).with_attr("node", node),
+        ))
         .await?;
     if answer.attr("type") != Some("result") {
         bail!("creating {node} failed: {}", answer.to_xml());
