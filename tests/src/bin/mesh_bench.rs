@@ -35,8 +35,10 @@
 //!   latency at a subscriber connected to the *other* follower (so the
 //!   notification crossed the mesh: forwarded to the leader, committed,
 //!   applied at a third site);
-//! - fail-over: a publisher at a follower publishes in a loop (each attempt
-//!   abandoned after `ATTEMPT_TIMEOUT`), the leader is killed with SIGKILL,
+//! - fail-over: publishers at a follower publish in a loop (each attempt
+//!   abandoned after `ATTEMPT_TIMEOUT`; `FAILOVER_SESSIONS` sessions started
+//!   staggered, so an attempt starts every 50 ms even while they all wait),
+//!   the leader is killed with SIGKILL,
 //!   and the time from the kill to the first acknowledged publish *sent
 //!   after* the kill is measured; the killed node is restarted between
 //!   trials.
@@ -77,6 +79,10 @@ const SPARE_FDS: u64 = 256;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A fail-over publish attempt is abandoned after this long.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Publishing sessions of a fail-over trial, started staggered over one
+/// attempt timeout so that the recovery is resolved to
+/// `ATTEMPT_TIMEOUT / FAILOVER_SESSIONS`, not to a whole timeout.
+const FAILOVER_SESSIONS: usize = 10;
 /// Pause after an error answer, so a node without a leader is not spun on.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Steady publishing before the leader is killed.
@@ -475,8 +481,9 @@ async fn mesh(args: &Args) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "   fail-over: publish in a loop at a follower (attempt timeout {} ms, {} ms pause \
-         after an error answer), kill -9 the leader",
+        "   fail-over: {} sessions publish in a loop at a follower, staggered (attempt timeout \
+         {} ms, {} ms pause after an error answer), kill -9 the leader",
+        FAILOVER_SESSIONS,
         ATTEMPT_TIMEOUT.as_millis(),
         RETRY_PAUSE.as_millis()
     );
@@ -654,17 +661,28 @@ async fn failover_trial(cluster: &mut TestCluster, trial: usize) -> anyhow::Resu
 
     // Attempts in order: (sent, answered or abandoned, acknowledged?).
     let attempts: Arc<Mutex<Vec<(Instant, Instant, bool)>>> = Arc::default();
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let loop_task = {
-        let (attempts, stop, node) = (attempts.clone(), stop.clone(), node.clone());
-        tokio::spawn(async move {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut loops = tokio::task::JoinSet::new();
+    let mut creator = Some(client);
+    for session in 0..FAILOVER_SESSIONS {
+        let mut client = match creator.take() {
+            Some(client) => client,
+            None => Client::connect(&config).await?,
+        };
+        let (attempts, mut stopped) = (attempts.clone(), stopped.clone());
+        let (node, payload, config) = (node.clone(), payload.clone(), config.clone());
+        // Staggered starts: some attempt is always less than
+        // ATTEMPT_TIMEOUT / FAILOVER_SESSIONS old.
+        let offset = ATTEMPT_TIMEOUT * session as u32 / FAILOVER_SESSIONS as u32;
+        loops.spawn(async move {
+            tokio::time::sleep(offset).await;
             let mut seq = 0u64;
-            loop {
+            while !*stopped.borrow() {
                 seq += 1;
                 let sent = Instant::now();
-                let id = format!("f{seq}");
+                let id = format!("f{session}-{seq}");
                 let outcome = tokio::select! {
-                    _ = stop.notified() => return anyhow::Ok(()),
+                    _ = stopped.changed() => return anyhow::Ok(()),
                     outcome = tokio::time::timeout(
                         ATTEMPT_TIMEOUT,
                         publish(&mut client, &node, &id, &payload),
@@ -686,8 +704,9 @@ async fn failover_trial(cluster: &mut TestCluster, trial: usize) -> anyhow::Resu
                 };
                 lock(&attempts).push((sent, Instant::now(), ok));
             }
-        })
-    };
+            anyhow::Ok(())
+        });
+    }
     tokio::time::sleep(BEFORE_KILL).await;
     let killed_at = Instant::now();
     cluster.nodes[leader].kill9();
@@ -711,13 +730,15 @@ async fn failover_trial(cluster: &mut TestCluster, trial: usize) -> anyhow::Resu
         if let Some(acked) = first {
             break Some(acked);
         }
-        if Instant::now() > deadline || loop_task.is_finished() {
+        if Instant::now() > deadline {
             break None;
         }
         tokio::time::sleep(STATUS_POLL).await;
     };
-    stop.notify_one();
-    loop_task.await??;
+    let _ = stop.send(true);
+    while let Some(joined) = loops.join_next().await {
+        joined??;
+    }
     let Some(first_acked) = recovered else {
         bail!("no publish succeeded within {FAILOVER_TIMEOUT:?} of the leader's kill");
     };
