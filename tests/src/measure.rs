@@ -41,6 +41,28 @@ pub fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
     Ok(field(11)? + field(12)?)
 }
 
+/// Time the threads of `pid` (alive now) spent runnable but waiting for a
+/// CPU: the second field of `/proc/<pid>/task/*/schedstat`, in ns
+/// (sched-stats.rst). On a shared machine it tells how much a process was
+/// slowed by others rather than by its own work.
+pub fn run_queue_wait(pid: &str) -> anyhow::Result<Duration> {
+    let dir = format!("/proc/{pid}/task");
+    let mut waited_ns = 0u64;
+    for task in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may exit between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        waited_ns += stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .with_context(|| format!("{} has no run-queue time", path.display()))?;
+    }
+    Ok(Duration::from_nanos(waited_ns))
+}
+
 /// `VmRSS` of `/proc/<pid>/status`, in bytes.
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
@@ -186,5 +208,6 @@ mod tests {
     fn own_cpu_time_and_memory_are_readable() {
         assert!(cpu_ticks("self").is_ok());
         assert!(rss_bytes(std::process::id()).is_ok_and(|bytes| bytes > 0));
+        assert!(run_queue_wait("self").is_ok());
     }
 }

@@ -44,8 +44,11 @@
 //!   trials.
 //!
 //! The load generator shares the machine's cores with the nodes: its CPU
-//! time and the servers' are printed with the figures, and the load average
-//! at the start. Nodes log at `info`, as in production. `VOMESH_BIN` pins
+//! time and the server's are printed with the burst figures, with the time
+//! their threads were runnable but waited for a CPU (`/proc/*/schedstat`):
+//! when that wait exceeds the CPU time, the figures measure the machine's
+//! other load more than vomesh. The load average at the start is printed
+//! too. Nodes log at `info`, as in production. `VOMESH_BIN` pins
 //! the server binary.
 
 use std::collections::{HashMap, HashSet};
@@ -62,7 +65,7 @@ use vomesh_broker::xmpp::ns;
 use vomesh_tests::cluster::TestCluster;
 use vomesh_tests::measure::{
     build_profile, clock_ticks_per_second, cpu_ticks, ensure_fd_limit, gauge, load_average,
-    machine, millis, percentile,
+    machine, millis, percentile, run_queue_wait,
 };
 use vomesh_tests::node::{DOMAIN, TestNode};
 
@@ -240,6 +243,8 @@ async fn single_node(args: &Args) -> anyhow::Result<()> {
     let ticks = clock_ticks_per_second();
     let server_cpu_before = cpu_ticks(&server)?;
     let self_cpu_before = cpu_ticks("self")?;
+    let server_wait_before = run_queue_wait(&server)?;
+    let self_wait_before = run_queue_wait("self")?;
     let notifications_before = gauge(&node.metrics(), "vomesh_pubsub_notifications_total");
     let burst_started = Instant::now();
     for i in 0..args.burst_events {
@@ -249,6 +254,8 @@ async fn single_node(args: &Args) -> anyhow::Result<()> {
     wait_for(&delivered, expected + args.burst_events * receivers.len()).await;
     let server_cpu = cpu_ticks(&server)? - server_cpu_before;
     let self_cpu = cpu_ticks("self")? - self_cpu_before;
+    let server_wait = run_queue_wait(&server)?.saturating_sub(server_wait_before);
+    let self_wait = run_queue_wait("self")?.saturating_sub(self_wait_before);
     let notifications_after = gauge(&node.metrics(), "vomesh_pubsub_notifications_total");
 
     let mut latencies = Vec::with_capacity(expected);
@@ -318,6 +325,22 @@ async fn single_node(args: &Args) -> anyhow::Result<()> {
     row(
         "burst: load generator CPU per notification (µs)",
         per_notification_us(self_cpu),
+    );
+    row(
+        "burst: server CPU time (s)",
+        server_cpu as f64 / ticks as f64,
+    );
+    row(
+        "burst: server time runnable, waiting for a CPU (s)",
+        server_wait.as_secs_f64(),
+    );
+    row(
+        "burst: load generator CPU time (s)",
+        self_cpu as f64 / ticks as f64,
+    );
+    row(
+        "burst: load generator waiting for a CPU (s)",
+        self_wait.as_secs_f64(),
     );
     row("missing deliveries (must be 0)", missing as f64);
     row("duplicate deliveries (must be 0)", duplicates as f64);
