@@ -90,6 +90,8 @@ const FAILOVER_SESSIONS: usize = 10;
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Steady publishing before the leader is killed.
 const BEFORE_KILL: Duration = Duration::from_secs(1);
+/// How long the mesh's idle CPU use is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
 /// How often the fail-over trial asks the publishing site for its leader.
 const STATUS_POLL: Duration = Duration::from_millis(10);
 /// The longest a fail-over trial waits for a publish to succeed.
@@ -197,8 +199,12 @@ async fn single_node(args: &Args) -> anyhow::Result<()> {
         args.subscribers, args.accounts, args.single_payload_bytes
     );
     println!(
-        "   paced: {} items at {}/s; burst: {} items as fast as acknowledged",
-        args.paced_events, args.rate, args.burst_events
+        "   paced: {} items at {}/s (so {} notifications/s to write); burst: {} items as fast \
+         as acknowledged",
+        args.paced_events,
+        args.rate,
+        args.rate as usize * args.subscribers,
+        args.burst_events
     );
     let node = TestNode::start_logging("", LOG_FILTER);
     let server = node.pid().context("the node is running")?.to_string();
@@ -431,6 +437,19 @@ async fn mesh(args: &Args) -> anyhow::Result<()> {
     let mut listener = Some(listener);
     let mut receiver: Option<Receiver> = None;
 
+    // What the mesh costs with nothing to do (heartbeats, timers), the
+    // floor under every row's CPU column.
+    let idle_before = NodesLoad::read(&cluster)?;
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle = NodesLoad::read(&cluster)?.since(&idle_before);
+    println!(
+        "   idle (no client activity) for {} s: the three nodes used {:.2} s CPU, \
+         waited {:.2} s for a CPU",
+        IDLE_WINDOW.as_secs(),
+        idle.cpu.as_secs_f64(),
+        idle.waited.as_secs_f64()
+    );
+
     let mut rows = Vec::new();
     for &payload_bytes in &args.payloads {
         for &count in &args.publishers {
@@ -454,6 +473,7 @@ async fn mesh(args: &Args) -> anyhow::Result<()> {
             let running = Receiver::spawn(client, delivered.clone());
             let baseline = delivered.load(Ordering::Relaxed);
             let payload = payload_of(payload_bytes);
+            let load_before = NodesLoad::read(&cluster)?;
             let (run, back) = throughput_run(
                 publishers.drain(..count).collect(),
                 &node,
@@ -464,15 +484,16 @@ async fn mesh(args: &Args) -> anyhow::Result<()> {
             let mut rest = std::mem::take(&mut publishers);
             publishers = back;
             publishers.append(&mut rest);
+            let load = NodesLoad::read(&cluster)?.since(&load_before);
             wait_for(&delivered, baseline + run.acks.len()).await;
             let log = running.snapshot();
             receiver = Some(running);
-            rows.push(MeshRow::from_run(payload_bytes, count, &run, &log));
+            rows.push(MeshRow::from_run(payload_bytes, count, &run, &log, load));
         }
     }
     println!();
     println!(
-        "{:>8} {:>6} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8} {:>7}",
+        "{:>8} {:>6} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8} {:>7} {:>9} {:>9}",
         "payload",
         "pubs",
         "acked/s",
@@ -481,11 +502,13 @@ async fn mesh(args: &Args) -> anyhow::Result<()> {
         "notify p50",
         "notify p99",
         "missing",
-        "errors"
+        "errors",
+        "nodes cpu",
+        "cpu wait"
     );
     for r in &rows {
         println!(
-            "{:>6}Ki {:>6} {:>10.0} {:>7.1}ms {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8} {:>7}",
+            "{:>6}Ki {:>6} {:>10.0} {:>7.1}ms {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>8} {:>7} {:>8.2}s {:>8.2}s",
             r.payload_bytes / KIB,
             r.publishers,
             r.acks_per_second,
@@ -494,7 +517,9 @@ async fn mesh(args: &Args) -> anyhow::Result<()> {
             r.notify_p50_ms,
             r.notify_p99_ms,
             r.missing,
-            r.errors
+            r.errors,
+            r.load.cpu.as_secs_f64(),
+            r.load.waited.as_secs_f64()
         );
     }
     if let Some(running) = receiver {
@@ -573,6 +598,38 @@ struct MeshRow {
     notify_p99_ms: f64,
     missing: usize,
     errors: usize,
+    load: NodesLoad,
+}
+
+/// CPU time of the three nodes together, and the time their threads were
+/// runnable but waited for a CPU (the machine's other load).
+#[derive(Debug, Clone, Copy)]
+struct NodesLoad {
+    cpu: Duration,
+    waited: Duration,
+}
+
+impl NodesLoad {
+    fn read(cluster: &TestCluster) -> anyhow::Result<NodesLoad> {
+        let tick = clock_ticks_per_second();
+        let mut load = NodesLoad {
+            cpu: Duration::ZERO,
+            waited: Duration::ZERO,
+        };
+        for pid in cluster.nodes.iter().filter_map(TestNode::pid) {
+            let pid = pid.to_string();
+            load.cpu += Duration::from_secs_f64(cpu_ticks(&pid)? as f64 / tick as f64);
+            load.waited += run_queue_wait(&pid)?;
+        }
+        Ok(load)
+    }
+
+    fn since(&self, before: &NodesLoad) -> NodesLoad {
+        NodesLoad {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            waited: self.waited.saturating_sub(before.waited),
+        }
+    }
 }
 
 impl MeshRow {
@@ -581,6 +638,7 @@ impl MeshRow {
         publishers: usize,
         run: &Run,
         log: &[(String, Instant)],
+        load: NodesLoad,
     ) -> MeshRow {
         let mut acked: Vec<Duration> = run.acks.iter().map(|a| a.acked - a.sent).collect();
         acked.sort_unstable();
@@ -602,6 +660,7 @@ impl MeshRow {
             notify_p99_ms: millis(percentile(&notified, 0.99)),
             missing: sent.keys().filter(|id| !received.contains(*id)).count(),
             errors: run.errors,
+            load,
         }
     }
 }
