@@ -34,7 +34,9 @@
 //!   publishes per second, publish→ack latency, and publish→notification
 //!   latency at a subscriber connected to the *other* follower (so the
 //!   notification crossed the mesh: forwarded to the leader, committed,
-//!   applied at a third site);
+//!   applied at a third site); each row also shows the CPU time the three
+//!   nodes used and how long their threads waited for a CPU, after a line
+//!   with the same figures for two idle seconds;
 //! - fail-over: publishers at a follower publish in a loop (each attempt
 //!   abandoned after `ATTEMPT_TIMEOUT`; `FAILOVER_SESSIONS` sessions started
 //!   staggered, so an attempt starts every 50 ms even while they all wait),
