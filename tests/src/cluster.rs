@@ -32,6 +32,12 @@ impl TestCluster {
     /// `size` nodes whose `[mesh]` sections also contain `mesh_settings`
     /// (e.g. `snapshot_every_entries = 20`).
     pub fn start_with(size: usize, mesh_settings: &str) -> TestCluster {
+        TestCluster::start_logging(size, mesh_settings, &NodeOptions::default().log_filter)
+    }
+
+    /// Like [`TestCluster::start_with`], with `log_filter` as every node's
+    /// `RUST_LOG` (benchmarks log as production does, at `info`).
+    pub fn start_logging(size: usize, mesh_settings: &str, log_filter: &str) -> TestCluster {
         let certs = tempfile::tempdir().expect("a temporary directory");
         let ids: Vec<String> = (1..=size).map(|id| id.to_string()).collect();
         let status = Command::new(vomesh_bin())
@@ -63,6 +69,7 @@ impl TestCluster {
                         certs.path(),
                         mesh_settings,
                     ),
+                    log_filter: log_filter.to_owned(),
                     ..NodeOptions::default()
                 })
             })

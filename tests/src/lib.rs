@@ -7,15 +7,21 @@
 //!   `vomesh certs init`.
 //! - [`history`]: a history checker: what publishers and subscribers saw
 //!   against every site's final XEP-0313 archive.
+//! - [`measure`]: percentiles, CPU and memory of a process from `/proc`,
+//!   the machine's description: what the benchmarks print.
 //! - [`node`]: a `vomesh serve` process with its own data directory.
 //! - [`pubsub`]: XEP-0060 / XEP-0313 requests to a node's pubsub service
 //!   with the project's client, and readers of the answers.
 //! - [`python`]: a virtualenv with slixmpp, created on first use.
 //! - `src/bin/c2s_bench.rs`: login rate and memory per idle session of a
 //!   real node (run by hand, not part of the test suite).
+//! - `src/bin/mesh_bench.rs`: publish→notification latency and delivery
+//!   rate on one node with many subscribers; acknowledged publishes per
+//!   second, latencies and fail-over time of a three-node mesh (run by hand).
 
 pub mod cluster;
 pub mod history;
+pub mod measure;
 pub mod node;
 pub mod pubsub;
 pub mod python;

@@ -42,7 +42,6 @@
 //! to the hard one with `prlimit(1)` when it is too low (or run it under
 //! `ulimit -n 20000`).
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +49,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use vomesh_broker::client::{Client, ClientConfig, ClientError, ScramCache};
+use vomesh_tests::measure::{
+    build_profile, clock_ticks_per_second, cpu_ticks, ensure_fd_limit, gauge, load_average,
+    machine, percentile, rss_bytes,
+};
 use vomesh_tests::node::TestNode;
 
 /// Sessions of `--quick`: enough to smoke-run every step in seconds.
@@ -110,11 +113,7 @@ fn main() -> anyhow::Result<()> {
         args.concurrency,
         args.accounts,
         args.scram_cache,
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        build_profile()
     );
 
     // Production logging (info): the test default logs every bind at debug.
@@ -310,132 +309,4 @@ async fn close_all(clients: Vec<Client>) -> usize {
         }
     }
     closed
-}
-
-/// The `q` quantile of sorted `values` (nearest rank).
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// `utime + stime` of `/proc/<pid>/stat` (all threads, in clock ticks).
-fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    // The command name (field 2) may contain spaces; fields after it are
-    // numbered from 3 (state), so utime (14) and stime (15) are the 12th
-    // and 13th after the closing parenthesis (proc(5)).
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let field = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("{path} has no field {}", i + 3))
-    };
-    Ok(field(11)? + field(12)?)
-}
-
-/// `VmRSS` of `/proc/<pid>/status`, in bytes.
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .with_context(|| format!("{path} has no VmRSS"))
-}
-
-/// USER_HZ, the unit of `/proc/<pid>/stat` times (100 on every common
-/// Linux build; `getconf` asks without linking libc ourselves).
-fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100)
-}
-
-/// The value of an unlabelled gauge in Prometheus text.
-fn gauge(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-/// Makes sure this process (and so the node it spawns) may open `needed`
-/// descriptors, raising the soft limit to the hard one with `prlimit(1)`
-/// if it is lower. Returns the soft limit in force.
-fn ensure_fd_limit(needed: u64) -> anyhow::Result<u64> {
-    let (soft, hard) = fd_limits()?;
-    if soft >= needed {
-        return Ok(soft);
-    }
-    if hard < needed {
-        bail!(
-            "RLIMIT_NOFILE is {soft} (hard {hard}) but {needed} descriptors are needed: \
-             raise the hard limit (e.g. `ulimit -Hn {needed}` as root) or use fewer --sessions"
-        );
-    }
-    let status = Command::new("prlimit")
-        .arg(format!("--pid={}", std::process::id()))
-        .arg(format!("--nofile={hard}:{hard}"))
-        .status()
-        .context("running prlimit to raise RLIMIT_NOFILE (or run under `ulimit -n`)")?;
-    let (soft, _) = fd_limits()?;
-    if !status.success() || soft < needed {
-        bail!("could not raise RLIMIT_NOFILE to {needed}; run under `ulimit -n {needed}`");
-    }
-    Ok(soft)
-}
-
-/// The soft and hard "Max open files" of `/proc/self/limits`.
-fn fd_limits() -> anyhow::Result<(u64, u64)> {
-    let limits =
-        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .context("/proc/self/limits has no \"Max open files\"")?;
-    let numbers: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|word| word.parse().ok())
-        .collect();
-    match numbers[..] {
-        [soft, hard, ..] => Ok((soft, hard)),
-        // "unlimited" does not parse: no limit to raise.
-        _ => Ok((u64::MAX, u64::MAX)),
-    }
-}
-
-/// Cores and CPU model.
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cores} cores available to this process, {model}")
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
 }
