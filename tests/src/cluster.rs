@@ -110,6 +110,18 @@ impl TestCluster {
         }
     }
 
+    /// Creates an account at the first node and waits until every running
+    /// site has applied it (each site answers logins from its own replica,
+    /// which may trail the commit by a moment).
+    pub fn add_user(&self, localpart: &str, password: &str) {
+        self.nodes[0].add_user(localpart, password);
+        let commit = self.nodes[0]
+            .status()
+            .and_then(|s| s["commit_index"].as_u64())
+            .expect("the node reports its commit index");
+        self.wait_applied(commit, Duration::from_secs(10));
+    }
+
     /// Waits until every running node has applied at least `index`.
     pub fn wait_applied(&self, index: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -22,8 +22,8 @@ fn pubsub_iq(kind: &str, child: Element) -> Element {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_published_at_one_site_reaches_subscribers_at_every_site() {
     let cluster = TestCluster::start(3);
-    cluster.nodes[0].add_user("alice", "wonderland");
-    cluster.nodes[0].add_user("bob", "builder");
+    cluster.add_user("alice", "wonderland");
+    cluster.add_user("bob", "builder");
 
     // Accounts are replicated: bob logs in at sites 2 and 3 too.
     let mut subscribers = Vec::new();
