@@ -334,13 +334,20 @@ pub fn owner_pubsub(child: Element) -> Element {
 }
 
 /// An item element of an items retrieval reply (XEP-0060 §6.5.2).
-pub fn retrieved_item(item: &Item, payload: Option<Element>) -> Element {
+pub fn retrieved_item(service: &BareJid, item: &Item, payload: Option<Element>) -> Element {
     let mut e = Element::new("item", PUBSUB_NS)
         .with_attr("id", item.id.clone())
         .with_attr("publisher", item.publisher.to_bare().to_string());
     if let Some(payload) = payload {
         e.push_child(payload);
     }
+    // XEP-0203: the publication time, after the payload so that clients
+    // taking an item's first child as its payload still find it.
+    e.push_child(
+        Element::new("delay", DELAY_NS)
+            .with_attr("from", service.to_string())
+            .with_attr("stamp", format_micros(item.published_micros)),
+    );
     e
 }
 

@@ -55,6 +55,9 @@ impl PubsubComponent {
     }
 }
 
+/// XEP-0313.
+const MAM_NS: &str = "urn:xmpp:mam:2";
+
 /// How often the leader looks for expired items: `pubsub#item_expire` is
 /// in seconds, so an item outlives its lifetime by at most about this much.
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -135,6 +138,12 @@ impl PubsubComponent {
             // The service sends no IQ requests, so no response is expected.
             Ok(IqKind::Response) => return,
             Err(error) => return self.answer_error(&iq, &error),
+        }
+        // A subscriber resuming at this site after losing another must see
+        // every event the mesh acknowledged: archive queries are answered
+        // only once this site has applied everything committed before them.
+        if iq.child("query", MAM_NS).is_some() {
+            return self.answer_after_catching_up(from, iq);
         }
         let handled = self.handle_locally(&from, &iq);
         if let Handled::Reply(Err(_)) = handled {

@@ -552,10 +552,9 @@ impl PubsubService {
         Ok((page.range, Some(set)))
     }
 
-    /// XEP-0060 §6.5: items retrieval. Items are in publication order. The
-    /// publication time of each is available from the node archive
-    /// (XEP-0313, in the `<forwarded/>` delay): an extra `<delay/>` in an
-    /// `<item/>` would break the one-payload-per-item rule of §7.1.
+    /// XEP-0060 §6.5: items retrieval. Items are in publication order; each
+    /// carries its publication time as an XEP-0203 `<delay/>` after its
+    /// payload (the same stamp as its notifications and archive entry).
     fn items_reply(
         &self,
         node: &PubsubNode,
@@ -600,7 +599,7 @@ impl PubsubService {
                     StanzaError::new(Condition::InternalServerError).with_text(e.to_string())
                 })?)
             };
-            items.push_child(response::retrieved_item(item, content));
+            items.push_child(response::retrieved_item(&self.service_jid, item, content));
         }
         let mut pubsub = Element::new("pubsub", PUBSUB_NS).with_child(items);
         if let Some(set) = set {

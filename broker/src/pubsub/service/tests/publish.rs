@@ -248,10 +248,10 @@ fn persistent_notification_node_stores_items_without_payload() {
             .contains("<item id=\"a\" publisher=\"alice@localhost\"/>")
     );
     assert_eq!(h.item_ids("n"), ["a"]);
+    let retrieved = h.items(BOB, "n").ok_xml();
     assert!(
-        h.items(BOB, "n")
-            .ok_xml()
-            .contains("<item id=\"a\" publisher=\"alice@localhost\"/>")
+        retrieved.contains("<item id=\"a\" publisher=\"alice@localhost\"><delay "),
+        "{retrieved}"
     );
 }
 

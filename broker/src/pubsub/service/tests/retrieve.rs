@@ -22,19 +22,29 @@ fn item_list(answer: &Answer) -> Vec<String> {
 }
 
 #[test]
-fn all_items_come_in_publication_order_with_their_payloads() {
+fn all_items_come_in_publication_order_with_their_payloads_and_stamps() {
     let mut h = Harness::new();
     publish_three(&mut h);
-    let answer = h.items(BOB, "n");
-    assert_eq!(
-        answer.ok_xml(),
+    // Each request advances the harness clock by a second: the publishes
+    // were stamped 3, 2 and 1 seconds before the retrieval.
+    let stamp = |seconds_before: i64| {
+        crate::pubsub::datetime::format_micros(h.now - seconds_before * 1_000_000)
+    };
+    let item = |id: &str, seconds_before: i64| {
         format!(
-            "<pubsub xmlns=\"{PS}\"><items node=\"n\">\
-             <item id=\"a\" publisher=\"alice@localhost\"><p xmlns=\"urn:p\">a</p></item>\
-             <item id=\"b\" publisher=\"alice@localhost\"><p xmlns=\"urn:p\">b</p></item>\
-             <item id=\"c\" publisher=\"alice@localhost\"><p xmlns=\"urn:p\">c</p></item></items></pubsub>"
+            "<item id=\"{id}\" publisher=\"alice@localhost\"><p xmlns=\"urn:p\">{id}</p>\
+             <delay xmlns=\"urn:xmpp:delay\" from=\"pubsub.localhost\" stamp=\"{}\"/></item>",
+            stamp(seconds_before)
         )
+    };
+    let expected = format!(
+        "<pubsub xmlns=\"{PS}\"><items node=\"n\">{}{}{}</items></pubsub>",
+        item("a", 2),
+        item("b", 1),
+        item("c", 0)
     );
+    let answer = h.items(BOB, "n");
+    assert_eq!(answer.ok_xml(), expected);
 }
 
 #[test]
