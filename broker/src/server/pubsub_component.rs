@@ -23,6 +23,7 @@ use vomesh_proto::pubsub::{Command, ExpireItems};
 
 use crate::metrics::names;
 use crate::pubsub::error::Condition;
+use crate::pubsub::request::MAM_NS;
 use crate::pubsub::{Handled, Notification, PubsubService, RequestContext, StanzaError};
 use crate::replica::Deliver;
 use crate::server::broker::{Broker, BrokerError, Reply};
@@ -54,9 +55,6 @@ impl PubsubComponent {
         })
     }
 }
-
-/// XEP-0313.
-const MAM_NS: &str = "urn:xmpp:mam:2";
 
 /// How often the leader looks for expired items: `pubsub#item_expire` is
 /// in seconds, so an item outlives its lifetime by at most about this much.
