@@ -17,10 +17,18 @@ pub fn free_udp_port() -> u16 {
         .expect("binding 127.0.0.1:0 (UDP)")
 }
 
+/// Certificates made beyond the initial members, for nodes a test adds
+/// with `vomesh cluster add` (the CA cannot issue more after `certs init`).
+const SPARE_NODE_IDS: usize = 1;
+
 /// A running mesh; node `i` has mesh id `i + 1`.
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
-    _certs: tempfile::TempDir,
+    certs: tempfile::TempDir,
+    /// `members` entries of the initial configuration.
+    members: Vec<String>,
+    mesh_settings: String,
+    log_filter: String,
 }
 
 impl TestCluster {
@@ -39,7 +47,9 @@ impl TestCluster {
     /// `RUST_LOG` (benchmarks log as production does, at `info`).
     pub fn start_logging(size: usize, mesh_settings: &str, log_filter: &str) -> TestCluster {
         let certs = tempfile::tempdir().expect("a temporary directory");
-        let ids: Vec<String> = (1..=size).map(|id| id.to_string()).collect();
+        let ids: Vec<String> = (1..=size + SPARE_NODE_IDS)
+            .map(|id| id.to_string())
+            .collect();
         let status = Command::new(vomesh_bin())
             .args(["certs", "init", "--out"])
             .arg(certs.path())
@@ -79,7 +89,10 @@ impl TestCluster {
         }
         let cluster = TestCluster {
             nodes,
-            _certs: certs,
+            certs,
+            members,
+            mesh_settings: mesh_settings.to_owned(),
+            log_filter: log_filter.to_owned(),
         };
         cluster.wait_for_leader(Duration::from_secs(30));
         cluster
@@ -108,6 +121,39 @@ impl TestCluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Prepares (does not start) one more node with a certificate from the
+    /// cluster CA, configured with the current members plus itself, so it
+    /// waits to be added (`vomesh cluster add`) instead of forming a cluster
+    /// of its own. Returns its index in `nodes`; its mesh id is index + 1.
+    pub fn prepare_joiner(&mut self) -> usize {
+        let id = self.nodes.len() as u64 + 1;
+        assert!(
+            id as usize <= self.members.len() + SPARE_NODE_IDS,
+            "no spare certificate left"
+        );
+        let port = free_udp_port();
+        let mut members = self.members.clone();
+        members.push(format!("\"{id}@127.0.0.1:{port}\""));
+        self.nodes.push(TestNode::prepare(NodeOptions {
+            extra_toml: mesh_section(id, port, &members, self.certs.path(), &self.mesh_settings),
+            log_filter: self.log_filter.clone(),
+            ..NodeOptions::default()
+        }));
+        self.nodes.len() - 1
+    }
+
+    /// The mesh address (`host:port`) of node `index`.
+    pub fn mesh_address(&self, index: usize) -> String {
+        let config =
+            std::fs::read_to_string(self.nodes[index].config_path()).expect("the node config");
+        config
+            .lines()
+            .find_map(|line| line.strip_prefix("advertise = \""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .expect("an advertise line")
+            .to_owned()
     }
 
     /// Creates an account at the first node and waits until every running

@@ -145,3 +145,48 @@ fn status_shows_every_member_as_it_sees_itself() {
     );
     assert_eq!(json["ready"], true, "{json}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_added_with_cluster_add_catches_up_and_serves_the_history() {
+    use vomesh_tests::pubsub::{alert, archive_page, create_iq, publish, request};
+
+    let mut cluster = TestCluster::start(3);
+    cluster.add_user("alice", "wonderland");
+    let mut alice = Client::connect(&cluster.nodes[0].client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    request(&mut alice, create_iq("history", &[])).await;
+    let before = publish(&mut alice, "history", Some("before-join"), alert("before")).await;
+
+    let joiner = cluster.prepare_joiner();
+    cluster.nodes[joiner].restart();
+    let address = cluster.mesh_address(joiner);
+    let id = (joiner + 1).to_string();
+    let (status, _, stderr) = cluster.nodes[1].cli(&["cluster", "add", &id, &address]);
+    assert!(status.success(), "vomesh cluster add failed: {stderr}");
+    cluster.wait_for_leader(Duration::from_secs(30));
+    let (_, json, _) = cluster.nodes[joiner].cli(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("status --json is JSON");
+    let voters = json["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["voter"] == true)
+        .count();
+    assert_eq!(voters, 4, "{json}");
+
+    // The new site received the history (and the account) it missed.
+    publish(&mut alice, "history", Some("after-join"), alert("after")).await;
+    let commit = cluster.nodes[0]
+        .status()
+        .and_then(|s| s["commit_index"].as_u64())
+        .expect("a commit index");
+    cluster.wait_applied(commit, Duration::from_secs(30));
+    let mut at_new_site =
+        Client::connect(&cluster.nodes[joiner].client_config("alice", "wonderland"))
+            .await
+            .expect("alice logs in at the new site");
+    let (items, _) = archive_page(&mut at_new_site, "history", &[], &[("max", "10")]).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
+    assert_eq!(ids, [before.as_str(), "after-join"]);
+}
