@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`cluster`]: a mesh of several nodes with certificates from
 //!   `vomesh certs init`.
+//! - [`docker`]: images built with `deploy/build-image.sh` and containers
+//!   run from them, for the tests of the deployment files.
 //! - [`history`]: a history checker: what publishers and subscribers saw
 //!   against every site's final XEP-0313 archive.
 //! - [`measure`]: percentiles, CPU and memory of a process from `/proc`,
@@ -20,6 +22,7 @@
 //!   second, latencies and fail-over time of a three-node mesh (run by hand).
 
 pub mod cluster;
+pub mod docker;
 pub mod history;
 pub mod measure;
 pub mod node;
