@@ -7,8 +7,7 @@
 //!
 //! Needs a Docker engine, Compose and root (init-certs.sh hands the keys to
 //! the containers' uid 10001); without them the test prints why it is
-//! skipped and passes. It publishes the compose file's fixed host ports
-//! (15222…, 127.0.0.1:19100…).
+//! skipped and passes. It publishes the sites on free host ports.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,12 +17,9 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use vomesh_broker::client::{Client, ClientConfig, Trust};
 use vomesh_tests::docker::{self, ComposeProject, Image};
-use vomesh_tests::node::vomesh_bin;
+use vomesh_tests::node::{free_port, vomesh_bin};
 
 const SITES: [&str; 3] = ["site-1", "site-2", "site-3"];
-
-/// Site 3's STARTTLS port as compose.yml publishes it.
-const SITE_3_XMPP: &str = "127.0.0.1:35222";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_example_forms_a_healthy_three_site_mesh() {
@@ -59,13 +55,34 @@ async fn compose_example_forms_a_healthy_three_site_mesh() {
         "the CA key stays out of the sites' certificates"
     );
 
+    // Free host ports, so the test never collides with anything listening.
+    let ports: Vec<(String, String)> = (1..=3)
+        .flat_map(|site| {
+            ["XMPP_PORT", "XMPP_TLS_PORT", "ADMIN_PORT"]
+                .map(|kind| (format!("VOMESH_SITE{site}_{kind}"), free_port().to_string()))
+        })
+        .collect();
+    let site_3_xmpp = format!(
+        "127.0.0.1:{}",
+        ports
+            .iter()
+            .find(|(name, _)| name == "VOMESH_SITE3_XMPP_PORT")
+            .map(|(_, port)| port.as_str())
+            .unwrap_or_default()
+    );
+    let mut variables = vec![
+        ("VOMESH_IMAGE", image.tag.as_str()),
+        ("VOMESH_CERTS", certs_text.as_str()),
+    ];
+    variables.extend(
+        ports
+            .iter()
+            .map(|(name, port)| (name.as_str(), port.as_str())),
+    );
     let project = ComposeProject::up(
         compose,
         &format!("vomesh-compose-test-{suffix}"),
-        &[
-            ("VOMESH_IMAGE", image.tag.as_str()),
-            ("VOMESH_CERTS", certs_text.as_str()),
-        ],
+        &variables,
     );
     project.wait_healthy(&SITES, Duration::from_secs(90));
 
@@ -122,7 +139,7 @@ async fn compose_example_forms_a_healthy_three_site_mesh() {
     let config = ClientConfig {
         jid: BareJid::new("bob@alerts.example.org").expect("a valid JID"),
         password: "builder".to_owned(),
-        server: SITE_3_XMPP.to_owned(),
+        server: site_3_xmpp.to_owned(),
         direct_tls: false,
         resource: None,
         trust: Trust::Roots(roots),
