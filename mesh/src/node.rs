@@ -603,6 +603,12 @@ impl<S: StateMachine> MeshNode<S> {
     /// See [`NodeStatus::leader_silent_ms`].
     fn leader_silence(&self, m: &openraft::RaftMetrics<MeshTypes>) -> Option<u64> {
         let silent_ms = match m.state {
+            // A lone voter is its own quorum: nobody to hear from.
+            openraft::ServerState::Leader
+                if m.membership_config.membership().voter_ids().count() <= 1 =>
+            {
+                return None;
+            }
             openraft::ServerState::Leader => {
                 use openraft::async_runtime::Instant as _;
                 let acked = m.last_quorum_acked.as_ref()?;

@@ -75,6 +75,14 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
     let third = (leader + 2) % 3;
     let id = |index: usize| (index + 1).to_string();
 
+    // Idle for longer than an election timeout, every site stays ready:
+    // heartbeats count as word from the leader (and a quorum's acks).
+    std::thread::sleep(Duration::from_secs(5));
+    for node in &cluster.nodes {
+        let (status, body) = readyz(node);
+        assert_eq!(status, 200, "{body}");
+    }
+
     let before: Vec<Scrape> = cluster.nodes.iter().map(scrape).collect();
     let term_before = value(&before[leader], "vomesh_raft_term", &[]).expect("a term");
     assert_eq!(
@@ -200,17 +208,7 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
     let alone = &cluster.nodes[live];
     let deadline = Instant::now() + Duration::from_secs(30);
     let reasons = loop {
-        let response = ureq::get(&format!("http://{}/readyz", alone.admin))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .expect("/readyz answers");
-        let status = response.status().as_u16();
-        let body: serde_json::Value = response
-            .into_body()
-            .read_json()
-            .expect("a JSON readiness body");
+        let (status, body) = readyz(alone);
         if status == 503 {
             assert_eq!(body["ready"], false, "{body}");
             break body["reasons"].clone();
@@ -230,4 +228,30 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
             .any(|r| r.as_str().is_some_and(|r| r.contains("leader"))),
         "{reasons:?}"
     );
+}
+
+/// `/readyz` of `node`: the HTTP status and the JSON body.
+fn readyz(node: &TestNode) -> (u16, serde_json::Value) {
+    let response = ureq::get(&format!("http://{}/readyz", node.admin))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .expect("/readyz answers");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .read_json()
+        .expect("a JSON readiness body");
+    (status, body)
+}
+
+#[test]
+fn a_single_site_mesh_stays_ready_while_idle() {
+    let node = TestNode::start();
+    // Longer than any election timeout: a lone site is its own quorum.
+    std::thread::sleep(Duration::from_secs(7));
+    let (status, body) = readyz(&node);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ready"], true, "{body}");
 }
