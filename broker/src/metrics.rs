@@ -70,6 +70,8 @@ pub mod names {
     pub const QUIC_SENT_BYTES_TOTAL: &str = "vomesh_quic_sent_bytes_total";
     /// Counter `{peer}`: UDP bytes received from the peer (recorded by the mesh).
     pub const QUIC_RECEIVED_BYTES_TOTAL: &str = "vomesh_quic_received_bytes_total";
+    /// Gauge: 1 when `/readyz` would answer ready, else 0 (set on each scrape).
+    pub const READY: &str = "vomesh_ready";
     /// Gauge: resident set size of the process.
     pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "vomesh_process_resident_memory_bytes";
     /// Gauge: file descriptors the process holds open.
@@ -297,6 +299,10 @@ fn describe_all() {
         QUIC_RECEIVED_BYTES_TOTAL,
         Unit::Bytes,
         "UDP bytes received from the peer over QUIC."
+    );
+    describe_gauge!(
+        READY,
+        "1 when /readyz would answer ready, else 0 (evaluated at each scrape)."
     );
     describe_gauge!(
         PROCESS_RESIDENT_MEMORY_BYTES,

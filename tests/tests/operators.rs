@@ -81,6 +81,7 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
     for node in &cluster.nodes {
         let (status, body) = readyz(node);
         assert_eq!(status, 200, "{body}");
+        assert_eq!(value(&scrape(node), "vomesh_ready", &[]), Some(1.0));
     }
 
     let before: Vec<Scrape> = cluster.nodes.iter().map(scrape).collect();
@@ -211,6 +212,7 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
         let (status, body) = readyz(alone);
         if status == 503 {
             assert_eq!(body["ready"], false, "{body}");
+            assert_eq!(value(&scrape(alone), "vomesh_ready", &[]), Some(0.0));
             break body["reasons"].clone();
         }
         assert_eq!(status, 200, "{body}");
