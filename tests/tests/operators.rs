@@ -158,6 +158,25 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
     assert_eq!(value(&at_leader, "vomesh_pubsub_items", &[]), Some(5.0));
     assert!(or_zero(&at_leader, "vomesh_storage_fsync_seconds_count", &[]) >= 6.0);
 
+    // The transport's QUIC statistics and the data directory's size are
+    // refreshed every few seconds.
+    let follower = id(site);
+    wait_metric(
+        &cluster.nodes[leader],
+        "QUIC statistics of the link to a follower, and the data dir size",
+        Duration::from_secs(15),
+        |s| {
+            value(s, "vomesh_quic_rtt_seconds", &[("peer", &follower)]).is_some_and(|r| r > 0.0)
+                && or_zero(s, "vomesh_quic_sent_bytes_total", &[("peer", &follower)]) > 0.0
+                && or_zero(
+                    s,
+                    "vomesh_quic_received_bytes_total",
+                    &[("peer", &follower)],
+                ) > 0.0
+                && value(s, "vomesh_storage_bytes", &[]).is_some_and(|b| b > 0.0)
+        },
+    );
+
     // kill -9 the leader: another site takes over in a later term.
     cluster.nodes[leader].kill9();
     let new_leader = cluster.wait_for_leader(Duration::from_secs(30));
