@@ -267,6 +267,8 @@ pub struct Transport {
     peers: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
     stats_task: Mutex<Option<JoinHandle<()>>>,
+    /// Whether the last exchange with each peer got through.
+    reachable: Mutex<HashMap<NodeId, bool>>,
 }
 
 impl Transport {
@@ -351,6 +353,7 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             accept_task: Mutex::new(None),
             stats_task: Mutex::new(None),
+            reachable: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -426,6 +429,25 @@ impl Transport {
                 }
             }
         })
+    }
+
+    /// Records whether the last exchange with `peer` got through, the gauge
+    /// an operator alerts on (`vomesh_mesh_peer_reachable{peer}`): 1 after a
+    /// response or an opened stream, 0 after a failed or timed-out one.
+    /// A change is logged once, not every failed retry.
+    fn set_reachable(&self, peer: NodeId, reachable: bool) {
+        metrics::gauge!("vomesh_mesh_peer_reachable", "peer" => peer.to_string())
+            .set(if reachable { 1.0 } else { 0.0 });
+        let before = self
+            .reachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer, reachable);
+        match (before, reachable) {
+            (None | Some(true), false) => tracing::warn!(peer, "mesh: peer unreachable"),
+            (Some(false), true) => tracing::info!(peer, "mesh: peer reachable again"),
+            _ => {}
+        }
     }
 
     /// The outbound connections currently open, by peer.
@@ -769,13 +791,13 @@ impl Transport {
         };
         let result = match tokio::time::timeout(deadline, open).await {
             Ok(Ok(streams)) => {
-                set_reachable(peer, true);
+                self.set_reachable(peer, true);
                 return Ok(streams);
             }
             Ok(Err(reason)) => Err(RpcError::Unreachable { peer, reason }),
             Err(_) => Err(RpcError::DeadlineExceeded { peer, deadline }),
         };
-        set_reachable(peer, false);
+        self.set_reachable(peer, false);
         if let Some(connection) = used.get() {
             self.forget(peer, connection);
         }
@@ -850,7 +872,7 @@ impl Transport {
                 };
                 metrics::counter!("vomesh_mesh_rpc_failures_total", "peer" => peer.to_string(), "error" => error)
                     .increment(1);
-                set_reachable(peer, false);
+                self.set_reachable(peer, false);
                 if let Some(connection) = used.get() {
                     self.forget(peer, connection);
                 }
@@ -858,7 +880,7 @@ impl Transport {
             }
         };
         // Even an error response proves the peer is up and talking.
-        set_reachable(peer, true);
+        self.set_reachable(peer, true);
         match response.kind {
             Some(pb::response::Kind::Error(error)) => Err(RpcError::Remote { peer, error }),
             Some(_) => Ok(response),
@@ -868,17 +890,6 @@ impl Transport {
             }),
         }
     }
-}
-
-/// Records whether the last exchange with `peer` got through, the gauge an
-/// operator alerts on (`vomesh_mesh_peer_reachable{peer}`): 1 after a
-/// response or an opened stream, 0 after a failed or timed-out one.
-fn set_reachable(peer: NodeId, reachable: bool) {
-    metrics::gauge!("vomesh_mesh_peer_reachable", "peer" => peer.to_string()).set(if reachable {
-        1.0
-    } else {
-        0.0
-    });
 }
 
 /// Endpoint settings under which a restarted node can reset the

@@ -59,6 +59,35 @@ fn wait_metric(
     }
 }
 
+/// `line` without the terminal colour escapes of the human log format.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Lines of `node`'s log saying mesh peer `peer` became unreachable (a
+/// peer not up yet when the mesh started also gets one).
+fn unreachable_lines(node: &TestNode, peer: String) -> usize {
+    let needle = format!("mesh: peer unreachable peer={peer}");
+    node.log()
+        .lines()
+        .filter(|l| strip_ansi(l).contains(&needle))
+        .count()
+}
+
 async fn publish_n(client: &mut Client, from: usize, count: usize) {
     for i in from..from + count {
         publish(client, "ops", None, alert(&format!("event {i}"))).await;
@@ -178,6 +207,11 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
     );
 
     // kill -9 the leader: another site takes over in a later term.
+    let unreachable_before: Vec<usize> = cluster
+        .nodes
+        .iter()
+        .map(|n| unreachable_lines(n, id(leader)))
+        .collect();
     cluster.nodes[leader].kill9();
     let new_leader = cluster.wait_for_leader(Duration::from_secs(30));
     assert_ne!(new_leader, leader);
@@ -207,6 +241,13 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
         },
     );
     let lag = or_zero(&lagging, "vomesh_raft_replication_lag", &dead);
+    // One log line says so (not one per failed retry).
+    assert_eq!(
+        unreachable_lines(&cluster.nodes[new_leader], id(leader)) - unreachable_before[new_leader],
+        1,
+        "one 'peer unreachable' line for node {}",
+        id(leader)
+    );
     publish_n(&mut alice, 8, 4).await;
     wait_metric(
         &cluster.nodes[new_leader],
