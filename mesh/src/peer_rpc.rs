@@ -26,8 +26,8 @@ pub(crate) struct Handler<S: StateMachine> {
     pub(crate) inner: Arc<Inner<S>>,
 }
 
-/// Notes that `peer` just sent an append (or heartbeat) that Raft took, if
-/// it is the leader this node follows: the freshness behind
+/// Notes that `peer` just sent a well-formed append (or heartbeat), if it
+/// is the leader this node follows: the freshness behind
 /// [`crate::node::NodeStatus::leader_silent_ms`].
 fn heard_from<S: StateMachine>(inner: &Inner<S>, peer: NodeId) {
     if inner.raft.metrics().borrow_watched().current_leader == Some(peer) {
