@@ -117,6 +117,9 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
+    // The `/readyz` verdict as a gauge, so alerts need no HTTP prober.
+    let ready = state.readiness.not_ready_reasons().is_empty();
+    metrics::gauge!(crate::metrics::names::READY).set(if ready { 1.0 } else { 0.0 });
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         state.metrics.render(),

@@ -7,6 +7,7 @@
 //! its own — the admin router ([`crate::admin`]) serves [`Metrics::render`] at
 //! `GET /metrics`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -41,6 +42,12 @@ pub mod names {
     pub const SLOW_CONSUMER_DISCONNECTS_TOTAL: &str = "vomesh_slow_consumer_disconnects_total";
     /// Counter `{reason}`: requests refused at a limit or by policy.
     pub const REJECTED_TOTAL: &str = "vomesh_rejected_total";
+    /// Gauge: pubsub nodes in this site's replica.
+    pub const PUBSUB_NODES: &str = "vomesh_pubsub_nodes";
+    /// Gauge: current items (not the archive) across all pubsub nodes.
+    pub const PUBSUB_ITEMS: &str = "vomesh_pubsub_items";
+    /// Gauge: subscriptions across all pubsub nodes.
+    pub const PUBSUB_SUBSCRIPTIONS: &str = "vomesh_pubsub_subscriptions";
     /// Counter: items committed to pubsub nodes (counted where applied).
     pub const PUBSUB_PUBLISHED_TOTAL: &str = "vomesh_pubsub_published_total";
     /// Counter: notifications written to local subscribers.
@@ -49,6 +56,22 @@ pub mod names {
     pub const PUBLISH_COMMIT_SECONDS: &str = "vomesh_publish_commit_seconds";
     /// Histogram: publication timestamp → notification written to a subscriber's socket.
     pub const DELIVERY_SECONDS: &str = "vomesh_delivery_seconds";
+    /// Histogram: duration of each Raft log commit that fsyncs (recorded by the mesh).
+    pub const STORAGE_FSYNC_SECONDS: &str = "vomesh_storage_fsync_seconds";
+    /// Gauge: bytes of the files in the data directory.
+    pub const STORAGE_BYTES: &str = "vomesh_storage_bytes";
+    /// Gauge `{peer}`: 1 when the last mesh exchange with the peer got through, else 0 (recorded by the mesh).
+    pub const MESH_PEER_REACHABLE: &str = "vomesh_mesh_peer_reachable";
+    /// Gauge `{peer}`: smoothed QUIC round-trip time to the peer (recorded by the mesh).
+    pub const QUIC_RTT_SECONDS: &str = "vomesh_quic_rtt_seconds";
+    /// Counter `{peer}`: QUIC packets to the peer declared lost (recorded by the mesh).
+    pub const QUIC_LOST_PACKETS_TOTAL: &str = "vomesh_quic_lost_packets_total";
+    /// Counter `{peer}`: UDP bytes sent to the peer (recorded by the mesh).
+    pub const QUIC_SENT_BYTES_TOTAL: &str = "vomesh_quic_sent_bytes_total";
+    /// Counter `{peer}`: UDP bytes received from the peer (recorded by the mesh).
+    pub const QUIC_RECEIVED_BYTES_TOTAL: &str = "vomesh_quic_received_bytes_total";
+    /// Gauge: 1 when `/readyz` would answer ready, else 0 (set on each scrape).
+    pub const READY: &str = "vomesh_ready";
     /// Gauge: resident set size of the process.
     pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "vomesh_process_resident_memory_bytes";
     /// Gauge: file descriptors the process holds open.
@@ -122,15 +145,24 @@ impl Metrics {
         self.handle.render()
     }
 
-    /// Folds pending histogram samples into buckets every
-    /// [`UPKEEP_INTERVAL`], until the task is aborted or the runtime stops.
-    pub fn spawn_upkeep(&self) -> tokio::task::JoinHandle<()> {
+    /// Every [`UPKEEP_INTERVAL`], folds pending histogram samples into
+    /// buckets and measures the bytes under `data_dir`
+    /// ([`names::STORAGE_BYTES`]), until the task is aborted or the runtime
+    /// stops.
+    pub fn spawn_upkeep(&self, data_dir: PathBuf) -> tokio::task::JoinHandle<()> {
         let handle = self.handle.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
             loop {
                 ticks.tick().await;
                 handle.run_upkeep();
+                let dir = data_dir.clone();
+                // A walk of the directory is file system I/O: off the executor.
+                match tokio::task::spawn_blocking(move || dir_bytes(&dir)).await {
+                    Ok(Ok(bytes)) => metrics::gauge!(names::STORAGE_BYTES).set(bytes as f64),
+                    Ok(Err(err)) => tracing::debug!(%err, "cannot measure the data directory"),
+                    Err(err) => tracing::debug!(%err, "data directory measurement failed"),
+                }
             }
         })
     }
@@ -220,6 +252,59 @@ fn describe_all() {
         "Time from an item's publication timestamp to its notification being written to a subscriber."
     );
     describe_gauge!(
+        PUBSUB_NODES,
+        Unit::Count,
+        "Pubsub nodes in this site's replica."
+    );
+    describe_gauge!(
+        PUBSUB_ITEMS,
+        Unit::Count,
+        "Current items across all pubsub nodes (the archive excluded)."
+    );
+    describe_gauge!(
+        PUBSUB_SUBSCRIPTIONS,
+        Unit::Count,
+        "Subscriptions across all pubsub nodes."
+    );
+    describe_histogram!(
+        STORAGE_FSYNC_SECONDS,
+        Unit::Seconds,
+        "Duration of each Raft log commit that fsyncs."
+    );
+    describe_gauge!(
+        STORAGE_BYTES,
+        Unit::Bytes,
+        "Bytes of the files in the data directory."
+    );
+    describe_gauge!(
+        MESH_PEER_REACHABLE,
+        "1 when the last mesh exchange with the peer got through, else 0."
+    );
+    describe_gauge!(
+        QUIC_RTT_SECONDS,
+        Unit::Seconds,
+        "Smoothed QUIC round-trip time to the peer."
+    );
+    describe_counter!(
+        QUIC_LOST_PACKETS_TOTAL,
+        Unit::Count,
+        "QUIC packets to the peer declared lost."
+    );
+    describe_counter!(
+        QUIC_SENT_BYTES_TOTAL,
+        Unit::Bytes,
+        "UDP bytes sent to the peer over QUIC."
+    );
+    describe_counter!(
+        QUIC_RECEIVED_BYTES_TOTAL,
+        Unit::Bytes,
+        "UDP bytes received from the peer over QUIC."
+    );
+    describe_gauge!(
+        READY,
+        "1 when /readyz would answer ready, else 0 (evaluated at each scrape)."
+    );
+    describe_gauge!(
         PROCESS_RESIDENT_MEMORY_BYTES,
         Unit::Bytes,
         "Resident set size of the process."
@@ -248,6 +333,22 @@ pub fn record_process_metrics() {
         }
         Err(err) => tracing::debug!(%err, "cannot list /proc/self/fd"),
     }
+}
+
+/// Bytes of the regular files under `dir`, subdirectories included;
+/// symbolic links are not followed.
+fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            total += dir_bytes(&entry.path())?;
+        } else if kind.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
 }
 
 /// The `VmRSS:` line of `/proc/<pid>/status`, which the kernel writes in kB.
@@ -330,6 +431,15 @@ mod tests {
             text.contains("vomesh_process_resident_memory_bytes "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn data_dir_bytes_count_files_in_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("node.secret"), [0u8; 32]).unwrap();
+        std::fs::create_dir(dir.path().join("mesh")).unwrap();
+        std::fs::write(dir.path().join("mesh").join("raft-log.redb"), [0u8; 1000]).unwrap();
+        assert_eq!(dir_bytes(dir.path()).unwrap(), 1032);
     }
 
     #[test]

@@ -84,6 +84,20 @@ impl Replica {
     }
 }
 
+/// Sets the pubsub size gauges from the state just applied: once per
+/// applied batch, a walk over the nodes (at most `max_nodes`) and no more.
+fn record_gauges(pubsub: &PubsubService) {
+    let (mut nodes, mut items, mut subscriptions) = (0usize, 0usize, 0usize);
+    for node in pubsub.nodes() {
+        nodes += 1;
+        items += node.items.len();
+        subscriptions += node.subscriptions.len();
+    }
+    metrics::gauge!(names::PUBSUB_NODES).set(nodes as f64);
+    metrics::gauge!(names::PUBSUB_ITEMS).set(items as f64);
+    metrics::gauge!(names::PUBSUB_SUBSCRIPTIONS).set(subscriptions as f64);
+}
+
 fn reply(result: &Result<Option<Element>, StanzaError>) -> CommandReply {
     let reply = match result {
         Ok(child) => {
@@ -98,10 +112,12 @@ impl StateMachine for Replica {
     type RestoreError = SnapshotError;
 
     fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes> {
-        commands
+        let replies = commands
             .iter()
             .map(|committed| Bytes::from(self.apply_one(committed).encode_to_vec()))
-            .collect()
+            .collect();
+        record_gauges(&self.pubsub);
+        replies
     }
 
     fn snapshot(&self) -> Bytes {
@@ -114,6 +130,7 @@ impl StateMachine for Replica {
             *self.pubsub.limits(),
             snapshot,
         )?;
+        record_gauges(&self.pubsub);
         Ok(())
     }
 }

@@ -139,7 +139,7 @@ impl LogStore {
                 .map_err(io_err)?
                 .insert(key, value.as_slice())
                 .map_err(io_err)?;
-            txn.commit().map_err(io_err)
+            commit(txn, matches!(durability, Durability::Immediate))
         })
         .await
     }
@@ -158,6 +158,18 @@ impl LogStore {
         })
         .await
     }
+}
+
+/// Commits `txn`. A commit that fsyncs (redb's default
+/// `Durability::Immediate`) is timed into `vomesh_storage_fsync_seconds`:
+/// every Raft append waits for one, so a slow disk shows there first.
+fn commit(txn: redb::WriteTransaction, fsyncs: bool) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    txn.commit().map_err(io_err)?;
+    if fsyncs {
+        metrics::histogram!("vomesh_storage_fsync_seconds").record(started.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
 
 pub(crate) fn io_err(e: impl Into<redb::Error>) -> io::Error {
@@ -278,7 +290,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
                     }
                 }
                 // Default durability is Immediate: commit returns after fsync.
-                txn.commit().map_err(io_err)
+                commit(txn, true)
             })
             .await;
         match result {
@@ -301,7 +313,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
                 .map_err(io_err)?
                 .retain_in(from.., |_, _| false)
                 .map_err(io_err)?;
-            txn.commit().map_err(io_err)
+            commit(txn, true)
         })
         .await
     }
@@ -321,7 +333,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
                 .map_err(io_err)?
                 .retain_in(..=upto, |_, _| false)
                 .map_err(io_err)?;
-            txn.commit().map_err(io_err)
+            commit(txn, true)
         })
         .await
     }

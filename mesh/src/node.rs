@@ -138,6 +138,13 @@ pub struct NodeStatus {
     pub learners: BTreeMap<NodeId, String>,
     /// On the leader only: entries each peer is behind the leader's log.
     pub replication_lag: BTreeMap<NodeId, u64>,
+    /// Set once this node has heard nothing from its leader (a follower:
+    /// no append or heartbeat) or from a quorum (the leader) for longer
+    /// than the maximum election timeout, in milliseconds. A node cut off
+    /// in a minority keeps believing in its last leader (pre-vote never
+    /// lets it start an election), so `leader` alone cannot tell. Local:
+    /// not carried in the status RPC (always `None` in a peer's view).
+    pub leader_silent_ms: Option<u64>,
 }
 
 type StorageClosed = Pin<Box<dyn Future<Output = ((), ())> + Send>>;
@@ -153,6 +160,9 @@ pub(crate) struct Inner<S: StateMachine> {
     pub(crate) proposals_in_flight: tokio::sync::Semaphore,
     pub(crate) proposals_in_flight_max: usize,
     metrics: MetricsExporter,
+    /// When a follower last got an append or heartbeat from its leader
+    /// (the node's start until then).
+    pub(crate) leader_contact: std::sync::Mutex<Instant>,
     /// Completes when Raft's tasks have dropped the redb files; awaited by
     /// `shutdown`.
     storage_closed: tokio::sync::Mutex<Option<StorageClosed>>,
@@ -241,6 +251,7 @@ impl<S: StateMachine> MeshNode<S> {
             proposals_in_flight: tokio::sync::Semaphore::new(config.proposals_in_flight_max),
             proposals_in_flight_max: config.proposals_in_flight_max,
             metrics,
+            leader_contact: std::sync::Mutex::new(Instant::now()),
             storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
         });
         transport.serve(Arc::new(Handler {
@@ -585,7 +596,34 @@ impl<S: StateMachine> MeshNode<S> {
             voters,
             learners,
             replication_lag: crate::metrics::replication_lag(&m),
+            leader_silent_ms: self.leader_silence(&m),
         }
+    }
+
+    /// See [`NodeStatus::leader_silent_ms`].
+    fn leader_silence(&self, m: &openraft::RaftMetrics<MeshTypes>) -> Option<u64> {
+        let silent_ms = match m.state {
+            // A lone voter is its own quorum: nobody to hear from.
+            openraft::ServerState::Leader
+                if m.membership_config.membership().voter_ids().count() <= 1 =>
+            {
+                return None;
+            }
+            openraft::ServerState::Leader => {
+                use openraft::async_runtime::Instant as _;
+                let acked = m.last_quorum_acked.as_ref()?;
+                u64::try_from(acked.elapsed().as_millis()).unwrap_or(u64::MAX)
+            }
+            _ => {
+                let since = *self
+                    .inner
+                    .leader_contact
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+            }
+        };
+        (silent_ms > self.inner.timeouts.election_timeout_max_ms).then_some(silent_ms)
     }
 
     /// Every member's own view, as [`MeshNode::status`] gives it at that

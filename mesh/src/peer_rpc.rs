@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use openraft::ReadPolicy;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::base::BoxStream;
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use vomesh_proto::mesh as pb;
@@ -23,6 +24,18 @@ use crate::wire;
 /// Serves the RPCs peers send to this node.
 pub(crate) struct Handler<S: StateMachine> {
     pub(crate) inner: Arc<Inner<S>>,
+}
+
+/// Notes that `peer` just sent a well-formed append (or heartbeat), if it
+/// is the leader this node follows: the freshness behind
+/// [`crate::node::NodeStatus::leader_silent_ms`].
+fn heard_from<S: StateMachine>(inner: &Inner<S>, peer: NodeId) {
+    if inner.raft.metrics().borrow_watched().current_leader == Some(peer) {
+        *inner
+            .leader_contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+    }
 }
 
 fn unauthenticated(peer: NodeId, claimed: u64) -> pb::Response {
@@ -63,23 +76,30 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
         // Requests are converted until one is invalid (or not from the
         // authenticated leader); the stream then ends, and so do the
         // responses once the valid ones are answered.
-        let input = futures_util::stream::unfold(Some(requests), move |requests| async move {
-            let mut requests = requests?;
-            let request = requests.next().await?;
-            let claimed = request.vote.as_ref().map_or(0, |v| v.node_id);
-            if claimed != peer {
-                tracing::warn!(
-                    peer,
-                    claimed,
-                    "mesh: append stream from a node speaking for another"
-                );
-                return None;
-            }
-            match wire::append_request_from_pb(request) {
-                Ok(request) => Some((request, Some(requests))),
-                Err(e) => {
-                    tracing::info!(peer, error = %e, "mesh: invalid append on stream");
-                    None
+        let inner = self.inner.clone();
+        let input = futures_util::stream::unfold(Some(requests), move |requests| {
+            let inner = inner.clone();
+            async move {
+                let mut requests = requests?;
+                let request = requests.next().await?;
+                let claimed = request.vote.as_ref().map_or(0, |v| v.node_id);
+                if claimed != peer {
+                    tracing::warn!(
+                        peer,
+                        claimed,
+                        "mesh: append stream from a node speaking for another"
+                    );
+                    return None;
+                }
+                match wire::append_request_from_pb(request) {
+                    Ok(request) => {
+                        heard_from(&inner, peer);
+                        Some((request, Some(requests)))
+                    }
+                    Err(e) => {
+                        tracing::info!(peer, error = %e, "mesh: invalid append on stream");
+                        None
+                    }
                 }
             }
         });
@@ -115,7 +135,9 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                     Ok(req) => req,
                     Err(e) => return bad_request(e),
                 };
-                match raft.append_entries(req).await {
+                let result = raft.append_entries(req).await;
+                heard_from(&self.inner, peer);
+                match result {
                     Ok(resp) => response(pb::response::Kind::AppendEntries(
                         wire::append_response_to_pb(&resp),
                     )),

@@ -204,6 +204,38 @@ pub trait RpcHandler: Send + Sync + 'static {
     ) -> BoxStream<'static, pb::Response>;
 }
 
+/// How often the QUIC statistics of each peer connection are exported:
+/// well under any scrape interval, and cheap (a lock and a copy per peer).
+const QUIC_STATS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The cumulative counters of one QUIC connection, as last exported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct QuicTotals {
+    /// `quinn::Connection::stable_id`: tells a new connection to the same
+    /// peer from the one exported before.
+    connection: usize,
+    sent_bytes: u64,
+    received_bytes: u64,
+    lost_packets: u64,
+}
+
+impl QuicTotals {
+    /// What the per-peer counters must grow by: the growth since `last` on
+    /// the same connection, or all of a new connection's counts (its
+    /// counters start at zero, while the exported ones never go back).
+    fn growth_since(&self, last: Option<&QuicTotals>) -> QuicTotals {
+        match last {
+            Some(last) if last.connection == self.connection => QuicTotals {
+                connection: self.connection,
+                sent_bytes: self.sent_bytes.saturating_sub(last.sent_bytes),
+                received_bytes: self.received_bytes.saturating_sub(last.received_bytes),
+                lost_packets: self.lost_packets.saturating_sub(last.lost_packets),
+            },
+            _ => *self,
+        }
+    }
+}
+
 /// A cached outbound connection to one peer.
 struct PeerLink {
     addr: String,
@@ -234,6 +266,9 @@ pub struct Transport {
     frame_stall_timeout: Duration,
     peers: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
+    stats_task: Mutex<Option<JoinHandle<()>>>,
+    /// Whether the last exchange with each peer got through.
+    reachable: Mutex<HashMap<NodeId, bool>>,
 }
 
 impl Transport {
@@ -317,6 +352,8 @@ impl Transport {
             frame_stall_timeout: Duration::from_millis(timeouts.idle_timeout_ms),
             peers: Mutex::new(HashMap::new()),
             accept_task: Mutex::new(None),
+            stats_task: Mutex::new(None),
+            reachable: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -351,17 +388,100 @@ impl Transport {
             .accept_task
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+        let stats = self.spawn_quic_stats();
+        *self
+            .stats_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats);
+    }
+
+    /// Exports the path statistics of every live outbound connection every
+    /// [`QUIC_STATS_INTERVAL`]: `vomesh_quic_rtt_seconds{peer}` (gauge) and
+    /// `vomesh_quic_{sent,received}_bytes_total{peer}`,
+    /// `vomesh_quic_lost_packets_total{peer}` (counters that carry on across
+    /// reconnections).
+    fn spawn_quic_stats(self: &Arc<Self>) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(QUIC_STATS_INTERVAL);
+            let mut exported: HashMap<NodeId, QuicTotals> = HashMap::new();
+            loop {
+                ticks.tick().await;
+                for (peer, connection) in this.live_connections() {
+                    let stats = connection.stats();
+                    let now = QuicTotals {
+                        connection: connection.stable_id(),
+                        sent_bytes: stats.udp_tx.bytes,
+                        received_bytes: stats.udp_rx.bytes,
+                        lost_packets: stats.path.lost_packets,
+                    };
+                    let grown = now.growth_since(exported.get(&peer));
+                    let label = peer.to_string();
+                    metrics::gauge!("vomesh_quic_rtt_seconds", "peer" => label.clone())
+                        .set(stats.path.rtt.as_secs_f64());
+                    metrics::counter!("vomesh_quic_sent_bytes_total", "peer" => label.clone())
+                        .increment(grown.sent_bytes);
+                    metrics::counter!("vomesh_quic_received_bytes_total", "peer" => label.clone())
+                        .increment(grown.received_bytes);
+                    metrics::counter!("vomesh_quic_lost_packets_total", "peer" => label)
+                        .increment(grown.lost_packets);
+                    exported.insert(peer, now);
+                }
+            }
+        })
+    }
+
+    /// Records whether the last exchange with `peer` got through, the gauge
+    /// an operator alerts on (`vomesh_mesh_peer_reachable{peer}`): 1 after a
+    /// response or an opened stream, 0 after a failed or timed-out one.
+    /// A change is logged once, not every failed retry.
+    fn set_reachable(&self, peer: NodeId, reachable: bool) {
+        metrics::gauge!("vomesh_mesh_peer_reachable", "peer" => peer.to_string())
+            .set(if reachable { 1.0 } else { 0.0 });
+        let before = self
+            .reachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer, reachable);
+        match (before, reachable) {
+            (None | Some(true), false) => tracing::warn!(peer, "mesh: peer unreachable"),
+            (Some(false), true) => tracing::info!(peer, "mesh: peer reachable again"),
+            _ => {}
+        }
+    }
+
+    /// The outbound connections currently open, by peer.
+    fn live_connections(&self) -> Vec<(NodeId, quinn::Connection)> {
+        let links: Vec<(NodeId, Arc<PeerLink>)> = self
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(peer, link)| (*peer, link.clone()))
+            .collect();
+        links
+            .into_iter()
+            .filter_map(|(peer, link)| {
+                match &*link.state.lock().unwrap_or_else(PoisonError::into_inner) {
+                    LinkState::Connected(c) if c.close_reason().is_none() => {
+                        Some((peer, c.clone()))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
     }
 
     /// Closes every connection and stops accepting.
     pub fn close(&self) {
-        if let Some(task) = self
-            .accept_task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
+        for task in [&self.accept_task, &self.stats_task] {
+            if let Some(task) = task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+            {
+                task.abort();
+            }
         }
         self.endpoint.close(0u32.into(), b"shutdown");
     }
@@ -670,10 +790,14 @@ impl Transport {
             Ok::<_, String>((connection, send, recv))
         };
         let result = match tokio::time::timeout(deadline, open).await {
-            Ok(Ok(streams)) => return Ok(streams),
+            Ok(Ok(streams)) => {
+                self.set_reachable(peer, true);
+                return Ok(streams);
+            }
             Ok(Err(reason)) => Err(RpcError::Unreachable { peer, reason }),
             Err(_) => Err(RpcError::DeadlineExceeded { peer, deadline }),
         };
+        self.set_reachable(peer, false);
         if let Some(connection) = used.get() {
             self.forget(peer, connection);
         }
@@ -748,12 +872,15 @@ impl Transport {
                 };
                 metrics::counter!("vomesh_mesh_rpc_failures_total", "peer" => peer.to_string(), "error" => error)
                     .increment(1);
+                self.set_reachable(peer, false);
                 if let Some(connection) = used.get() {
                     self.forget(peer, connection);
                 }
                 return Err(e);
             }
         };
+        // Even an error response proves the peer is up and talking.
+        self.set_reachable(peer, true);
         match response.kind {
             Some(pb::response::Kind::Error(error)) => Err(RpcError::Remote { peer, error }),
             Some(_) => Ok(response),
@@ -805,5 +932,53 @@ pub(crate) fn error_response(kind: pb::ErrorKind, message: String) -> pb::Respon
             message,
             leader_id: None,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quic_counters_grow_by_the_difference_on_the_same_connection() {
+        let last = QuicTotals {
+            connection: 7,
+            sent_bytes: 1000,
+            received_bytes: 400,
+            lost_packets: 2,
+        };
+        let now = QuicTotals {
+            connection: 7,
+            sent_bytes: 1500,
+            received_bytes: 450,
+            lost_packets: 5,
+        };
+        assert_eq!(
+            now.growth_since(Some(&last)),
+            QuicTotals {
+                connection: 7,
+                sent_bytes: 500,
+                received_bytes: 50,
+                lost_packets: 3,
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_connection_adds_all_its_counts() {
+        let last = QuicTotals {
+            connection: 7,
+            sent_bytes: 1000,
+            received_bytes: 400,
+            lost_packets: 2,
+        };
+        let reconnected = QuicTotals {
+            connection: 8,
+            sent_bytes: 300,
+            received_bytes: 100,
+            lost_packets: 0,
+        };
+        assert_eq!(reconnected.growth_since(Some(&last)), reconnected);
+        assert_eq!(reconnected.growth_since(None), reconnected);
     }
 }

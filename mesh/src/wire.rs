@@ -291,6 +291,8 @@ pub fn status_from_pb(status: pb::NodeStatus) -> Result<NodeStatus, WireError> {
         voters: status.voters.into_iter().collect(),
         learners: status.learners.into_iter().collect(),
         replication_lag: status.replication_lag.into_iter().collect(),
+        // Only the node itself judges its leader's silence (readiness).
+        leader_silent_ms: None,
     })
 }
 
@@ -372,6 +374,7 @@ mod tests {
             voters: BTreeMap::from([(1, "a:1".into()), (2, "b:2".into())]),
             learners: BTreeMap::from([(3, "c:3".into())]),
             replication_lag: BTreeMap::from([(1, 1), (3, 40)]),
+            leader_silent_ms: None,
         };
         assert_eq!(status_from_pb(status_to_pb(&status)).unwrap(), status);
     }

@@ -156,6 +156,14 @@ pub fn not_ready_reasons(status: &NodeStatus, applied_lag_max: u64) -> Vec<Strin
     let mut reasons = Vec::new();
     if status.leader.is_none() {
         reasons.push("no Raft leader known".to_owned());
+    } else if let Some(silent_ms) = status.leader_silent_ms {
+        // A site cut off in a minority still names its last leader.
+        let from = if status.role == Role::Leader {
+            "a quorum of followers"
+        } else {
+            "the Raft leader"
+        };
+        reasons.push(format!("no word from {from} for {silent_ms} ms"));
     }
     if matches!(status.role, Role::Learner | Role::Shutdown) {
         reasons.push(format!("this node is a {}", role_name(status.role)));
@@ -299,4 +307,71 @@ fn error(status: StatusCode, message: &str) -> Response {
         }),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower() -> NodeStatus {
+        NodeStatus {
+            id: 3,
+            role: Role::Follower,
+            term: 4,
+            leader: Some(1),
+            last_log_index: Some(20),
+            commit_index: Some(20),
+            applied_index: Some(20),
+            snapshot_index: None,
+            purged_index: None,
+            voters: BTreeMap::new(),
+            learners: BTreeMap::new(),
+            replication_lag: BTreeMap::new(),
+            leader_silent_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_follower_hearing_its_leader_is_ready() {
+        assert!(not_ready_reasons(&follower(), APPLIED_LAG_MAX).is_empty());
+    }
+
+    #[test]
+    fn a_follower_whose_leader_fell_silent_is_not_ready() {
+        let cut_off = NodeStatus {
+            leader_silent_ms: Some(4200),
+            ..follower()
+        };
+        assert_eq!(
+            not_ready_reasons(&cut_off, APPLIED_LAG_MAX),
+            ["no word from the Raft leader for 4200 ms"]
+        );
+    }
+
+    #[test]
+    fn a_leader_without_a_quorum_is_not_ready() {
+        let alone = NodeStatus {
+            role: Role::Leader,
+            leader: Some(3),
+            leader_silent_ms: Some(3000),
+            ..follower()
+        };
+        assert_eq!(
+            not_ready_reasons(&alone, APPLIED_LAG_MAX),
+            ["no word from a quorum of followers for 3000 ms"]
+        );
+    }
+
+    #[test]
+    fn applied_far_behind_commit_is_not_ready() {
+        let behind = NodeStatus {
+            commit_index: Some(5000),
+            applied_index: Some(10),
+            ..follower()
+        };
+        assert_eq!(
+            not_ready_reasons(&behind, APPLIED_LAG_MAX),
+            ["applied index is 4990 entries behind the commit index"]
+        );
+    }
 }

@@ -75,7 +75,7 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let metrics = Metrics::install()?;
-    let upkeep = metrics.spawn_upkeep();
+    let upkeep = metrics.spawn_upkeep(config.data_dir.clone());
 
     let starttls = TlsAcceptor::from(tls::xmpp_server_config(&config)?);
     let direct_tls = TlsAcceptor::from(tls::direct_tls_config(&config)?);

@@ -1,0 +1,319 @@
+//! What an operator sees of a running three-site mesh: `/metrics` scraped
+//! and parsed with a Prometheus text parser (`prometheus-parse`, not our
+//! own), its values followed as events are published and as the leader is
+//! killed, and `/readyz` turning not-ready on a site left alone.
+
+use std::time::{Duration, Instant};
+
+use prometheus_parse::{Scrape, Value};
+use vomesh_broker::client::Client;
+use vomesh_tests::cluster::TestCluster;
+use vomesh_tests::node::TestNode;
+use vomesh_tests::pubsub::{alert, create_iq, publish, request};
+
+/// `/metrics` of `node`, parsed.
+fn scrape(node: &TestNode) -> Scrape {
+    let text = node.metrics();
+    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text")
+}
+
+/// The value of the sample `name` whose labels include `labels`; `None`
+/// when the node does not export it.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .and_then(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+            Value::Histogram(_) | Value::Summary(_) => None,
+        })
+}
+
+/// Like [`value`], 0 for a metric not exported yet (a counter never
+/// incremented is absent from the exposition).
+fn or_zero(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(scrape, name, labels).unwrap_or(0.0)
+}
+
+/// Scrapes `node` until `check` holds, panicking with the last values after
+/// `timeout`.
+fn wait_metric(
+    node: &TestNode,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let scrape = scrape(node);
+        if check(&scrape) {
+            return scrape;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within {timeout:?}:\n{}",
+            node.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `line` without the terminal colour escapes of the human log format.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Lines of `node`'s log saying mesh peer `peer` became unreachable (a
+/// peer not up yet when the mesh started also gets one).
+fn unreachable_lines(node: &TestNode, peer: String) -> usize {
+    let needle = format!("mesh: peer unreachable peer={peer}");
+    node.log()
+        .lines()
+        .filter(|l| strip_ansi(l).contains(&needle))
+        .count()
+}
+
+async fn publish_n(client: &mut Client, from: usize, count: usize) {
+    for i in from..from + count {
+        publish(client, "ops", None, alert(&format!("event {i}"))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minority() {
+    let mut cluster = TestCluster::start(3);
+    cluster.add_user("alice", "wonderland");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    // alice publishes through a follower that survives the leader's death.
+    let site = (leader + 1) % 3;
+    let third = (leader + 2) % 3;
+    let id = |index: usize| (index + 1).to_string();
+
+    // Idle for longer than an election timeout, every site stays ready:
+    // heartbeats count as word from the leader (and a quorum's acks).
+    std::thread::sleep(Duration::from_secs(5));
+    for node in &cluster.nodes {
+        let (status, body) = readyz(node);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(value(&scrape(node), "vomesh_ready", &[]), Some(1.0));
+    }
+
+    let before: Vec<Scrape> = cluster.nodes.iter().map(scrape).collect();
+    let term_before = value(&before[leader], "vomesh_raft_term", &[]).expect("a term");
+    assert_eq!(
+        value(&before[leader], "vomesh_raft_is_leader", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&before[site], "vomesh_raft_is_leader", &[]),
+        Some(0.0)
+    );
+    let mut alice = Client::connect(&cluster.nodes[site].client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    request(&mut alice, create_iq("ops", &[])).await;
+    publish_n(&mut alice, 0, 5).await;
+    let commit = value(
+        &scrape(&cluster.nodes[site]),
+        "vomesh_raft_commit_index",
+        &[],
+    )
+    .expect("a commit index");
+    cluster.wait_applied(commit as u64, Duration::from_secs(10));
+
+    // Every site counts the items it applied; the commit index moved by at
+    // least the six commands; the proposing site timed five commits.
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let after = wait_metric(
+            node,
+            "five more published items",
+            Duration::from_secs(10),
+            |s| {
+                or_zero(s, "vomesh_pubsub_published_total", &[])
+                    >= or_zero(&before[index], "vomesh_pubsub_published_total", &[]) + 5.0
+            },
+        );
+        assert!(
+            value(&after, "vomesh_raft_commit_index", &[]).unwrap_or(0.0)
+                >= value(&before[index], "vomesh_raft_commit_index", &[]).unwrap_or(0.0) + 6.0
+        );
+    }
+    let at_site = scrape(&cluster.nodes[site]);
+    assert!(
+        or_zero(&at_site, "vomesh_publish_commit_seconds_count", &[])
+            >= or_zero(&before[site], "vomesh_publish_commit_seconds_count", &[]) + 5.0
+    );
+    // The leader has heard from both followers.
+    let at_leader = scrape(&cluster.nodes[leader]);
+    for peer in [site, third] {
+        assert_eq!(
+            value(
+                &at_leader,
+                "vomesh_mesh_peer_reachable",
+                &[("peer", &id(peer))]
+            ),
+            Some(1.0),
+            "peer {} reachable",
+            id(peer)
+        );
+    }
+
+    // Help text comes with the metrics an operator alerts on.
+    for name in [
+        "vomesh_raft_commit_index",
+        "vomesh_pubsub_published_total",
+        "vomesh_mesh_peer_reachable",
+        "vomesh_storage_fsync_seconds",
+    ] {
+        assert!(at_leader.docs.contains_key(name), "no HELP for {name}");
+    }
+    // The size gauges count the replica: one node, five items.
+    assert_eq!(value(&at_leader, "vomesh_pubsub_nodes", &[]), Some(1.0));
+    assert_eq!(value(&at_leader, "vomesh_pubsub_items", &[]), Some(5.0));
+    assert!(or_zero(&at_leader, "vomesh_storage_fsync_seconds_count", &[]) >= 6.0);
+
+    // The transport's QUIC statistics and the data directory's size are
+    // refreshed every few seconds.
+    let follower = id(site);
+    wait_metric(
+        &cluster.nodes[leader],
+        "QUIC statistics of the link to a follower, and the data dir size",
+        Duration::from_secs(15),
+        |s| {
+            value(s, "vomesh_quic_rtt_seconds", &[("peer", &follower)]).is_some_and(|r| r > 0.0)
+                && or_zero(s, "vomesh_quic_sent_bytes_total", &[("peer", &follower)]) > 0.0
+                && or_zero(
+                    s,
+                    "vomesh_quic_received_bytes_total",
+                    &[("peer", &follower)],
+                ) > 0.0
+                && value(s, "vomesh_storage_bytes", &[]).is_some_and(|b| b > 0.0)
+        },
+    );
+
+    // kill -9 the leader: another site takes over in a later term.
+    let unreachable_before: Vec<usize> = cluster
+        .nodes
+        .iter()
+        .map(|n| unreachable_lines(n, id(leader)))
+        .collect();
+    cluster.nodes[leader].kill9();
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(30));
+    assert_ne!(new_leader, leader);
+    let elected = wait_metric(
+        &cluster.nodes[new_leader],
+        "the new leader's gauges",
+        Duration::from_secs(10),
+        |s| {
+            value(s, "vomesh_raft_is_leader", &[]) == Some(1.0)
+                && value(s, "vomesh_raft_term", &[]).is_some_and(|t| t > term_before)
+        },
+    );
+    assert!(or_zero(&elected, "vomesh_raft_elections_total", &[]) >= 1.0);
+
+    // Publishes go on; the dead site falls further behind with each, and
+    // the new leader marks it unreachable.
+    publish_n(&mut alice, 5, 3).await;
+    let dead = [("peer", id(leader))];
+    let dead: Vec<(&str, &str)> = dead.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let lagging = wait_metric(
+        &cluster.nodes[new_leader],
+        "the dead peer lagging and unreachable",
+        Duration::from_secs(10),
+        |s| {
+            value(s, "vomesh_raft_replication_lag", &dead).is_some_and(|l| l >= 3.0)
+                && value(s, "vomesh_mesh_peer_reachable", &dead) == Some(0.0)
+        },
+    );
+    let lag = or_zero(&lagging, "vomesh_raft_replication_lag", &dead);
+    // One log line says so (not one per failed retry).
+    assert_eq!(
+        unreachable_lines(&cluster.nodes[new_leader], id(leader)) - unreachable_before[new_leader],
+        1,
+        "one 'peer unreachable' line for node {}",
+        id(leader)
+    );
+    publish_n(&mut alice, 8, 4).await;
+    wait_metric(
+        &cluster.nodes[new_leader],
+        "the dead peer's lag rising",
+        Duration::from_secs(10),
+        |s| or_zero(s, "vomesh_raft_replication_lag", &dead) >= lag + 4.0,
+    );
+    // The live follower keeps up.
+    let live = if new_leader == site { third } else { site };
+    wait_metric(
+        &cluster.nodes[new_leader],
+        "the live follower caught up",
+        Duration::from_secs(10),
+        |s| value(s, "vomesh_raft_replication_lag", &[("peer", &id(live))]) == Some(0.0),
+    );
+
+    // Kill the new leader too: the site left alone is a minority, and says so.
+    cluster.nodes[new_leader].kill9();
+    let alone = &cluster.nodes[live];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reasons = loop {
+        let (status, body) = readyz(alone);
+        if status == 503 {
+            assert_eq!(body["ready"], false, "{body}");
+            assert_eq!(value(&scrape(alone), "vomesh_ready", &[]), Some(0.0));
+            break body["reasons"].clone();
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "a lone site still ready after 30 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let reasons = reasons.as_array().expect("a list of reasons");
+    assert!(!reasons.is_empty());
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.contains("leader"))),
+        "{reasons:?}"
+    );
+}
+
+/// `/readyz` of `node`: the HTTP status and the JSON body.
+fn readyz(node: &TestNode) -> (u16, serde_json::Value) {
+    let response = ureq::get(&format!("http://{}/readyz", node.admin))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .expect("/readyz answers");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .read_json()
+        .expect("a JSON readiness body");
+    (status, body)
+}
+
+#[test]
+fn a_single_site_mesh_stays_ready_while_idle() {
+    let node = TestNode::start();
+    // Longer than any election timeout: a lone site is its own quorum.
+    std::thread::sleep(Duration::from_secs(7));
+    let (status, body) = readyz(&node);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ready"], true, "{body}");
+}
