@@ -34,10 +34,17 @@ use crate::xmpp::router::Router as StanzaRouter;
 struct ApiState {
     broker: Arc<Broker>,
     router: Arc<StanzaRouter>,
+    /// `[admin] ready_applied_lag_max`, so `/api/status` and `/readyz`
+    /// give the same verdict.
+    ready_applied_lag_max: u64,
 }
 
 /// The API routes, to be nested under `/api` by [`crate::admin::router`].
-pub fn router(broker: Arc<Broker>, stanza_router: Arc<StanzaRouter>) -> Router {
+pub fn router(
+    broker: Arc<Broker>,
+    stanza_router: Arc<StanzaRouter>,
+    ready_applied_lag_max: u64,
+) -> Router {
     Router::new()
         .route("/users", get(list_users).post(add_user))
         .route("/users/{jid}", delete(remove_user))
@@ -47,6 +54,7 @@ pub fn router(broker: Arc<Broker>, stanza_router: Arc<StanzaRouter>) -> Router {
         .with_state(ApiState {
             broker,
             router: stanza_router,
+            ready_applied_lag_max,
         })
 }
 
@@ -180,19 +188,24 @@ pub fn not_ready_reasons(status: &NodeStatus, applied_lag_max: u64) -> Vec<Strin
     reasons
 }
 
-/// The lag past which `/readyz` reports a node as not ready.
-pub const APPLIED_LAG_MAX: u64 = 1000;
-
 async fn status(State(state): State<ApiState>) -> Response {
     let node = state.broker.mesh().status();
     let views = state.broker.mesh().cluster_status().await;
-    Json(status_of(&node, &views, state.router.session_count())).into_response()
+    let ready = not_ready_reasons(&node, state.ready_applied_lag_max).is_empty();
+    Json(status_of(
+        &node,
+        &views,
+        state.router.session_count(),
+        ready,
+    ))
+    .into_response()
 }
 
 fn status_of(
     node: &NodeStatus,
     views: &BTreeMap<u64, Result<NodeStatus, impl std::fmt::Display>>,
     sessions: usize,
+    ready: bool,
 ) -> Status {
     let member = |id: u64, address: &String, voter: bool| {
         let own = views.get(&id).and_then(|view| view.as_ref().ok());
@@ -239,7 +252,7 @@ fn status_of(
         applied_index: node.applied_index,
         snapshot_index: node.snapshot_index,
         sessions,
-        ready: not_ready_reasons(node, APPLIED_LAG_MAX).is_empty(),
+        ready,
         members,
     }
 }
@@ -313,6 +326,8 @@ fn error(status: StatusCode, message: &str) -> Response {
 mod tests {
     use super::*;
 
+    const LAG_MAX: u64 = 1000;
+
     fn follower() -> NodeStatus {
         NodeStatus {
             id: 3,
@@ -333,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_follower_hearing_its_leader_is_ready() {
-        assert!(not_ready_reasons(&follower(), APPLIED_LAG_MAX).is_empty());
+        assert!(not_ready_reasons(&follower(), LAG_MAX).is_empty());
     }
 
     #[test]
@@ -343,7 +358,7 @@ mod tests {
             ..follower()
         };
         assert_eq!(
-            not_ready_reasons(&cut_off, APPLIED_LAG_MAX),
+            not_ready_reasons(&cut_off, LAG_MAX),
             ["no word from the Raft leader for 4200 ms"]
         );
     }
@@ -357,7 +372,7 @@ mod tests {
             ..follower()
         };
         assert_eq!(
-            not_ready_reasons(&alone, APPLIED_LAG_MAX),
+            not_ready_reasons(&alone, LAG_MAX),
             ["no word from a quorum of followers for 3000 ms"]
         );
     }
@@ -370,7 +385,7 @@ mod tests {
             ..follower()
         };
         assert_eq!(
-            not_ready_reasons(&behind, APPLIED_LAG_MAX),
+            not_ready_reasons(&behind, LAG_MAX),
             ["applied index is 4990 entries behind the commit index"]
         );
     }

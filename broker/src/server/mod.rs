@@ -174,7 +174,7 @@ pub async fn run(
     };
     let admin_router = admin::router(
         admin_state,
-        admin_api::router(broker.clone(), router.clone()),
+        admin_api::router(broker.clone(), router.clone(), ready_lag_max),
     );
     let mut admin_stop = stop_rx.clone();
     tasks.spawn(async move {
