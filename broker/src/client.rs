@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use jid::{BareJid, FullJid};
-use ring::{digest, hmac, pbkdf2};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::sasl::scram::ScramHash;
 use crate::xml::{Element, ParseError, ParserLimits, StreamEvent, StreamParser};
 use crate::xmpp::ns;
 
@@ -74,7 +74,7 @@ pub enum ClientError {
 /// cache lives only in memory, and only when the caller asks for one.
 #[derive(Debug, Clone)]
 pub struct ScramCache {
-    entries: Arc<Mutex<HashMap<ScramCacheKey, [u8; 32]>>>,
+    entries: Arc<Mutex<HashMap<ScramCacheKey, Vec<u8>>>>,
     entries_max: usize,
 }
 
@@ -104,21 +104,21 @@ impl ScramCache {
         self.len() == 0
     }
 
-    fn salted_password(&self, password: &str, salt: &[u8], iterations: NonZeroU32) -> [u8; 32] {
+    fn salted_password(&self, password: &str, salt: &[u8], iterations: NonZeroU32) -> Vec<u8> {
         let key = ScramCacheKey {
             password: password.to_owned(),
             salt: salt.to_vec(),
             iterations: iterations.get(),
         };
         if let Some(salted) = lock(&self.entries).get(&key) {
-            return *salted;
+            return salted.clone();
         }
         // Derived outside the lock: concurrent first logins may each derive
         // it once, which is cheaper than serialising them.
         let salted = salted_password(password, salt, iterations);
         let mut entries = lock(&self.entries);
         if entries.len() < self.entries_max {
-            entries.insert(key, salted);
+            entries.insert(key, salted.clone());
         }
         salted
     }
@@ -131,16 +131,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// SaltedPassword := Hi(Normalize(password), salt, i) (RFC 5802 §3).
-fn salted_password(password: &str, salt: &[u8], iterations: NonZeroU32) -> [u8; 32] {
-    let mut salted = [0u8; 32];
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        salt,
-        password.as_bytes(),
-        &mut salted,
-    );
-    salted
+fn salted_password(password: &str, salt: &[u8], iterations: NonZeroU32) -> Vec<u8> {
+    ScramHash::Sha256.salted_password(password.as_bytes(), salt, iterations.get())
 }
 
 /// The transport before and after TLS.
@@ -357,34 +349,20 @@ impl Client {
             Some(cache) => cache.salted_password(&config.password, &salt, iterations),
             None => salted_password(&config.password, &salt, iterations),
         };
-        let salted_key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
-        let client_key = hmac::sign(&salted_key, b"Client Key");
-        let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
-        let without_proof = format!("c=biws,r={server_nonce}");
-        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-        let signature = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, stored_key.as_ref()),
-            auth_message.as_bytes(),
+        let client_final = ScramHash::Sha256.client_final(
+            &salted,
+            "n,,",
+            &client_first_bare,
+            &server_first,
+            server_nonce,
         );
-        let proof: Vec<u8> = client_key
-            .as_ref()
-            .iter()
-            .zip(signature.as_ref())
-            .map(|(k, s)| k ^ s)
-            .collect();
         self.write(&format!(
             "<response xmlns='{}'>{}</response>",
             ns::SASL,
-            BASE64.encode(format!("{without_proof},p={}", BASE64.encode(proof)))
+            BASE64.encode(&client_final.message)
         ))
         .await?;
-        let server_final = self.sasl_data("success").await?;
-        let server_key = hmac::sign(&salted_key, b"Server Key");
-        let expected = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, server_key.as_ref()),
-            auth_message.as_bytes(),
-        );
-        if server_final != format!("v={}", BASE64.encode(expected.as_ref())) {
+        if self.sasl_data("success").await? != client_final.server_final {
             return Err(ClientError::Auth("the server's signature is wrong".into()));
         }
         Ok(())

@@ -365,7 +365,48 @@ impl PendingProof {
     }
 }
 
-/// The client half of SCRAM, for tests here and in the account store.
+/// The client's half of one SCRAM exchange (RFC 5802 §3): what it sends as
+/// client-final-message, and the server signature it must then receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFinal {
+    /// `c=…,r=…,p=…`
+    pub message: String,
+    /// `v=…` the server must answer with, or it does not know the password.
+    pub server_final: String,
+}
+
+impl ScramHash {
+    /// Computes the client side from the SaltedPassword (callers may cache
+    /// it, RFC 5802 §5.1), the gs2 header and client-first-message-bare it
+    /// sent, the server-first-message and the server's combined nonce.
+    pub(crate) fn client_final(
+        self,
+        salted_password: &[u8],
+        gs2_header: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        nonce: &str,
+    ) -> ClientFinal {
+        let client_key = self.hmac(salted_password, b"Client Key");
+        let without_proof = format!("c={},r={nonce}", BASE64.encode(gs2_header));
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = self.hmac(&self.hash(&client_key), auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = self.hmac(salted_password, b"Server Key");
+        let server_signature = self.hmac(&server_key, auth_message.as_bytes());
+        ClientFinal {
+            message: format!("{without_proof},p={}", BASE64.encode(proof)),
+            server_final: format!("v={}", BASE64.encode(server_signature)),
+        }
+    }
+}
+
+/// The client half of SCRAM from a password, for tests here and in the
+/// account store.
 #[cfg(test)]
 pub(crate) mod test_client {
     use super::*;
@@ -388,16 +429,14 @@ pub(crate) mod test_client {
         let salt = BASE64.decode(field("s=")).expect("salt base64");
         let iterations: u32 = field("i=").parse().expect("iteration count");
         let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = hash.hmac(&salted, b"Client Key");
-        let without_proof = format!("c={},r={}", BASE64.encode(gs2_header), field("r="));
-        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-        let signature = hash.hmac(&hash.hash(&client_key), auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        format!("{without_proof},p={}", BASE64.encode(proof))
+        hash.client_final(
+            &salted,
+            gs2_header,
+            client_first_bare,
+            server_first,
+            field("r="),
+        )
+        .message
     }
 }
 
