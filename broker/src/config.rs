@@ -252,7 +252,9 @@ impl Default for MeshConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PubsubConfig {
     /// Writes (publish, subscribe, …) being committed at once at this site;
-    /// beyond it a write is refused with `resource-constraint`.
+    /// beyond it a write is refused with `resource-constraint`. Requests
+    /// that wait for this site to catch up with the mesh (archive queries,
+    /// errors re-checked) count against the same limit.
     pub max_inflight_proposals: usize,
     pub max_nodes: usize,
     /// `pubsub#max_items` of a node created without one.

@@ -28,7 +28,6 @@ use crate::pubsub::{Handled, Notification, PubsubService, RequestContext, Stanza
 use crate::replica::Deliver;
 use crate::server::broker::{Broker, BrokerError, Reply};
 use crate::xml::Element;
-use crate::xmpp::ns;
 use crate::xmpp::router::{Component, Router};
 use crate::xmpp::stanza::{self, IqKind, StanzaKind};
 
@@ -164,14 +163,37 @@ impl PubsubComponent {
         })
     }
 
+    /// Runs as one of the `inflight` tasks, like a write: a client
+    /// flooding the service with failing requests or archive queries cannot
+    /// make it start tasks without bound.
     fn answer_after_catching_up(self: Arc<Self>, from: FullJid, iq: Element) {
+        let Some(permit) = self.inflight_permit(&iq) else {
+            return;
+        };
         tokio::spawn(async move {
             if let Err(error) = self.broker.ensure_linearizable().await {
                 tracing::debug!(%error, "answering from a replica that may be behind");
             }
+            drop(permit);
             let handled = self.handle_locally(&from, &iq);
             self.answer_handled(iq, handled);
         });
+    }
+
+    /// A slot among the requests in flight, or `None` after answering
+    /// `request` with `resource-constraint` (counted in the metrics).
+    fn inflight_permit(&self, request: &Element) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match self.inflight.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                metrics::counter!(names::REJECTED_TOTAL, "reason" => "inflight-proposals")
+                    .increment(1);
+                let error = StanzaError::new(Condition::ResourceConstraint)
+                    .with_text("too many requests in flight at this site; retry shortly");
+                self.answer_error(request, &error);
+                None
+            }
+        }
     }
 
     fn answer_handled(self: &Arc<Self>, iq: Element, handled: Handled) {
@@ -216,11 +238,8 @@ impl PubsubComponent {
 
     /// Proposes `command` and answers `request` once it is applied here.
     fn spawn_proposal(self: Arc<Self>, request: Element, command: Command) {
-        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
-            metrics::counter!(names::REJECTED_TOTAL, "reason" => "inflight-proposals").increment(1);
-            let error = StanzaError::new(Condition::ResourceConstraint)
-                .with_text("too many writes in flight at this site; retry shortly");
-            return self.answer_error(&request, &error);
+        let Some(permit) = self.inflight_permit(&request) else {
+            return;
         };
         tokio::spawn(async move {
             let is_publish = matches!(command.op, Some(Op::Publish(_)));
@@ -258,7 +277,7 @@ impl PubsubComponent {
             // Messages (subscription approvals) get an answer only on error.
             if let Reply::Error(error) = reply {
                 self.router
-                    .route(error_stanza(request, &self.service_jid, error));
+                    .route(stanza::error_reply_with(request, &self.service_jid, error));
             }
             return;
         }
@@ -269,7 +288,7 @@ impl PubsubComponent {
             }
             Reply::Error(error) => {
                 self.router
-                    .route(error_stanza(request, &self.service_jid, error))
+                    .route(stanza::error_reply_with(request, &self.service_jid, error))
             }
         }
     }
@@ -292,15 +311,6 @@ fn limit_reason(error: &StanzaError) -> Option<&'static str> {
         }
         _ => None,
     }
-}
-
-/// An error reply whose `<error/>` element came back from the mesh.
-fn error_stanza(request: &Element, from: &str, error: Element) -> Element {
-    let placeholder = StanzaError::new(Condition::UndefinedCondition);
-    let mut reply = stanza::error_reply(request, from, &placeholder);
-    reply.remove_child("error", ns::CLIENT);
-    reply.push_child(error);
-    reply
 }
 
 /// What a client is told when its write could not be committed. Never a

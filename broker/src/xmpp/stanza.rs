@@ -82,13 +82,19 @@ pub fn iq_result(request: &Element, from: &str, payload: Option<Element>) -> Ele
 /// The error reply to any stanza (RFC 6120 §8.3.1): same name and id,
 /// addresses swapped, type `error`, the original payload echoed back for IQs.
 pub fn error_reply(stanza: &Element, from: &str, error: &StanzaError) -> Element {
+    error_reply_with(stanza, from, error.to_element())
+}
+
+/// [`error_reply`] with an `<error/>` element built elsewhere (e.g. the
+/// answer of a command committed at another site).
+pub fn error_reply_with(stanza: &Element, from: &str, error: Element) -> Element {
     let mut reply = reply_envelope(stanza, from).with_attr("type", "error");
     if StanzaKind::of(stanza) == Some(StanzaKind::Iq)
         && let Some(payload) = stanza.children().next()
     {
         reply.push_child(payload.clone());
     }
-    reply.push_child(error.to_element());
+    reply.push_child(error);
     reply
 }
 
