@@ -23,6 +23,9 @@ use crate::xmpp::ns;
 
 /// Stanzas this client accepts from the server, at most.
 const STANZA_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Stanzas kept while an IQ answer is awaited; a server that sends more
+/// than this before answering is treated as broken rather than buffered.
+const QUEUED_STANZAS_MAX: usize = 100_000;
 
 /// Which server certificates the client trusts.
 #[derive(Debug, Clone)]
@@ -251,6 +254,11 @@ impl Client {
                 && matches!(stanza.attr("type"), Some("result" | "error"))
             {
                 return Ok(stanza);
+            }
+            if self.queued.len() >= QUEUED_STANZAS_MAX {
+                return Err(ClientError::Protocol(format!(
+                    "more than {QUEUED_STANZAS_MAX} stanzas arrived before the answer to IQ {id}"
+                )));
             }
             self.queued.push_back(stanza);
         }
