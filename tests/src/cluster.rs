@@ -2,20 +2,11 @@
 //! from `vomesh certs init`, each node on its own free ports and data
 //! directory.
 
-use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::node::{DOMAIN, NodeOptions, TestNode, vomesh_bin};
-
-/// A free UDP port on 127.0.0.1 for a node's QUIC endpoint.
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .map(|addr| addr.port())
-        .expect("binding 127.0.0.1:0 (UDP)")
-}
+use crate::node::{DOMAIN, NodeOptions, TestNode, free_port, vomesh_bin};
 
 /// Certificates made beyond the initial members, for nodes a test adds
 /// with `vomesh cluster add` (the CA cannot issue more after `certs init`).
@@ -61,7 +52,7 @@ impl TestCluster {
             "certs init failed: {}",
             String::from_utf8_lossy(&status.stderr)
         );
-        let quic_ports: Vec<u16> = (0..size).map(|_| free_udp_port()).collect();
+        let quic_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let members: Vec<String> = quic_ports
             .iter()
             .enumerate()
@@ -133,7 +124,7 @@ impl TestCluster {
             id as usize <= self.members.len() + SPARE_NODE_IDS,
             "no spare certificate left"
         );
-        let port = free_udp_port();
+        let port = free_port();
         let mut members = self.members.clone();
         members.push(format!("\"{id}@127.0.0.1:{port}\""));
         self.nodes.push(TestNode::prepare(NodeOptions {

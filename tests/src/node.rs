@@ -1,10 +1,11 @@
 //! A real `vomesh serve` process on free loopback ports, with its own
 //! temporary data directory and configuration file.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use jid::BareJid;
@@ -66,13 +67,40 @@ pub fn vomesh_bin() -> &'static Path {
     })
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; another process could
-/// take it before the node binds, which is unlikely enough on a test host).
+/// A port on 127.0.0.1 free for both TCP and UDP, taken below the kernel's
+/// ephemeral range. Ports the OS picks (binding port 0) come from that
+/// range, so between the check and the node's own bind the port could be
+/// handed to an outgoing connection (a health check, a client), and the node
+/// would fail with "address in use"; ports below it are never handed out.
+/// Each call of a process moves on to the next port, so parallel tests do
+/// not pick the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("binding 127.0.0.1:0")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_low_port();
+    let first = 10_000u32;
+    let span = u32::from(low).saturating_sub(first).max(1);
+    // Processes start apart, so two test binaries rarely probe alike.
+    let offset = std::process::id() % span;
+    for _ in 0..span {
+        let candidate = first + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(candidate) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port between {first} and {low}");
+}
+
+/// The first port of the kernel's ephemeral range (Linux default 32768).
+fn ephemeral_low_port() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// The `RUST_LOG` of test nodes: debug detail helps when a test fails.
