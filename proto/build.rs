@@ -22,7 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
 
     let descriptors = protox::compile(&files, [&root])?;
-    // Plain prost defaults (`bytes` fields are `Vec<u8>`) for every package.
-    prost_build::Config::new().compile_fds(descriptors)?;
+    // Plain prost defaults (`bytes` fields are `Vec<u8>`) for every package,
+    // but a status answer (rare, and the largest response) is boxed so that
+    // every append and vote response does not carry its size.
+    prost_build::Config::new()
+        .boxed(".vomesh.mesh.Response.kind.status")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1030,7 +1030,7 @@ fn describe_cluster_certs(files: &vomesh_mesh::certs::ClusterCertFiles, domain: 
 /// `vomesh status` as a table: one row per member, then this node's view.
 pub fn render_status(status: &NodeStatus) -> String {
     let number = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
-    let rows: Vec<[String; 8]> = status
+    let rows: Vec<[String; 10]> = status
         .members
         .iter()
         .map(|m| {
@@ -1047,11 +1047,14 @@ pub fn render_status(status: &NodeStatus) -> String {
                 number(m.last_log_index),
                 number(m.applied_index),
                 number(m.lag),
+                m.rtt_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}ms")),
+                number(m.sessions),
             ]
         })
         .collect();
     let header = [
-        "ID", "ADDRESS", "ROLE", "VOTER", "TERM", "LAST", "APPLIED", "LAG",
+        "ID", "ADDRESS", "ROLE", "VOTER", "TERM", "LAST", "APPLIED", "LAG", "RTT", "SESSIONS",
     ]
     .map(str::to_owned);
     let mut widths = header.clone().map(|h| h.len());
@@ -1582,6 +1585,8 @@ mod tests {
                     term: Some(3),
                     last_log_index: Some(10),
                     applied_index: Some(9),
+                    sessions: Some(2),
+                    rtt_ms: None,
                 },
                 MemberStatus {
                     id: 12,
@@ -1593,14 +1598,16 @@ mod tests {
                     term: None,
                     last_log_index: None,
                     applied_index: None,
+                    sessions: None,
+                    rtt_ms: Some(182.44),
                 },
             ],
         };
         assert_eq!(
             render_status(&status),
-            "ID  ADDRESS                  ROLE                   VOTER  TERM  LAST  APPLIED  LAG\n\
-             1   127.0.0.1:7001           leader                 yes    3     10    9        0\n\
-             12  site-b.example.org:7001  learner (unreachable)  no     -     -     -        -\n\
+            "ID  ADDRESS                  ROLE                   VOTER  TERM  LAST  APPLIED  LAG  RTT      SESSIONS\n\
+             1   127.0.0.1:7001           leader                 yes    3     10    9        0    -        2\n\
+             12  site-b.example.org:7001  learner (unreachable)  no     -     -     -        -    182.4ms  -\n\
              node 1 (leader): term 3, leader 1, last log 10, commit 10, applied 9, snapshot -, sessions 2\n"
         );
         let not_ready = NodeStatus {

@@ -26,6 +26,18 @@ pub mod names {
     pub const RAFT_APPLIED_INDEX: &str = "vomesh_raft_applied_index";
     /// Gauge `{peer}`: log entries a follower is behind the leader (leader only).
     pub const RAFT_REPLICATION_LAG: &str = "vomesh_raft_replication_lag";
+    /// Counter: Raft terms this node has seen begin (recorded by the mesh).
+    pub const RAFT_ELECTIONS_TOTAL: &str = "vomesh_raft_elections_total";
+    /// Gauge: entries in the Raft log, last index minus purged (recorded by the mesh).
+    pub const RAFT_LOG_ENTRIES: &str = "vomesh_raft_log_entries";
+    /// Counter: snapshots of the state taken here (recorded by the mesh).
+    pub const RAFT_SNAPSHOTS_BUILT_TOTAL: &str = "vomesh_raft_snapshots_built_total";
+    /// Counter `{peer,outcome}`: whole snapshots sent to lagging peers (recorded by the mesh).
+    pub const RAFT_SNAPSHOTS_SENT_TOTAL: &str = "vomesh_raft_snapshots_sent_total";
+    /// Counter: snapshots installed from the leader (recorded by the mesh).
+    pub const RAFT_SNAPSHOTS_INSTALLED_TOTAL: &str = "vomesh_raft_snapshots_installed_total";
+    /// Gauge: bytes of the latest snapshot built or installed (recorded by the mesh).
+    pub const RAFT_SNAPSHOT_BYTES: &str = "vomesh_raft_snapshot_bytes";
     /// Gauge: authenticated, resource-bound client sessions.
     pub const C2S_SESSIONS: &str = "vomesh_c2s_sessions";
     /// Gauge: open client TCP connections, authenticated or not.
@@ -190,6 +202,36 @@ fn describe_all() {
         RAFT_REPLICATION_LAG,
         Unit::Count,
         "Log entries each follower (label peer) is behind this leader."
+    );
+    describe_counter!(
+        RAFT_ELECTIONS_TOTAL,
+        Unit::Count,
+        "Raft terms this node has seen begin (one per election)."
+    );
+    describe_gauge!(
+        RAFT_LOG_ENTRIES,
+        Unit::Count,
+        "Entries in the Raft log (last index minus purged)."
+    );
+    describe_counter!(
+        RAFT_SNAPSHOTS_BUILT_TOTAL,
+        Unit::Count,
+        "Snapshots of the replicated state taken at this node."
+    );
+    describe_counter!(
+        RAFT_SNAPSHOTS_SENT_TOTAL,
+        Unit::Count,
+        "Whole snapshots sent to a lagging peer, by outcome (sent, failed)."
+    );
+    describe_counter!(
+        RAFT_SNAPSHOTS_INSTALLED_TOTAL,
+        Unit::Count,
+        "Snapshots installed from the leader instead of replaying the log."
+    );
+    describe_gauge!(
+        RAFT_SNAPSHOT_BYTES,
+        Unit::Bytes,
+        "Bytes of the latest snapshot built or installed."
     );
     describe_gauge!(
         C2S_SESSIONS,

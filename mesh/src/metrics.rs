@@ -7,6 +7,7 @@
 //! Recorded here: `vomesh_raft_term`, `_is_leader`, `_leader_id`,
 //! `_last_log_index`, `_commit_index`, `_applied_index`, `_snapshot_index`,
 //! `_purged_index`, `_replication_lag{peer}` (gauges);
+//! `_log_entries` (entries in the log: last minus purged);
 //! `vomesh_raft_elections_total` (every new term), `_vote_requests_total`,
 //! `_heartbeats_total`, `_appends_total` (counters);
 //! `vomesh_raft_apply_batch_entries`, `_append_batch_entries`,
@@ -19,11 +20,18 @@
 //! `vomesh_mesh_peers_refused_total{reason}` (handshake: no certificate from
 //! the cluster CA; identity: a node id its certificate does not carry).
 //! The log store times each fsyncing commit into
-//! `vomesh_storage_fsync_seconds`.
+//! `vomesh_storage_fsync_seconds`; snapshots are counted where they happen:
+//! `vomesh_raft_snapshots_built_total`, `_installed_total`,
+//! `_sent_total{peer,outcome}`, and `vomesh_raft_snapshot_bytes`.
+//!
+//! The watch task also logs, once each, the changes an operator reads a log
+//! for: election won or lost, leadership lost, a new leader followed, and
+//! membership changes ([`transitions`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::Fatal;
 use openraft::metrics::{MetricsRecorder, RaftMetrics};
@@ -112,6 +120,110 @@ pub fn replication_lag(m: &RaftMetrics<MeshTypes>) -> BTreeMap<NodeId, u64> {
         .unwrap_or_default()
 }
 
+/// What the watch task remembers of the last metrics it saw, to tell an
+/// operator what changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    term: u64,
+    state: ServerState,
+    leader: Option<NodeId>,
+    /// Where the effective membership was proposed; changes with it.
+    membership_log_index: Option<u64>,
+    voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+}
+
+impl Seen {
+    fn of(m: &RaftMetrics<MeshTypes>) -> Self {
+        let membership = m.membership_config.membership();
+        Self {
+            term: m.current_term,
+            state: m.state,
+            leader: m.current_leader,
+            membership_log_index: m.membership_config.log_id().map(|id| id.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
+    }
+}
+
+/// A change in a node's Raft view that gets one log line.
+#[derive(Debug, PartialEq, Eq)]
+enum Transition {
+    ElectionWon {
+        term: u64,
+    },
+    ElectionLost {
+        term: u64,
+        leader: Option<NodeId>,
+    },
+    SteppedDown {
+        term: u64,
+        leader: Option<NodeId>,
+    },
+    LeaderChanged {
+        term: u64,
+        leader: NodeId,
+    },
+    MembershipChanged {
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    },
+}
+
+/// The changes between two views of node `me`, in the order they are logged.
+/// A follower whose leader vanishes (an election under way) says nothing
+/// until a leader is known again: the election's outcome is the news.
+fn transitions(me: NodeId, before: &Seen, now: &Seen) -> Vec<Transition> {
+    let mut changes = Vec::new();
+    let term = now.term;
+    let leads = |s: &Seen| s.state == ServerState::Leader;
+    if leads(now) && !leads(before) {
+        changes.push(Transition::ElectionWon { term });
+    } else if leads(before) && !leads(now) {
+        changes.push(Transition::SteppedDown {
+            term,
+            leader: now.leader,
+        });
+    } else if before.state == ServerState::Candidate && now.state != ServerState::Candidate {
+        changes.push(Transition::ElectionLost {
+            term,
+            leader: now.leader,
+        });
+    } else if let Some(leader) = now.leader.filter(|l| *l != me && before.leader != Some(*l)) {
+        changes.push(Transition::LeaderChanged { term, leader });
+    }
+    if before.membership_log_index != now.membership_log_index
+        && (before.voters != now.voters || before.learners != now.learners)
+    {
+        changes.push(Transition::MembershipChanged {
+            voters: now.voters.clone(),
+            learners: now.learners.clone(),
+        });
+    }
+    changes
+}
+
+impl Transition {
+    fn log(&self) {
+        match self {
+            Self::ElectionWon { term } => tracing::info!(term, "mesh: election won, leading"),
+            Self::ElectionLost { term, leader } => {
+                tracing::info!(term, leader, "mesh: election lost")
+            }
+            Self::SteppedDown { term, leader } => {
+                tracing::warn!(term, leader, "mesh: no longer the leader")
+            }
+            Self::LeaderChanged { term, leader } => {
+                tracing::info!(term, leader, "mesh: following a new leader")
+            }
+            Self::MembershipChanged { voters, learners } => {
+                tracing::info!(?voters, ?learners, "mesh: membership changed")
+            }
+        }
+    }
+}
+
 /// The running metrics feed of one node.
 pub(crate) struct MetricsExporter {
     watch_task: JoinHandle<()>,
@@ -122,17 +234,26 @@ impl MetricsExporter {
         raft.set_metrics_recorder(Some(Arc::new(Recorder))).await?;
         let mut rx = raft.metrics();
         let watch_task = tokio::spawn(async move {
-            let mut term = None;
+            let mut seen: Option<Seen> = None;
             let mut peers: BTreeMap<NodeId, u64> = BTreeMap::new();
             while rx.changed().await.is_ok() {
                 let m = rx.borrow_and_update().clone();
-                // Every new term is one election, wherever it started.
-                if term.is_some_and(|t| t < m.current_term) {
-                    metrics::counter!("vomesh_raft_elections_total").increment(1);
+                let now = Seen::of(&m);
+                if let Some(before) = &seen {
+                    // Every new term is one election, wherever it started.
+                    if before.term < now.term {
+                        metrics::counter!("vomesh_raft_elections_total").increment(1);
+                    }
+                    for transition in transitions(m.id, before, &now) {
+                        transition.log();
+                    }
                 }
-                term = Some(m.current_term);
+                seen = Some(now);
                 metrics::gauge!("vomesh_raft_leader_id")
                     .set(m.current_leader.map_or(-1.0, |l| l as f64));
+                let purged = m.purged.map_or(0, |id| id.index);
+                metrics::gauge!("vomesh_raft_log_entries")
+                    .set(m.last_log_index.unwrap_or(0).saturating_sub(purged) as f64);
                 let lag = replication_lag(&m);
                 // A peer no longer replicated to (this node lost leadership,
                 // or the peer left) reports no lag rather than a stale one.
@@ -179,6 +300,81 @@ mod tests {
         };
         m.replication = Some(BTreeMap::from([(1, at(10)), (2, at(7)), (3, None)]));
         assert_eq!(replication_lag(&m), BTreeMap::from([(2, 3), (3, 10)]));
+    }
+
+    fn seen(term: u64, state: ServerState, leader: Option<NodeId>) -> Seen {
+        Seen {
+            term,
+            state,
+            leader,
+            membership_log_index: Some(1),
+            voters: vec![1, 2, 3],
+            learners: vec![],
+        }
+    }
+
+    #[test]
+    fn a_candidate_that_becomes_leader_won_its_election() {
+        let before = seen(3, ServerState::Candidate, None);
+        let now = seen(3, ServerState::Leader, Some(1));
+        assert_eq!(
+            transitions(1, &before, &now),
+            [Transition::ElectionWon { term: 3 }]
+        );
+    }
+
+    #[test]
+    fn a_candidate_that_follows_another_lost_its_election() {
+        let before = seen(3, ServerState::Candidate, None);
+        let now = seen(4, ServerState::Follower, Some(2));
+        assert_eq!(
+            transitions(1, &before, &now),
+            [Transition::ElectionLost {
+                term: 4,
+                leader: Some(2)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_follower_logs_a_new_leader_once_and_not_the_vacancy_before_it() {
+        let following = seen(3, ServerState::Follower, Some(2));
+        let vacant = seen(4, ServerState::Follower, None);
+        let new_leader = seen(4, ServerState::Follower, Some(3));
+        assert_eq!(transitions(1, &following, &vacant), []);
+        assert_eq!(
+            transitions(1, &vacant, &new_leader),
+            [Transition::LeaderChanged { term: 4, leader: 3 }]
+        );
+        assert_eq!(transitions(1, &new_leader, &new_leader), []);
+    }
+
+    #[test]
+    fn a_leader_that_steps_down_says_so() {
+        let before = seen(3, ServerState::Leader, Some(1));
+        let now = seen(4, ServerState::Follower, None);
+        assert_eq!(
+            transitions(1, &before, &now),
+            [Transition::SteppedDown {
+                term: 4,
+                leader: None
+            }]
+        );
+    }
+
+    #[test]
+    fn a_new_member_is_logged_as_a_membership_change() {
+        let before = seen(3, ServerState::Leader, Some(1));
+        let mut now = before.clone();
+        now.membership_log_index = Some(9);
+        now.learners = vec![4];
+        assert_eq!(
+            transitions(1, &before, &now),
+            [Transition::MembershipChanged {
+                voters: vec![1, 2, 3],
+                learners: vec![4]
+            }]
+        );
     }
 
     #[test]

@@ -318,26 +318,48 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<MeshTypes>, StreamingError<MeshTypes>> {
+        let bytes = snapshot.snapshot.len() as u64;
+        let index = snapshot.meta.last_log_id.map_or(0, |id| id.index);
         let offer = pb::SnapshotOffer {
             vote: Some(wire::vote_to_pb(&vote)),
             meta: Some(wire::snapshot_meta_to_pb(&snapshot.meta).map_err(unreachable)?),
-            total_bytes: snapshot.snapshot.len() as u64,
+            total_bytes: bytes,
         };
+        let started = std::time::Instant::now();
         let transfer = self.call(
             pb::request::Kind::Snapshot(offer),
             Some(snapshot.snapshot),
             option.soft_ttl(),
         );
-        tokio::select! {
+        let sent = tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            response = transfer => match response? {
-                pb::response::Kind::Snapshot(resp) => {
+            response = transfer => match response {
+                Ok(pb::response::Kind::Snapshot(resp)) => {
                     let vote = resp.vote.as_ref().map(wire::vote_from_pb).ok_or_else(|| unreachable("snapshot response without vote"))?;
                     Ok(SnapshotResponse::new(vote))
                 }
-                other => Err(unreachable(format!("unexpected response {other:?}")).into()),
+                Ok(other) => Err(unreachable(format!("unexpected response {other:?}")).into()),
+                Err(e) => Err(e.into()),
             },
+        };
+        // Sending a whole snapshot means a peer fell behind the log kept
+        // after compaction: rare, costly, and worth an operator's attention.
+        let outcome = if sent.is_ok() { "sent" } else { "failed" };
+        metrics::counter!("vomesh_raft_snapshots_sent_total", "peer" => self.target.to_string(), "outcome" => outcome)
+            .increment(1);
+        match &sent {
+            Ok(_) => tracing::info!(
+                peer = self.target,
+                index,
+                bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "mesh: snapshot sent"
+            ),
+            Err(e) => {
+                tracing::warn!(peer = self.target, index, bytes, error = %e, "mesh: snapshot not sent")
+            }
         }
+        sent
     }
 }
 

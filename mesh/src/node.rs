@@ -145,7 +145,16 @@ pub struct NodeStatus {
     /// lets it start an election), so `leader` alone cannot tell. Local:
     /// not carried in the status RPC (always `None` in a peer's view).
     pub leader_silent_ms: Option<u64>,
+    /// Clients connected to this node, as counted by the function given to
+    /// [`MeshNode::count_clients_with`]; `None` without one.
+    pub clients: Option<u64>,
+    /// The smoothed QUIC round-trip time from this node to each peer it has
+    /// a connection to, in microseconds. Local, like `leader_silent_ms`.
+    pub peer_rtt_micros: BTreeMap<NodeId, u64>,
 }
+
+/// Counts the clients of the application using the mesh, for status views.
+type ClientCounter = Box<dyn Fn() -> u64 + Send + Sync>;
 
 type StorageClosed = Pin<Box<dyn Future<Output = ((), ())> + Send>>;
 
@@ -163,6 +172,7 @@ pub(crate) struct Inner<S: StateMachine> {
     /// When a follower last got an append or heartbeat from its leader
     /// (the node's start until then).
     pub(crate) leader_contact: std::sync::Mutex<Instant>,
+    client_counter: std::sync::OnceLock<ClientCounter>,
     /// Completes when Raft's tasks have dropped the redb files; awaited by
     /// `shutdown`.
     storage_closed: tokio::sync::Mutex<Option<StorageClosed>>,
@@ -252,6 +262,7 @@ impl<S: StateMachine> MeshNode<S> {
             proposals_in_flight_max: config.proposals_in_flight_max,
             metrics,
             leader_contact: std::sync::Mutex::new(Instant::now()),
+            client_counter: std::sync::OnceLock::new(),
             storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
         });
         transport.serve(Arc::new(Handler {
@@ -597,7 +608,23 @@ impl<S: StateMachine> MeshNode<S> {
             learners,
             replication_lag: crate::metrics::replication_lag(&m),
             leader_silent_ms: self.leader_silence(&m),
+            clients: self.inner.client_counter.get().map(|count| count()),
+            peer_rtt_micros: self
+                .inner
+                .transport
+                .round_trip_times()
+                .into_iter()
+                .map(|(peer, rtt)| (peer, u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)))
+                .collect(),
         }
+    }
+
+    /// Makes every status view of this node (its own and its peers' through
+    /// [`MeshNode::cluster_status`]) carry `count()`, the clients the
+    /// application serves here. Set once; later calls are ignored.
+    pub fn count_clients_with(&self, count: impl Fn() -> u64 + Send + Sync + 'static) {
+        // Ignoring a second counter is documented: the first one stays.
+        let _ = self.inner.client_counter.set(Box::new(count));
     }
 
     /// See [`NodeStatus::leader_silent_ms`].
@@ -645,7 +672,7 @@ impl<S: StateMachine> MeshNode<S> {
                     .call(*id, addr, kind, None, 0, deadline)
                     .await
                     .and_then(|response| match response.kind {
-                        Some(pb::response::Kind::Status(status)) => wire::status_from_pb(status)
+                        Some(pb::response::Kind::Status(status)) => wire::status_from_pb(*status)
                             .map_err(|e| RpcError::Unreachable {
                                 peer: *id,
                                 reason: e.to_string(),

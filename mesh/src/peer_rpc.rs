@@ -235,9 +235,9 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                 let node = MeshNode {
                     inner: self.inner.clone(),
                 };
-                response(pb::response::Kind::Status(wire::status_to_pb(
+                response(pb::response::Kind::Status(Box::new(wire::status_to_pb(
                     &node.status(),
-                )))
+                ))))
             }
             pb::request::Kind::MembershipChange(change) => match Change::from_pb(change) {
                 None => bad_request("membership change without a change"),

@@ -168,6 +168,13 @@ impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         write_snapshot(self.db.clone(), &self.meta, self.data.clone()).await?;
+        metrics::counter!("vomesh_raft_snapshots_built_total").increment(1);
+        metrics::gauge!("vomesh_raft_snapshot_bytes").set(self.data.len() as f64);
+        tracing::info!(
+            index = self.meta.last_log_id.map_or(0, |id| id.index),
+            bytes = self.data.len(),
+            "mesh: snapshot built"
+        );
         Ok(Snapshot {
             meta: self.meta.clone(),
             snapshot: self.data.clone(),
@@ -249,7 +256,16 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
             .map_err(invalid_data)?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
-        write_snapshot(self.db.clone(), meta, snapshot).await
+        let bytes = snapshot.len();
+        write_snapshot(self.db.clone(), meta, snapshot).await?;
+        metrics::counter!("vomesh_raft_snapshots_installed_total").increment(1);
+        metrics::gauge!("vomesh_raft_snapshot_bytes").set(bytes as f64);
+        tracing::info!(
+            index = meta.last_log_id.map_or(0, |id| id.index),
+            bytes,
+            "mesh: snapshot installed from the leader"
+        );
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {

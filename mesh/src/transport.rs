@@ -31,7 +31,7 @@
 //!   followed by chunks of at most `snapshot_chunk_bytes`, its announced size
 //!   bounded by `snapshot_bytes_max`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -448,6 +448,14 @@ impl Transport {
             (Some(false), true) => tracing::info!(peer, "mesh: peer reachable again"),
             _ => {}
         }
+    }
+
+    /// The smoothed round-trip time of each open outbound connection.
+    pub(crate) fn round_trip_times(&self) -> BTreeMap<NodeId, Duration> {
+        self.live_connections()
+            .into_iter()
+            .map(|(peer, connection)| (peer, connection.rtt()))
+            .collect()
     }
 
     /// The outbound connections currently open, by peer.

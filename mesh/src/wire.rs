@@ -266,6 +266,7 @@ pub fn status_to_pb(status: &NodeStatus) -> pb::NodeStatus {
         voters: status.voters.clone().into_iter().collect(),
         learners: status.learners.clone().into_iter().collect(),
         replication_lag: status.replication_lag.clone().into_iter().collect(),
+        clients: status.clients,
     }
 }
 
@@ -291,8 +292,11 @@ pub fn status_from_pb(status: pb::NodeStatus) -> Result<NodeStatus, WireError> {
         voters: status.voters.into_iter().collect(),
         learners: status.learners.into_iter().collect(),
         replication_lag: status.replication_lag.into_iter().collect(),
+        clients: status.clients,
         // Only the node itself judges its leader's silence (readiness).
         leader_silent_ms: None,
+        // Round trips are measured by whoever asks.
+        peer_rtt_micros: Default::default(),
     })
 }
 
@@ -375,6 +379,8 @@ mod tests {
             learners: BTreeMap::from([(3, "c:3".into())]),
             replication_lag: BTreeMap::from([(1, 1), (3, 40)]),
             leader_silent_ms: None,
+            clients: Some(12),
+            peer_rtt_micros: BTreeMap::new(),
         };
         assert_eq!(status_from_pb(status_to_pb(&status)).unwrap(), status);
     }

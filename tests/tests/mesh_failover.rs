@@ -547,12 +547,29 @@ async fn follower_that_missed_compacted_entries_catches_up_by_snapshot() {
          {snapshot_index} in {:?}",
         restarted.elapsed()
     );
-    // openraft logs (at info, which test nodes log) each snapshot it installs.
+    // Both ends say so in their logs and count it in their metrics.
     assert!(
         cluster.nodes[follower]
             .log()
-            .contains("Raft::install_full_snapshot()"),
+            .contains("mesh: snapshot installed from the leader"),
         "the follower installed the leader's snapshot"
+    );
+    assert!(cluster.nodes[leader].log().contains("mesh: snapshot sent"));
+    let sent_to_follower = format!("peer=\"{}\"", follower + 1);
+    assert!(
+        cluster.nodes[leader].metrics().lines().any(|l| {
+            l.starts_with("vomesh_raft_snapshots_sent_total{")
+                && l.contains(&sent_to_follower)
+                && l.contains("outcome=\"sent\"")
+        }),
+        "the leader counted the snapshot it sent"
+    );
+    assert!(
+        cluster.nodes[follower]
+            .metrics()
+            .lines()
+            .any(|l| l.starts_with("vomesh_raft_snapshots_installed_total ")),
+        "the follower counted the snapshot it installed"
     );
     let report = audit(&cluster, &workload, "follower catch-up").await;
     assert!(report.acknowledged >= 80);

@@ -206,6 +206,26 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
         },
     );
 
+    // `vomesh status` (the admin API under it), asked at the leader: every
+    // member's sessions as that member counts them, and the leader's round
+    // trip to each follower.
+    let status = cluster.nodes[leader].status().expect("the leader's status");
+    let members = status["members"].as_array().expect("members");
+    for (index, member) in members.iter().enumerate() {
+        let expected_sessions = u64::from(index == site);
+        assert_eq!(
+            member["sessions"].as_u64(),
+            Some(expected_sessions),
+            "{member}"
+        );
+        let rtt = member["rtt_ms"].as_f64();
+        if index == leader {
+            assert_eq!(rtt, None, "no round trip to itself: {member}");
+        } else {
+            assert!(rtt.is_some_and(|ms| ms > 0.0 && ms < 1000.0), "{member}");
+        }
+    }
+
     // kill -9 the leader: another site takes over in a later term.
     let unreachable_before: Vec<usize> = cluster
         .nodes
@@ -225,6 +245,24 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
         },
     );
     assert!(or_zero(&elected, "vomesh_raft_elections_total", &[]) >= 1.0);
+    // One line each on the sites that saw the election: won, and followed.
+    let logged = |node: usize, message: &str| {
+        cluster.nodes[node]
+            .log()
+            .lines()
+            .any(|l| strip_ansi(l).contains(message))
+    };
+    assert!(logged(new_leader, "mesh: election won, leading"));
+    let other = 3 - leader - new_leader;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logged(other, "mesh: following a new leader") && !logged(other, "mesh: election lost") {
+        assert!(
+            Instant::now() < deadline,
+            "node {} logged the new leader",
+            id(other)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Publishes go on; the dead site falls further behind with each, and
     // the new leader marks it unreachable.

@@ -121,7 +121,7 @@ fn localpart(domain: &str, jid: &str) -> Result<String, String> {
 }
 
 /// `GET /api/status`: this node's view of the mesh.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub node_id: u64,
     pub role: String,
@@ -140,7 +140,7 @@ pub struct Status {
 
 /// One member, as the answering node knows it and as the member itself
 /// reported (asked over the mesh; `reachable` false when it did not answer).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MemberStatus {
     pub id: u64,
     pub address: String,
@@ -157,6 +157,14 @@ pub struct MemberStatus {
     pub last_log_index: Option<u64>,
     #[serde(default)]
     pub applied_index: Option<u64>,
+    /// Client sessions the member serves, as it reported them.
+    #[serde(default)]
+    pub sessions: Option<u64>,
+    /// QUIC round-trip time from the answering node to the member, in
+    /// milliseconds (none for the answering node itself, or with no
+    /// connection open to the member).
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
 }
 
 /// The readiness verdict of a node: why it cannot serve, empty when it can.
@@ -229,6 +237,11 @@ fn status_of(
             term: own.map(|own| own.term),
             last_log_index: own.and_then(|own| own.last_log_index),
             applied_index: own.and_then(|own| own.applied_index),
+            sessions: own.and_then(|own| own.clients),
+            rtt_ms: node
+                .peer_rtt_micros
+                .get(&id)
+                .map(|micros| *micros as f64 / 1000.0),
         }
     };
     let mut members: Vec<MemberStatus> = node
@@ -343,6 +356,8 @@ mod tests {
             learners: BTreeMap::new(),
             replication_lag: BTreeMap::new(),
             leader_silent_ms: None,
+            clients: Some(0),
+            peer_rtt_micros: BTreeMap::new(),
         }
     }
 

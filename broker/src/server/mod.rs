@@ -93,6 +93,8 @@ pub async fn run(
     let mesh = MeshNode::start(mesh_setup::mesh_config(&config)?, replica)
         .await
         .context("cannot start the mesh")?;
+    let sessions = router.clone();
+    mesh.count_clients_with(move || sessions.session_count() as u64);
     let broker = Arc::new(Broker::new(
         mesh.clone(),
         AccountFactory::new(config.xmpp.scram_iterations)?,
