@@ -269,6 +269,9 @@ pub struct Transport {
     stats_task: Mutex<Option<JoinHandle<()>>>,
     /// Whether the last exchange with each peer got through.
     reachable: Mutex<HashMap<NodeId, bool>>,
+    /// Peers' connections to this node, by `stable_id`, once their first
+    /// request named the peer; only read for statistics.
+    inbound: Mutex<HashMap<usize, (NodeId, quinn::Connection)>>,
 }
 
 impl Transport {
@@ -354,6 +357,7 @@ impl Transport {
             accept_task: Mutex::new(None),
             stats_task: Mutex::new(None),
             reachable: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -395,19 +399,22 @@ impl Transport {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats);
     }
 
-    /// Exports the path statistics of every live outbound connection every
+    /// Exports the path statistics of every live connection every
     /// [`QUIC_STATS_INTERVAL`]: `vomesh_quic_rtt_seconds{peer}` (gauge) and
     /// `vomesh_quic_{sent,received}_bytes_total{peer}`,
-    /// `vomesh_quic_lost_packets_total{peer}` (counters that carry on across
-    /// reconnections).
+    /// `vomesh_quic_lost_packets_total{peer}` (counters summed over both
+    /// directions' connections to a peer, carrying on across reconnections).
     fn spawn_quic_stats(self: &Arc<Self>) -> JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(QUIC_STATS_INTERVAL);
-            let mut exported: HashMap<NodeId, QuicTotals> = HashMap::new();
+            // By connection (`stable_id`): a peer may have one each way.
+            let mut exported: HashMap<usize, QuicTotals> = HashMap::new();
             loop {
                 ticks.tick().await;
-                for (peer, connection) in this.live_connections() {
+                let live = this.live_connections();
+                exported.retain(|id, _| live.iter().any(|(_, c)| c.stable_id() == *id));
+                for (peer, connection) in live {
                     let stats = connection.stats();
                     let now = QuicTotals {
                         connection: connection.stable_id(),
@@ -415,7 +422,7 @@ impl Transport {
                         received_bytes: stats.udp_rx.bytes,
                         lost_packets: stats.path.lost_packets,
                     };
-                    let grown = now.growth_since(exported.get(&peer));
+                    let grown = now.growth_since(exported.get(&now.connection));
                     let label = peer.to_string();
                     metrics::gauge!("vomesh_quic_rtt_seconds", "peer" => label.clone())
                         .set(stats.path.rtt.as_secs_f64());
@@ -425,7 +432,7 @@ impl Transport {
                         .increment(grown.received_bytes);
                     metrics::counter!("vomesh_quic_lost_packets_total", "peer" => label)
                         .increment(grown.lost_packets);
-                    exported.insert(peer, now);
+                    exported.insert(now.connection, now);
                 }
             }
         })
@@ -458,8 +465,25 @@ impl Transport {
             .collect()
     }
 
-    /// The outbound connections currently open, by peer.
+    /// The connections currently open: peers' connections to this node,
+    /// then this node's own to its peers, so that a peer with both is
+    /// measured last (and its round trip taken) on the one this node sends
+    /// its RPCs on.
     fn live_connections(&self) -> Vec<(NodeId, quinn::Connection)> {
+        let mut live: Vec<(NodeId, quinn::Connection)> = self
+            .inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|(_, c)| c.close_reason().is_none())
+            .cloned()
+            .collect();
+        live.extend(self.outbound_connections());
+        live
+    }
+
+    /// The connections this node dialled and still has open, by peer.
+    fn outbound_connections(&self) -> Vec<(NodeId, quinn::Connection)> {
         let links: Vec<(NodeId, Arc<PeerLink>)> = self
             .peers
             .lock()
@@ -506,6 +530,10 @@ impl Transport {
                 Ok(streams) => streams,
                 Err(e) => {
                     tracing::debug!(remote = %connection.remote_address(), error = %e, "mesh: connection ended");
+                    self.inbound
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&connection.stable_id());
                     return;
                 }
             };
@@ -635,7 +663,12 @@ impl Transport {
         self.peer_name_verifier
             .verify_server_cert(end_entity, intermediates, &name, &[], UnixTime::now())
             .map_err(|e| format!("certificate is not valid for node {claimed}: {e}"))?;
-        let _ = verified.set(claimed);
+        if verified.set(claimed).is_ok() {
+            self.inbound
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(connection.stable_id(), (claimed, connection.clone()));
+        }
         Ok(claimed)
     }
 
