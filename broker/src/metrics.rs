@@ -62,6 +62,9 @@ pub mod names {
     pub const PUBSUB_SUBSCRIPTIONS: &str = "vomesh_pubsub_subscriptions";
     /// Counter: items committed to pubsub nodes (counted where applied).
     pub const PUBSUB_PUBLISHED_TOTAL: &str = "vomesh_pubsub_published_total";
+    /// Counter `{condition}`: publish requests answered with an error, by
+    /// the most specific condition (`invalid-payload`, `forbidden`, …).
+    pub const PUBSUB_PUBLISH_ERRORS_TOTAL: &str = "vomesh_pubsub_publish_errors_total";
     /// Counter: notifications written to local subscribers.
     pub const PUBSUB_NOTIFICATIONS_TOTAL: &str = "vomesh_pubsub_notifications_total";
     /// Histogram: publish accepted → committed by the mesh.
@@ -277,6 +280,11 @@ fn describe_all() {
         PUBSUB_PUBLISHED_TOTAL,
         Unit::Count,
         "Items committed to pubsub nodes."
+    );
+    describe_counter!(
+        PUBSUB_PUBLISH_ERRORS_TOTAL,
+        Unit::Count,
+        "Publish requests answered with an error, by condition."
     );
     describe_counter!(
         PUBSUB_NOTIFICATIONS_TOTAL,

@@ -6,7 +6,8 @@
 //!
 //! Recorded here: `vomesh_raft_term`, `_is_leader`, `_leader_id`,
 //! `_last_log_index`, `_commit_index`, `_applied_index`, `_snapshot_index`,
-//! `_purged_index`, `_replication_lag{peer}` (gauges);
+//! `_purged_index`, `_replication_lag{peer}`, `_match_index{peer}` (the
+//! leader's view of each member's log; gauges);
 //! `_log_entries` (entries in the log: last minus purged);
 //! `vomesh_raft_elections_total` (every new term), `_vote_requests_total`,
 //! `_heartbeats_total`, `_appends_total` (counters);
@@ -264,6 +265,10 @@ impl MetricsExporter {
                 for (peer, behind) in &lag {
                     metrics::gauge!("vomesh_raft_replication_lag", "peer" => peer.to_string())
                         .set(*behind as f64);
+                }
+                for (peer, matched) in m.replication.iter().flatten() {
+                    metrics::gauge!("vomesh_raft_match_index", "peer" => peer.to_string())
+                        .set(matched.map_or(0.0, |id| id.index as f64));
                 }
                 peers = lag;
             }

@@ -1,6 +1,7 @@
 //! `[pubsub]` limits of a real node: a payload over `max_payload_bytes` is
 //! refused with the condition XEP-0060 names, and so is a subscription over
-//! `max_subscriptions_per_node`; each refusal is counted in `/metrics`.
+//! `max_subscriptions_per_node`, and a node over `max_nodes`; each refusal
+//! is counted in `/metrics`.
 
 use vomesh_broker::client::Client;
 use vomesh_tests::node::{NodeOptions, TestNode};
@@ -49,6 +50,13 @@ async fn payload_over_the_limit_is_not_acceptable_and_counted() {
         metrics
             .lines()
             .any(|line| line == "vomesh_rejected_total{reason=\"payload-too-big\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line
+                == "vomesh_pubsub_publish_errors_total{condition=\"payload-too-big\"} 1"),
         "{metrics}"
     );
     // Nothing of the refused item was kept.
@@ -100,6 +108,33 @@ async fn subscription_over_the_node_limit_is_refused_and_counted() {
         metrics
             .lines()
             .any(|line| line == "vomesh_rejected_total{reason=\"too-many-subscriptions\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_over_the_service_limit_is_a_policy_violation_and_counted() {
+    let node = TestNode::launch(NodeOptions {
+        extra_toml: "[pubsub]\nmax_nodes = 1".to_owned(),
+        ..NodeOptions::default()
+    });
+    node.add_user("alice", "wonderland");
+    let mut alice = Client::connect(&node.client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    request(&mut alice, create_iq("first", &[])).await;
+    let reply = alice.iq(create_iq("second", &[])).await.expect("answered");
+    assert_eq!(
+        error_of(&reply),
+        (Some("policy-violation".to_owned()), None),
+        "{}",
+        reply.to_xml()
+    );
+    let metrics = node.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "vomesh_rejected_total{reason=\"max-nodes\"} 1"),
         "{metrics}"
     );
 }

@@ -46,10 +46,7 @@ impl Reply {
     pub fn error_condition(&self) -> Option<&str> {
         match self {
             Reply::Result(_) => None,
-            Reply::Error(error) => error
-                .children()
-                .find(|c| c.ns() == crate::xmpp::ns::STANZA_ERRORS && c.name() != "text")
-                .map(Element::name),
+            Reply::Error(error) => crate::xmpp::stanza::defined_condition(error),
         }
     }
 }

@@ -23,7 +23,7 @@ use vomesh_proto::pubsub::{Command, ExpireItems};
 
 use crate::metrics::names;
 use crate::pubsub::error::Condition;
-use crate::pubsub::request::MAM_NS;
+use crate::pubsub::request::{MAM_NS, PUBSUB_NS};
 use crate::pubsub::{Handled, Notification, PubsubService, RequestContext, StanzaError};
 use crate::replica::Deliver;
 use crate::server::broker::{Broker, BrokerError, Reply};
@@ -273,31 +273,42 @@ impl PubsubComponent {
     }
 
     fn answer(&self, request: &Element, reply: Reply) {
-        if request.name() != "iq" {
-            // Messages (subscription approvals) get an answer only on error.
-            if let Reply::Error(error) = reply {
-                self.router
-                    .route(stanza::error_reply_with(request, &self.service_jid, error));
-            }
-            return;
-        }
         match reply {
-            Reply::Result(child) => {
+            Reply::Result(child) if request.name() == "iq" => {
                 self.router
                     .route(stanza::iq_result(request, &self.service_jid, child))
             }
-            Reply::Error(error) => {
-                self.router
-                    .route(stanza::error_reply_with(request, &self.service_jid, error))
-            }
+            // Messages (subscription approvals) get an answer only on error.
+            Reply::Result(_) => {}
+            Reply::Error(error) => self.route_error(
+                request,
+                stanza::error_reply_with(request, &self.service_jid, error),
+            ),
         }
     }
 
     fn answer_error(&self, request: &Element, error: &StanzaError) {
         if !stanza::is_error(request) {
-            self.router
-                .route(stanza::error_reply(request, &self.service_jid, error));
+            self.route_error(
+                request,
+                stanza::error_reply(request, &self.service_jid, error),
+            );
         }
+    }
+
+    /// Every error this service answers leaves here, so a refused publish
+    /// is counted whatever refused it: a check at this site, the replicated
+    /// state (an invalid VOEvent), or the mesh.
+    fn route_error(&self, request: &Element, reply: Element) {
+        if is_publish(request)
+            && let Some(condition) = reply
+                .child("error", crate::xmpp::ns::CLIENT)
+                .and_then(stanza::error_condition)
+        {
+            metrics::counter!(names::PUBSUB_PUBLISH_ERRORS_TOTAL, "condition" => condition.to_owned())
+                .increment(1);
+        }
+        self.router.route(reply);
     }
 }
 
@@ -309,8 +320,17 @@ fn limit_reason(error: &StanzaError) -> Option<&'static str> {
         (Condition::PolicyViolation, Some("too-many-subscriptions")) => {
             Some("too-many-subscriptions")
         }
+        // The only policy violation without a pubsub condition: `max_nodes`.
+        (Condition::PolicyViolation, None) => Some("max-nodes"),
         _ => None,
     }
+}
+
+/// An IQ set publishing to a node (XEP-0060 §7.1).
+fn is_publish(request: &Element) -> bool {
+    request
+        .child("pubsub", PUBSUB_NS)
+        .is_some_and(|pubsub| pubsub.child("publish", PUBSUB_NS).is_some())
 }
 
 /// What a client is told when its write could not be committed. Never a

@@ -117,9 +117,44 @@ pub fn is_error(stanza: &Element) -> bool {
     stanza.attr("type") == Some("error")
 }
 
+/// The defined condition of an `<error/>` element (`conflict`, …).
+pub fn defined_condition(error: &Element) -> Option<&str> {
+    error
+        .children()
+        .find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text")
+        .map(Element::name)
+}
+
+/// What an `<error/>` element says went wrong, most specific first: its
+/// application-specific condition (RFC 6120 §8.3.4, e.g. XEP-0060's
+/// `invalid-payload`), else its defined condition.
+pub fn error_condition(error: &Element) -> Option<&str> {
+    error
+        .children()
+        .find(|c| c.ns() != ns::STANZA_ERRORS && c.ns() != ns::CLIENT)
+        .map(Element::name)
+        .or_else(|| defined_condition(error))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_application_condition_of_an_error_is_the_more_specific() {
+        let error = Element::new("error", ns::CLIENT)
+            .with_child(Element::new("not-acceptable", ns::STANZA_ERRORS))
+            .with_child(Element::new("text", ns::STANZA_ERRORS))
+            .with_child(Element::new(
+                "invalid-payload",
+                "http://jabber.org/protocol/pubsub#errors",
+            ));
+        assert_eq!(defined_condition(&error), Some("not-acceptable"));
+        assert_eq!(error_condition(&error), Some("invalid-payload"));
+        let plain = Element::new("error", ns::CLIENT)
+            .with_child(Element::new("forbidden", ns::STANZA_ERRORS));
+        assert_eq!(error_condition(&plain), Some("forbidden"));
+    }
 
     fn iq(kind: &str) -> Element {
         Element::new("iq", ns::CLIENT)
