@@ -182,6 +182,20 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
     ] {
         assert!(at_leader.docs.contains_key(name), "no HELP for {name}");
     }
+    // Every metric a site exports is documented for operators.
+    let documented = metric_names(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+        )
+        .expect("the README"),
+    );
+    let exported = metric_names(&cluster.nodes[leader].metrics());
+    let undocumented: Vec<_> = exported.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "exported but not in the README: {undocumented:?}"
+    );
+
     // The size gauges count the replica: one node, five items.
     assert_eq!(value(&at_leader, "vomesh_pubsub_nodes", &[]), Some(1.0));
     assert_eq!(value(&at_leader, "vomesh_pubsub_items", &[]), Some(5.0));
@@ -354,4 +368,40 @@ fn a_single_site_mesh_stays_ready_while_idle() {
     let (status, body) = readyz(&node);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ready"], true, "{body}");
+}
+
+/// The `vomesh_*` metric names `text` mentions, histogram series folded
+/// into their histogram's name.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("vomesh_")
+        .map(|(at, _)| {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).map(str::to_owned))
+                .unwrap_or(name)
+        })
+        .collect()
+}
+
+#[test]
+fn every_metric_the_alerts_and_the_dashboard_use_is_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).expect(path);
+    let documented = metric_names(&read("README.md"));
+    for file in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/vomesh-dashboard.json",
+    ] {
+        let used = metric_names(&read(file));
+        assert!(!used.is_empty(), "{file} uses no vomesh metric");
+        let undocumented: Vec<_> = used.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "{file} uses metrics the README does not document: {undocumented:?}"
+        );
+    }
 }
