@@ -194,7 +194,7 @@ async fn sigterm_closes_streams_with_system_shutdown_and_exits_zero() {
 }
 
 #[test]
-fn slixmpp_logs_in_with_scram_binds_and_pings() {
+fn slixmpp_logs_in_with_scram_binds_pings_and_gets_every_stanza_acknowledged() {
     let python = python::python();
     let node = TestNode::start();
     node.add_user("alice", "wonderland");
@@ -216,4 +216,8 @@ fn slixmpp_logs_in_with_scram_binds_and_pings() {
     );
     assert!(stdout.contains("authenticated with SCRAM-SHA-"), "{stdout}");
     assert!(stdout.contains("bound alice@localhost/"), "{stdout}");
+    assert!(
+        stdout.contains("stream management enabled True"),
+        "{stdout}"
+    );
 }

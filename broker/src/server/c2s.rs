@@ -279,7 +279,7 @@ impl Conn {
 
     fn queue_batch(&mut self, first: Outbound) {
         let mut next = Some(first);
-        let mut count = 0;
+        let mut count: u32 = 0;
         while let Some(outbound) = next {
             match outbound {
                 Outbound::Stanza(stanza) => self.pending.push_str(&stanza),
@@ -295,13 +295,14 @@ impl Conn {
                 }
             }
             count += 1;
-            next = if count < WRITE_BATCH_STANZAS {
+            next = if (count as usize) < WRITE_BATCH_STANZAS {
                 self.queue_rx.try_recv().ok()
             } else {
                 None
             };
         }
-        metrics::counter!(names::STANZAS_OUT_TOTAL).increment(count as u64);
+        metrics::counter!(names::STANZAS_OUT_TOTAL).increment(u64::from(count));
+        self.session.on_stanzas_sent(count);
     }
 
     async fn flush<S: AsyncWrite + Unpin>(&mut self, io: &mut S) -> bool {

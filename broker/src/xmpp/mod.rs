@@ -5,8 +5,10 @@
 //!   SASL, binding, the IQs the server answers itself).
 //! - [`router`]: delivery of stanzas between local sessions and components.
 //! - [`stanza`]: stanza kinds, IQ validation, result and error replies.
+//! - [`stream_management`]: XEP-0198 acknowledgement counters.
 //! - [`ns`]: the XML namespaces of the protocols above.
 pub mod ns;
 pub mod router;
 pub mod session;
 pub mod stanza;
+pub mod stream_management;

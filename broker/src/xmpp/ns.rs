@@ -14,3 +14,5 @@ pub const ROSTER: &str = "jabber:iq:roster";
 pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub const PING: &str = "urn:xmpp:ping";
+/// XEP-0198 stream management.
+pub const SM: &str = "urn:xmpp:sm:3";

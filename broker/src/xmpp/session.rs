@@ -10,7 +10,8 @@
 //! The negotiation it enforces (RFC 6120 §5, §6, §7):
 //! plain stream → STARTTLS (required; no SASL mechanism is offered before
 //! TLS) → new stream → SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN) → new
-//! stream → resource binding → stanzas.
+//! stream → resource binding → stanzas; XEP-0198 acknowledgements once the
+//! client enables them (see [`super::stream_management`]).
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use jid::{BareJid, FullJid, Jid};
 
 use super::ns;
 use super::stanza::{self, Condition, IqKind, StanzaError, StanzaKind};
+use super::stream_management::{self as sm, Counters};
 use crate::sasl::{Mechanism, SaslCondition, SaslServer, SaslStep, StoredCredentials};
 use crate::xml::{Element, ParseError, StreamEvent, StreamHeader};
 
@@ -134,6 +136,8 @@ pub struct Session {
     header_sent: bool,
     username: Option<String>,
     auth_failures: u32,
+    /// XEP-0198 counters, once the client enabled stream management.
+    stream_management: Option<Counters>,
 }
 
 impl Session {
@@ -146,6 +150,16 @@ impl Session {
             header_sent: false,
             username: None,
             auth_failures: 0,
+            stream_management: None,
+        }
+    }
+
+    /// The connection wrote `count` stanzas routed to this session (the
+    /// session's own replies are counted as it makes them), for the XEP-0198
+    /// count the client acknowledges.
+    pub fn on_stanzas_sent(&mut self, count: u32) {
+        if let Some(counters) = &mut self.stream_management {
+            counters.on_stanzas_sent(count);
         }
     }
 
@@ -275,6 +289,7 @@ impl Session {
                     .with_child(Element::new("optional", ns::SESSION))
                     .to_xml(),
             );
+            features.push_str(&Element::new("sm", ns::SM).to_xml());
         }
         features.push_str("</stream:features>");
         features
@@ -289,6 +304,12 @@ impl Session {
             Phase::Authenticating(sasl) => self.continue_sasl(sasl, element, env, out),
             Phase::Established(jid) => {
                 self.phase = Phase::Established(jid.clone());
+                if element.ns() == ns::SM {
+                    return self.on_stream_management(element, env, out);
+                }
+                if let Some(counters) = &mut self.stream_management {
+                    counters.on_stanza_received();
+                }
                 self.on_stanza(&jid, element, env, out);
             }
             phase @ (Phase::AwaitingHeader | Phase::AwaitingTls | Phase::AwaitingBind(_)) => {
@@ -317,6 +338,14 @@ impl Session {
             }
             ("auth", ns::SASL) if self.username.is_none() => self.start_sasl(element, env, out),
             ("iq", ns::CLIENT) if self.username.is_some() => self.bind(element, out),
+            // XEP-0198 §3: enabling waits for a bound resource; §5: there is
+            // no stream to resume (resumption is not offered).
+            ("enable", ns::SM) if self.username.is_some() => {
+                out.push(Action::Send(sm::failed("unexpected-request").to_xml()));
+            }
+            ("resume", ns::SM) if self.username.is_some() => {
+                out.push(Action::Send(sm::failed("item-not-found").to_xml()));
+            }
             (_, ns::CLIENT) => self.stream_error(
                 "not-authorized",
                 Some("authenticate and bind a resource first"),
@@ -503,6 +532,50 @@ impl Session {
         }
     }
 
+    /// `<enable/>`, `<r/>` and `<a/>` of XEP-0198 on a bound stream.
+    fn on_stream_management(
+        &mut self,
+        element: Element,
+        env: &mut dyn SessionEnv,
+        out: &mut Vec<Action>,
+    ) {
+        match (element.name(), &mut self.stream_management) {
+            ("enable", None) => {
+                self.stream_management = Some(Counters::default());
+                out.push(Action::Send(sm::enabled().to_xml()));
+            }
+            ("enable" | "resume", Some(_)) | ("resume", None) => {
+                out.push(Action::Send(sm::failed("unexpected-request").to_xml()));
+            }
+            ("r", Some(counters)) => out.push(Action::Send(counters.answer().to_xml())),
+            ("a", Some(counters)) => {
+                let Some(h) = element.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+                    return self.stream_error(
+                        "invalid-xml",
+                        Some("<a/> needs a count h"),
+                        env,
+                        out,
+                    );
+                };
+                if let Err(too_high) = counters.check_ack(h) {
+                    self.stream_error_with(
+                        "undefined-condition",
+                        Some("acknowledged more stanzas than were sent"),
+                        Some(sm::handled_count_too_high(&too_high)),
+                        env,
+                        out,
+                    );
+                }
+            }
+            _ => self.stream_error(
+                "unsupported-stanza-type",
+                Some("stream management is not enabled"),
+                env,
+                out,
+            ),
+        }
+    }
+
     /// IQs without `to`, or to our domain or the user's own bare JID, are
     /// answered by the server (RFC 6120 §10.3.3, §10.5.3.2).
     fn is_for_server(&self, to: Option<&Jid>, own_bare: &BareJid) -> bool {
@@ -588,6 +661,7 @@ impl Session {
     }
 
     fn send_stanza(&mut self, stanza: Element, out: &mut Vec<Action>) {
+        self.on_stanzas_sent(1);
         out.push(Action::Send(stanza.to_stream_xml(ns::CLIENT)));
     }
 
@@ -596,6 +670,19 @@ impl Session {
         &mut self,
         condition: &'static str,
         text: Option<&str>,
+        env: &mut dyn SessionEnv,
+        out: &mut Vec<Action>,
+    ) {
+        self.stream_error_with(condition, text, None, env, out);
+    }
+
+    /// A stream error with an application-specific condition (RFC 6120
+    /// §4.9.4).
+    fn stream_error_with(
+        &mut self,
+        condition: &'static str,
+        text: Option<&str>,
+        application: Option<Element>,
         env: &mut dyn SessionEnv,
         out: &mut Vec<Action>,
     ) {
@@ -609,8 +696,9 @@ impl Session {
                     .to_xml()
             })
             .unwrap_or_default();
+        let application = application.map(|a| a.to_xml()).unwrap_or_default();
         out.push(Action::Send(format!(
-            "<stream:error>{}{text}</stream:error></stream:stream>",
+            "<stream:error>{}{text}{application}</stream:error></stream:stream>",
             Element::new(condition, ns::STREAM_ERRORS).to_xml()
         )));
         self.close(Some(condition), out);

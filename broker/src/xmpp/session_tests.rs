@@ -434,3 +434,74 @@ fn closing_tag_is_answered_and_the_session_goes_unavailable() {
         ]
     );
 }
+
+#[test]
+fn stream_management_is_offered_with_bind() {
+    let mut h = Harness::new(true);
+    h.open();
+    h.send(&plain_auth("alice", "wonderland"));
+    assert!(sent(&h.open()).contains("<sm xmlns=\"urn:xmpp:sm:3\"/>"));
+}
+
+#[test]
+fn stream_management_before_bind_fails_and_nothing_can_be_resumed() {
+    let mut h = Harness::authenticated(true);
+    assert_eq!(
+        sent(&h.send("<enable xmlns='urn:xmpp:sm:3'/>")),
+        "<failed xmlns=\"urn:xmpp:sm:3\"><unexpected-request xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/></failed>"
+    );
+    assert_eq!(
+        sent(&h.send("<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>")),
+        "<failed xmlns=\"urn:xmpp:sm:3\"><item-not-found xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/></failed>"
+    );
+    assert!(!h.session.is_closed());
+}
+
+#[test]
+fn enabled_stream_management_counts_stanzas_both_ways() {
+    let mut h = Harness::bound();
+    // A resume request is answered like any: enabled, without resumption.
+    assert_eq!(
+        sent(&h.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")),
+        "<enabled xmlns=\"urn:xmpp:sm:3\"/>"
+    );
+    assert_eq!(
+        sent(&h.send("<r xmlns='urn:xmpp:sm:3'/>")),
+        "<a xmlns=\"urn:xmpp:sm:3\" h=\"0\"/>"
+    );
+    // Two stanzas in: a ping answered by the session and a routed message.
+    h.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>");
+    h.send("<message to='bob@example.org'><body>hi</body></message>");
+    assert_eq!(
+        sent(&h.send("<r xmlns='urn:xmpp:sm:3'/>")),
+        "<a xmlns=\"urn:xmpp:sm:3\" h=\"2\"/>"
+    );
+    // One stanza out (the ping's result) plus two the router delivered.
+    h.session.on_stanzas_sent(2);
+    assert!(h.send("<a xmlns='urn:xmpp:sm:3' h='3'/>").is_empty());
+    assert_eq!(
+        sent(&h.send("<enable xmlns='urn:xmpp:sm:3'/>")),
+        "<failed xmlns=\"urn:xmpp:sm:3\"><unexpected-request xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/></failed>"
+    );
+}
+
+#[test]
+fn acknowledging_more_than_was_sent_is_a_stream_error() {
+    let mut h = Harness::bound();
+    h.send("<enable xmlns='urn:xmpp:sm:3'/>");
+    let actions = h.send("<a xmlns='urn:xmpp:sm:3' h='5'/>");
+    assert!(
+        sent(&actions)
+            .contains("<handled-count-too-high xmlns=\"urn:xmpp:sm:3\" h=\"5\" send-count=\"0\"/>"),
+        "{}",
+        sent(&actions)
+    );
+    assert_eq!(closed_with(&actions), Some("undefined-condition"));
+}
+
+#[test]
+fn acks_without_stream_management_are_refused() {
+    let mut h = Harness::bound();
+    let actions = h.send("<r xmlns='urn:xmpp:sm:3'/>");
+    assert_eq!(closed_with(&actions), Some("unsupported-stanza-type"));
+}
