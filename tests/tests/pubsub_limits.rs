@@ -45,19 +45,10 @@ async fn payload_over_the_limit_is_not_acceptable_and_counted() {
         reply.to_xml()
     );
 
-    let metrics = node.metrics();
-    assert!(
-        metrics
-            .lines()
-            .any(|line| line == "vomesh_rejected_total{reason=\"payload-too-big\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics
-            .lines()
-            .any(|line| line
-                == "vomesh_pubsub_publish_errors_total{condition=\"payload-too-big\"} 1"),
-        "{metrics}"
+    assert_counted(&node, "vomesh_rejected_total{reason=\"payload-too-big\"} 1");
+    assert_counted(
+        &node,
+        "vomesh_pubsub_publish_errors_total{condition=\"payload-too-big\"} 1",
     );
     // Nothing of the refused item was kept.
     let (items, _) = archive_page(&mut alice, "alerts", &[], &[]).await;
@@ -103,12 +94,9 @@ async fn subscription_over_the_node_limit_is_refused_and_counted() {
         "{}",
         reply.to_xml()
     );
-    let metrics = node.metrics();
-    assert!(
-        metrics
-            .lines()
-            .any(|line| line == "vomesh_rejected_total{reason=\"too-many-subscriptions\"} 1"),
-        "{metrics}"
+    assert_counted(
+        &node,
+        "vomesh_rejected_total{reason=\"too-many-subscriptions\"} 1",
     );
 }
 
@@ -130,11 +118,14 @@ async fn a_node_over_the_service_limit_is_a_policy_violation_and_counted() {
         "{}",
         reply.to_xml()
     );
+    assert_counted(&node, "vomesh_rejected_total{reason=\"max-nodes\"} 1");
+}
+
+/// `node`'s `/metrics` has the sample line `sample` (name, labels, value).
+fn assert_counted(node: &TestNode, sample: &str) {
     let metrics = node.metrics();
     assert!(
-        metrics
-            .lines()
-            .any(|line| line == "vomesh_rejected_total{reason=\"max-nodes\"} 1"),
-        "{metrics}"
+        metrics.lines().any(|line| line == sample),
+        "{sample} in {metrics}"
     );
 }
