@@ -361,7 +361,8 @@ pub struct VtpConfig {
     /// A subscriber that leaves an event or `iamalive` unanswered this
     /// long is dropped.
     pub subscriber_reply_timeout_secs: u64,
-    /// A subscriber with this many messages unanswered is dropped.
+    /// A subscriber with more messages than this unanswered when an
+    /// `iamalive` is due is dropped (Comet's rule; a burst may run ahead).
     pub max_unanswered_per_subscriber: usize,
     /// Events queued for one subscriber; one that falls this far behind
     /// is dropped (it would otherwise hold every event in memory).

@@ -58,6 +58,8 @@ pub async fn accept_loop(
 
 /// One submission: read, judge, answer, close.
 async fn serve(mut stream: TcpStream, peer: SocketAddr, settings: &Settings, ingest: &Ingest) {
+    // Each message is written whole; waiting to coalesce only adds latency.
+    let _ = stream.set_nodelay(true);
     let body = match tokio::time::timeout(
         settings.author_timeout,
         frame::read_frame(&mut stream, settings.max_message_bytes),

@@ -14,9 +14,10 @@
 //! it came from), then events and an `iamalive` every
 //! `iamalive_interval_secs`. Every event and `iamalive` expects an answer;
 //! a subscriber that leaves one unanswered for `subscriber_reply_timeout_secs`,
-//! or more than `max_unanswered_per_subscriber` at once, or that falls
-//! `subscriber_queue_events` behind, or naks, is dropped (VTP 2.0 §6.4;
-//! each counted in `vomesh_vtp_subscribers_dropped_total{reason}`).
+//! or has more than `max_unanswered_per_subscriber` unanswered when an
+//! `iamalive` is due (Comet's rule), or falls `subscriber_queue_events`
+//! behind, or naks, is dropped (VTP 2.0 §6.4; each counted in
+//! `vomesh_vtp_subscribers_dropped_total{reason}`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -131,26 +132,35 @@ impl DropReason {
 /// The messages sent to one subscriber that await its answer. Answers are
 /// not matched to messages (Comet's are not either: an ack names the event,
 /// an iamalive only the broker): each answer settles the oldest.
+///
+/// As in Comet, a burst may run ahead of the acks; what counts is that the
+/// subscriber keeps up: when an `iamalive` is due, more than
+/// `outstanding_max` unanswered drops it, and so does any message left
+/// unanswered past `timeout`. `backlog_max` bounds the bookkeeping itself.
 #[derive(Debug)]
 pub struct Unanswered {
     sent_at: VecDeque<Instant>,
-    max: usize,
+    outstanding_max: usize,
+    backlog_max: usize,
     timeout: Duration,
 }
 
 impl Unanswered {
-    pub fn new(max: usize, timeout: Duration) -> Unanswered {
+    pub fn new(outstanding_max: usize, backlog_max: usize, timeout: Duration) -> Unanswered {
         Unanswered {
-            sent_at: VecDeque::with_capacity(max.min(64)),
-            max,
+            sent_at: VecDeque::new(),
+            outstanding_max,
+            backlog_max,
             timeout,
         }
     }
 
-    /// A message expecting an answer went out at `at`.
+    /// A message expecting an answer went out at `at`. A subscriber as
+    /// many answers behind as the event queue is long is as far behind as
+    /// a lagging one.
     pub fn sent(&mut self, at: Instant) -> Result<(), DropReason> {
-        if self.sent_at.len() >= self.max {
-            return Err(DropReason::Unanswered);
+        if self.sent_at.len() >= self.backlog_max {
+            return Err(DropReason::Lagged);
         }
         self.sent_at.push_back(at);
         Ok(())
@@ -167,6 +177,14 @@ impl Unanswered {
             Some(oldest) if now.duration_since(*oldest) > self.timeout => Err(DropReason::Timeout),
             _ => Ok(()),
         }
+    }
+
+    /// When an `iamalive` is due: whether the subscriber kept up.
+    pub fn check_outstanding(&self) -> Result<(), DropReason> {
+        if self.sent_at.len() > self.outstanding_max {
+            return Err(DropReason::Unanswered);
+        }
+        Ok(())
     }
 
     /// When the oldest message becomes overdue.
@@ -245,6 +263,8 @@ async fn serve(
     mut events: broadcast::Receiver<Arc<BroadcastEvent>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), DropReason> {
+    // Each message is written whole; waiting to coalesce only adds latency.
+    let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     // Reading a frame is not cancel-safe, so it runs in its own task and
     // hands complete messages over; a few in flight are plenty, as a
@@ -269,6 +289,7 @@ async fn serve(
         let peer_label = peer.ip().to_string();
         let mut unanswered = Unanswered::new(
             settings.max_unanswered_per_subscriber,
+            settings.subscriber_queue_events,
             settings.subscriber_reply_timeout,
         );
         let mut identity = String::new();
@@ -316,6 +337,7 @@ async fn serve(
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
                 _ = alive.tick() => {
+                    unanswered.check_outstanding()?;
                     let iamalive = message::iamalive(&settings.local_ivo, crate::clock::now_micros());
                     send(&mut writer, &iamalive, settings).await?;
                     unanswered.sent(Instant::now())?;
@@ -389,7 +411,7 @@ mod tests {
     #[test]
     fn an_answer_settles_the_oldest_message() {
         let t0 = Instant::now();
-        let mut unanswered = Unanswered::new(10, TIMEOUT);
+        let mut unanswered = Unanswered::new(10, 100, TIMEOUT);
         unanswered.sent(t0).unwrap();
         unanswered.sent(t0 + Duration::from_secs(30)).unwrap();
         unanswered.answered();
@@ -402,17 +424,30 @@ mod tests {
     }
 
     #[test]
-    fn too_many_unanswered_messages_drop_the_subscriber() {
+    fn a_burst_may_run_ahead_of_the_acks_until_an_iamalive_is_due() {
         let t0 = Instant::now();
-        let mut unanswered = Unanswered::new(2, TIMEOUT);
-        unanswered.sent(t0).unwrap();
-        unanswered.sent(t0).unwrap();
-        assert_eq!(unanswered.sent(t0), Err(DropReason::Unanswered));
+        let mut unanswered = Unanswered::new(2, 100, TIMEOUT);
+        for _ in 0..3 {
+            unanswered.sent(t0).unwrap();
+        }
+        assert_eq!(unanswered.check_outstanding(), Err(DropReason::Unanswered));
+        unanswered.answered();
+        assert_eq!(unanswered.check_outstanding(), Ok(()));
+    }
+
+    #[test]
+    fn answers_as_far_behind_as_the_queue_is_long_are_lagging() {
+        let t0 = Instant::now();
+        let mut unanswered = Unanswered::new(2, 3, TIMEOUT);
+        for _ in 0..3 {
+            unanswered.sent(t0).unwrap();
+        }
+        assert_eq!(unanswered.sent(t0), Err(DropReason::Lagged));
     }
 
     #[test]
     fn nothing_sent_is_never_overdue() {
-        let unanswered = Unanswered::new(2, TIMEOUT);
+        let unanswered = Unanswered::new(2, 3, TIMEOUT);
         assert_eq!(unanswered.check(Instant::now() + TIMEOUT * 10), Ok(()));
         assert_eq!(unanswered.deadline(), None);
     }

@@ -71,7 +71,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(body))
 }
 
-/// Writes one message (prefix and body) and flushes it.
+/// Writes one message (prefix and body) and flushes it. Prefix and body go
+/// out in one write: as two, the body of a small message would wait for
+/// the peer's delayed ACK of the prefix (Nagle), tens of milliseconds per
+/// message.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     body: &[u8],
@@ -79,8 +82,10 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     let prefix = prefix(body.len()).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "message over 4 GiB")
     })?;
-    writer.write_all(&prefix).await?;
-    writer.write_all(body).await?;
+    let mut message = Vec::with_capacity(PREFIX_BYTES + body.len());
+    message.extend_from_slice(&prefix);
+    message.extend_from_slice(body);
+    writer.write_all(&message).await?;
     writer.flush().await
 }
 

@@ -95,6 +95,8 @@ async fn serve(
     // recorded with every event it sends, so the broadcast port does not
     // send the event back to it.
     let mut peer_ivo = String::new();
+    // Each message is written whole; waiting to coalesce only adds latency.
+    let _ = stream.set_nodelay(true);
     loop {
         let body = match tokio::time::timeout(
             settings.upstream_idle_timeout,
