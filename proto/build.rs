@@ -22,7 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
 
     let descriptors = protox::compile(&files, [&root])?;
-    // Plain prost defaults (`bytes` fields are `Vec<u8>`) for every package.
-    prost_build::Config::new().compile_fds(descriptors)?;
+    // Plain prost defaults (`bytes` fields are `Vec<u8>`) for every package,
+    // except that a publish's rarely set VTP origin is boxed: inline, it
+    // would make every `Command` (and what carries one) larger.
+    prost_build::Config::new()
+        .boxed(".vomesh.pubsub.Publish.vtp")
+        .compile_fds(descriptors)?;
     Ok(())
 }

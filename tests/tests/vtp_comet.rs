@@ -130,6 +130,21 @@ impl Drop for Comet {
     }
 }
 
+/// Arguments of a Comet broker that takes events from local authors on
+/// `author` and broadcasts them on `broadcast`.
+fn comet_broker_args(author: u16, broadcast: u16) -> Vec<String> {
+    vec![
+        "--local-ivo=ivo://test.comet/broker".into(),
+        "--receive".into(),
+        format!("--receive-port={author}"),
+        "--author-whitelist=127.0.0.0/8".into(),
+        "--broadcast".into(),
+        format!("--broadcast-port={broadcast}"),
+        // No test events: the tests count what arrives.
+        "--broadcast-test-interval=0".into(),
+    ]
+}
+
 /// Submits `file` with Comet's `comet-sendvo`; true when it was acked.
 fn comet_sendvo(port: u16, file: &Path) -> bool {
     Command::new(python::program("comet-sendvo"))
@@ -314,17 +329,9 @@ async fn vomesh_ingests_from_a_comet_broadcaster_and_does_not_send_its_events_ba
     let ports = VtpPorts::new();
     let (comet_author, comet_broadcast) = (free_port(), free_port());
     let node = vtp_node(&ports, &[format!("127.0.0.1:{comet_broadcast}")], "");
-    let comet = Comet::start(&[
-        "--local-ivo=ivo://test.comet/broker".into(),
-        "--receive".into(),
-        format!("--receive-port={comet_author}"),
-        "--author-whitelist=127.0.0.0/8".into(),
-        "--broadcast".into(),
-        format!("--broadcast-port={comet_broadcast}"),
-        // No test events: the tests count what arrives.
-        "--broadcast-test-interval=0".into(),
-        format!("--remote=127.0.0.1:{}", ports.broadcast.port()),
-    ]);
+    let mut args = comet_broker_args(comet_author, comet_broadcast);
+    args.push(format!("--remote=127.0.0.1:{}", ports.broadcast.port()));
+    let comet = Comet::start(&args);
     wait_until("vomesh and Comet to subscribe to each other", || {
         let metrics = node.metrics();
         gauge(&metrics, "vomesh_vtp_peers{role=\"upstream\"}") == Some(1.0)
@@ -378,16 +385,7 @@ async fn vomesh_ingests_from_a_comet_broadcaster_and_does_not_send_its_events_ba
 #[tokio::test(flavor = "multi_thread")]
 async fn two_sites_subscribed_to_one_comet_broker_store_one_copy() {
     let (comet_author, comet_broadcast) = (free_port(), free_port());
-    let _comet = Comet::start(&[
-        "--local-ivo=ivo://test.comet/broker".into(),
-        "--receive".into(),
-        format!("--receive-port={comet_author}"),
-        "--author-whitelist=127.0.0.0/8".into(),
-        "--broadcast".into(),
-        format!("--broadcast-port={comet_broadcast}"),
-        // No test events: the tests count what arrives.
-        "--broadcast-test-interval=0".into(),
-    ]);
+    let _comet = Comet::start(&comet_broker_args(comet_author, comet_broadcast));
     let upstream = [format!("127.0.0.1:{comet_broadcast}")];
     let ports = [VtpPorts::new(), VtpPorts::new()];
     // Sites 1 and 2 both subscribe to Comet; site 3 has no bridge.

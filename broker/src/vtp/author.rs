@@ -7,51 +7,32 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::metrics::names;
 use crate::vtp::frame;
 use crate::vtp::ingest::{Ingest, Refusal, Verdict};
 use crate::vtp::message::{self, Incoming};
-use crate::vtp::{Settings, allowed, stopped};
+use crate::vtp::{LimitedListener, Settings, allowed};
 
 /// Accepts authors until `stop`; at most `max_author_connections` are
-/// served at once, more wait in the kernel's backlog.
+/// served at once.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: LimitedListener,
     settings: Arc<Settings>,
     ingest: Arc<Ingest>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.max_author_connections));
-    loop {
-        let permit = tokio::select! {
-            _ = stopped(&mut stop) => return,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = stopped(&mut stop) => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "VTP author accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer, slot)) = listener.next(&mut stop).await {
         let (settings, ingest) = (settings.clone(), ingest.clone());
         tokio::spawn(async move {
             metrics::gauge!(names::VTP_PEERS, "role" => "author").increment(1.0);
             serve(stream, peer, &settings, &ingest).await;
             metrics::gauge!(names::VTP_PEERS, "role" => "author").decrement(1.0);
-            drop(permit);
+            drop(slot);
         });
     }
 }

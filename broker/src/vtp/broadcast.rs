@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use vomesh_proto::pubsub::Publish;
 
@@ -35,7 +35,7 @@ use crate::metrics::names;
 use crate::pubsub::model::Item;
 use crate::vtp::frame::{self, FrameError};
 use crate::vtp::message::{self, DECLARATION, Incoming, Role};
-use crate::vtp::{Settings, allowed, stopped};
+use crate::vtp::{LimitedListener, Settings, allowed, stopped};
 
 /// One event for the subscribers of this site.
 #[derive(Debug)]
@@ -198,33 +198,14 @@ impl Unanswered {
 /// before its first event, so loop prevention holds from the start).
 const AUTHENTICATE_GRACE: Duration = Duration::from_secs(5);
 
-/// Accepts subscribers until `stop`.
+/// Accepts subscribers until `stop`; at most `max_subscribers` at once.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: LimitedListener,
     settings: Arc<Settings>,
     feed: Feed,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.max_subscribers));
-    loop {
-        let permit = tokio::select! {
-            _ = stopped(&mut stop) => return,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = stopped(&mut stop) => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "VTP broadcast accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer, slot)) = listener.next(&mut stop).await {
         if !allowed(&settings.subscriber_allow, peer) {
             tracing::info!(%peer, "VTP subscriber outside subscriber_allow refused");
             count_drop(DropReason::NotAllowed);
@@ -242,7 +223,7 @@ pub async fn accept_loop(
                 tracing::info!(%peer, "VTP subscriber disconnected");
             }
             metrics::gauge!(names::VTP_PEERS, "role" => "subscriber").decrement(1.0);
-            drop(permit);
+            drop(slot);
         });
     }
 }
@@ -452,7 +433,7 @@ mod tests {
         assert_eq!(unanswered.deadline(), None);
     }
 
-    fn publish(node: &str, vtp: Option<vomesh_proto::pubsub::VtpIngest>) -> Publish {
+    fn publish(node: &str, vtp: Option<Box<vomesh_proto::pubsub::VtpIngest>>) -> Publish {
         Publish {
             node: node.into(),
             vtp,
@@ -478,10 +459,10 @@ mod tests {
         feed.offer(
             &publish(
                 "voevent/a.b/c",
-                Some(vomesh_proto::pubsub::VtpIngest {
+                Some(Box::new(vomesh_proto::pubsub::VtpIngest {
                     peer_ivo: "ivo://up/stream".into(),
                     packet: packet.clone(),
-                }),
+                })),
             ),
             &item("<voe:VOEvent/>"),
         );

@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ipnet::IpNet;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::VtpConfig;
@@ -100,6 +100,50 @@ pub fn allowed(networks: &[IpNet], peer: SocketAddr) -> bool {
     networks.iter().any(|net| net.contains(&ip))
 }
 
+/// A listener that serves at most a fixed number of connections at once:
+/// at the limit it stops accepting, and new peers wait in the kernel's
+/// backlog rather than being served badly (as the XMPP listeners do).
+pub struct LimitedListener {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    what: &'static str,
+}
+
+impl LimitedListener {
+    pub fn new(listener: TcpListener, connections_max: usize, what: &'static str) -> Self {
+        LimitedListener {
+            listener,
+            slots: Arc::new(Semaphore::new(connections_max)),
+            what,
+        }
+    }
+
+    /// The next connection and the slot it holds until dropped; `None` once
+    /// `stop` turns true.
+    pub async fn next(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+        let permit = tokio::select! {
+            _ = stopped(stop) => return None,
+            permit = self.slots.clone().acquire_owned() => permit.ok()?,
+        };
+        loop {
+            tokio::select! {
+                _ = stopped(stop) => return None,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => return Some((stream, peer, permit)),
+                    Err(error) => {
+                        // Usually EMFILE: back off briefly rather than spin.
+                        tracing::warn!(%error, what = self.what, "VTP accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// Resolves once `stop` turns true. Unlike `wait_for`, holds no borrow of
 /// the value when it resolves, so `select!` arms after it may await.
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -147,13 +191,13 @@ pub async fn start(
         broadcast: broadcast_listener.local_addr()?,
     };
     tasks.spawn(author::accept_loop(
-        author,
+        LimitedListener::new(author, settings.max_author_connections, "author"),
         settings.clone(),
         ingest.clone(),
         stop.clone(),
     ));
     tasks.spawn(broadcast::accept_loop(
-        broadcast_listener,
+        LimitedListener::new(broadcast_listener, settings.max_subscribers, "broadcast"),
         settings.clone(),
         feed,
         stop.clone(),

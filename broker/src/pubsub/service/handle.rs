@@ -353,7 +353,7 @@ impl PubsubService {
             payload: Some(root.clone()),
         };
         let publish = proto::Publish {
-            vtp,
+            vtp: vtp.map(Box::new),
             ..publish_op(node, Some(&item), Some(options))
         };
         Ok(command(actor, now_micros, Op::Publish(publish)))
