@@ -1185,5 +1185,42 @@ subscriber_allow = ["0.0.0.0/0"]
         );
         let (line, _, _) = syntax_error("[vtp]\nauthor_allow = [\"10.0.0.0/33\"]\n");
         assert_eq!(line, 2);
+        assert_eq!(
+            invalid_key("[vtp]\nnode_template = \"voevent/{role}\"\n").key,
+            "vtp.node_template"
+        );
+    }
+
+    #[test]
+    fn vtp_limits_must_be_positive() {
+        for key in [
+            "max_message_bytes",
+            "author_timeout_secs",
+            "iamalive_interval_secs",
+            "subscriber_reply_timeout_secs",
+            "max_unanswered_per_subscriber",
+            "subscriber_queue_events",
+            "max_subscribers",
+            "max_author_connections",
+            "upstream_idle_timeout_secs",
+            "upstream_retry_max_secs",
+        ] {
+            let err = invalid_key(&format!("[vtp]\n{key} = 0\n"));
+            assert_eq!(err.key, format!("vtp.{key}"));
+        }
+    }
+
+    #[test]
+    fn vtp_defaults_follow_comet_and_interface() {
+        let vtp = parse("[vtp]\n").vtp.unwrap();
+        assert_eq!(vtp.node_template, "voevent/{authority}/{stream}");
+        assert_eq!(vtp.broadcast_node_prefixes, ["voevent/"]);
+        assert_eq!(
+            (
+                vtp.iamalive_interval_secs,
+                vtp.max_unanswered_per_subscriber
+            ),
+            (60, 10)
+        );
     }
 }

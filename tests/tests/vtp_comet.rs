@@ -542,3 +542,59 @@ async fn bench_author_ack_latency_and_broadcast_rate() {
         (SEQUENTIAL + CONCURRENT) as f64
     );
 }
+
+/// Reads until the broker closes the connection; the messages read.
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    while let Ok(Some(body)) = read_frame(stream, 1 << 20).await {
+        messages.push(body);
+    }
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_subscriber_is_dropped_and_unlisted_networks_are_refused() {
+    let ports = VtpPorts::new();
+    let node = vtp_node(
+        &ports,
+        &[],
+        "iamalive_interval_secs = 1\nsubscriber_reply_timeout_secs = 2\n",
+    );
+    let mut silent = TcpStream::connect(ports.broadcast).await.unwrap();
+    // It hears authenticate and iamalives, answers nothing, and is dropped.
+    let heard = tokio::time::timeout(WAIT, read_until_closed(&mut silent))
+        .await
+        .expect("the broker drops a silent subscriber");
+    let roles: Vec<Role> = heard
+        .iter()
+        .map(|body| match message::parse(body, LIMITS) {
+            Ok(Incoming::Transport(t)) => t.role,
+            other => panic!("unexpected message {other:?}"),
+        })
+        .collect();
+    assert_eq!(roles.first(), Some(&Role::Authenticate));
+    assert!(roles[1..].iter().all(|r| *r == Role::IAmAlive) && roles.len() >= 2);
+    wait_until("the drop to be counted", || {
+        metric(
+            &node,
+            "vomesh_vtp_subscribers_dropped_total{reason=\"timeout\"}",
+        ) == 1.0
+    })
+    .await;
+    drop(node);
+
+    let ports = VtpPorts::new();
+    let node = vtp_node(&ports, &[], "subscriber_allow = [\"10.0.0.0/8\"]");
+    let mut outsider = TcpStream::connect(ports.broadcast).await.unwrap();
+    let heard = tokio::time::timeout(WAIT, read_until_closed(&mut outsider))
+        .await
+        .expect("the broker closes an unlisted subscriber's connection");
+    assert!(heard.is_empty());
+    assert_eq!(
+        metric(
+            &node,
+            "vomesh_vtp_subscribers_dropped_total{reason=\"not-allowed\"}"
+        ),
+        1.0
+    );
+}

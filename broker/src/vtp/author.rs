@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::metrics::names;
-use crate::vtp::frame;
+use crate::vtp::frame::{self, FrameError};
 use crate::vtp::ingest::{Ingest, Refusal, Verdict};
 use crate::vtp::message::{self, Incoming};
 use crate::vtp::{LimitedListener, Settings, allowed};
@@ -51,7 +51,12 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, settings: &Settings, ing
         Ok(Ok(None)) => return,
         Ok(Err(error)) => {
             tracing::info!(%peer, %error, "VTP author sent no valid message");
-            let verdict = Verdict::refused(Refusal::Malformed, error.to_string(), "");
+            let reason = match error {
+                FrameError::TooLarge { .. } => Refusal::TooLarge,
+                FrameError::Empty | FrameError::Io(_) => Refusal::Malformed,
+            };
+            count_refusal(reason);
+            let verdict = Verdict::refused(reason, error.to_string(), "");
             return answer(&mut stream, settings, &verdict, None).await;
         }
         Err(_) => {
@@ -84,10 +89,14 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, settings: &Settings, ing
     } = &verdict
     {
         // `Ingest::publish` counts the refusals it decides; these are ours.
-        metrics::counter!(names::VTP_EVENTS_REFUSED_TOTAL, "source" => "author", "reason" => reason.label())
-            .increment(1);
+        count_refusal(*reason);
     }
     answer(&mut stream, settings, &verdict, Some(received)).await;
+}
+
+fn count_refusal(reason: Refusal) {
+    metrics::counter!(names::VTP_EVENTS_REFUSED_TOTAL, "source" => "author", "reason" => reason.label())
+        .increment(1);
 }
 
 /// Sends the ack or nak and closes.

@@ -26,6 +26,8 @@ use crate::xml::Element;
 pub enum Refusal {
     /// Not well-formed, or not a VOEvent.
     Malformed,
+    /// Longer than `max_message_bytes`.
+    TooLarge,
     /// Against the VOEvent 2.0 schema rules checked (root, children).
     InvalidVoEvent,
     /// The IVORN is not `ivo://authority/resource#local`.
@@ -43,6 +45,7 @@ impl Refusal {
     pub fn label(self) -> &'static str {
         match self {
             Refusal::Malformed => "malformed",
+            Refusal::TooLarge => "too-large",
             Refusal::InvalidVoEvent => "invalid-voevent",
             Refusal::InvalidIvorn => "invalid-ivorn",
             Refusal::NotAllowed => "not-allowed",

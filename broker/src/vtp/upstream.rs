@@ -11,7 +11,7 @@
 //! are logged and counted in `vomesh_vtp_events_refused_total{source="upstream"}`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -25,6 +25,10 @@ use crate::vtp::{Settings, stopped};
 /// First reconnection delay; doubled after each failure up to
 /// `upstream_retry_max_secs`.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// A connection that lasted this long was a success: the back-off starts
+/// over (Comet's `RESET_DELAY`). One closed sooner — a broker refusing
+/// this site — keeps backing off instead of being redialled every second.
+const RETRY_RESET_AFTER: Duration = Duration::from_secs(5);
 
 /// Keeps a subscription to the broker at `address` (`HOST:PORT`) until `stop`.
 pub async fn subscribe(
@@ -43,6 +47,7 @@ pub async fn subscribe(
             Ok(Ok(stream)) => {
                 tracing::info!(upstream = %address, "subscribed to VTP broker");
                 metrics::gauge!(names::VTP_PEERS, "role" => "upstream").increment(1.0);
+                let connected_at = Instant::now();
                 let ended = tokio::select! {
                     _ = stopped(&mut stop) => Ok(()),
                     ended = serve(stream, &address, &settings, &ingest) => ended,
@@ -59,7 +64,9 @@ pub async fn subscribe(
                         tracing::warn!(upstream = %address, %error, "VTP subscription lost")
                     }
                 }
-                delay = RETRY_FIRST;
+                if connected_at.elapsed() >= RETRY_RESET_AFTER {
+                    delay = RETRY_FIRST;
+                }
             }
             Ok(Err(error)) => {
                 tracing::warn!(upstream = %address, %error, "cannot reach VTP broker")
