@@ -351,8 +351,16 @@ fn answer(
         }
         Role::IAmAlive => unanswered.answered(),
         // The answer to our `authenticate`: `Response` names the subscriber.
-        // Its XPath filters are not applied (see the README).
         Role::Authenticate => {
+            if !message.filters.is_empty() {
+                // Said, not silently ignored: the subscriber gets more than
+                // it asked for.
+                tracing::warn!(
+                    subscriber = message.response.as_deref().unwrap_or_default(),
+                    filters = ?message.filters,
+                    "XPath filters are not supported; the subscriber receives every event"
+                );
+            }
             if let Some(response) = message.response {
                 *identity = response;
             }

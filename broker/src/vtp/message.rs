@@ -56,6 +56,9 @@ pub struct Transport {
     pub response: Option<String>,
     /// `Meta/Result`: a nak's reason.
     pub result: Option<String>,
+    /// `Meta/Param[@name='xpath-filter']/@value` of a subscriber's
+    /// `authenticate` answer: the events it asks for (Comet's convention).
+    pub filters: Vec<String>,
 }
 
 /// What a peer sent.
@@ -102,16 +105,22 @@ pub fn parse(body: &[u8], limits: ParserLimits) -> Result<Incoming, MessageError
             .find(|c| c.name() == name)
             .map(|c| c.text().trim().to_owned())
     };
-    let result = root
-        .children()
-        .find(|c| c.name() == "Meta")
+    let meta = root.children().find(|c| c.name() == "Meta");
+    let result = meta
         .and_then(|meta| meta.children().find(|c| c.name() == "Result"))
         .map(|r| r.text().trim().to_owned());
+    let filters = meta
+        .into_iter()
+        .flat_map(Element::children)
+        .filter(|c| c.name() == "Param" && c.attr("name") == Some("xpath-filter"))
+        .filter_map(|param| param.attr("value").map(str::to_owned))
+        .collect();
     Ok(Incoming::Transport(Transport {
         role,
         origin: text("Origin"),
         response: text("Response"),
         result,
+        filters,
     }))
 }
 
@@ -224,6 +233,7 @@ mod tests {
                 origin: Some("ivo://a.b/c#d&e".into()),
                 response: Some("ivo://site/vomesh".into()),
                 result: None,
+                filters: Vec::new(),
             }
         );
     }
@@ -255,11 +265,12 @@ mod tests {
   <Origin>ivo://site/vomesh</Origin>
   <Response>ivo://comet/broker</Response>
   <TimeStamp>2025-01-01T00:00:00Z</TimeStamp>
-  <Meta/>
+  <Meta><Param name="xpath-filter" value="//Param[@name='SC_Lat']"/></Meta>
 </trn:Transport>"#;
         let message = transport_of(body);
         assert_eq!(message.role, Role::Authenticate);
         assert_eq!(message.response.as_deref(), Some("ivo://comet/broker"));
+        assert_eq!(message.filters, ["//Param[@name='SC_Lat']"]);
     }
 
     #[test]
