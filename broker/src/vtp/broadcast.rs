@@ -111,8 +111,8 @@ pub enum DropReason {
     NotAllowed,
     /// Sent something that is not a VTP message, or too large.
     Malformed,
-    /// A write did not complete within the reply timeout.
-    WriteTimeout,
+    /// A write failed, or did not complete within the reply timeout.
+    WriteFailed,
 }
 
 impl DropReason {
@@ -124,7 +124,7 @@ impl DropReason {
             DropReason::Nak => "nak",
             DropReason::NotAllowed => "not-allowed",
             DropReason::Malformed => "malformed",
-            DropReason::WriteTimeout => "write-timeout",
+            DropReason::WriteFailed => "write-failed",
         }
     }
 }
@@ -386,8 +386,8 @@ async fn send<W: AsyncWrite + Unpin>(
     .await
     {
         Ok(Ok(())) => Ok(()),
-        // A closed connection ends the subscription like a drop would.
-        Ok(Err(_)) | Err(_) => Err(DropReason::WriteTimeout),
+        // A write that fails or stalls ends the subscription.
+        Ok(Err(_)) | Err(_) => Err(DropReason::WriteFailed),
     }
 }
 
