@@ -96,6 +96,9 @@ pub mod names {
     pub const VTP_SUBSCRIBERS_DROPPED_TOTAL: &str = "vomesh_vtp_subscribers_dropped_total";
     /// Counter: events not sent back to the VTP broker they came from.
     pub const VTP_LOOPS_PREVENTED_TOTAL: &str = "vomesh_vtp_loops_prevented_total";
+    /// Counter: events not sent to a subscriber because none of its XPath
+    /// filters matched.
+    pub const VTP_EVENTS_FILTERED_TOTAL: &str = "vomesh_vtp_events_filtered_total";
     /// Histogram: an author's event received → its ack or nak written
     /// (the ack waits for the commit).
     pub const VTP_AUTHOR_ANSWER_SECONDS: &str = "vomesh_vtp_author_answer_seconds";
@@ -376,6 +379,11 @@ fn describe_all() {
         VTP_LOOPS_PREVENTED_TOTAL,
         Unit::Count,
         "Events not sent back to the VTP broker they were ingested from."
+    );
+    describe_counter!(
+        VTP_EVENTS_FILTERED_TOTAL,
+        Unit::Count,
+        "Events not sent to a VTP subscriber because none of its XPath filters matched."
     );
     describe_histogram!(
         VTP_AUTHOR_ANSWER_SECONDS,

@@ -598,3 +598,38 @@ async fn a_silent_subscriber_is_dropped_and_unlisted_networks_are_refused() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn comet_subscriber_xpath_filter_selects_the_events_it_receives() {
+    let ports = VtpPorts::new();
+    let node = vtp_node(&ports, &[], "");
+    let comet = Comet::start(&[
+        "--local-ivo=ivo://test.comet/filtered".into(),
+        format!("--remote=127.0.0.1:{}", ports.broadcast.port()),
+        "--filter=//Param[@name='averagemag' and @value > 17]".into(),
+        "--save-event".into(),
+        format!("--save-event-directory={COMET_EVENTS_DIR}"),
+    ]);
+    wait_until("Comet to subscribe", || {
+        metric(&node, "vomesh_vtp_peers{role=\"subscriber\"}") == 1.0
+    })
+    .await;
+    // SWIFT has no such Param; Gaia16aac's averagemag is 17.32.
+    for sample_name in [SAMPLES[1], SAMPLES[0]] {
+        let packet = std::fs::read(sample(sample_name)).unwrap();
+        assert_eq!(submit(ports.author, &packet).await.role, Role::Ack);
+    }
+    let gaia = comet.events_dir().join("ivo__gaia.cam.uk_alertsGaia16aac");
+    wait_until("Comet to save the matching event", || gaia.exists()).await;
+    let saved: Vec<_> = std::fs::read_dir(comet.events_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(saved, [gaia.file_name().unwrap()]);
+    assert_eq!(metric(&node, "vomesh_vtp_events_filtered_total"), 1.0);
+    // Submitted over VTP: Comet saved the author's bytes.
+    assert_eq!(
+        std::fs::read(&gaia).unwrap(),
+        std::fs::read(sample(SAMPLES[0])).unwrap()
+    );
+}

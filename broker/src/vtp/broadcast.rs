@@ -11,7 +11,8 @@
 //!
 //! Per connection: Comet's `authenticate` first (the answer names the
 //! subscriber, which is how an event is kept from going back to the broker
-//! it came from), then events and an `iamalive` every
+//! it came from, and may carry XPath filters, see [`crate::vtp::filter`]),
+//! then events and an `iamalive` every
 //! `iamalive_interval_secs`. Every event and `iamalive` expects an answer;
 //! a subscriber that leaves one unanswered for `subscriber_reply_timeout_secs`,
 //! or has more than `max_unanswered_per_subscriber` unanswered when an
@@ -33,6 +34,7 @@ use vomesh_proto::pubsub::Publish;
 
 use crate::metrics::names;
 use crate::pubsub::model::Item;
+use crate::vtp::filter::Filter;
 use crate::vtp::frame::{self, FrameError};
 use crate::vtp::message::{self, DECLARATION, Incoming, Role};
 use crate::vtp::{LimitedListener, Settings, allowed, stopped};
@@ -273,7 +275,7 @@ async fn serve(
             settings.subscriber_queue_events,
             settings.subscriber_reply_timeout,
         );
-        let mut identity = String::new();
+        let mut subscriber = Subscriber::default();
         send(
             &mut writer,
             &message::authenticate(&settings.local_ivo, crate::clock::now_micros()),
@@ -284,7 +286,7 @@ async fn serve(
         if let Ok(first) = tokio::time::timeout(AUTHENTICATE_GRACE, received.recv()).await {
             match first {
                 None => return Ok(()),
-                Some(body) => answer(body, settings, &mut identity, &mut unanswered)?,
+                Some(body) => answer(body, settings, &mut subscriber, &mut unanswered)?,
             }
         }
         let mut alive = tokio::time::interval_at(
@@ -299,14 +301,18 @@ async fn serve(
                 _ = stopped(&mut stop) => return Ok(()),
                 body = received.recv() => match body {
                     None => return Ok(()),
-                    Some(body) => answer(body, settings, &mut identity, &mut unanswered)?,
+                    Some(body) => answer(body, settings, &mut subscriber, &mut unanswered)?,
                 },
                 event = events.recv() => match event {
                     Ok(event) => {
                         // Loop prevention: the broker an event came from
                         // already has it.
-                        if !event.origin_ivo.is_empty() && event.origin_ivo == identity {
+                        if !event.origin_ivo.is_empty() && event.origin_ivo == subscriber.identity {
                             metrics::counter!(names::VTP_LOOPS_PREVENTED_TOTAL).increment(1);
+                            continue;
+                        }
+                        if !subscriber.wants(&event.packet, settings) {
+                            metrics::counter!(names::VTP_EVENTS_FILTERED_TOTAL).increment(1);
                             continue;
                         }
                         send(&mut writer, &event.packet, settings).await?;
@@ -332,11 +338,57 @@ async fn serve(
     result
 }
 
+/// What a subscriber said of itself in its `authenticate` answer.
+#[derive(Debug, Default)]
+struct Subscriber {
+    /// Its IVORN (`Response`); empty until it answers.
+    identity: String,
+    /// Its XPath filters; none: every event.
+    filters: Vec<Filter>,
+}
+
+impl Subscriber {
+    /// Whether the event `packet` passes one of the filters (Comet's rule).
+    fn wants(&self, packet: &[u8], settings: &Settings) -> bool {
+        if self.filters.is_empty() {
+            return true;
+        }
+        match message::parse(packet, settings.parser_limits()) {
+            Ok(Incoming::VoEvent(root)) => self.filters.iter().any(|f| f.matches(&root)),
+            // Only VOEvents are broadcast; this cannot be one.
+            Ok(Incoming::Transport(_)) | Err(_) => false,
+        }
+    }
+
+    /// Takes the name and filters of an `authenticate` answer. A filter
+    /// outside the supported subset is left out, with a warning, as Comet
+    /// leaves out one lxml cannot compile.
+    fn authenticated(&mut self, message: message::Transport) {
+        if let Some(response) = message.response {
+            self.identity = response;
+        }
+        self.filters = message
+            .filters
+            .iter()
+            .filter_map(|text| match Filter::parse(text) {
+                Ok(filter) => Some(filter),
+                Err(error) => {
+                    tracing::warn!(subscriber = %self.identity, %error, "VTP subscriber filter ignored");
+                    None
+                }
+            })
+            .collect();
+        if !self.filters.is_empty() {
+            tracing::info!(subscriber = %self.identity, filters = ?message.filters, "VTP subscriber filters installed");
+        }
+    }
+}
+
 /// Handles one message from a subscriber.
 fn answer(
     body: Received,
     settings: &Settings,
-    identity: &mut String,
+    subscriber: &mut Subscriber,
     unanswered: &mut Unanswered,
 ) -> Result<(), DropReason> {
     let body = body.map_err(|_| DropReason::Malformed)?;
@@ -350,21 +402,8 @@ fn answer(
             unanswered.answered();
         }
         Role::IAmAlive => unanswered.answered(),
-        // The answer to our `authenticate`: `Response` names the subscriber.
-        Role::Authenticate => {
-            if !message.filters.is_empty() {
-                // Said, not silently ignored: the subscriber gets more than
-                // it asked for.
-                tracing::warn!(
-                    subscriber = message.response.as_deref().unwrap_or_default(),
-                    filters = ?message.filters,
-                    "XPath filters are not supported; the subscriber receives every event"
-                );
-            }
-            if let Some(response) = message.response {
-                *identity = response;
-            }
-        }
+        // The answer to our `authenticate`: who it is, what it wants.
+        Role::Authenticate => subscriber.authenticated(message),
         Role::Nak => {
             metrics::counter!(names::VTP_NAKS_TOTAL, "direction" => "received", "reason" => "subscriber")
                 .increment(1);

@@ -7,13 +7,14 @@
 //! - [`message`]: Transport messages (iamalive, authenticate, ack, nak)
 //!   parsed and built; VOEvent bodies recognised.
 //! - [`route`]: which pubsub node an event is published to.
+//! - [`filter`]: the XPath subset subscribers filter events with.
 //! - [`ingest`]: publish one received event through the mesh, ack or nak.
 //! - [`author`]: the author port (one event per connection).
 //! - [`broadcast`]: the broadcast port and the [`broadcast::Feed`] the
 //!   replica hands applied publishes to.
 //! - [`upstream`]: subscriptions to remote VTP brokers.
 //!
-//! The first three are pure and unit-tested; the rest are thin tokio tasks.
+//! The first four are pure and unit-tested; the rest are thin tokio tasks.
 //! Both directions go through the mesh: ingested events are proposed like
 //! XMPP publishes, and every site's broadcast port is fed from its own
 //! replica as it applies them, so an event ingested at one site reaches VTP
@@ -21,6 +22,7 @@
 
 pub mod author;
 pub mod broadcast;
+pub mod filter;
 pub mod frame;
 pub mod ingest;
 pub mod message;
