@@ -72,8 +72,7 @@ impl Filter {
 
     /// Whether the event whose root is `root` passes.
     pub fn matches(&self, root: &Element) -> bool {
-        let document = Context::Document(root);
-        eval(&self.expr, &document).boolean()
+        eval(&self.expr, &Context::Document(root), root).boolean()
     }
 }
 
@@ -581,23 +580,36 @@ fn to_number(text: &str) -> f64 {
     text.trim().parse().unwrap_or(f64::NAN)
 }
 
-fn eval<'a>(expr: &Expr, context: &Context<'a>) -> Value<'a> {
+/// Evaluates `expr` at `context`, in the event whose root is `root`
+/// (where absolute paths start).
+fn eval<'a>(expr: &Expr, context: &Context<'a>, root: &'a Element) -> Value<'a> {
     match expr {
-        Expr::Or(a, b) => Value::Boolean(eval(a, context).boolean() || eval(b, context).boolean()),
-        Expr::And(a, b) => Value::Boolean(eval(a, context).boolean() && eval(b, context).boolean()),
-        Expr::Compare(op, a, b) => {
-            Value::Boolean(compare(*op, &eval(a, context), &eval(b, context)))
+        Expr::Or(a, b) => {
+            Value::Boolean(eval(a, context, root).boolean() || eval(b, context, root).boolean())
         }
-        Expr::Negate(inner) => Value::Number(-eval(inner, context).number()),
+        Expr::And(a, b) => {
+            Value::Boolean(eval(a, context, root).boolean() && eval(b, context, root).boolean())
+        }
+        Expr::Compare(op, a, b) => Value::Boolean(compare(
+            *op,
+            &eval(a, context, root),
+            &eval(b, context, root),
+        )),
+        Expr::Negate(inner) => Value::Number(-eval(inner, context, root).number()),
         Expr::Literal(text) => Value::String(text.clone()),
         Expr::Number(n) => Value::Number(*n),
-        Expr::Call(function, arguments) => call(*function, arguments, context),
-        Expr::Path(path) => Value::Nodes(select(path, context)),
+        Expr::Call(function, arguments) => call(*function, arguments, context, root),
+        Expr::Path(path) => Value::Nodes(select(path, context, root)),
     }
 }
 
-fn call<'a>(function: Function, arguments: &[Expr], context: &Context<'a>) -> Value<'a> {
-    let argument = |i: usize| arguments.get(i).map(|a| eval(a, context));
+fn call<'a>(
+    function: Function,
+    arguments: &[Expr],
+    context: &Context<'a>,
+    root: &'a Element,
+) -> Value<'a> {
+    let argument = |i: usize| arguments.get(i).map(|a| eval(a, context, root));
     // The context node, for the functions whose argument defaults to it.
     let node_or_context = || match argument(0) {
         Some(Value::Nodes(nodes)) => nodes.first().copied(),
@@ -676,10 +688,11 @@ fn compare_atoms(op: Comparison, a: &Value<'_>, b: &Value<'_>) -> bool {
     }
 }
 
-fn select<'a>(path: &Path, context: &Context<'a>) -> Vec<Context<'a>> {
-    let start = match (path.absolute, context) {
-        (true, Context::Document(root) | Context::Element(root)) => Context::Document(root),
-        _ => *context,
+fn select<'a>(path: &Path, context: &Context<'a>, root: &'a Element) -> Vec<Context<'a>> {
+    let start = if path.absolute {
+        Context::Document(root)
+    } else {
+        *context
     };
     let mut current = vec![start];
     for step in &path.steps {
@@ -694,7 +707,7 @@ fn select<'a>(path: &Path, context: &Context<'a>) -> Vec<Context<'a>> {
             for origin in origins {
                 let mut candidates = step_candidates(&step.test, &origin);
                 for predicate in &step.predicates {
-                    candidates = filter_by(predicate, candidates);
+                    candidates = filter_by(predicate, candidates, root);
                 }
                 next.extend(candidates);
             }
@@ -748,11 +761,15 @@ fn step_candidates<'a>(test: &NodeTest, origin: &Context<'a>) -> Vec<Context<'a>
 
 /// Keeps the candidates for which `predicate` holds; a number predicate
 /// keeps the node at that 1-based position.
-fn filter_by<'a>(predicate: &Expr, candidates: Vec<Context<'a>>) -> Vec<Context<'a>> {
+fn filter_by<'a>(
+    predicate: &Expr,
+    candidates: Vec<Context<'a>>,
+    root: &'a Element,
+) -> Vec<Context<'a>> {
     candidates
         .into_iter()
         .enumerate()
-        .filter(|(position, node)| match eval(predicate, node) {
+        .filter(|(position, node)| match eval(predicate, node, root) {
             Value::Number(n) => n == (*position + 1) as f64,
             other => other.boolean(),
         })
@@ -825,6 +842,8 @@ mod tests {
         assert!(passes("//Group[1][@name='alert-magnitude']", GAIA));
         assert!(passes("name(/*) = 'voe:VOEvent'", GAIA));
         assert!(passes("not(//Citations)", GAIA));
+        // An absolute path inside a predicate starts at the document.
+        assert!(passes("//Param/@value[/*/@role = 'observation']", GAIA));
     }
 
     #[test]
