@@ -23,10 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let descriptors = protox::compile(&files, [&root])?;
     // Plain prost defaults (`bytes` fields are `Vec<u8>`) for every package,
-    // but a status answer (rare, and the largest response) is boxed so that
-    // every append and vote response does not carry its size.
+    // with two rarely set, large fields boxed so that the messages around
+    // them stay small: a status answer (the largest mesh response, beside
+    // every append and vote response) and a publish's VTP origin (inside
+    // every `Command`).
     prost_build::Config::new()
         .boxed(".vomesh.mesh.Response.kind.status")
+        .boxed(".vomesh.pubsub.Publish.vtp")
         .compile_fds(descriptors)?;
     Ok(())
 }

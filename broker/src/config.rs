@@ -345,6 +345,37 @@ pub struct VtpConfig {
     pub author_allow: Vec<IpNet>,
     /// Source networks allowed to subscribe.
     pub subscriber_allow: Vec<IpNet>,
+    /// Where an event is published: `{authority}` and `{stream}` (the
+    /// IVORN's resource key) are replaced. Default `voevent/{authority}/{stream}`.
+    pub node_template: String,
+    /// Items published to nodes whose name starts with one of these go to
+    /// the broadcast port. Default `["voevent/"]`.
+    pub broadcast_node_prefixes: Vec<String>,
+    /// Largest VTP message accepted, in bytes; a peer announcing more is
+    /// disconnected (its length prefix is not trusted with an allocation).
+    pub max_message_bytes: usize,
+    /// Seconds an author has to send its event, and a broker its reply.
+    pub author_timeout_secs: u64,
+    /// Seconds between `iamalive` messages to each subscriber.
+    pub iamalive_interval_secs: u64,
+    /// A subscriber that leaves an event or `iamalive` unanswered this
+    /// long is dropped.
+    pub subscriber_reply_timeout_secs: u64,
+    /// A subscriber with more messages than this unanswered when an
+    /// `iamalive` is due is dropped (Comet's rule; a burst may run ahead).
+    pub max_unanswered_per_subscriber: usize,
+    /// Events queued for one subscriber; one that falls this far behind
+    /// is dropped (it would otherwise hold every event in memory).
+    pub subscriber_queue_events: usize,
+    /// Subscribers connected at once; more wait in the kernel's backlog.
+    pub max_subscribers: usize,
+    /// Author connections served at once; more wait in the backlog.
+    pub max_author_connections: usize,
+    /// An upstream that sends nothing (not even `iamalive`) this long is
+    /// taken for dead and reconnected.
+    pub upstream_idle_timeout_secs: u64,
+    /// Upper bound of the reconnection back-off to an upstream, seconds.
+    pub upstream_retry_max_secs: u64,
 }
 
 impl Default for VtpConfig {
@@ -360,6 +391,23 @@ impl Default for VtpConfig {
             upstream: Vec::new(),
             author_allow: loopback.clone(),
             subscriber_allow: loopback,
+            node_template: "voevent/{authority}/{stream}".to_owned(),
+            broadcast_node_prefixes: vec![crate::voevent::VOEVENT_NODE_PREFIX.to_owned()],
+            // As `[pubsub] max_payload_bytes`: a bigger event could not be stored.
+            max_message_bytes: 256 * 1024,
+            // Comet's receiver timeout.
+            author_timeout_secs: 20,
+            // VTP's (and Comet's) iamalive period.
+            iamalive_interval_secs: 60,
+            subscriber_reply_timeout_secs: 120,
+            // Comet drops a subscriber with 10 unacknowledged events.
+            max_unanswered_per_subscriber: 10,
+            subscriber_queue_events: 1024,
+            max_subscribers: 256,
+            max_author_connections: 64,
+            // Comet's subscriber gives up after 120 s of silence.
+            upstream_idle_timeout_secs: 120,
+            upstream_retry_max_secs: 60,
         }
     }
 }
@@ -727,6 +775,39 @@ fn validate_vtp(vtp: &VtpConfig) -> Result<(), InvalidConfig> {
             "vtp.broadcast_listen",
             "must differ from vtp.author_listen",
         ));
+    }
+    if let Err(reason) = crate::vtp::route::NodeTemplate::parse(&vtp.node_template) {
+        return Err(invalid("vtp.node_template", reason));
+    }
+    let positive = [
+        ("vtp.max_message_bytes", vtp.max_message_bytes as u64),
+        ("vtp.author_timeout_secs", vtp.author_timeout_secs),
+        ("vtp.iamalive_interval_secs", vtp.iamalive_interval_secs),
+        (
+            "vtp.subscriber_reply_timeout_secs",
+            vtp.subscriber_reply_timeout_secs,
+        ),
+        (
+            "vtp.max_unanswered_per_subscriber",
+            vtp.max_unanswered_per_subscriber as u64,
+        ),
+        (
+            "vtp.subscriber_queue_events",
+            vtp.subscriber_queue_events as u64,
+        ),
+        ("vtp.max_subscribers", vtp.max_subscribers as u64),
+        (
+            "vtp.max_author_connections",
+            vtp.max_author_connections as u64,
+        ),
+        (
+            "vtp.upstream_idle_timeout_secs",
+            vtp.upstream_idle_timeout_secs,
+        ),
+        ("vtp.upstream_retry_max_secs", vtp.upstream_retry_max_secs),
+    ];
+    if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+        return Err(invalid(key, "must be greater than 0"));
     }
     Ok(())
 }
@@ -1104,5 +1185,42 @@ subscriber_allow = ["0.0.0.0/0"]
         );
         let (line, _, _) = syntax_error("[vtp]\nauthor_allow = [\"10.0.0.0/33\"]\n");
         assert_eq!(line, 2);
+        assert_eq!(
+            invalid_key("[vtp]\nnode_template = \"voevent/{role}\"\n").key,
+            "vtp.node_template"
+        );
+    }
+
+    #[test]
+    fn vtp_limits_must_be_positive() {
+        for key in [
+            "max_message_bytes",
+            "author_timeout_secs",
+            "iamalive_interval_secs",
+            "subscriber_reply_timeout_secs",
+            "max_unanswered_per_subscriber",
+            "subscriber_queue_events",
+            "max_subscribers",
+            "max_author_connections",
+            "upstream_idle_timeout_secs",
+            "upstream_retry_max_secs",
+        ] {
+            let err = invalid_key(&format!("[vtp]\n{key} = 0\n"));
+            assert_eq!(err.key, format!("vtp.{key}"));
+        }
+    }
+
+    #[test]
+    fn vtp_defaults_follow_comet_and_interface() {
+        let vtp = parse("[vtp]\n").vtp.unwrap();
+        assert_eq!(vtp.node_template, "voevent/{authority}/{stream}");
+        assert_eq!(vtp.broadcast_node_prefixes, ["voevent/"]);
+        assert_eq!(
+            (
+                vtp.iamalive_interval_secs,
+                vtp.max_unanswered_per_subscriber
+            ),
+            (60, 10)
+        );
     }
 }

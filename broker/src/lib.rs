@@ -18,6 +18,8 @@
 //!   machine (replicated commands in, replies and notifications out), with
 //!   XEP-0313 node archives; also the general XMPP stanza error type.
 //! - [`voevent`]: VOEvent 2.0 validation and IVORN parsing.
+//! - [`vtp`]: the VOEvent Transport Protocol bridge: author and broadcast
+//!   ports, upstream subscriptions.
 //! - [`xml`]: the XML element tree stanzas are parsed into, the
 //!   incremental stream parser that builds it, and standalone documents.
 //! - [`admin`]: the admin HTTP listener: `/healthz`, `/readyz`, `/metrics`,
@@ -44,5 +46,6 @@ pub mod sasl;
 pub mod server;
 pub mod tls;
 pub mod voevent;
+pub mod vtp;
 pub mod xml;
 pub mod xmpp;

@@ -91,6 +91,32 @@ pub mod names {
     pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "vomesh_process_resident_memory_bytes";
     /// Gauge: file descriptors the process holds open.
     pub const PROCESS_OPEN_FDS: &str = "vomesh_process_open_fds";
+    /// Counter `{source,peer}`: VOEvents received over VTP (source
+    /// `author` or `upstream`; peer the author's address or the upstream's
+    /// `HOST:PORT`).
+    pub const VTP_EVENTS_IN_TOTAL: &str = "vomesh_vtp_events_in_total";
+    /// Counter `{source,reason}`: VOEvents received over VTP and not
+    /// published (invalid, not allowed, refused or not committed).
+    pub const VTP_EVENTS_REFUSED_TOTAL: &str = "vomesh_vtp_events_refused_total";
+    /// Counter `{peer}`: events written to VTP subscribers (peer: address).
+    pub const VTP_EVENTS_OUT_TOTAL: &str = "vomesh_vtp_events_out_total";
+    /// Counter `{direction}`: VTP acks `sent` and `received`.
+    pub const VTP_ACKS_TOTAL: &str = "vomesh_vtp_acks_total";
+    /// Counter `{direction,reason}`: VTP naks sent (by refusal reason) and
+    /// received.
+    pub const VTP_NAKS_TOTAL: &str = "vomesh_vtp_naks_total";
+    /// Gauge `{role}`: VTP peers connected (`author`, `subscriber`, `upstream`).
+    pub const VTP_PEERS: &str = "vomesh_vtp_peers";
+    /// Counter `{reason}`: VTP subscribers dropped or refused.
+    pub const VTP_SUBSCRIBERS_DROPPED_TOTAL: &str = "vomesh_vtp_subscribers_dropped_total";
+    /// Counter: events not sent back to the VTP broker they came from.
+    pub const VTP_LOOPS_PREVENTED_TOTAL: &str = "vomesh_vtp_loops_prevented_total";
+    /// Counter: events not sent to a subscriber because none of its XPath
+    /// filters matched.
+    pub const VTP_EVENTS_FILTERED_TOTAL: &str = "vomesh_vtp_events_filtered_total";
+    /// Histogram: an author's event received → its ack or nak written
+    /// (the ack waits for the commit).
+    pub const VTP_AUTHOR_ANSWER_SECONDS: &str = "vomesh_vtp_author_answer_seconds";
 }
 
 /// Label keys of the labelled metrics in [`names`].
@@ -363,6 +389,56 @@ fn describe_all() {
         PROCESS_OPEN_FDS,
         Unit::Count,
         "File descriptors the process holds open."
+    );
+    describe_counter!(
+        VTP_EVENTS_IN_TOTAL,
+        Unit::Count,
+        "VOEvents received over VTP, by source (author, upstream) and peer."
+    );
+    describe_counter!(
+        VTP_EVENTS_REFUSED_TOTAL,
+        Unit::Count,
+        "VOEvents received over VTP and not published, by source and reason."
+    );
+    describe_counter!(
+        VTP_EVENTS_OUT_TOTAL,
+        Unit::Count,
+        "Events written to VTP subscribers, by peer."
+    );
+    describe_counter!(
+        VTP_ACKS_TOTAL,
+        Unit::Count,
+        "VTP acks sent and received (label direction)."
+    );
+    describe_counter!(
+        VTP_NAKS_TOTAL,
+        Unit::Count,
+        "VTP naks sent and received, by direction and reason."
+    );
+    describe_gauge!(
+        VTP_PEERS,
+        Unit::Count,
+        "VTP peers connected, by role (author, subscriber, upstream)."
+    );
+    describe_counter!(
+        VTP_SUBSCRIBERS_DROPPED_TOTAL,
+        Unit::Count,
+        "VTP subscribers dropped or refused, by reason."
+    );
+    describe_counter!(
+        VTP_LOOPS_PREVENTED_TOTAL,
+        Unit::Count,
+        "Events not sent back to the VTP broker they were ingested from."
+    );
+    describe_counter!(
+        VTP_EVENTS_FILTERED_TOTAL,
+        Unit::Count,
+        "Events not sent to a VTP subscriber because none of its XPath filters matched."
+    );
+    describe_histogram!(
+        VTP_AUTHOR_ANSWER_SECONDS,
+        Unit::Seconds,
+        "VTP author event received to ack (after commit) or nak written."
     );
 }
 

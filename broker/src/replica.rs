@@ -14,9 +14,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message as _;
 use vomesh_mesh::types::{CommittedCommand, StateMachine};
-use vomesh_proto::pubsub::{Command, CommandReply, command_reply};
+use vomesh_proto::pubsub::command::Op;
+use vomesh_proto::pubsub::{Command, CommandReply, Publish, command_reply};
 
 use crate::metrics::names;
+use crate::pubsub::model::Item;
 use crate::pubsub::{Meta, Outcome, PubsubService, SnapshotError, StanzaError, error::Condition};
 use crate::xml::Element;
 
@@ -25,6 +27,11 @@ pub trait Deliver: Send + Sync {
     /// Delivers one notification to the local resources it names.
     /// `published_micros` is the publication time of the event it reports.
     fn deliver(&self, notification: &crate::pubsub::Notification, published_micros: i64);
+
+    /// Hands over the item a committed `publish` added — not an idempotent
+    /// republish, so each event is handed over once — to this site's
+    /// non-XMPP subscribers (the VTP broadcast port).
+    fn published(&self, publish: &Publish, item: &Item);
 }
 
 /// The state machine the mesh replicates.
@@ -73,8 +80,11 @@ impl Replica {
             },
         );
         // An idempotent republish (same IVORN, same bytes) adds nothing.
-        if published.is_some() {
+        if let Some(item) = &published {
             metrics::counter!(names::PUBSUB_PUBLISHED_TOTAL).increment(1);
+            if let Some(Op::Publish(publish)) = &command.op {
+                self.delivery.published(publish, item);
+            }
         }
         for notification in &notifications {
             self.delivery

@@ -4,8 +4,9 @@
 //! IVORN parsing per the IVOA Identifiers syntax (`ivo://authority/path#local`).
 //!
 //! Only the root is checked — the namespace, `version`, `role` and `ivorn`
-//! attributes that routing and idempotent republishing depend on — not the
-//! whole schema: brokers forward what authors wrote.
+//! attributes that routing and idempotent republishing depend on, and that
+//! its children are the schema's, each at most once — not the whole
+//! schema: brokers forward what authors wrote.
 
 use std::fmt;
 
@@ -118,7 +119,25 @@ pub enum InvalidVoEvent {
     MissingIvorn,
     #[error("VOEvent ivorn {ivorn:?} {reason}")]
     Ivorn { ivorn: String, reason: &'static str },
+    #[error("VOEvent child <{0}> is not one of {CHILDREN:?}")]
+    UnknownChild(String),
+    #[error("VOEvent has more than one <{0}>")]
+    RepeatedChild(String),
 }
+
+/// The children a VOEvent may have, each at most once, in any order
+/// (`xs:all` of the VOEvent element in `VOEvent-v2.0.xsd`); they are
+/// unqualified (the schema's elementFormDefault).
+const CHILDREN: [&str; 8] = [
+    "Who",
+    "What",
+    "WhereWhen",
+    "How",
+    "Why",
+    "Citations",
+    "Description",
+    "Reference",
+];
 
 /// Checks the root of a VOEvent 2.0 packet and returns its IVORN and role.
 /// An absent `role` is `observation`, the schema's default.
@@ -141,6 +160,16 @@ pub fn validate(root: &Element) -> Result<VoEventHeader, InvalidVoEvent> {
         Some(other) => return Err(InvalidVoEvent::Role(other.to_owned())),
     };
     let ivorn = Ivorn::parse(root.attr("ivorn").ok_or(InvalidVoEvent::MissingIvorn)?)?;
+    let mut seen = [false; CHILDREN.len()];
+    for child in root.children() {
+        let position = CHILDREN
+            .iter()
+            .position(|name| child.name() == *name && child.ns().is_empty())
+            .ok_or_else(|| InvalidVoEvent::UnknownChild(child.name().to_owned()))?;
+        if std::mem::replace(&mut seen[position], true) {
+            return Err(InvalidVoEvent::RepeatedChild(child.name().to_owned()));
+        }
+    }
     Ok(VoEventHeader { ivorn, role })
 }
 
@@ -214,6 +243,32 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(ok.role, Role::Test);
+    }
+
+    #[test]
+    fn children_are_the_schema_s_each_at_most_once() {
+        let valid = || voevent(&[("version", "2.0"), ("ivorn", "ivo://a.b/c#d")]);
+        let ok = valid()
+            .with_child(Element::new("What", ""))
+            .with_child(Element::new("Who", ""));
+        assert!(validate(&ok).is_ok());
+        let unknown = valid().with_child(Element::new("Whence", ""));
+        assert_eq!(
+            validate(&unknown).unwrap_err(),
+            InvalidVoEvent::UnknownChild("Whence".into())
+        );
+        let qualified = valid().with_child(Element::new("Who", VOEVENT_NS));
+        assert!(matches!(
+            validate(&qualified),
+            Err(InvalidVoEvent::UnknownChild(_))
+        ));
+        let twice = valid()
+            .with_child(Element::new("Why", ""))
+            .with_child(Element::new("Why", ""));
+        assert_eq!(
+            validate(&twice).unwrap_err(),
+            InvalidVoEvent::RepeatedChild("Why".into())
+        );
     }
 
     #[test]

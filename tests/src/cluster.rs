@@ -37,6 +37,17 @@ impl TestCluster {
     /// Like [`TestCluster::start_with`], with `log_filter` as every node's
     /// `RUST_LOG` (benchmarks log as production does, at `info`).
     pub fn start_logging(size: usize, mesh_settings: &str, log_filter: &str) -> TestCluster {
+        TestCluster::start_configured(size, mesh_settings, log_filter, &|_| String::new())
+    }
+
+    /// Like [`TestCluster::start_logging`], with `node_toml(i)` appended to
+    /// node `i`'s configuration (whole sections, e.g. a `[vtp]` of its own).
+    pub fn start_configured(
+        size: usize,
+        mesh_settings: &str,
+        log_filter: &str,
+        node_toml: &dyn Fn(usize) -> String,
+    ) -> TestCluster {
         let certs = tempfile::tempdir().expect("a temporary directory");
         let ids: Vec<String> = (1..=size + SPARE_NODE_IDS)
             .map(|id| id.to_string())
@@ -69,7 +80,7 @@ impl TestCluster {
                         &members,
                         certs.path(),
                         mesh_settings,
-                    ),
+                    ) + &node_toml(i),
                     log_filter: log_filter.to_owned(),
                     ..NodeOptions::default()
                 })

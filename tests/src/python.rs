@@ -1,6 +1,7 @@
-//! A Python virtualenv holding the third-party clients the interoperability
-//! tests drive (slixmpp), created under the target directory on first use so
-//! a fresh clone needs nothing but `python3`.
+//! A Python virtualenv holding the third-party peers the interoperability
+//! tests drive (slixmpp; Comet, the reference VTP broker), created under the
+//! target directory on first use so a fresh clone needs nothing but
+//! `python3`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +9,8 @@ use std::sync::OnceLock;
 
 /// Packages the interoperability tests import, pinned so a new release
 /// cannot change what the tests exercise.
-const PACKAGES: &[&str] = &["slixmpp==1.17.0"];
+/// Comet 3.1.0 is the current release and runs on Python 3.11.
+const PACKAGES: &[&str] = &["slixmpp==1.17.0", "comet==3.1.0"];
 
 /// The virtualenv's interpreter, with [`PACKAGES`] installed.
 pub fn python() -> &'static Path {
@@ -35,6 +37,14 @@ pub fn python() -> &'static Path {
         }
         python
     })
+}
+
+/// A program the virtualenv installed (`twistd`, `comet-sendvo`).
+pub fn program(name: &str) -> PathBuf {
+    python()
+        .parent()
+        .expect("the interpreter lives in the virtualenv's bin")
+        .join(name)
 }
 
 /// A script in `tests/python/`.

@@ -104,8 +104,14 @@ pub struct PubsubNode {
     /// publication order (first = oldest).
     pub order: BTreeMap<ArchiveId, String>,
     /// XEP-0313 history: every publish, oldest first, ids strictly
-    /// increasing. Retracted and replaced items stay.
+    /// increasing. Retracted and replaced items stay. Changed only through
+    /// [`PubsubNode::archive_push`] and [`PubsubNode::archive_pop_oldest`],
+    /// which keep `archived_versions` in step.
     pub archive: VecDeque<Arc<Item>>,
+    /// The archive ids of each item id's entries in `archive`, oldest
+    /// first: finds every earlier version of an IVORN without a scan of
+    /// the whole history (see [`PubsubNode::has_version`]).
+    archived_versions: BTreeMap<String, VecDeque<ArchiveId>>,
 }
 
 impl PubsubNode {
@@ -122,7 +128,49 @@ impl PubsubNode {
             items: BTreeMap::new(),
             order: BTreeMap::new(),
             archive: VecDeque::new(),
+            archived_versions: BTreeMap::new(),
         }
+    }
+
+    /// Appends a publish to the archive (ids strictly increase).
+    pub fn archive_push(&mut self, item: Arc<Item>) {
+        self.archived_versions
+            .entry(item.id.clone())
+            .or_default()
+            .push_back(item.archive_id);
+        self.archive.push_back(item);
+    }
+
+    /// Drops the oldest archive entry (the archive is bounded).
+    pub fn archive_pop_oldest(&mut self) {
+        let Some(oldest) = self.archive.pop_front() else {
+            return;
+        };
+        if let Some(versions) = self.archived_versions.get_mut(&oldest.id) {
+            versions.pop_front();
+            if versions.is_empty() {
+                self.archived_versions.remove(&oldest.id);
+            }
+        }
+    }
+
+    /// Whether item `id` holds, or held in the archived history, exactly
+    /// `payload`: a VOEvent packet is immutable, so seeing the same bytes
+    /// again under its IVORN is a duplicate even after a newer version —
+    /// as when two sites relay the same upstream's versions interleaved.
+    pub fn has_version(&self, id: &str, payload: &str) -> bool {
+        if self.items.get(id).is_some_and(|i| *i.payload == *payload) {
+            return true;
+        }
+        let Some(versions) = self.archived_versions.get(id) else {
+            return false;
+        };
+        versions.iter().any(|archive_id| {
+            let position = self.archive.partition_point(|a| a.archive_id < *archive_id);
+            self.archive
+                .get(position)
+                .is_some_and(|entry| *entry.payload == *payload)
+        })
     }
 
     /// The affiliation of `jid`'s bare JID; `none` when it has none.

@@ -62,6 +62,8 @@ pub struct BoundAddrs {
     pub xmpp: SocketAddr,
     pub xmpp_tls: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// The VTP author and broadcast ports, when `[vtp]` is set.
+    pub vtp: Option<crate::vtp::VtpAddrs>,
 }
 
 /// Runs a node until `shutdown` resolves. `on_ready` is called with the
@@ -71,7 +73,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&BoundAddrs),
 ) -> anyhow::Result<()> {
-    refuse_unbuilt_features(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let metrics = Metrics::install()?;
@@ -81,13 +82,18 @@ pub async fn run(
     let direct_tls = TlsAcceptor::from(tls::direct_tls_config(&config)?);
     let router = Arc::new(Router::new(&config.domain));
 
-    // The replicated state delivers what it applies to this site's sessions.
+    // The replicated state delivers what it applies to this site's sessions
+    // and, with the VTP bridge on, to its VTP subscribers.
     let service_jid = pubsub_component::service_jid(&config.domain)?;
+    let vtp_feed = config.vtp.as_ref().map(|vtp| {
+        crate::vtp::broadcast::Feed::new(vtp.subscriber_queue_events, &vtp.broadcast_node_prefixes)
+    });
     let replica = Replica::new(
         PubsubService::new(service_jid.clone(), pubsub_limits(&config)),
         Arc::new(RouterDelivery {
             router: router.clone(),
             service_jid: service_jid.to_string(),
+            vtp: vtp_feed.clone(),
         }),
     );
     let mesh = MeshNode::start(mesh_setup::mesh_config(&config)?, replica)
@@ -134,13 +140,14 @@ pub async fn run(
         None => None,
     };
     let admin_listener = bind(config.admin.listen, "admin").await?;
-    let addrs = BoundAddrs {
+    let mut addrs = BoundAddrs {
         xmpp: xmpp_listener.local_addr()?,
         xmpp_tls: tls_listener
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?,
         admin: admin_listener.local_addr()?,
+        vtp: None,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -165,6 +172,19 @@ pub async fn run(
         ));
     }
     tasks.spawn(component.expire_items(stop_rx.clone()));
+    if let (Some(vtp), Some(feed)) = (&config.vtp, vtp_feed) {
+        addrs.vtp = Some(
+            crate::vtp::start(
+                vtp,
+                &config.domain,
+                broker.clone(),
+                feed,
+                &stop_rx,
+                &mut tasks,
+            )
+            .await?,
+        );
+    }
     let ready_lag_max = config.admin.ready_applied_lag_max;
     let readiness_mesh = mesh.clone();
     let admin_state = AdminState {
@@ -193,6 +213,7 @@ pub async fn run(
         xmpp = %addrs.xmpp,
         xmpp_tls = ?addrs.xmpp_tls,
         admin = %addrs.admin,
+        vtp = ?addrs.vtp,
         "vomesh node ready"
     );
     on_ready(&addrs);
@@ -214,15 +235,6 @@ pub async fn run(
     mesh.shutdown().await;
     upkeep.abort();
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// The configuration accepts the whole INTERFACE.md contract, but a node
-/// must not pretend to run what this build does not have yet.
-fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
-    if config.vtp.is_some() {
-        anyhow::bail!("[vtp] is set, but this build has no VTP bridge yet (issue #8)");
-    }
     Ok(())
 }
 

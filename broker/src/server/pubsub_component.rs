@@ -402,16 +402,28 @@ impl RequestContext for SiteContext<'_> {
     }
 }
 
-/// Delivers the notifications of applied commands to this site's sessions.
+/// Delivers the notifications of applied commands to this site's sessions,
+/// and published items to its VTP broadcast port when the bridge is on.
 pub struct RouterDelivery {
     pub router: Arc<Router>,
     pub service_jid: String,
+    pub vtp: Option<crate::vtp::broadcast::Feed>,
 }
 
 impl Deliver for RouterDelivery {
     fn deliver(&self, notification: &Notification, published_micros: i64) {
         self.router
             .deliver_notification(&self.service_jid, notification, published_micros);
+    }
+
+    fn published(
+        &self,
+        publish: &vomesh_proto::pubsub::Publish,
+        item: &crate::pubsub::model::Item,
+    ) {
+        if let Some(feed) = &self.vtp {
+            feed.offer(publish, item);
+        }
     }
 }
 

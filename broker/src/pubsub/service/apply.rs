@@ -516,14 +516,11 @@ impl PubsubService {
             (_, Some(ivorn)) if node.config.payload_type == VOEVENT_NS => ivorn.clone(),
             _ => format!("{index:016x}"),
         };
-        // VOEvent republish of identical bytes is a publisher's retry: the
-        // same answer, nothing new.
-        if node.config.payload_type == VOEVENT_NS
-            && node
-                .items
-                .get(&id)
-                .is_some_and(|existing| *existing.payload == *p.payload)
-        {
+        // VOEvent republish of bytes this IVORN already had is a
+        // publisher's retry, or the same packet relayed by another site (two
+        // sites subscribed to one upstream): the same answer, nothing new.
+        // Decided here, in the replicated apply, so every site agrees.
+        if node.config.payload_type == VOEVENT_NS && node.has_version(&id, &p.payload) {
             return Ok((
                 Some(response::publish_reply(&p.node, &id)),
                 Vec::new(),
@@ -542,9 +539,9 @@ impl PubsubService {
             node.items.insert(id.clone(), item.clone());
             node.order.insert(index, id.clone());
             Self::trim_items(node, &limits);
-            node.archive.push_back(item.clone());
+            node.archive_push(item.clone());
             while node.archive.len() > limits.archive_entries_per_node_max {
-                node.archive.pop_front();
+                node.archive_pop_oldest();
             }
         }
         let body = response::item_notification_xml(

@@ -330,17 +330,20 @@ impl PubsubService {
         }
     }
 
-    /// The command publishing the VOEvent `root` to the node of its
-    /// stream, `voevent/<authority>/<resource-key>` (INTERFACE.md), created
-    /// on first use as a VOEvent node. For publishers that are not XMPP
-    /// clients, such as the VTP bridge; `apply` still checks `actor`'s
-    /// right to publish.
+    /// The command publishing the VOEvent `root` to `node` (the caller's
+    /// routing rule picks it from the IVORN; INTERFACE.md's default is
+    /// `voevent/<authority>/<resource-key>`), created on first use as a
+    /// VOEvent node. For publishers that are not XMPP clients, such as the
+    /// VTP bridge, which passes where the packet came from in `vtp`;
+    /// `apply` still checks `actor`'s right to publish.
     pub fn voevent_publish(
         actor: &Jid,
         root: &Element,
+        node: String,
+        vtp: Option<proto::VtpIngest>,
         now_micros: i64,
     ) -> Result<Command, voevent::InvalidVoEvent> {
-        let header = voevent::validate(root)?;
+        voevent::validate(root)?;
         let options = proto::NodeConfig {
             payload_type: Some(VOEVENT_NS.to_owned()),
             ..proto::NodeConfig::default()
@@ -349,7 +352,10 @@ impl PubsubService {
             id: None,
             payload: Some(root.clone()),
         };
-        let publish = publish_op(header.ivorn.pubsub_node(), Some(&item), Some(options));
+        let publish = proto::Publish {
+            vtp: vtp.map(Box::new),
+            ..publish_op(node, Some(&item), Some(options))
+        };
         Ok(command(actor, now_micros, Op::Publish(publish)))
     }
 
@@ -680,6 +686,7 @@ fn publish_op(
         publish_options,
         voevent_ivorn,
         has_item: item.is_some(),
+        vtp: None,
     }
 }
 

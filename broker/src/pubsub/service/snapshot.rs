@@ -132,7 +132,7 @@ impl PubsubService {
                 });
             }
             for r in &state.archive {
-                node.archive.push_back(Arc::new(item(r)?));
+                node.archive_push(Arc::new(item(r)?));
             }
             for r in &state.items {
                 // Share the payload with the archive entry of the same publish.

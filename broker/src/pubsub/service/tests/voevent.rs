@@ -117,6 +117,43 @@ fn new_content_under_an_ivorn_is_a_new_version() {
 }
 
 #[test]
+fn an_earlier_version_relayed_again_after_a_newer_one_is_a_duplicate() {
+    // Two sites relaying one upstream's versions A, B may commit A, B, A, B.
+    let mut h = Harness::new();
+    voevent_node(&mut h);
+    let revised = body(SWIFT).replacen("4622", "4623", 1);
+    h.publish(ALICE, NODE, None, body(SWIFT)).ok();
+    h.publish(ALICE, NODE, None, &revised).ok();
+    let a_again = h.publish(ALICE, NODE, None, body(SWIFT));
+    let b_again = h.publish(ALICE, NODE, None, &revised);
+    assert_eq!(a_again.published, None);
+    assert_eq!(b_again.published, None);
+    assert!(a_again.notifications.is_empty() && b_again.notifications.is_empty());
+    let node = h.service.node(NODE).unwrap();
+    assert_eq!(node.archive.len(), 2);
+    assert!(node.items[SWIFT_IVORN].payload.contains("4623"));
+}
+
+#[test]
+fn versions_seen_survive_a_snapshot() {
+    let mut h = Harness::new();
+    voevent_node(&mut h);
+    let revised = body(SWIFT).replacen("4622", "4623", 1);
+    h.publish(ALICE, NODE, None, body(SWIFT)).ok();
+    h.publish(ALICE, NODE, None, &revised).ok();
+    let restored = PubsubService::from_snapshot(
+        h.service.service_jid().clone(),
+        *h.service.limits(),
+        &h.service.to_snapshot(),
+    )
+    .unwrap();
+    let node = restored.node(NODE).unwrap();
+    // The first version is no longer current, only archived.
+    assert!(node.has_version(SWIFT_IVORN, &node.archive[0].payload));
+    assert_eq!(restored, h.service);
+}
+
+#[test]
 fn auto_created_voevent_node_validates_the_first_packet() {
     let mut h = Harness::new();
     let options = form(
@@ -178,7 +215,9 @@ fn other_nodes_accept_voevents_under_any_id() {
 fn bridge_publish_goes_to_the_stream_node_created_on_first_use() {
     let mut h = Harness::new();
     let root = xml(body(SWIFT));
-    let command = PubsubService::voevent_publish(&jid("vtp@localhost"), &root, T0).unwrap();
+    let command =
+        PubsubService::voevent_publish(&jid("vtp@localhost"), &root, NODE.into(), None, T0)
+            .unwrap();
     let outcome = h.apply(&command);
     assert_eq!(
         outcome.reply.unwrap().map(|e| e.to_xml()),
@@ -191,8 +230,10 @@ fn bridge_publish_goes_to_the_stream_node_created_on_first_use() {
         VOEVENT_NS
     );
     // A retry of the same packet is idempotent.
-    let again =
-        h.apply(&PubsubService::voevent_publish(&jid("vtp@localhost"), &root, T0 + 1).unwrap());
+    let again = h.apply(
+        &PubsubService::voevent_publish(&jid("vtp@localhost"), &root, NODE.into(), None, T0 + 1)
+            .unwrap(),
+    );
     assert!(again.reply.is_ok() && again.notifications.is_empty());
     assert_eq!(h.service.node(NODE).unwrap().archive.len(), 1);
 }
@@ -200,7 +241,8 @@ fn bridge_publish_goes_to_the_stream_node_created_on_first_use() {
 #[test]
 fn bridge_publish_of_an_invalid_packet_is_refused_before_proposal() {
     let root = xml(&body(GAIA).replacen("version=\"2.0\"", "version=\"1.1\"", 1));
-    let error = PubsubService::voevent_publish(&jid("vtp@localhost"), &root, T0).unwrap_err();
+    let error = PubsubService::voevent_publish(&jid("vtp@localhost"), &root, NODE.into(), None, T0)
+        .unwrap_err();
     assert_eq!(
         error,
         crate::voevent::InvalidVoEvent::Version(Some("1.1".into()))
