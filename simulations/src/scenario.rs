@@ -173,17 +173,14 @@ pub struct Burst {
     pub over_s: f64,
 }
 
-// No `deny_unknown_fields` here: serde does not support it next to
-// `flatten`; the tagged `FaultKind` refuses unknown keys instead.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(try_from = "FaultEntry")]
 pub struct Fault {
     pub at_s: f64,
-    #[serde(flatten)]
     pub kind: FaultKind,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum FaultKind {
     /// The site loses power: its Raft stops, its disk (log, vote,
     /// snapshot) survives.
@@ -198,6 +195,43 @@ pub enum FaultKind {
     Heal,
     /// A site of `joining` is added: learner, catch-up, then voter.
     Join { site: String },
+}
+
+/// A `[[fault]]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultEntry {
+    at_s: f64,
+    kind: String,
+    site: Option<String>,
+}
+
+impl TryFrom<FaultEntry> for Fault {
+    type Error = String;
+
+    fn try_from(entry: FaultEntry) -> Result<Self, String> {
+        let FaultEntry { at_s, kind, site } = entry;
+        let kind = match (kind.as_str(), site) {
+            ("crash", Some(site)) => FaultKind::Crash { site },
+            ("restart", Some(site)) => FaultKind::Restart { site },
+            ("partition", Some(site)) => FaultKind::Partition { site },
+            ("join", Some(site)) => FaultKind::Join { site },
+            ("crash-leader", None) => FaultKind::CrashLeader,
+            ("heal", None) => FaultKind::Heal,
+            ("crash" | "restart" | "partition" | "join", None) => {
+                return Err(format!("fault `{kind}` needs a `site`"));
+            }
+            ("crash-leader" | "heal", Some(_)) => {
+                return Err(format!("fault `{kind}` takes no `site`"));
+            }
+            _ => {
+                return Err(format!(
+                    "unknown fault `{kind}` (crash, restart, crash-leader, partition, heal, join)"
+                ));
+            }
+        };
+        Ok(Fault { at_s, kind })
+    }
 }
 
 /// A scenario file could not be used.

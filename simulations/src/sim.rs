@@ -53,6 +53,9 @@ pub const MONITOR_PERIOD: Duration = Duration::from_millis(50);
 /// After the scenario, how long the healed mesh has to accept a probe and
 /// bring every site to the same applied index.
 pub const LIVENESS_BUDGET: Duration = Duration::from_secs(120);
+/// Subscriptions proposed through Raft while the mesh is set up; the rest
+/// are installed from a snapshot (see `Sim::install_subscriptions`).
+const SUBSCRIPTIONS_PROPOSED_MAX: u64 = 2_000;
 /// Subscriptions proposed at once while the mesh is set up.
 const SETUP_PROPOSALS_IN_FLIGHT: usize = 512;
 
@@ -91,8 +94,9 @@ pub enum EventOutcome {
 pub struct Failover {
     pub old_leader: NodeId,
     pub at: Duration,
-    /// Until a majority of the running sites follow a new leader; `None`
-    /// if that never happened before the next fault or the end.
+    /// Until a majority of the running, connected sites follow a leader
+    /// again (a new one, or the old one back from a partition); `None` if
+    /// that never happened before the end.
     pub took: Option<Duration>,
 }
 
@@ -148,6 +152,17 @@ impl RequestContext for Accounts {
 /// The account names of site `site`'s subscribers start with this.
 pub fn subscriber_prefix(site: NodeId) -> String {
     format!("s{site}-")
+}
+
+/// Subscriber `i` of `sites`: its bare JID and the full JID it subscribes
+/// from. Subscribers are dealt to the sites in turn.
+fn subscriber(i: u64, sites: u64) -> anyhow::Result<(jid::BareJid, jid::FullJid)> {
+    let bare = jid::BareJid::new(&format!(
+        "{}u{i}@{DOMAIN}",
+        subscriber_prefix(i % sites + 1)
+    ))?;
+    let full = jid::FullJid::new(&format!("{bare}/sim"))?;
+    Ok((bare, full))
 }
 
 /// State shared by the driver and its tasks.
@@ -260,10 +275,7 @@ impl Sim {
             .map(|(old_leader, at)| Failover {
                 old_leader,
                 at,
-                took: leaders
-                    .iter()
-                    .find(|(t, l)| *t >= at && l.is_some_and(|l| l != old_leader))
-                    .map(|(t, _)| *t - at),
+                took: recovery(&leaders, at),
             })
             .collect();
         let journal = sim.shared.journal.lock().clone();
@@ -400,21 +412,80 @@ impl Sim {
             .ok_or_else(|| anyhow::anyhow!("the VOEvent node could not be created"))?;
         let n = self.sites.len() as u64;
         let total = self.shared.scenario.subscribers.max(n);
+        let proposed = total.min(SUBSCRIPTIONS_PROPOSED_MAX);
         let mut pending = Vec::new();
-        for i in 0..total {
-            let site = i % n + 1;
-            let bare = jid::BareJid::new(&format!("{}u{i}@{DOMAIN}", subscriber_prefix(site)))?;
-            let full = jid::FullJid::new(&format!("{bare}/sim"))?;
+        for i in 0..proposed {
+            let (bare, full) = subscriber(i, n)?;
             let iq = subscribe_iq(&self.shared.service, NODE, &bare);
             let shared = self.shared.clone();
             pending.push(SimRuntime::spawn(async move {
                 propose_iq(&shared, first, &full, &iq).await
             }));
-            if pending.len() >= SETUP_PROPOSALS_IN_FLIGHT || i + 1 == total {
+            if pending.len() >= SETUP_PROPOSALS_IN_FLIGHT || i + 1 == proposed {
                 for task in pending.drain(..) {
                     task.await?
                         .ok_or_else(|| anyhow::anyhow!("a subscription was not committed"))?;
                 }
+            }
+        }
+        if total > proposed {
+            self.install_subscriptions(first, proposed..total).await?;
+        }
+        Ok(())
+    }
+
+    /// Installs the subscriptions `range` at every site at once, from one
+    /// snapshot of the first site's state with them added: the state every
+    /// site would reach by applying them, without `total` Raft entries.
+    /// (A subscribe scans the node's subscriptions, so proposing 100 000 of
+    /// them costs 5·10⁹ comparisons per site.) Done while nothing is in
+    /// flight, after every site applied everything, so the sites stay
+    /// identical.
+    async fn install_subscriptions(
+        &self,
+        first: NodeId,
+        range: std::ops::Range<u64>,
+    ) -> anyhow::Result<()> {
+        use vomesh_mesh::types::StateMachine as _;
+        use vomesh_proto::pubsub::{Snapshot, SubscriptionRecord};
+
+        let running = self.shared.wan.running();
+        let leader = running
+            .get(&first)
+            .ok_or_else(|| anyhow::anyhow!("first site not running"))?;
+        let applied = leader.metrics().borrow_watched().last_log_index;
+        for raft in running.values() {
+            raft.wait(Some(Duration::from_secs(600)))
+                .applied_index_at_least(applied, "setup applied everywhere")
+                .await?;
+        }
+        let state = self
+            .shared
+            .state(first)
+            .ok_or_else(|| anyhow::anyhow!("first site not running"))?;
+        let mut snapshot = Snapshot::decode(state.read().snapshot())?;
+        let node = snapshot
+            .nodes
+            .iter_mut()
+            .find(|node| node.node == NODE)
+            .ok_or_else(|| anyhow::anyhow!("the VOEvent node is missing"))?;
+        let template = node
+            .subscriptions
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no proposed subscription to copy"))?;
+        let n = self.sites.len() as u64;
+        for i in range {
+            node.subscriptions.push(SubscriptionRecord {
+                subid: format!("sim-{i}"),
+                jid: subscriber(i, n)?.0.to_string(),
+                ..template.clone()
+            });
+        }
+        let bytes = snapshot.encode_to_vec();
+        for site in running.keys() {
+            if let Some(state) = self.shared.state(*site) {
+                state.restore(&bytes)?;
             }
         }
         Ok(())
@@ -564,6 +635,18 @@ impl Sim {
 enum Action {
     Publish(u64),
     Fault(FaultKind),
+}
+
+/// How long after `at` (when the leading site was lost) the mesh was
+/// without an agreed leader: from `at` to the first leader agreed after the
+/// monitor saw none. `None`: no leader agreed again before the end.
+fn recovery(leaders: &[(Duration, Option<NodeId>)], at: Duration) -> Option<Duration> {
+    leaders
+        .iter()
+        .skip_while(|(t, _)| *t < at)
+        .skip_while(|(_, l)| l.is_some())
+        .find(|(_, l)| l.is_some())
+        .map(|(t, _)| *t - at)
 }
 
 /// Publication times: the steady rate over the whole run plus the bursts,
