@@ -345,7 +345,7 @@ mod tests {
     fn append_request_without_vote_is_rejected() {
         let req = pb::AppendEntriesRequest::default();
         assert!(matches!(
-            append_request_from_pb(req),
+            append_request_from_pb::<MeshTypes>(req),
             Err(WireError::Missing("vote"))
         ));
     }

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+const CDF_POINTS_MAX: usize = 400;
+
 /// Draws the cumulative distribution of each series' samples.
 pub fn cdf_svg(
     path: &Path,
@@ -32,17 +34,22 @@ pub fn cdf_svg(
     chart
         .configure_mesh()
         .x_desc(x_label)
-        .y_desc("fraction of events")
+        .y_desc("cumulative fraction")
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (name, samples)) in series.iter().enumerate() {
         let mut sorted = samples.clone();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len().max(1) as f64;
-        let points = sorted
+        // At most ~CDF_POINTS_MAX points per line: the file stays small and
+        // the curve looks the same.
+        let step = sorted.len().div_ceil(CDF_POINTS_MAX).max(1);
+        let points: Vec<(f64, f64)> = sorted
             .iter()
             .enumerate()
-            .map(|(k, x)| (*x, (k + 1) as f64 / n));
+            .filter(|(k, _)| (k + 1) % step == 0 || k + 1 == sorted.len())
+            .map(|(k, x)| (*x, (k + 1) as f64 / n))
+            .collect();
         let color = Palette99::pick(i).to_rgba();
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))

@@ -7,7 +7,8 @@
 //! land at a few hubs); measured internet paths between continents run at
 //! 1.5–2× the geodesic, so the model uses [`ROUTE_FACTOR`] = 1.6, plus
 //! [`HOP_OVERHEAD_MS`] for the last miles and routers. Chile–Hawaii comes
-//! out at ~170 ms, South Africa–Hawaii at ~300 ms, the worst pair.
+//! out at 174 ms, Hawaii–South Africa at 301 ms and Canary Islands–Australia
+//! at 304 ms, the worst pairs.
 
 use serde::Deserialize;
 

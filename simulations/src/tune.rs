@@ -63,6 +63,8 @@ pub struct TimeoutResult {
     pub failover: Distribution,
     pub failover_samples_ms: Vec<f64>,
     pub unrecovered: usize,
+    /// Runs whose mesh never committed its setup.
+    pub unformed: u64,
     /// Elections beyond the first in the quiet, lossy runs, over all seeds.
     pub needless_elections: u64,
     pub quiet_runs: u64,
@@ -95,19 +97,29 @@ pub fn timeouts(out: &Path, seeds: u64) -> anyhow::Result<Vec<TimeoutResult>> {
         let mut samples = Vec::new();
         let mut unrecovered = 0;
         let mut needless = 0;
+        let mut unformed = 0;
         for seed in 1..=seeds {
-            let s = Summary::of(&run(&failover, seed)?);
-            samples.extend(s.failovers_ms.iter().copied());
-            unrecovered += s.failovers_unrecovered;
-            needless += Summary::of(&run(&quiet, seed)?)
-                .final_term
-                .saturating_sub(1);
+            // A mesh that cannot commit its setup (appends that never fit
+            // their deadline) is a result, not an error of the sweep.
+            match run(&failover, seed) {
+                Ok(out) => {
+                    let s = Summary::of(&out);
+                    samples.extend(s.failovers_ms.iter().copied());
+                    unrecovered += s.failovers_unrecovered;
+                }
+                Err(_) => unformed += 1,
+            }
+            match run(&quiet, seed) {
+                Ok(out) => needless += Summary::of(&out).final_term.saturating_sub(1),
+                Err(_) => unformed += 1,
+            }
         }
         results.push(TimeoutResult {
             timeouts: t,
             failover: Distribution::of(samples.clone()),
             failover_samples_ms: samples,
             unrecovered,
+            unformed,
             needless_elections: needless,
             quiet_runs: seeds,
         });
@@ -127,19 +139,27 @@ pub fn timeouts(out: &Path, seeds: u64) -> anyhow::Result<Vec<TimeoutResult>> {
 
 pub fn timeouts_table(results: &[TimeoutResult]) -> String {
     let mut out = format!(
-        "{:<36} {:>8} {:>8} {:>8} {:>8} {:>12} {:>22}\n",
-        "timeouts", "crashes", "p50 ms", "p99 ms", "max ms", "unrecovered", "needless elections"
+        "{:<36} {:>8} {:>8} {:>8} {:>8} {:>12} {:>10} {:>22}\n",
+        "timeouts",
+        "crashes",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "unrecovered",
+        "no commit",
+        "needless elections"
     );
     for r in results {
         let _ = writeln!(
             out,
-            "{:<36} {:>8} {:>8.0} {:>8.0} {:>8.0} {:>12} {:>14} in {:>3} runs",
+            "{:<36} {:>8} {:>8.0} {:>8.0} {:>8.0} {:>12} {:>10} {:>14} in {:>3} runs",
             label(&r.timeouts),
             r.failover.count,
             r.failover.p50_ms,
             r.failover.p99_ms,
             r.failover.max_ms,
             r.unrecovered,
+            r.unformed,
             r.needless_elections,
             r.quiet_runs
         );
