@@ -230,7 +230,7 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "events: {} published, {} acknowledged, {} not acknowledged, {} at a site that was down; acknowledged but lost: {}",
+            "events: {} published, {} acknowledged, {} not acknowledged, {} at a site that was down or not yet a member; acknowledged but lost: {}",
             self.published, self.acked, self.not_acked, self.site_down, self.acked_lost
         );
         let _ = writeln!(

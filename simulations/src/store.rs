@@ -244,3 +244,57 @@ impl<S: StateMachine> RaftStateMachine<SimTypes> for MemStateStore<S> {
         Ok(self.disk.lock().snapshot.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::StorageError;
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::type_config::TypeConfigExt;
+    use vomesh_broker::pubsub::{PubsubLimits, PubsubService};
+    use vomesh_broker::replica::Replica;
+
+    use super::*;
+    use crate::journal::{SharedJournal, SiteDelivery};
+    use crate::types::SimRuntime;
+
+    /// Fresh in-memory stores over one disk, with the broker's replica.
+    struct MemStores;
+
+    impl StoreBuilder<SimTypes, MemLogStore, MemStateStore<SiteReplica>, ()> for MemStores {
+        async fn build(
+            &self,
+        ) -> Result<((), MemLogStore, MemStateStore<SiteReplica>), StorageError<SimTypes>> {
+            let journal = SharedJournal::new(tokio::time::Instant::now());
+            let delivery = SiteDelivery {
+                site: 1,
+                subscriber_prefix: "s1-".into(),
+                journal: journal.clone(),
+            };
+            let service = "pubsub.localhost"
+                .parse()
+                .map_err(|e: jid::Error| StorageError::read(SimTypes::err_from_error(&e)))?;
+            let replica = Replica::new(
+                PubsubService::new(service, PubsubLimits::default()),
+                Arc::new(delivery),
+            );
+            let disk = Disk::default();
+            let state = MemStateStore::open(disk.clone(), SiteReplica::new(1, replica, journal))
+                .map_err(|e| StorageError::read(SimTypes::err_from_error(&e)))?;
+            Ok(((), MemLogStore::new(disk), state))
+        }
+    }
+
+    #[test]
+    fn memory_store_passes_openraft_storage_suite() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime
+            .block_on(SimRuntime::scope(1, Suite::test_all(MemStores)))
+            .unwrap();
+    }
+}
