@@ -237,15 +237,14 @@ impl TryFrom<FaultEntry> for Fault {
 /// A scenario file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
+    // The cause is part of the message, not an error source, so that a
+    // report printing the chain says it once.
+    #[error("{path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("{path}: {cause}")]
     Parse {
         path: String,
-        source: toml::de::Error,
+        cause: toml::de::Error,
     },
     #[error("{0}")]
     Invalid(String),
@@ -254,23 +253,23 @@ pub enum ScenarioError {
 impl Scenario {
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ScenarioError::Read {
             path: display.clone(),
-            source,
+            cause,
         })?;
         Self::parse(&text).map_err(|e| match e {
-            ScenarioError::Parse { source, .. } => ScenarioError::Parse {
+            ScenarioError::Parse { cause, .. } => ScenarioError::Parse {
                 path: display,
-                source,
+                cause,
             },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
-        let scenario: Scenario = toml::from_str(text).map_err(|source| ScenarioError::Parse {
+        let scenario: Scenario = toml::from_str(text).map_err(|cause| ScenarioError::Parse {
             path: String::new(),
-            source,
+            cause,
         })?;
         scenario.check()?;
         Ok(scenario)
