@@ -68,6 +68,31 @@ impl MeshTimeouts {
     }
 }
 
+/// openraft's configuration for these timeouts and batching limits: the
+/// same at every node (and in the simulator, which runs what ships).
+pub fn raft_config(
+    timeouts: &MeshTimeouts,
+    snapshot_every_entries: u64,
+    log_entries_kept_after_snapshot: u64,
+    append_entries_max: u64,
+) -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name: "vomesh".into(),
+        heartbeat_interval: timeouts.heartbeat_interval_ms,
+        election_timeout_min: timeouts.election_timeout_min_ms,
+        election_timeout_max: timeouts.election_timeout_max_ms,
+        install_snapshot_timeout: timeouts.snapshot_timeout_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every_entries),
+        max_in_snapshot_log_to_keep: log_entries_kept_after_snapshot,
+        max_payload_entries: append_entries_max,
+        // Pre-vote: a node that was cut off does not disrupt a healthy
+        // leader with a higher term when it comes back (Raft thesis §9.6).
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    }
+    .validate()
+}
+
 impl Default for MeshTimeouts {
     fn default() -> Self {
         Self::loopback()

@@ -26,7 +26,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{
     ClientWriteError, Fatal, ForwardToLeader, LinearizableReadError, RaftError,
 };
-use openraft::{BasicNode, Config, ReadPolicy, SnapshotPolicy};
+use openraft::{BasicNode, ReadPolicy};
 use tokio::time::Instant;
 use vomesh_proto::mesh as pb;
 
@@ -222,21 +222,12 @@ impl<S: StateMachine> MeshNode<S> {
                 keep_alive_interval_ms: t.keep_alive_interval_ms,
             },
         )?;
-        let raft_config = Config {
-            cluster_name: "vomesh".into(),
-            heartbeat_interval: t.heartbeat_interval_ms,
-            election_timeout_min: t.election_timeout_min_ms,
-            election_timeout_max: t.election_timeout_max_ms,
-            install_snapshot_timeout: t.snapshot_timeout_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
-            max_payload_entries: config.append_entries_max,
-            // Pre-vote: a node that was cut off does not disrupt a healthy
-            // leader with a higher term when it comes back (Raft thesis §9.6).
-            enable_pre_vote: Some(true),
-            ..Default::default()
-        }
-        .validate()?;
+        let raft_config = crate::config::raft_config(
+            t,
+            config.snapshot_every_entries,
+            config.log_entries_kept_after_snapshot,
+            config.append_entries_max,
+        )?;
 
         let raft = openraft::Raft::new(
             config.node_id,

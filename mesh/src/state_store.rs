@@ -26,8 +26,8 @@ use vomesh_proto::mesh as pb;
 
 use crate::log_store::{RedbFile, StoreOpenError, invalid_data, io_err};
 use crate::types::{
-    CommandResponse, CommittedCommand, LogId, MeshTypes, Snapshot, SnapshotMeta, StateMachine,
-    StoredMembership,
+    CommandResponse, CommittedCommand, LogId, MeshTypeConfig, MeshTypes, Snapshot, SnapshotMeta,
+    StateMachine, StoredMembership,
 };
 use crate::wire;
 
@@ -46,6 +46,11 @@ impl<S> Clone for SharedState<S> {
 }
 
 impl<S> SharedState<S> {
+    /// Shares `state`.
+    pub fn new(state: S) -> Self {
+        Self(Arc::new(RwLock::new(state)))
+    }
+
     /// Read access to the local replica. Holding the guard blocks apply:
     /// read, copy what is needed, drop it.
     pub fn read(&self) -> RwLockReadGuard<'_, S> {
@@ -63,6 +68,14 @@ impl<S> SharedState<S> {
     }
 }
 
+impl<S: StateMachine> SharedState<S> {
+    /// Replaces the state with an installed snapshot (a state machine store
+    /// does this when the leader sends one).
+    pub fn restore(&self, snapshot: &[u8]) -> Result<(), S::RestoreError> {
+        self.write().restore(snapshot)
+    }
+}
+
 /// openraft's `RaftStateMachine` over an application [`StateMachine`].
 pub struct StateStore<S> {
     state: SharedState<S>,
@@ -77,7 +90,7 @@ impl<S: StateMachine> StateStore<S> {
     pub fn open(path: &Path, state: S) -> Result<Self, StateOpenError> {
         let db = RedbFile::open(path, |txn| txn.open_table(SNAPSHOT).map(|_| ()))?;
         let mut store = Self {
-            state: SharedState(Arc::new(RwLock::new(state))),
+            state: SharedState::new(state),
             last_applied: None,
             last_membership: StoredMembership::default(),
             db,
@@ -156,6 +169,70 @@ async fn write_snapshot(db: Arc<RedbFile>, meta: &SnapshotMeta, data: Bytes) -> 
     .map_err(io::Error::other)?
 }
 
+/// Hands a batch of committed entries to the application's
+/// [`StateMachine`] in one `apply` call and answers each proposer, tracking
+/// the last applied log id and membership.
+///
+/// Generic over the type configuration so that the simulator's in-memory
+/// state machine store applies entries exactly as this durable one does.
+pub async fn apply_committed<C, S, Strm>(
+    state: &SharedState<S>,
+    last_applied: &mut Option<LogId>,
+    last_membership: &mut StoredMembership,
+    mut entries: Strm,
+) -> io::Result<()>
+where
+    C: MeshTypeConfig,
+    S: StateMachine,
+    Strm: Stream<Item = io::Result<EntryResponder<C>>> + Unpin + Send,
+{
+    let mut commands = Vec::new();
+    let mut responders = Vec::new();
+    while let Some(item) = entries.next().await {
+        let (entry, responder) = item?;
+        *last_applied = Some(entry.log_id);
+        match entry.payload {
+            EntryPayload::Normal(command) => {
+                commands.push(CommittedCommand {
+                    index: entry.log_id.index,
+                    command: command.0,
+                });
+                responders.push(responder);
+            }
+            EntryPayload::Membership(membership) => {
+                *last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                if let Some(r) = responder {
+                    r.send(CommandResponse::default());
+                }
+            }
+            EntryPayload::Blank => {
+                if let Some(r) = responder {
+                    r.send(CommandResponse::default());
+                }
+            }
+        }
+    }
+    if commands.is_empty() {
+        return Ok(());
+    }
+    let count = commands.len();
+    let responses = state.write().apply(commands);
+    if responses.len() != count {
+        // A broken StateMachine: replies can no longer be matched to
+        // proposals, and continuing would hide the bug.
+        return Err(io::Error::other(format!(
+            "state machine returned {} responses for {count} commands",
+            responses.len()
+        )));
+    }
+    for (responder, response) in responders.into_iter().zip(responses) {
+        if let Some(r) = responder {
+            r.send(CommandResponse(response));
+        }
+    }
+    Ok(())
+}
+
 /// Builds one snapshot from state captured when the builder was created.
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
@@ -190,55 +267,17 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 
-    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    async fn apply<Strm>(&mut self, entries: Strm) -> io::Result<()>
     where
         Strm: Stream<Item = io::Result<EntryResponder<MeshTypes>>> + Unpin + Send,
     {
-        let mut commands = Vec::new();
-        let mut responders = Vec::new();
-        while let Some(item) = entries.next().await {
-            let (entry, responder) = item?;
-            self.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Normal(command) => {
-                    commands.push(CommittedCommand {
-                        index: entry.log_id.index,
-                        command: command.0,
-                    });
-                    responders.push(responder);
-                }
-                EntryPayload::Membership(membership) => {
-                    self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    if let Some(r) = responder {
-                        r.send(CommandResponse::default());
-                    }
-                }
-                EntryPayload::Blank => {
-                    if let Some(r) = responder {
-                        r.send(CommandResponse::default());
-                    }
-                }
-            }
-        }
-        if commands.is_empty() {
-            return Ok(());
-        }
-        let count = commands.len();
-        let responses = self.state.write().apply(commands);
-        if responses.len() != count {
-            // A broken StateMachine: replies can no longer be matched to
-            // proposals, and continuing would hide the bug.
-            return Err(io::Error::other(format!(
-                "state machine returned {} responses for {count} commands",
-                responses.len()
-            )));
-        }
-        for (responder, response) in responders.into_iter().zip(responses) {
-            if let Some(r) = responder {
-                r.send(CommandResponse(response));
-            }
-        }
-        Ok(())
+        apply_committed(
+            &self.state,
+            &mut self.last_applied,
+            &mut self.last_membership,
+            entries,
+        )
+        .await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

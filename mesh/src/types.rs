@@ -44,6 +44,41 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
 );
 
+/// Every openraft type configuration with the mesh's data types: the same
+/// commands, ids, votes, log entries and membership as [`MeshTypes`],
+/// differing at most in the async runtime (and with it the RNG behind
+/// election timeouts). Production runs [`MeshTypes`] (tokio); the simulator
+/// (`vomesh-sim`) declares one whose RNG is seeded, so a run is replayable,
+/// and reuses the wire conversions and the state-machine adapter written
+/// against this trait.
+pub trait MeshTypeConfig:
+    openraft::RaftTypeConfig<
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = Node,
+        Term = u64,
+        LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>,
+        Vote = Vote,
+        Entry = Entry,
+    >
+{
+}
+
+impl<C> MeshTypeConfig for C where
+    C: openraft::RaftTypeConfig<
+            D = Command,
+            R = CommandResponse,
+            NodeId = NodeId,
+            Node = Node,
+            Term = u64,
+            LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>,
+            Vote = Vote,
+            Entry = Entry,
+        >
+{
+}
+
 /// A node's address as stored in the Raft membership.
 pub type Node = openraft::BasicNode;
 pub type LogId = openraft::type_config::alias::LogIdOf<MeshTypes>;

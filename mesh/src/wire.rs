@@ -13,7 +13,8 @@ use vomesh_proto::mesh as pb;
 
 use crate::node::{NodeStatus, Role};
 use crate::types::{
-    Command, Entry, LogId, Membership, MeshTypes, SnapshotMeta, StoredMembership, Vote,
+    Command, Entry, LogId, Membership, MeshTypeConfig, MeshTypes, SnapshotMeta, StoredMembership,
+    Vote,
 };
 
 /// A message that does not describe a valid openraft value.
@@ -99,8 +100,8 @@ pub fn entry_from_pb(entry: pb::Entry) -> Result<Entry, WireError> {
     Ok(Entry { log_id, payload })
 }
 
-pub fn append_request_to_pb(
-    req: &AppendEntriesRequest<MeshTypes>,
+pub fn append_request_to_pb<C: MeshTypeConfig>(
+    req: &AppendEntriesRequest<C>,
 ) -> Result<pb::AppendEntriesRequest, WireError> {
     Ok(pb::AppendEntriesRequest {
         vote: Some(vote_to_pb(&req.vote)),
@@ -114,9 +115,9 @@ pub fn append_request_to_pb(
     })
 }
 
-pub fn append_request_from_pb(
+pub fn append_request_from_pb<C: MeshTypeConfig>(
     req: pb::AppendEntriesRequest,
-) -> Result<AppendEntriesRequest<MeshTypes>, WireError> {
+) -> Result<AppendEntriesRequest<C>, WireError> {
     Ok(AppendEntriesRequest {
         vote: required_vote(&req.vote)?,
         prev_log_id: opt_log_id_from_pb(&req.prev_log_id),
@@ -129,7 +130,9 @@ pub fn append_request_from_pb(
     })
 }
 
-pub fn append_response_to_pb(resp: &AppendEntriesResponse<MeshTypes>) -> pb::AppendEntriesResponse {
+pub fn append_response_to_pb<C: MeshTypeConfig>(
+    resp: &AppendEntriesResponse<C>,
+) -> pb::AppendEntriesResponse {
     use pb::append_entries_response::Result as R;
     let result = match resp {
         AppendEntriesResponse::Success => R::Success(pb::Empty {}),
@@ -144,9 +147,9 @@ pub fn append_response_to_pb(resp: &AppendEntriesResponse<MeshTypes>) -> pb::App
     }
 }
 
-pub fn append_response_from_pb(
+pub fn append_response_from_pb<C: MeshTypeConfig>(
     resp: pb::AppendEntriesResponse,
-) -> Result<AppendEntriesResponse<MeshTypes>, WireError> {
+) -> Result<AppendEntriesResponse<C>, WireError> {
     use pb::append_entries_response::Result as R;
     Ok(
         match resp
@@ -193,7 +196,7 @@ pub fn stream_result_from_pb(
     )
 }
 
-pub fn vote_request_to_pb(req: &VoteRequest<MeshTypes>) -> pb::VoteRequest {
+pub fn vote_request_to_pb<C: MeshTypeConfig>(req: &VoteRequest<C>) -> pb::VoteRequest {
     pb::VoteRequest {
         vote: Some(vote_to_pb(&req.vote)),
         last_log_id: req.last_log_id.as_ref().map(log_id_to_pb),
@@ -201,7 +204,9 @@ pub fn vote_request_to_pb(req: &VoteRequest<MeshTypes>) -> pb::VoteRequest {
     }
 }
 
-pub fn vote_request_from_pb(req: pb::VoteRequest) -> Result<VoteRequest<MeshTypes>, WireError> {
+pub fn vote_request_from_pb<C: MeshTypeConfig>(
+    req: pb::VoteRequest,
+) -> Result<VoteRequest<C>, WireError> {
     let mut out = VoteRequest::new(
         required_vote(&req.vote)?,
         opt_log_id_from_pb(&req.last_log_id),
@@ -210,7 +215,7 @@ pub fn vote_request_from_pb(req: pb::VoteRequest) -> Result<VoteRequest<MeshType
     Ok(out)
 }
 
-pub fn vote_response_to_pb(resp: &VoteResponse<MeshTypes>) -> pb::VoteResponse {
+pub fn vote_response_to_pb<C: MeshTypeConfig>(resp: &VoteResponse<C>) -> pb::VoteResponse {
     pb::VoteResponse {
         vote: Some(vote_to_pb(&resp.vote)),
         vote_granted: resp.vote_granted,
@@ -218,7 +223,9 @@ pub fn vote_response_to_pb(resp: &VoteResponse<MeshTypes>) -> pb::VoteResponse {
     }
 }
 
-pub fn vote_response_from_pb(resp: pb::VoteResponse) -> Result<VoteResponse<MeshTypes>, WireError> {
+pub fn vote_response_from_pb<C: MeshTypeConfig>(
+    resp: pb::VoteResponse,
+) -> Result<VoteResponse<C>, WireError> {
     Ok(VoteResponse::new(
         required_vote(&resp.vote)?,
         opt_log_id_from_pb(&resp.last_log_id),
@@ -342,7 +349,7 @@ mod tests {
     fn append_request_without_vote_is_rejected() {
         let req = pb::AppendEntriesRequest::default();
         assert!(matches!(
-            append_request_from_pb(req),
+            append_request_from_pb::<MeshTypes>(req),
             Err(WireError::Missing("vote"))
         ));
     }
