@@ -104,10 +104,7 @@ impl StorageBackend for UnsyncedWritesLostOnCrash {
         let mut len = file_len;
         for change in pending.iter() {
             match change {
-                Pending::Write {
-                    offset: at,
-                    data,
-                } => {
+                Pending::Write { offset: at, data } => {
                     let from = offset.max(*at);
                     let to = end.min(at + data.len() as u64);
                     if from < to {

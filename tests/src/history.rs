@@ -105,9 +105,8 @@ impl History {
     /// `deliveries.jsonl`) into `dir`, for diagnosis of a failed run.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let mut attempts = std::io::BufWriter::new(std::fs::File::create(
-            dir.join("attempts.jsonl"),
-        )?);
+        let mut attempts =
+            std::io::BufWriter::new(std::fs::File::create(dir.join("attempts.jsonl"))?);
         for attempt in &self.attempts {
             let (outcome, detail) = match &attempt.outcome {
                 Outcome::Acknowledged => ("ok", ""),
@@ -126,9 +125,8 @@ impl History {
             writeln!(attempts, "{line}")?;
         }
         attempts.flush()?;
-        let mut deliveries = std::io::BufWriter::new(std::fs::File::create(
-            dir.join("deliveries.jsonl"),
-        )?);
+        let mut deliveries =
+            std::io::BufWriter::new(std::fs::File::create(dir.join("deliveries.jsonl"))?);
         for delivery in &self.deliveries {
             let line = serde_json::json!({
                 "subscriber": delivery.subscriber,
@@ -382,7 +380,11 @@ pub fn check(history: &History, archives: &BTreeMap<Site, Vec<ArchivedItem>>) ->
         .attempts
         .iter()
         .filter(|a| a.outcome == Outcome::Acknowledged && !lost_at_ms.is_empty())
-        .filter(|a| per_site.values().all(|items| items.contains_key(a.item_id.as_str())))
+        .filter(|a| {
+            per_site
+                .values()
+                .all(|items| items.contains_key(a.item_id.as_str()))
+        })
         .map(|a| a.answered_ms);
     let (first_survivor, last_survivor) = survivors_ms.fold((None, None), |(lo, hi), at| {
         (
@@ -463,7 +465,10 @@ pub fn check(history: &History, archives: &BTreeMap<Site, Vec<ArchivedItem>>) ->
         {
             report.order_violation(
                 delivery.site,
-                format!("{who} received archive id {} after {previous}", item.archive_id),
+                format!(
+                    "{who} received archive id {} after {previous}",
+                    item.archive_id
+                ),
             );
         }
     }
@@ -771,7 +776,10 @@ mod tests {
             history.attempts.push(attempt(site, item, outcome));
         }
         // Healed at 12 ms: site 0 acknowledged "c" at 30, site 1 "d" at 40.
-        assert_eq!(recovery(&history, 12, &[0, 1]), Some(Duration::from_millis(28)));
+        assert_eq!(
+            recovery(&history, 12, &[0, 1]),
+            Some(Duration::from_millis(28))
+        );
         assert_eq!(recovery(&history, 12, &[0, 1, 2]), None);
     }
 }

@@ -318,7 +318,11 @@ impl RunReport {
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = &self.history;
-        writeln!(f, "== nemesis report (seed {}, {} nodes, {:.0?}) ==", self.seed, self.nodes, self.elapsed)?;
+        writeln!(
+            f,
+            "== nemesis report (seed {}, {} nodes, {:.0?}) ==",
+            self.seed, self.nodes, self.elapsed
+        )?;
         for (kind, reason) in &self.skipped {
             writeln!(f, "skipped {kind}: {reason}")?;
         }
@@ -353,12 +357,15 @@ impl fmt::Display for RunReport {
         }
         writeln!(f, "faults injected: {}", self.faults.len())?;
         for (kind, records) in by_kind {
-            let mut recoveries: Vec<Duration> =
-                records.iter().filter_map(|r| r.recovery).collect();
+            let mut recoveries: Vec<Duration> = records.iter().filter_map(|r| r.recovery).collect();
             recoveries.sort_unstable();
             let unrecovered = records.len() - recoveries.len();
             if recoveries.is_empty() {
-                writeln!(f, "  {kind:<10} {:>4}  never recovered: {unrecovered}", records.len())?;
+                writeln!(
+                    f,
+                    "  {kind:<10} {:>4}  never recovered: {unrecovered}",
+                    records.len()
+                )?;
                 continue;
             }
             writeln!(
@@ -392,7 +399,10 @@ fn faketime_library() -> Result<PathBuf, String> {
     let library = PathBuf::from(LIBRARY);
     if !library.is_file() {
         eprintln!("nemesis: installing libfaketime for clock jumps");
-        for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "libfaketime"]] {
+        for args in [
+            &["update", "-qq"][..],
+            &["install", "-y", "-qq", "libfaketime"],
+        ] {
             let _ = std::process::Command::new("apt-get")
                 .args(args)
                 .env("DEBIAN_FRONTEND", "noninteractive")
@@ -531,9 +541,18 @@ pub async fn run(options: Options) -> RunReport {
         } else {
             "on loopback"
         },
-        environment.kinds.iter().map(|k| k.name()).collect::<Vec<_>>()
+        environment
+            .kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
     );
-    let schedule = plan(options.seed, options.nodes, &environment.kinds, options.duration);
+    let schedule = plan(
+        options.seed,
+        options.nodes,
+        &environment.kinds,
+        options.duration,
+    );
     let power_loss = environment.kinds.contains(&FaultKind::PowerLoss);
     let slots: Vec<NodeOptions> = (0..options.nodes)
         .map(|slot| environment.node_options(slot, power_loss))
@@ -600,7 +619,13 @@ pub async fn run(options: Options) -> RunReport {
         kept: None,
     };
     if !report.passed() {
-        report.kept = Some(keep(&options.keep_dir, &report, &history, &archives, &cluster));
+        report.kept = Some(keep(
+            &options.keep_dir,
+            &report,
+            &history,
+            &archives,
+            &cluster,
+        ));
     }
     report
 }
@@ -612,7 +637,12 @@ fn applied_differs(cluster: &TestCluster) -> Vec<Site> {
         .iter()
         .enumerate()
         .filter(|(_, node)| node.is_running())
-        .map(|(site, node)| (site, node.status().and_then(|s| s["applied_index"].as_u64())))
+        .map(|(site, node)| {
+            (
+                site,
+                node.status().and_then(|s| s["applied_index"].as_u64()),
+            )
+        })
         .collect();
     let reference = applied.first().and_then(|(_, a)| *a);
     applied
@@ -638,9 +668,19 @@ fn keep(
         for (site, archive) in archives {
             let lines: Vec<String> = archive
                 .iter()
-                .map(|i| format!("{} {} {}", i.archive_id, i.item_id, i.stamp.as_deref().unwrap_or("-")))
+                .map(|i| {
+                    format!(
+                        "{} {} {}",
+                        i.archive_id,
+                        i.item_id,
+                        i.stamp.as_deref().unwrap_or("-")
+                    )
+                })
                 .collect();
-            std::fs::write(dir.join(format!("archive-{site}.txt")), lines.join("\n") + "\n")?;
+            std::fs::write(
+                dir.join(format!("archive-{site}.txt")),
+                lines.join("\n") + "\n",
+            )?;
         }
         for (site, node) in cluster.nodes.iter().enumerate() {
             std::fs::write(dir.join(format!("node-{site}.log")), node.log())?;
@@ -648,7 +688,10 @@ fn keep(
         Ok(())
     })();
     if let Err(error) = saved {
-        eprintln!("nemesis: could not keep the history in {}: {error}", dir.display());
+        eprintln!(
+            "nemesis: could not keep the history in {}: {error}",
+            dir.display()
+        );
     }
     dir
 }
@@ -845,7 +888,7 @@ impl Nemesis<'_> {
         let id = (node + 1).to_string();
         self.admin_until_ok(node, &["cluster", "remove", &id]).await;
         self.cluster.nodes[node].kill9();
-        self.cluster.nodes[node].wipe_data();
+        self.cluster.nodes[node].wipe_mesh_state();
     }
 
     /// Starts the wiped node empty and `vomesh cluster add`s it back.

@@ -18,6 +18,7 @@
 //! removed when [`Namespaces`] is dropped, also during a panic.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::node::NodeOptions;
@@ -32,7 +33,9 @@ pub fn available() -> Result<(), String> {
             .status()
             .is_ok();
         if !found {
-            return Err(format!("`{tool}` is not installed (apt-get install iproute2 iptables)"));
+            return Err(format!(
+                "`{tool}` is not installed (apt-get install iproute2 iptables)"
+            ));
         }
     }
     let probe = format!("vomesh-{}-probe", std::process::id());
@@ -53,6 +56,7 @@ impl Namespaces {
     /// Creates the switch and `slots` node namespaces. Call [`available`]
     /// first; a failure here panics (after cleaning up what was made).
     pub fn create(slots: usize) -> Namespaces {
+        remove_stale();
         let pid = std::process::id();
         let mut namespaces = Namespaces {
             prefix: format!("vomesh-{pid}"),
@@ -63,7 +67,10 @@ impl Namespaces {
         };
         let switch = namespaces.switch();
         must("ip", &["netns", "add", &switch]);
-        must("ip", &["-n", &switch, "link", "add", "br0", "type", "bridge"]);
+        must(
+            "ip",
+            &["-n", &switch, "link", "add", "br0", "type", "bridge"],
+        );
         must("ip", &["-n", &switch, "link", "set", "br0", "up"]);
         for slot in 0..slots {
             let ns = namespaces.name(slot);
@@ -72,9 +79,15 @@ impl Namespaces {
             must("ip", &["netns", "add", &ns]);
             must(
                 "ip",
-                &["-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+                &[
+                    "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                    "netns", &ns,
+                ],
             );
-            must("ip", &["-n", &switch, "link", "set", &port, "master", "br0", "up"]);
+            must(
+                "ip",
+                &["-n", &switch, "link", "set", &port, "master", "br0", "up"],
+            );
             must("ip", &["-n", &ns, "addr", "add", &address, "dev", "eth0"]);
             must("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
             must("ip", &["-n", &ns, "link", "set", "lo", "up"]);
@@ -83,20 +96,33 @@ impl Namespaces {
         let host_address = format!("{}/24", namespaces.host_address());
         must(
             "ip",
-            &["link", "add", &host_link, "type", "veth", "peer", "name", "host", "netns", &switch],
+            &[
+                "link", "add", &host_link, "type", "veth", "peer", "name", "host", "netns", &switch,
+            ],
         );
         must("ip", &["addr", "add", &host_address, "dev", &host_link]);
         must("ip", &["link", "set", &host_link, "up"]);
-        must("ip", &["-n", &switch, "link", "set", "host", "master", "br0", "up"]);
+        must(
+            "ip",
+            &["-n", &switch, "link", "set", "host", "master", "br0", "up"],
+        );
         // netem is a kernel module that container hosts often lack: probe.
         let probe = namespaces.name(0);
         let netem = run(
             "ip",
-            &["netns", "exec", &probe, "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "1ms"],
+            &[
+                "netns", "exec", &probe, "tc", "qdisc", "add", "dev", "eth0", "root", "netem",
+                "delay", "1ms",
+            ],
         )
         .is_ok();
         if netem {
-            let _ = run("ip", &["netns", "exec", &probe, "tc", "qdisc", "del", "dev", "eth0", "root"]);
+            let _ = run(
+                "ip",
+                &[
+                    "netns", "exec", &probe, "tc", "qdisc", "del", "dev", "eth0", "root",
+                ],
+            );
         }
         namespaces.netem = netem;
         namespaces
@@ -170,7 +196,20 @@ impl Namespaces {
             let peer = self.node_address(other).to_string();
             self.iptables(
                 slot,
-                &["-A", "INPUT", "-s", &peer, "-m", "statistic", "--mode", "random", "--probability", &probability, "-j", "DROP"],
+                &[
+                    "-A",
+                    "INPUT",
+                    "-s",
+                    &peer,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &probability,
+                    "-j",
+                    "DROP",
+                ],
             );
         }
         if self.netem && delay_ms > 0 {
@@ -179,7 +218,10 @@ impl Namespaces {
             let jitter = format!("{}ms", delay_ms / 4);
             must(
                 "ip",
-                &["netns", "exec", &ns, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &delay, &jitter],
+                &[
+                    "netns", "exec", &ns, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
+                    "delay", &delay, &jitter,
+                ],
             );
         }
     }
@@ -190,7 +232,12 @@ impl Namespaces {
             self.iptables(slot, &["-F"]);
             if self.netem {
                 let ns = self.name(slot);
-                let _ = run("ip", &["netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root"]);
+                let _ = run(
+                    "ip",
+                    &[
+                        "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+                    ],
+                );
             }
         }
     }
@@ -205,6 +252,30 @@ impl Drop for Namespaces {
         }
         let _ = run("ip", &["netns", "del", &self.switch()]);
         let _ = run("ip", &["link", "del", &self.host_link()]);
+    }
+}
+
+/// Deletes the namespaces (and host link) of earlier runs whose process is
+/// gone: a run killed by a signal never ran its `Drop`.
+fn remove_stale() {
+    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix("vomesh-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run("ip", &["netns", "del", name]);
+            let _ = run("ip", &["link", "del", &format!("vmh{pid}")]);
+        }
     }
 }
 

@@ -334,14 +334,17 @@ impl TestNode {
         }
     }
 
-    /// Deletes the data directory of a stopped node: it starts again as a
-    /// new, empty member.
-    pub fn wipe_data(&self) {
+    /// Deletes the replicated state of a stopped node (its Raft log, vote
+    /// and snapshot under `<data_dir>/mesh`): it starts again as a new,
+    /// empty member. Its XMPP certificate stays, as a site's configured
+    /// certificate would, so clients still trust it.
+    pub fn wipe_mesh_state(&self) {
         assert!(self.child.is_none(), "stop or kill the node first");
-        match std::fs::remove_dir_all(self.data_dir()) {
+        let mesh = self.data_dir().join("mesh");
+        match std::fs::remove_dir_all(&mesh) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => panic!("deleting {}: {error}", self.data_dir().display()),
+            Err(error) => panic!("deleting {}: {error}", mesh.display()),
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use vomesh_broker::client::Client;
 use vomesh_tests::cluster::TestCluster;
-use vomesh_tests::history::{Attempt, Outcome};
+use vomesh_tests::history::{Attempt, Outcome, Site};
 use vomesh_tests::workload::{
     PROPOSE_TIMEOUT, RECOVERY_TIMEOUT, Workload, audit, client_config, followers, mesh_settings,
     publish, publish_at, publish_until_acknowledged, set_up, settle,

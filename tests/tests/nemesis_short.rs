@@ -31,7 +31,10 @@ async fn a_minute_of_every_fault_loses_nothing_acknowledged() {
     .await;
     println!("{report}");
     assert!(report.passed(), "the nemesis run failed:\n{report}");
-    assert!(report.history.acknowledged > 100, "publishes were acknowledged");
+    assert!(
+        report.history.acknowledged > 100,
+        "publishes were acknowledged"
+    );
     // Every kind ran, except those this machine cannot do (printed).
     for kind in FaultKind::ALL {
         let skipped = report.skipped.iter().any(|(k, _)| *k == kind);
