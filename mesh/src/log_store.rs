@@ -67,15 +67,7 @@ impl RedbFile {
                     "{}=1: unsynced writes are kept in memory and lost on a crash (test-only)",
                     power_loss::POWER_LOSS_ENV
                 );
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(path)
-                    .map_err(redb::DatabaseError::from)?;
-                redb::Builder::new()
-                    .create_with_backend(power_loss::UnsyncedWritesLostOnCrash::new(file)?)?
+                power_loss::create_database(path)?
             } else {
                 Database::create(path)?
             };

@@ -31,6 +31,18 @@ pub fn power_loss_mode() -> bool {
     std::env::var(POWER_LOSS_ENV).is_ok_and(|value| value == "1")
 }
 
+/// Opens (or creates) the redb file at `path` on this backend.
+pub fn create_database(path: &std::path::Path) -> Result<redb::Database, redb::Error> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(redb::DatabaseError::from)?;
+    Ok(redb::Builder::new().create_with_backend(UnsyncedWritesLostOnCrash::new(file)?)?)
+}
+
 /// A change to the file not yet synced, in the order redb made it.
 enum Pending {
     Write { offset: u64, data: Vec<u8> },
@@ -164,21 +176,12 @@ impl StorageBackend for UnsyncedWritesLostOnCrash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{Builder, Database, Durability, ReadableDatabase, TableDefinition};
+    use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
     const TABLE: TableDefinition<u64, u64> = TableDefinition::new("t");
 
     fn open(path: &std::path::Path) -> Database {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .unwrap();
-        Builder::new()
-            .create_with_backend(UnsyncedWritesLostOnCrash::new(file).unwrap())
-            .unwrap()
+        create_database(path).unwrap()
     }
 
     fn insert(db: &Database, key: u64, durability: Durability) {

@@ -90,7 +90,7 @@ impl FaultKind {
 
 impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -281,6 +281,7 @@ const RECOVERY_MAX: Duration = Duration::from_secs(90);
 #[derive(Debug, Clone)]
 pub struct FaultRecord {
     pub kind: FaultKind,
+    pub fault: Fault,
     /// The fault with its targets resolved, e.g. "kill -9 leader (node 3)".
     pub description: String,
     pub injected_ms: u64,
@@ -302,6 +303,13 @@ pub struct RunReport {
     pub history: Report,
     /// Sites whose final applied index differs from the others'.
     pub applied_differs: Vec<Site>,
+    /// Per clock jump: the offset asked for and the median offset of the
+    /// publication stamps the jumped node gave while it was in force
+    /// (seconds), with the number of items: evidence the jump happened.
+    pub clock_jumps_seen: Vec<(i64, Option<i64>, usize)>,
+    /// Committed items whose stamp lies outside every clock the run set
+    /// (the real clock during the run, ± the largest jump).
+    pub stamps_out_of_range: usize,
     /// Where the history was kept (a failed run).
     pub kept: Option<PathBuf>,
 }
@@ -311,6 +319,7 @@ impl RunReport {
     pub fn passed(&self) -> bool {
         self.history.is_clean()
             && self.applied_differs.is_empty()
+            && self.stamps_out_of_range == 0
             && self.faults.iter().all(|f| f.recovery.is_some())
     }
 }
@@ -351,6 +360,19 @@ impl fmt::Display for RunReport {
             "divergent final archives: {:?}; applied index differs: {:?}",
             h.divergent_sites, self.applied_differs
         )?;
+        for (asked, seen, items) in &self.clock_jumps_seen {
+            match seen {
+                Some(seen) => writeln!(
+                    f,
+                    "clock jump {asked:+} s: the node's stamps were {seen:+} s off ({items} items)"
+                )?,
+                None => writeln!(
+                    f,
+                    "clock jump {asked:+} s: no item published there meanwhile"
+                )?,
+            }
+        }
+        writeln!(f, "stamps out of range: {}", self.stamps_out_of_range)?;
         let mut by_kind: BTreeMap<FaultKind, Vec<&FaultRecord>> = BTreeMap::new();
         for record in &self.faults {
             by_kind.entry(record.kind).or_default().push(record);
@@ -528,6 +550,8 @@ impl Environment {
 
 /// Runs the nemesis against a fresh cluster and checks the history.
 pub async fn run(options: Options) -> RunReport {
+    // Built first (a test process builds it), so the time is the run's.
+    tokio::task::block_in_place(crate::node::vomesh_bin);
     let started = Instant::now();
     let environment = Environment::prepare(&options);
     for (kind, reason) in &environment.skipped {
@@ -578,6 +602,8 @@ pub async fn run(options: Options) -> RunReport {
     set_up(&cluster).await;
 
     let mut workload = Workload::default();
+    // The recorder's clock (ms since it was made) against the real clock.
+    let wall_start_micros = vomesh_broker::clock::now_micros();
     workload.pause_between_publishes = options.pause_between_publishes;
     for site in 0..options.nodes {
         workload.resubscribing(site * 1_000_000, site, &cluster.nodes[site]);
@@ -608,6 +634,8 @@ pub async fn run(options: Options) -> RunReport {
     let applied_differs = applied_differs(&cluster);
     let history = workload.recorder.history();
     let archives = archives(&cluster).await;
+    let (clock_jumps_seen, stamps_out_of_range) =
+        check_stamps(&faults, &history, &archives, wall_start_micros);
     let mut report = RunReport {
         seed: options.seed,
         nodes: options.nodes,
@@ -616,6 +644,8 @@ pub async fn run(options: Options) -> RunReport {
         faults,
         history: check(&history, &archives),
         applied_differs,
+        clock_jumps_seen,
+        stamps_out_of_range,
         kept: None,
     };
     if !report.passed() {
@@ -628,6 +658,64 @@ pub async fn run(options: Options) -> RunReport {
         ));
     }
     report
+}
+
+/// How far each clock jump moved the stamps of the jumped node (see
+/// [`RunReport::clock_jumps_seen`]), and how many committed stamps lie
+/// outside the run's clocks. libfaketime re-reads the offset each second,
+/// so publishes in the first 1.5 s of a jump are not looked at.
+fn check_stamps(
+    faults: &[FaultRecord],
+    history: &crate::history::History,
+    archives: &BTreeMap<Site, Vec<crate::history::ArchivedItem>>,
+    wall_start_micros: i64,
+) -> (Vec<(i64, Option<i64>, usize)>, usize) {
+    use vomesh_broker::pubsub::datetime::parse_micros;
+    let stamps: std::collections::HashMap<&str, i64> = archives
+        .values()
+        .next()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| Some((item.item_id.as_str(), parse_micros(item.stamp.as_deref()?)?)))
+        .collect();
+    let wall_at = |ms: u64| wall_start_micros + ms as i64 * 1_000;
+    let mut seen = Vec::new();
+    let mut largest_jump_secs = 0;
+    for record in faults {
+        let Fault::ClockJump { node, offset_secs } = record.fault else {
+            continue;
+        };
+        largest_jump_secs = largest_jump_secs.max(offset_secs.abs());
+        let mut offsets: Vec<i64> = history
+            .attempts
+            .iter()
+            .filter(|a| a.site == node && a.started_ms >= record.injected_ms + 1_500)
+            .filter(|a| a.answered_ms <= record.healed_ms)
+            .filter_map(|a| {
+                Some((stamps.get(a.item_id.as_str())? - wall_at(a.answered_ms)) / 1_000_000)
+            })
+            .collect();
+        offsets.sort_unstable();
+        seen.push((
+            offset_secs,
+            offsets.get(offsets.len() / 2).copied(),
+            offsets.len(),
+        ));
+    }
+    let slack_micros = (largest_jump_secs + 60) * 1_000_000;
+    let end = wall_at(
+        history
+            .attempts
+            .iter()
+            .map(|a| a.answered_ms)
+            .max()
+            .unwrap_or(0),
+    );
+    let out_of_range = stamps
+        .values()
+        .filter(|stamp| **stamp < wall_start_micros - slack_micros || **stamp > end + slack_micros)
+        .count();
+    (seen, out_of_range)
 }
 
 /// Running sites whose applied index is not the first running site's.
@@ -770,6 +858,7 @@ impl Nemesis<'_> {
         }
         FaultRecord {
             kind: planned.fault.kind(),
+            fault: planned.fault.clone(),
             description,
             injected_ms,
             healed_ms,

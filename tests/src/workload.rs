@@ -100,6 +100,30 @@ pub async fn publish(client: &mut Client, item_id: &str) -> (Outcome, bool) {
     }
 }
 
+/// Publishes `item_id` as `publisher` at `site` and records the attempt
+/// with its times; returns whether it was acknowledged and whether the
+/// connection is still usable.
+pub async fn publish_recorded(
+    recorder: &Recorder,
+    client: &mut Client,
+    publisher: usize,
+    site: Site,
+    item_id: String,
+) -> (bool, bool) {
+    let started_ms = recorder.now_ms();
+    let (outcome, usable) = publish(client, &item_id).await;
+    let acknowledged = outcome == Outcome::Acknowledged;
+    recorder.attempt(Attempt {
+        publisher,
+        site,
+        item_id,
+        outcome,
+        started_ms,
+        answered_ms: recorder.now_ms(),
+    });
+    (acknowledged, usable)
+}
+
 /// Users, the node and bob's subscription, created through site 0, and
 /// applied at every site (a site answers logins and reads from its own
 /// replica, which may trail the commit by a moment).
@@ -189,16 +213,8 @@ impl Workload {
                 while !stop.load(Ordering::Relaxed) {
                     sequence += 1;
                     let item_id = format!("p{publisher}-{sequence}");
-                    let started_ms = recorder.now_ms();
-                    let (outcome, usable) = publish(&mut client, &item_id).await;
-                    recorder.attempt(Attempt {
-                        publisher,
-                        site,
-                        item_id,
-                        outcome,
-                        started_ms,
-                        answered_ms: recorder.now_ms(),
-                    });
+                    let (_, usable) =
+                        publish_recorded(&recorder, &mut client, publisher, site, item_id).await;
                     if !usable {
                         break;
                     }
@@ -324,17 +340,8 @@ pub async fn publish_until_acknowledged(
         };
         sequence += 1;
         let item_id = format!("probe{publisher}-{sequence}");
-        let started_ms = recorder.now_ms();
-        let (outcome, usable) = publish(active, &item_id).await;
-        let acknowledged = outcome == Outcome::Acknowledged;
-        recorder.attempt(Attempt {
-            publisher,
-            site,
-            item_id,
-            outcome,
-            started_ms,
-            answered_ms: recorder.now_ms(),
-        });
+        let (acknowledged, usable) =
+            publish_recorded(&recorder, active, publisher, site, item_id).await;
         if acknowledged {
             return started.elapsed();
         }
