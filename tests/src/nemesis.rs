@@ -11,7 +11,7 @@
 //! | `partition` | majority/minority, leader isolated, or a bridge (two halves that both hear one node) | rules removed |
 //! | `netem` | packet loss (`iptables -m statistic`) and delay (`tc netem`, when the kernel has it) at a minority | rules removed |
 //! | `clock` | a node's wall clock jumps by ±30 s … 15 min (libfaketime) | jumps back |
-//! | `membership` | `vomesh cluster remove` a node, wipe its data, start it empty, `vomesh cluster add` it | (the change itself) |
+//! | `membership` | `vomesh cluster remove` a node, wipe its mesh state, start it empty, `vomesh cluster add` it | (the change itself) |
 //! | `powerloss` | `kill -9` of a minority or every node with [`POWER_LOSS_ENV`] set: unsynced writes are lost | restart |
 //!
 //! After each fault is healed the run waits until every member site
@@ -930,7 +930,7 @@ impl Nemesis<'_> {
             }
             Fault::Membership { node } => {
                 self.remove_member(*node).await;
-                format!("node {node} removed from the mesh, its data wiped")
+                format!("node {node} removed from the mesh, its mesh state wiped")
             }
         }
     }
