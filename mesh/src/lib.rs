@@ -84,6 +84,8 @@
 //! - [`log_store`]: the durable Raft log and vote (redb, fsync per batch).
 //! - [`state_store`]: applies committed entries to the application state and
 //!   keeps the latest snapshot (redb).
+//! - [`power_loss`]: a test-only redb backend that loses unsynced writes on
+//!   a crash (`VOMESH_TEST_POWER_LOSS=1`), for the failover suite.
 //! - [`metrics`]: openraft's metrics recorded into the `metrics` crate
 //!   (`vomesh_raft_*`).
 //! - [`certs`]: cluster CA, node and XMPP certificates (`vomesh certs
@@ -118,6 +120,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod peer_rpc;
+pub mod power_loss;
 pub mod state_store;
 pub mod transport;
 pub mod types;

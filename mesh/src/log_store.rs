@@ -26,6 +26,7 @@ use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use vomesh_proto::mesh as pb;
 
+use crate::power_loss;
 use crate::types::{Entry, LogId, MeshTypes, Vote};
 use crate::wire;
 
@@ -60,10 +61,24 @@ impl RedbFile {
         init: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::TableError>,
     ) -> Result<Arc<Self>, StoreOpenError> {
         let open = || -> Result<Database, redb::Error> {
-            let db = Database::create(path)?;
+            let db = if power_loss::power_loss_mode() {
+                tracing::warn!(
+                    path = %path.display(),
+                    "{}=1: unsynced writes are kept in memory and lost on a crash (test-only)",
+                    power_loss::POWER_LOSS_ENV
+                );
+                power_loss::create_database(path)?
+            } else {
+                Database::create(path)?
+            };
             let txn = db.begin_write()?;
             init(&txn)?;
             txn.commit()?;
+            // The commit fsynced the file's contents, not its directory
+            // entry: without this a power cut soon after the first start
+            // could leave a data directory without the file, and so a node
+            // that forgot its vote and log.
+            sync_parent_dir(path).map_err(redb::DatabaseError::from)?;
             Ok(db)
         };
         let db = open().map_err(|source| StoreOpenError {
@@ -170,6 +185,15 @@ fn commit(txn: redb::WriteTransaction, fsyncs: bool) -> io::Result<()> {
         metrics::histogram!("vomesh_storage_fsync_seconds").record(started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+/// fsyncs the directory holding `path`, making its entry durable.
+fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 pub(crate) fn io_err(e: impl Into<redb::Error>) -> io::Error {

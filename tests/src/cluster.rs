@@ -2,6 +2,7 @@
 //! from `vomesh certs init`, each node on its own free ports and data
 //! directory.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,8 +20,12 @@ pub struct TestCluster {
     /// `members` entries of the initial configuration.
     members: Vec<String>,
     mesh_settings: String,
-    log_filter: String,
+    node_options: NodeOptionsFor,
 }
+
+/// The options of node `index` (its host, launcher and environment); the
+/// cluster adds the `[mesh]` section.
+pub type NodeOptionsFor = Box<dyn Fn(usize) -> NodeOptions + Send + Sync>;
 
 impl TestCluster {
     /// `size` nodes with the default mesh settings.
@@ -37,16 +42,25 @@ impl TestCluster {
     /// Like [`TestCluster::start_with`], with `log_filter` as every node's
     /// `RUST_LOG` (benchmarks log as production does, at `info`).
     pub fn start_logging(size: usize, mesh_settings: &str, log_filter: &str) -> TestCluster {
-        TestCluster::start_configured(size, mesh_settings, log_filter, &|_| String::new())
+        let log_filter = log_filter.to_owned();
+        TestCluster::start_custom(
+            size,
+            mesh_settings,
+            Box::new(move |_| NodeOptions {
+                log_filter: log_filter.clone(),
+                ..NodeOptions::default()
+            }),
+        )
     }
 
-    /// Like [`TestCluster::start_logging`], with `node_toml(i)` appended to
-    /// node `i`'s configuration (whole sections, e.g. a `[vtp]` of its own).
-    pub fn start_configured(
+    /// `size` nodes, node `i` started with `node_options(i)` (e.g. each in
+    /// its own network namespace, or with a `[vtp]` section of its own in
+    /// `extra_toml`, which follows the `[mesh]` section). Also used for
+    /// nodes added later.
+    pub fn start_custom(
         size: usize,
         mesh_settings: &str,
-        log_filter: &str,
-        node_toml: &dyn Fn(usize) -> String,
+        node_options: NodeOptionsFor,
     ) -> TestCluster {
         let certs = tempfile::tempdir().expect("a temporary directory");
         let ids: Vec<String> = (1..=size + SPARE_NODE_IDS)
@@ -67,22 +81,23 @@ impl TestCluster {
         let members: Vec<String> = quic_ports
             .iter()
             .enumerate()
-            .map(|(i, port)| format!("\"{}@127.0.0.1:{port}\"", i + 1))
+            .map(|(i, port)| member(i as u64 + 1, node_options(i).host, *port))
             .collect();
         let mut nodes: Vec<TestNode> = quic_ports
             .iter()
             .enumerate()
             .map(|(i, port)| {
+                let options = node_options(i);
                 TestNode::prepare(NodeOptions {
                     extra_toml: mesh_section(
                         i as u64 + 1,
+                        options.host,
                         *port,
                         &members,
                         certs.path(),
                         mesh_settings,
-                    ) + &node_toml(i),
-                    log_filter: log_filter.to_owned(),
-                    ..NodeOptions::default()
+                    ) + &options.extra_toml,
+                    ..options
                 })
             })
             .collect();
@@ -94,7 +109,7 @@ impl TestCluster {
             certs,
             members,
             mesh_settings: mesh_settings.to_owned(),
-            log_filter: log_filter.to_owned(),
+            node_options,
         };
         cluster.wait_for_leader(Duration::from_secs(30));
         cluster
@@ -136,12 +151,19 @@ impl TestCluster {
             "no spare certificate left"
         );
         let port = free_port();
+        let options = (self.node_options)(id as usize - 1);
         let mut members = self.members.clone();
-        members.push(format!("\"{id}@127.0.0.1:{port}\""));
+        members.push(member(id, options.host, port));
         self.nodes.push(TestNode::prepare(NodeOptions {
-            extra_toml: mesh_section(id, port, &members, self.certs.path(), &self.mesh_settings),
-            log_filter: self.log_filter.clone(),
-            ..NodeOptions::default()
+            extra_toml: mesh_section(
+                id,
+                options.host,
+                port,
+                &members,
+                self.certs.path(),
+                &self.mesh_settings,
+            ) + &options.extra_toml,
+            ..options
         }));
         self.nodes.len() - 1
     }
@@ -189,12 +211,24 @@ impl TestCluster {
     }
 }
 
-fn mesh_section(id: u64, port: u16, members: &[String], certs: &Path, settings: &str) -> String {
+/// A `members` entry: `"ID@HOST:PORT"`.
+fn member(id: u64, host: IpAddr, port: u16) -> String {
+    format!("\"{id}@{host}:{port}\"")
+}
+
+fn mesh_section(
+    id: u64,
+    host: IpAddr,
+    port: u16,
+    members: &[String],
+    certs: &Path,
+    settings: &str,
+) -> String {
     format!(
         "[mesh]\n\
          node_id = {id}\n\
-         listen = \"127.0.0.1:{port}\"\n\
-         advertise = \"127.0.0.1:{port}\"\n\
+         listen = \"{host}:{port}\"\n\
+         advertise = \"{host}:{port}\"\n\
          members = [{members}]\n\
          ca = \"{ca}\"\n\
          cert = \"{cert}\"\n\

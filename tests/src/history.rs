@@ -22,10 +22,24 @@
 //! entry that reached some followers will survive an election. Such an
 //! attempt may appear at most once; [`Report::failed_committed`] counts the
 //! errors that committed anyway.
+//!
+//! A lost acknowledged publish is further placed by when it was
+//! acknowledged, as Jepsen does: before the first acknowledged publish that
+//! survived (*prefix*: state lost from the start, as a site that forgot its
+//! data), after the last one (*postfix*: the most recent writes, as a
+//! missing fsync), or between survivors (*middle*). Each attempt carries its
+//! start and answer times, from which [`recovery`] measures how long the
+//! mesh took to acknowledge publishes again at every site after a fault.
+//!
+//! Order is checked by archive id (the Raft log index), never by the
+//! publication stamp: a site whose wall clock jumped back stamps a later
+//! item with an earlier time, and that is no violation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write as _;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jid::BareJid;
 use vomesh_broker::client::Client;
@@ -54,6 +68,10 @@ pub struct Attempt {
     pub site: Site,
     pub item_id: String,
     pub outcome: Outcome,
+    /// When the publish was sent and when its outcome was known, in
+    /// milliseconds since the [`Recorder`] was made ([`Recorder::now_ms`]).
+    pub started_ms: u64,
+    pub answered_ms: u64,
 }
 
 /// An item notification one subscriber session received.
@@ -82,13 +100,72 @@ pub struct History {
     pub deliveries: Vec<Delivery>,
 }
 
-/// A history the clients of a test record into concurrently.
-#[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<Mutex<History>>);
+impl History {
+    /// Writes the history as JSON lines (`attempts.jsonl`,
+    /// `deliveries.jsonl`) into `dir`, for diagnosis of a failed run.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut attempts =
+            std::io::BufWriter::new(std::fs::File::create(dir.join("attempts.jsonl"))?);
+        for attempt in &self.attempts {
+            let (outcome, detail) = match &attempt.outcome {
+                Outcome::Acknowledged => ("ok", ""),
+                Outcome::Failed(error) => ("fail", error.as_str()),
+                Outcome::Indeterminate(error) => ("info", error.as_str()),
+            };
+            let line = serde_json::json!({
+                "publisher": attempt.publisher,
+                "site": attempt.site,
+                "item": attempt.item_id,
+                "outcome": outcome,
+                "detail": detail,
+                "started_ms": attempt.started_ms,
+                "answered_ms": attempt.answered_ms,
+            });
+            writeln!(attempts, "{line}")?;
+        }
+        attempts.flush()?;
+        let mut deliveries =
+            std::io::BufWriter::new(std::fs::File::create(dir.join("deliveries.jsonl"))?);
+        for delivery in &self.deliveries {
+            let line = serde_json::json!({
+                "subscriber": delivery.subscriber,
+                "site": delivery.site,
+                "item": delivery.item_id,
+                "archive_id": delivery.archive_id,
+                "stamp": delivery.stamp,
+            });
+            writeln!(deliveries, "{line}")?;
+        }
+        deliveries.flush()
+    }
+}
+
+/// A history the clients of a test record into concurrently, with the clock
+/// their attempts are timed on.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    history: Arc<Mutex<History>>,
+    started: Instant,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            history: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+}
 
 impl Recorder {
     pub fn attempt(&self, attempt: Attempt) {
         self.lock().attempts.push(attempt);
+    }
+
+    /// Milliseconds since the recorder was made (monotonic).
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn delivery(&self, delivery: Delivery) {
@@ -101,7 +178,7 @@ impl Recorder {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, History> {
-        self.0
+        self.history
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -118,14 +195,24 @@ pub struct Report {
     pub committed: usize,
     /// Acknowledged items missing from at least one site's archive.
     pub lost: usize,
+    /// [`Report::lost`] split by acknowledgement time: before the first
+    /// surviving acknowledged item, between survivors, after the last one
+    /// (all are prefix when none survived).
+    pub lost_prefix: usize,
+    pub lost_middle: usize,
+    pub lost_postfix: usize,
     /// Extra copies of an item in one site's archive, or of a delivery to
     /// one subscriber session.
     pub duplicates: usize,
     /// Archive ids not increasing along a site's archive, a subscriber's
     /// deliveries, or a publisher's acknowledged attempts.
     pub order_violations: usize,
+    /// The violations seen at each site: in its archive or by its
+    /// subscribers (a publisher's are counted at the site it used).
+    pub order_violations_by_site: BTreeMap<Site, usize>,
     /// Sites whose archive is not the one most sites have.
     pub divergent_nodes: usize,
+    pub divergent_sites: Vec<Site>,
     /// Archived or delivered items that no client attempted.
     pub unattempted: usize,
     /// Deliveries of items not committed, or whose archive id or stamp is
@@ -141,6 +228,12 @@ pub struct Report {
 const PROBLEM_LINES_MAX: usize = 50;
 
 impl Report {
+    fn order_violation(&mut self, site: Site, line: String) {
+        self.order_violations += 1;
+        *self.order_violations_by_site.entry(site).or_default() += 1;
+        self.problem(line);
+    }
+
     fn problem(&mut self, line: String) {
         if self.problems.len() < PROBLEM_LINES_MAX {
             self.problems.push(line);
@@ -187,11 +280,13 @@ pub fn check(history: &History, archives: &BTreeMap<Site, Vec<ArchivedItem>>) ->
         let mut seen = HashSet::new();
         for pair in archive.windows(2) {
             if pair[1].archive_id <= pair[0].archive_id {
-                report.order_violations += 1;
-                report.problem(format!(
-                    "site {site}: archive id {} follows {}",
-                    pair[1].archive_id, pair[0].archive_id
-                ));
+                report.order_violation(
+                    *site,
+                    format!(
+                        "site {site}: archive id {} follows {}",
+                        pair[1].archive_id, pair[0].archive_id
+                    ),
+                );
             }
         }
         for item in archive {
@@ -223,6 +318,7 @@ pub fn check(history: &History, archives: &BTreeMap<Site, Vec<ArchivedItem>>) ->
     for (site, archive) in archives {
         if archive.as_slice() != reference {
             report.divergent_nodes += 1;
+            report.divergent_sites.push(*site);
             let first_difference = archive
                 .iter()
                 .zip(reference)
@@ -253,6 +349,7 @@ pub fn check(history: &History, archives: &BTreeMap<Site, Vec<ArchivedItem>>) ->
         .iter()
         .map(|item| (item.item_id.as_str(), item))
         .collect();
+    let mut lost_at_ms = Vec::new();
     for attempt in &history.attempts {
         let missing_at: Vec<Site> = per_site
             .iter()
@@ -262,6 +359,7 @@ pub fn check(history: &History, archives: &BTreeMap<Site, Vec<ArchivedItem>>) ->
         match &attempt.outcome {
             Outcome::Acknowledged if !missing_at.is_empty() => {
                 report.lost += 1;
+                lost_at_ms.push(attempt.answered_ms);
                 report.problem(format!(
                     "acknowledged item {} (publisher {}, site {}) missing at sites {missing_at:?}",
                     attempt.item_id, attempt.publisher, attempt.site
@@ -278,6 +376,31 @@ pub fn check(history: &History, archives: &BTreeMap<Site, Vec<ArchivedItem>>) ->
         }
     }
 
+    let survivors_ms = history
+        .attempts
+        .iter()
+        .filter(|a| a.outcome == Outcome::Acknowledged && !lost_at_ms.is_empty())
+        .filter(|a| {
+            per_site
+                .values()
+                .all(|items| items.contains_key(a.item_id.as_str()))
+        })
+        .map(|a| a.answered_ms);
+    let (first_survivor, last_survivor) = survivors_ms.fold((None, None), |(lo, hi), at| {
+        (
+            Some(lo.map_or(at, |lo: u64| lo.min(at))),
+            Some(hi.map_or(at, |hi: u64| hi.max(at))),
+        )
+    });
+    for at in lost_at_ms {
+        match (first_survivor, last_survivor) {
+            (Some(first), _) if at < first => report.lost_prefix += 1,
+            (_, Some(last)) if at > last => report.lost_postfix += 1,
+            (Some(_), Some(_)) => report.lost_middle += 1,
+            _ => report.lost_prefix += 1,
+        }
+    }
+
     // Real-time order: a publisher's acknowledged items commit in the order
     // it published them (it waited for each acknowledgement).
     let mut last_acknowledged: HashMap<usize, (u64, &str)> = HashMap::new();
@@ -291,11 +414,13 @@ pub fn check(history: &History, archives: &BTreeMap<Site, Vec<ArchivedItem>>) ->
         if let Some((previous, previous_id)) = last_acknowledged.get(&attempt.publisher)
             && item.archive_id <= *previous
         {
-            report.order_violations += 1;
-            report.problem(format!(
-                "publisher {}: {} (archive id {}) acknowledged after {previous_id} ({previous})",
-                attempt.publisher, attempt.item_id, item.archive_id
-            ));
+            report.order_violation(
+                attempt.site,
+                format!(
+                    "publisher {}: {} (archive id {}) acknowledged after {previous_id} ({previous})",
+                    attempt.publisher, attempt.item_id, item.archive_id
+                ),
+            );
         }
         last_acknowledged.insert(attempt.publisher, (item.archive_id, &attempt.item_id));
     }
@@ -338,14 +463,35 @@ pub fn check(history: &History, archives: &BTreeMap<Site, Vec<ArchivedItem>>) ->
         if let Some(previous) = last_delivered.insert(delivery.subscriber, item.archive_id)
             && item.archive_id <= previous
         {
-            report.order_violations += 1;
-            report.problem(format!(
-                "{who} received archive id {} after {previous}",
-                item.archive_id
-            ));
+            report.order_violation(
+                delivery.site,
+                format!(
+                    "{who} received archive id {} after {previous}",
+                    item.archive_id
+                ),
+            );
         }
     }
     report
+}
+
+/// How long after `healed_ms` (a [`Recorder::now_ms`] time) the mesh
+/// acknowledged publishes again at every one of `sites`: for each site the
+/// first acknowledged publish sent after `healed_ms`, the latest of those
+/// answers. `None` if a site acknowledged none.
+pub fn recovery(history: &History, healed_ms: u64, sites: &[Site]) -> Option<Duration> {
+    let mut latest = 0;
+    for site in sites {
+        let first = history
+            .attempts
+            .iter()
+            .filter(|a| a.site == *site && a.started_ms >= healed_ms)
+            .filter(|a| a.outcome == Outcome::Acknowledged)
+            .map(|a| a.answered_ms)
+            .min()?;
+        latest = latest.max(first - healed_ms);
+    }
+    Some(Duration::from_millis(latest))
 }
 
 /// Reads the whole XEP-0313 archive of `node` at the site `client` is
@@ -400,11 +546,15 @@ mod tests {
     use super::*;
 
     fn attempt(publisher: usize, item_id: &str, outcome: Outcome) -> Attempt {
+        // Times from the item id's last character: "a" at 10 ms, "b" at 20…
+        let at = u64::from(item_id.bytes().last().unwrap_or(b'a') - b'a' + 1) * 10;
         Attempt {
             publisher,
             site: publisher,
             item_id: item_id.to_owned(),
             outcome,
+            started_ms: at - 5,
+            answered_ms: at,
         }
     }
 
@@ -461,6 +611,7 @@ mod tests {
         }
         let report = check(&history, &archives);
         assert_eq!(report.lost, 1);
+        assert_eq!(report.lost_middle, 1);
         assert_eq!(report.divergent_nodes, 0);
         // The subscribers were told of an item that is no longer committed.
         assert_eq!(report.delivery_mismatches, 3);
@@ -473,7 +624,9 @@ mod tests {
         archives.get_mut(&2).unwrap().pop();
         let report = check(&history, &archives);
         assert_eq!(report.lost, 1);
+        assert_eq!(report.lost_postfix, 1);
         assert_eq!(report.divergent_nodes, 1);
+        assert_eq!(report.divergent_sites, vec![2]);
         assert!(
             report
                 .problems
@@ -535,6 +688,7 @@ mod tests {
         assert_eq!(report.divergent_nodes, 1);
         // Site 1's ids now go 3, 2: out of order there.
         assert_eq!(report.order_violations, 1);
+        assert_eq!(report.order_violations_by_site, BTreeMap::from([(1, 1)]));
     }
 
     #[test]
@@ -582,5 +736,50 @@ mod tests {
         assert_eq!(report.order_violations, 2);
         assert_eq!(report.duplicates, 1);
         assert_eq!(report.delivery_mismatches, 1);
+    }
+
+    #[test]
+    fn the_first_lost_items_are_a_prefix() {
+        let (history, mut archives) = good();
+        for archive in archives.values_mut() {
+            archive.remove(0);
+        }
+        let report = check(&history, &archives);
+        assert_eq!((report.lost_prefix, report.lost_middle), (1, 0));
+    }
+
+    #[test]
+    fn order_is_by_archive_id_not_by_stamp() {
+        let (history, mut archives) = good();
+        // A site's clock jumped back: the last item has the earliest stamp.
+        for archive in archives.values_mut() {
+            archive[2].stamp = Some("2026-11-25T11:00:00Z".into());
+        }
+        let mut history = history;
+        for delivery in &mut history.deliveries {
+            if delivery.item_id == "c" {
+                delivery.stamp = Some("2026-11-25T11:00:00Z".into());
+            }
+        }
+        check(&history, &archives).assert_clean();
+    }
+
+    #[test]
+    fn recovery_is_the_first_acknowledgement_at_the_slowest_site() {
+        let mut history = History::default();
+        for (site, item, outcome) in [
+            (0, "a", Outcome::Acknowledged),
+            (1, "b", Outcome::Indeterminate("timeout".into())),
+            (0, "c", Outcome::Acknowledged),
+            (1, "d", Outcome::Acknowledged),
+        ] {
+            history.attempts.push(attempt(site, item, outcome));
+        }
+        // Healed at 12 ms: site 0 acknowledged "c" at 30, site 1 "d" at 40.
+        assert_eq!(
+            recovery(&history, 12, &[0, 1]),
+            Some(Duration::from_millis(28))
+        );
+        assert_eq!(recovery(&history, 12, &[0, 1, 2]), None);
     }
 }

@@ -14,17 +14,29 @@
 //! - [`node`]: a `vomesh serve` process with its own data directory.
 //! - [`pubsub`]: XEP-0060 / XEP-0313 requests to a node's pubsub service
 //!   with the project's client, and readers of the answers.
+//! - [`nemesis`]: a seeded fault schedule (kills, pauses, partitions,
+//!   packet loss/delay, clock jumps, membership changes, power loss) run
+//!   against a [`cluster`], and its report.
+//! - [`netns`]: a network namespace per node on one bridge, so partitions
+//!   and packet loss are real; cleaned up on drop.
 //! - [`python`]: a virtualenv with slixmpp, created on first use.
+//! - [`workload`]: publishers and subscribers at every site recording a
+//!   [`history`]; settling a cluster and auditing it.
 //! - `src/bin/c2s_bench.rs`: login rate and memory per idle session of a
 //!   real node (run by hand, not part of the test suite).
 //! - `src/bin/mesh_bench.rs`: publish→notification latency and delivery
 //!   rate on one node with many subscribers; acknowledged publishes per
 //!   second, latencies and fail-over time of a three-node mesh (run by hand).
+//! - `src/bin/nemesis.rs`: the randomised failover suite from a seed (a
+//!   short form runs in `tests/nemesis_short.rs`).
 
 pub mod cluster;
 pub mod docker;
 pub mod history;
 pub mod measure;
+pub mod nemesis;
+pub mod netns;
 pub mod node;
 pub mod pubsub;
 pub mod python;
+pub mod workload;

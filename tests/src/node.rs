@@ -1,7 +1,7 @@
 //! A real `vomesh serve` process on free loopback ports, with its own
 //! temporary data directory and configuration file.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -115,6 +115,15 @@ pub struct NodeOptions {
     pub extra_toml: String,
     /// The node's `RUST_LOG`.
     pub log_filter: String,
+    /// The address its listeners bind (its network namespace's, when
+    /// `launcher` runs it in one).
+    pub host: IpAddr,
+    /// A command the node is started through, e.g. `ip netns exec NS`
+    /// (which execs, so the process id is still the node's).
+    pub launcher: Vec<String>,
+    /// Variables added to the node's environment (test-only switches such
+    /// as `VOMESH_TEST_POWER_LOSS`, libfaketime's).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for NodeOptions {
@@ -123,6 +132,9 @@ impl Default for NodeOptions {
             xmpp_settings: String::new(),
             extra_toml: String::new(),
             log_filter: TEST_LOG_FILTER.to_owned(),
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            launcher: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -132,6 +144,8 @@ pub struct TestNode {
     child: Option<Child>,
     dir: tempfile::TempDir,
     log_filter: String,
+    launcher: Vec<String>,
+    env: Vec<(String, String)>,
     pub xmpp: SocketAddr,
     pub xmpp_tls: SocketAddr,
     pub admin: SocketAddr,
@@ -170,13 +184,16 @@ impl TestNode {
     /// (a cluster writes every member's configuration first).
     pub fn prepare(options: NodeOptions) -> TestNode {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let host = options.host;
+        let address = |port| SocketAddr::new(host, port);
         let node = TestNode {
             child: None,
             log_filter: options.log_filter,
-            xmpp: loopback(free_port()),
-            xmpp_tls: loopback(free_port()),
-            admin: loopback(free_port()),
+            launcher: options.launcher,
+            env: options.env,
+            xmpp: address(free_port()),
+            xmpp_tls: address(free_port()),
+            admin: address(free_port()),
             dir,
         };
         let config = format!(
@@ -238,11 +255,20 @@ impl TestNode {
             .append(true)
             .open(self.log_path())
             .expect("opening the node log");
-        let child = Command::new(vomesh_bin())
+        let (program, prefix) = match self.launcher.split_first() {
+            Some((program, args)) => (PathBuf::from(program), args.to_vec()),
+            None => (vomesh_bin().to_owned(), Vec::new()),
+        };
+        let mut command = Command::new(program);
+        if !prefix.is_empty() {
+            command.args(prefix).arg(vomesh_bin());
+        }
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
             .env("RUST_LOG", &self.log_filter)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -287,6 +313,44 @@ impl TestNode {
         let pid = child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         child.wait().expect("waiting for vomesh")
+    }
+
+    /// SIGSTOP: the process freezes (its sockets stay open, nothing is
+    /// answered) until [`TestNode::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`TestNode::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Deletes the replicated state of a stopped node (its Raft log, vote
+    /// and snapshot under `<data_dir>/mesh`): it starts again as a new,
+    /// empty member. Its XMPP certificate stays, as a site's configured
+    /// certificate would, so clients still trust it.
+    pub fn wipe_mesh_state(&self) {
+        assert!(self.child.is_none(), "stop or kill the node first");
+        let mesh = self.data_dir().join("mesh");
+        match std::fs::remove_dir_all(&mesh) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => panic!("deleting {}: {error}", mesh.display()),
+        }
+    }
+
+    /// The directory holding the node's configuration, data and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// SIGKILL, as a power cut would.

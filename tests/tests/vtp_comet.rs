@@ -389,12 +389,20 @@ async fn two_sites_subscribed_to_one_comet_broker_store_one_copy() {
     let upstream = [format!("127.0.0.1:{comet_broadcast}")];
     let ports = [VtpPorts::new(), VtpPorts::new()];
     // Sites 1 and 2 both subscribe to Comet; site 3 has no bridge.
-    let cluster = TestCluster::start_configured(3, "", "vomesh_broker=debug,info", &|i| {
-        ports
-            .get(i)
-            .map(|p| p.section(&format!("ivo://test.vomesh/site{i}"), &upstream, ""))
-            .unwrap_or_default()
-    });
+    let bridges: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.section(&format!("ivo://test.vomesh/site{i}"), &upstream, ""))
+        .collect();
+    let cluster = TestCluster::start_custom(
+        3,
+        "",
+        Box::new(move |i| NodeOptions {
+            extra_toml: bridges.get(i).cloned().unwrap_or_default(),
+            log_filter: "vomesh_broker=debug,info".to_owned(),
+            ..NodeOptions::default()
+        }),
+    );
     cluster.add_user(USER, PASSWORD);
     for site in &cluster.nodes[..2] {
         wait_until("both sites to subscribe to Comet", || {
