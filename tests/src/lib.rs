@@ -3,6 +3,9 @@
 //! clients used for interoperability tests.
 //!
 //! # Layout
+//! - [`bench`]: the server-agnostic XMPP pubsub load generator behind
+//!   `src/bin/xmpp_bench.rs` and `bench/run-comparison.sh` (vomesh against
+//!   Prosody and ejabberd).
 //! - [`cluster`]: a mesh of several nodes with certificates from
 //!   `vomesh certs init`.
 //! - [`docker`]: images built with `deploy/build-image.sh` and containers
@@ -15,12 +18,10 @@
 //! - [`pubsub`]: XEP-0060 / XEP-0313 requests to a node's pubsub service
 //!   with the project's client, and readers of the answers.
 //! - [`python`]: a virtualenv with slixmpp, created on first use.
-//! - `src/bin/c2s_bench.rs`: login rate and memory per idle session of a
-//!   real node (run by hand, not part of the test suite).
-//! - `src/bin/mesh_bench.rs`: publish→notification latency and delivery
-//!   rate on one node with many subscribers; acknowledged publishes per
-//!   second, latencies and fail-over time of a three-node mesh (run by hand).
+//! - `src/bin/xmpp_bench.rs`: the load generator's command line (run by
+//!   hand or by the comparison script; `tests/xmpp_bench.rs` smoke-runs it).
 
+pub mod bench;
 pub mod cluster;
 pub mod docker;
 pub mod history;

@@ -25,7 +25,7 @@ use crate::xmpp::session::{Action, Input, Session, SessionEnv, SessionSettings};
 
 /// Bytes read from a socket at once. Small, because every idle session
 /// holds one and TLS already buffers a whole record below it: 4 KiB instead
-/// of 16 KiB took an idle session from 26.1 to 19.2 KiB (c2s_bench) with no
+/// of 16 KiB took an idle session from 26.1 to 19.2 KiB with no
 /// change in CPU per login. The parser keeps at most one stanza (bounded by
 /// `max_stanza_bytes`) beyond this.
 const READ_CHUNK_BYTES: usize = 4 * 1024;
