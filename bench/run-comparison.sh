@@ -23,7 +23,8 @@
 #
 # Environment: TARGETS (default "vomesh vomesh-mesh3 prosody ejabberd"),
 # SESSIONS (10000), ACCOUNTS (100), OUT (bench/results), BENCH_ARGS (more
-# xmpp_bench options, e.g. "--fanouts 1000"), CARGO_TARGET_DIR.
+# xmpp_bench options; default "--phase-timeout 300", which bounds the logins
+# and the subscriptions of a slow server), CARGO_TARGET_DIR.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -31,8 +32,10 @@ TARGETS=${TARGETS:-"vomesh vomesh-mesh3 prosody ejabberd"}
 SESSIONS=${SESSIONS:-10000}
 ACCOUNTS=${ACCOUNTS:-100}
 OUT=${OUT:-bench/results}
-BENCH_ARGS=${BENCH_ARGS:-}
+BENCH_ARGS=${BENCH_ARGS:-"--phase-timeout 300"}
 PASSWORD=bench-password
+# Loopback ports: the first free one from these (test nodes take free
+# ports in 10000–32767 too, so a fixed port may be taken).
 PROSODY_PORT=${PROSODY_PORT:-15222}
 EJABBERD_PORT=${EJABBERD_PORT:-15322}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -87,9 +90,17 @@ make_certificate() {
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
         -days 2 -subj "/CN=localhost" \
         -addext "subjectAltName=DNS:localhost,DNS:pubsub.localhost" \
+        -addext "basicConstraints=critical,CA:FALSE" -addext "extendedKeyUsage=serverAuth" \
         -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
     cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/cert-key.pem"
     chmod 644 "$WORK/key.pem" "$WORK/cert-key.pem"
+}
+
+# The first free port from $1 on.
+free_port_from() {
+    local port=$1
+    while ! port_free "$port"; do port=$((port + 1)); done
+    echo "$port"
 }
 
 wait_port() {
@@ -125,7 +136,7 @@ run_vomesh_mesh() {
 
 run_prosody() {
     say "Prosody $(dpkg-query -W -f '${Version}' prosody)"
-    port_free "$PROSODY_PORT" || { echo "port $PROSODY_PORT is taken" >&2; return 1; }
+    PROSODY_PORT=$(free_port_from "$PROSODY_PORT")
     local dir="$WORK/prosody"
     mkdir -p "$dir/data"
     cat > "$dir/prosody.cfg.lua" <<CFG
@@ -190,7 +201,7 @@ export -f ejabberd_ctl
 
 run_ejabberd() {
     say "ejabberd $(dpkg-query -W -f '${Version}' ejabberd)"
-    port_free "$EJABBERD_PORT" || { echo "port $EJABBERD_PORT is taken" >&2; return 1; }
+    EJABBERD_PORT=$(free_port_from "$EJABBERD_PORT")
     local dir="$WORK/ejabberd"
     mkdir -p "$dir/log" "$dir/spool"
     cp /etc/ejabberd/inetrc "$dir/inetrc"
@@ -276,7 +287,11 @@ for target in $TARGETS; do
 done
 say "comparison (ratios vomesh / peer; ✓ where vomesh is better)"
 reports=()
-for target in $TARGETS; do
-    [ -f "$OUT/$target.json" ] && reports+=("$OUT/$target.json")
+for target in vomesh vomesh-mesh3 prosody ejabberd; do
+    if [ -f "$OUT/$target.json" ]; then reports+=("$OUT/$target.json"); fi
 done
-bench compare --baseline vomesh "${reports[@]}" | tee "$OUT/table.md"
+if [ -f "$OUT/vomesh.json" ]; then
+    bench compare --baseline vomesh "${reports[@]}" | tee "$OUT/table.md"
+else
+    bench compare --baseline "$(basename "${reports[0]}" .json)" "${reports[@]}" | tee "$OUT/table.md"
+fi

@@ -7,7 +7,8 @@
 //! 2. subscriptions: every session subscribes its full JID to the nodes of
 //!    the scenarios below it takes part in;
 //! 3. `fanout-<n>`: one node with the first n sessions subscribed, items
-//!    published at a fixed rate (open loop);
+//!    published at a fixed rate (open loop); the last fan-out of the plan
+//!    runs at the very end (a server it overwhelms keeps a backlog);
 //! 4. `nodes`: `nodes` nodes with `subscribers_per_node` sessions each,
 //!    items published to them in turn at a fixed rate;
 //! 5. `rate`: one node with `rate_subscribers`, published as fast as
@@ -44,11 +45,10 @@ use crate::measure::{load_average, machine, millis, percentile};
 pub struct Plan {
     pub sessions: usize,
     pub concurrency: usize,
-    /// Subscriber counts of the single-node fan-out scenarios (each at most
-    /// `sessions`).
-    pub fanouts: Vec<usize>,
-    pub fanout_events: usize,
-    pub fanout_rate: f64,
+    /// The fan-out scenarios: (subscribers, events, events per second).
+    /// The last one runs after every other scenario, since a server that
+    /// cannot keep up with it is left with a backlog.
+    pub fanouts: Vec<(usize, usize, f64)>,
     pub nodes: usize,
     pub subscribers_per_node: usize,
     pub nodes_events: usize,
@@ -83,7 +83,7 @@ impl Plan {
     fn nodes_of(&self, names: &NodeNames, index: usize) -> Vec<String> {
         let mut nodes = Vec::new();
         if self.runs("fanout") {
-            for (n, &count) in self.fanouts.iter().enumerate() {
+            for (n, &(count, _, _)) in self.fanouts.iter().enumerate() {
                 if index < count {
                     nodes.push(names.fanout[n].clone());
                 }
@@ -119,7 +119,7 @@ impl NodeNames {
             fanout: plan
                 .fanouts
                 .iter()
-                .map(|n| name(&format!("fanout{n}")))
+                .map(|(n, _, _)| name(&format!("fanout{n}")))
                 .collect(),
             many: (0..plan.nodes).map(|j| name(&format!("n{j}"))).collect(),
             rate: name("rate"),
@@ -147,14 +147,12 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     report.note(format!("machine: {}", machine()));
     report.note(format!("load average at start: {}", load_average()));
     report.note(format!(
-        "plan: {} sessions ({} logins at once), fan-outs {:?} × {} events at {}/s, \
+        "plan: {} sessions ({} logins at once), fan-outs (subscribers, events, per s) {:?}, \
          {} nodes × {} subscribers × {} events at {}/s, rate: {} subscribers window {} for {} s, \
          throughput: {} publishers × window {} for {} s, catch-up {} items, payload {} B",
         plan.sessions,
         plan.concurrency,
         plan.fanouts,
-        plan.fanout_events,
-        plan.fanout_rate,
         plan.nodes,
         plan.subscribers_per_node,
         plan.nodes_events,
@@ -298,25 +296,32 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         subscribers: &subscribers,
     };
 
-    // 3. Fan-out of one node.
-    if plan.runs("fanout") {
-        for (n, &count) in plan.fanouts.iter().enumerate() {
-            let scenario = format!("fanout-{count}");
-            let job = Job {
-                nodes: std::slice::from_ref(&names.fanout[n]),
-                items: items.take(plan.fanout_events),
-                payload: &plan.payload,
-                pace: Pace::Rate {
-                    per_second: plan.fanout_rate,
-                    window: plan.fanout_events,
-                },
-                stop: far_future(),
-                answer_timeout: plan.drain_max,
-            };
-            deliveries
-                .measure(&scenario, &mut publisher, job, &mut report)
-                .await?;
-        }
+    // 3. Fan-out of one node (all but the last).
+    let fanout = |n: usize, items: &mut ItemCounter| {
+        let (count, events, per_second) = plan.fanouts[n];
+        let job = Job {
+            nodes: std::slice::from_ref(&names.fanout[n]),
+            items: items.take(events),
+            payload: &plan.payload,
+            pace: Pace::Rate {
+                per_second,
+                window: events,
+            },
+            stop: far_future(),
+            answer_timeout: plan.drain_max,
+        };
+        (format!("fanout-{count}"), job)
+    };
+    let fanouts = if plan.runs("fanout") {
+        plan.fanouts.len()
+    } else {
+        0
+    };
+    for n in 0..fanouts.saturating_sub(1) {
+        let (scenario, job) = fanout(n, &mut items);
+        deliveries
+            .measure(&scenario, &mut publisher, job, &mut report)
+            .await?;
     }
     // 4. Many nodes.
     if plan.runs("nodes") {
@@ -368,6 +373,13 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             &mut report,
         )
         .await?;
+    }
+    // 8. The last fan-out.
+    if let Some(last) = fanouts.checked_sub(1) {
+        let (scenario, job) = fanout(last, &mut items);
+        deliveries
+            .measure(&scenario, &mut publisher, job, &mut report)
+            .await?;
     }
     for receiver in &receivers {
         receiver.abort();
@@ -466,6 +478,7 @@ impl Deliveries<'_> {
             )
             .await;
         let (server_cpu, own_cpu) = cpu.elapsed(self.target);
+        let server_wait = cpu.server_wait(self.target);
         let deliveries = self.log.take(items.start..items.end);
         let lost = self.receivers.iter().filter(|r| r.is_finished()).count() - lost_before;
 
@@ -569,6 +582,12 @@ impl Deliveries<'_> {
             s,
             "server CPU (s)",
             server_cpu.as_secs_f64(),
+            Better::Neither,
+        );
+        report.add(
+            s,
+            "server waited for a CPU (s)",
+            server_wait.as_secs_f64(),
             Better::Neither,
         );
         report.add(

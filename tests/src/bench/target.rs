@@ -7,7 +7,7 @@ use std::time::Duration;
 use jid::BareJid;
 use vomesh_broker::client::{ClientConfig, Trust};
 
-use crate::measure::{clock_ticks_per_second, cpu_ticks, rss_bytes};
+use crate::measure::{clock_ticks_per_second, cpu_ticks, rss_bytes, run_queue_wait};
 
 /// A server (or a mesh of them) under test.
 #[derive(Debug, Clone)]
@@ -67,6 +67,15 @@ impl Target {
             .sum()
     }
 
+    /// Time the server's threads were runnable but waited for a CPU: on a
+    /// shared machine, how much the others slowed it down.
+    pub fn server_cpu_wait(&self) -> Duration {
+        self.server_pids
+            .iter()
+            .filter_map(|pid| run_queue_wait(&pid.to_string()).ok())
+            .sum()
+    }
+
     /// Resident memory of the server processes, in bytes.
     pub fn server_rss(&self) -> u64 {
         self.server_pids
@@ -90,6 +99,7 @@ fn ticks_to_duration(ticks: u64) -> Duration {
 pub struct CpuMark {
     server: Duration,
     own: Duration,
+    server_wait: Duration,
 }
 
 impl CpuMark {
@@ -97,7 +107,13 @@ impl CpuMark {
         CpuMark {
             server: target.server_cpu(),
             own: own_cpu(),
+            server_wait: target.server_cpu_wait(),
         }
+    }
+
+    /// How long the server waited for a CPU since this mark.
+    pub fn server_wait(&self, target: &Target) -> Duration {
+        target.server_cpu_wait().saturating_sub(self.server_wait)
     }
 
     /// (server, load generator) CPU time since this mark.

@@ -110,14 +110,15 @@ struct RunArgs {
     /// Logins (and subscriptions) in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Subscribers of each single-node fan-out.
+    /// Subscribers of each single-node fan-out (the last runs last).
     #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000])]
     fanouts: Vec<usize>,
-    #[arg(long, default_value_t = 200)]
-    fanout_events: usize,
-    /// Publishes per second of the fan-out runs.
-    #[arg(long, default_value_t = 50.0)]
-    fanout_rate: f64,
+    /// Items published in each fan-out (one value: the same for all).
+    #[arg(long, value_delimiter = ',', default_values_t = [200, 20])]
+    fanout_events: Vec<usize>,
+    /// Publishes per second of each fan-out (one value: the same for all).
+    #[arg(long, value_delimiter = ',', default_values_t = [50.0, 2.0])]
+    fanout_rate: Vec<f64>,
     #[arg(long, default_value_t = 100)]
     nodes: usize,
     #[arg(long, default_value_t = 100)]
@@ -193,12 +194,25 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .payload
         .clone()
         .unwrap_or_else(|| sample("Gaia16aac.xml"));
+    let nth = |values: &[f64], n: usize| values.get(n).or(values.last()).copied();
+    let fanouts = args
+        .fanouts
+        .iter()
+        .enumerate()
+        .map(|(n, &count)| {
+            let events = args.fanout_events.get(n).or(args.fanout_events.last());
+            match (events, nth(&args.fanout_rate, n)) {
+                (Some(&events), Some(rate)) if events > 0 && rate > 0.0 => {
+                    Ok((count, events, rate))
+                }
+                _ => bail!("--fanout-events and --fanout-rate need a positive value per fan-out"),
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let plan = Plan {
         sessions: args.sessions,
         concurrency: args.concurrency,
-        fanouts: args.fanouts.clone(),
-        fanout_events: args.fanout_events,
-        fanout_rate: args.fanout_rate,
+        fanouts,
         nodes: args.nodes,
         subscribers_per_node: args.subscribers_per_node,
         nodes_events: args.nodes_events,
