@@ -106,7 +106,8 @@ impl Report {
                     Some(Figure {
                         scenario: text(&f["scenario"])?,
                         name: text(&f["name"])?,
-                        value: f["value"].as_f64()?,
+                        // JSON has no NaN: an undefined figure is saved as null.
+                        value: f["value"].as_f64().unwrap_or(f64::NAN),
                         better: Better::parse(f["better"].as_str()?),
                     })
                 })
@@ -182,6 +183,9 @@ pub fn comparison_table(baseline: &Report, reports: &[Report]) -> String {
 
 /// `ours / theirs`, with a ✓ when ours is the better value.
 fn ratio(ours: f64, theirs: f64, better: Better) -> String {
+    if !ours.is_finite() || !theirs.is_finite() {
+        return "–".into();
+    }
     let wins = match better {
         Better::Higher => ours > theirs,
         Better::Lower => ours < theirs,
@@ -207,6 +211,10 @@ fn ratio(ours: f64, theirs: f64, better: Better) -> String {
 
 /// A value for tables: integers without decimals, small values with more.
 pub fn format_value(value: f64) -> String {
+    if !value.is_finite() {
+        // A rate or a cost per operation when nothing was done.
+        return "–".into();
+    }
     if (value.fract() == 0.0 && value.abs() < 1e15) || value.abs() >= 100.0 {
         format!("{value:.0}")
     } else if value.abs() >= 10.0 {
@@ -240,17 +248,25 @@ mod tests {
         assert_eq!(ratio(40.0, 20.0, Better::Lower), "2.00");
         assert_eq!(ratio(5.0, 0.0, Better::Higher), "∞ ✓");
         assert_eq!(ratio(0.0, 0.0, Better::Lower), "=");
+        assert_eq!(ratio(5.0, f64::NAN, Better::Higher), "–");
     }
 
     #[test]
     fn a_report_survives_its_json_form() {
         let mut original = report("vomesh", &[("rate", 812.5, Better::Higher)]);
         original.notes.push("2 cores".into());
+        original.figures.push(Figure {
+            scenario: "s".into(),
+            name: "cost".into(),
+            value: f64::NAN,
+            better: Better::Lower,
+        });
         let back = Report::from_json(&original.to_json()).unwrap();
         assert_eq!(back.label, "vomesh");
         assert_eq!(back.notes, ["2 cores"]);
         assert_eq!(back.value("s", "rate"), Some(812.5));
         assert_eq!(back.figures[0].better, Better::Higher);
+        assert!(back.value("s", "cost").is_some_and(f64::is_nan));
     }
 
     #[test]

@@ -195,7 +195,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     }
     let mut latencies = logins.latencies;
     latencies.sort_unstable();
-    let per_login = |cpu: Duration| cpu.as_secs_f64() * 1e6 / established.max(1) as f64;
+    let per_login = |cpu: Duration| per_operation_us(cpu, established);
     report.add(
         "idle",
         "sessions established",
@@ -387,6 +387,23 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// CPU time per operation in µs; undefined (NaN, shown as "–") when no
+/// operation was done.
+fn per_operation_us(cpu: Duration, operations: usize) -> f64 {
+    if operations == 0 {
+        return f64::NAN;
+    }
+    cpu.as_secs_f64() * 1e6 / operations as f64
+}
+
+/// `count` per second of `elapsed`; 0 when nothing happened.
+fn per_second(count: usize, elapsed: Duration) -> f64 {
+    if count == 0 {
+        return 0.0;
+    }
+    count as f64 / elapsed.as_secs_f64()
+}
+
 /// A stop time no open-loop schedule reaches.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(24 * 3600)
@@ -526,7 +543,7 @@ impl Deliveries<'_> {
         report.add(
             s,
             "publishes acknowledged/s",
-            acked.len() as f64 / last_ack.saturating_duration_since(started).as_secs_f64(),
+            per_second(acked.len(), last_ack.saturating_duration_since(started)),
             Better::Higher,
         );
         for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
@@ -554,7 +571,7 @@ impl Deliveries<'_> {
         report.add(
             s,
             "notifications/s",
-            delivered as f64 / last.saturating_duration_since(started).as_secs_f64(),
+            per_second(delivered, last.saturating_duration_since(started)),
             Better::Higher,
         );
         report.add(
@@ -565,7 +582,7 @@ impl Deliveries<'_> {
         );
         report.add(s, "duplicate deliveries", duplicates as f64, Better::Lower);
         report.add(s, "sessions lost", lost as f64, Better::Lower);
-        let per_notification = |cpu: Duration| cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64;
+        let per_notification = |cpu: Duration| per_operation_us(cpu, delivered);
         report.add(
             s,
             "server CPU per notification (µs)",
@@ -667,7 +684,7 @@ async fn throughput(
     report.add(
         s,
         "publishes acknowledged/s",
-        acked.len() as f64 / last.saturating_duration_since(started).as_secs_f64(),
+        per_second(acked.len(), last.saturating_duration_since(started)),
         Better::Higher,
     );
     for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
@@ -678,7 +695,7 @@ async fn throughput(
             Better::Lower,
         );
     }
-    let per_publish = |cpu: Duration| cpu.as_secs_f64() * 1e6 / acked.len().max(1) as f64;
+    let per_publish = |cpu: Duration| per_operation_us(cpu, acked.len());
     report.add(
         s,
         "server CPU per publish (µs)",
@@ -715,7 +732,8 @@ async fn catchup(
         items: range.clone(),
         payload: &plan.payload,
         pace: Pace::AsAcked { window: 32 },
-        stop: far_future(),
+        // Bounded: a server that stopped answering must not hold the run.
+        stop: Instant::now() + plan.phase_timeout,
         answer_timeout: plan.drain_max,
     };
     let published = publish_run(target, publisher, job).await;
