@@ -1,7 +1,8 @@
 //! A small XMPP client: the one `vomesh publish` / `vomesh subscribe` and the
 //! integration tests use. It speaks exactly what the server requires of any
-//! client: STARTTLS (or XEP-0368 direct TLS), SASL SCRAM-SHA-256, resource
-//! binding, then stanzas. One task owns the connection; nothing runs in the
+//! client: STARTTLS (or XEP-0368 direct TLS), SASL SCRAM-SHA-256 (or
+//! SCRAM-SHA-1 when a server offers only that, as Prosody's default
+//! `internal_hashed` store does), resource binding, then stanzas. One task owns the connection; nothing runs in the
 //! background, so a test reads the server's answers in order.
 
 use std::collections::{HashMap, VecDeque};
@@ -83,6 +84,7 @@ pub struct ScramCache {
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct ScramCacheKey {
+    hash: ScramHash,
     password: String,
     salt: Vec<u8>,
     iterations: u32,
@@ -107,8 +109,15 @@ impl ScramCache {
         self.len() == 0
     }
 
-    fn salted_password(&self, password: &str, salt: &[u8], iterations: NonZeroU32) -> Vec<u8> {
+    fn salted_password(
+        &self,
+        hash: ScramHash,
+        password: &str,
+        salt: &[u8],
+        iterations: NonZeroU32,
+    ) -> Vec<u8> {
         let key = ScramCacheKey {
+            hash,
             password: password.to_owned(),
             salt: salt.to_vec(),
             iterations: iterations.get(),
@@ -118,7 +127,7 @@ impl ScramCache {
         }
         // Derived outside the lock: concurrent first logins may each derive
         // it once, which is cheaper than serialising them.
-        let salted = salted_password(password, salt, iterations);
+        let salted = salted_password(hash, password, salt, iterations);
         let mut entries = lock(&self.entries);
         if entries.len() < self.entries_max {
             entries.insert(key, salted.clone());
@@ -134,12 +143,34 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// SaltedPassword := Hi(Normalize(password), salt, i) (RFC 5802 §3).
-fn salted_password(password: &str, salt: &[u8], iterations: NonZeroU32) -> Vec<u8> {
-    ScramHash::Sha256.salted_password(password.as_bytes(), salt, iterations.get())
+fn salted_password(
+    hash: ScramHash,
+    password: &str,
+    salt: &[u8],
+    iterations: NonZeroU32,
+) -> Vec<u8> {
+    hash.salted_password(password.as_bytes(), salt, iterations.get())
+}
+
+/// The SCRAM variant to use among the mechanisms a server offers: the
+/// strongest one this client implements.
+fn scram_mechanism(features: &Element) -> Result<ScramHash, ClientError> {
+    let offered: Vec<String> = features
+        .child("mechanisms", ns::SASL)
+        .map(|m| m.children().map(Element::text).collect())
+        .unwrap_or_default();
+    [ScramHash::Sha256, ScramHash::Sha1]
+        .into_iter()
+        .find(|hash| offered.iter().any(|m| m.trim() == hash.name()))
+        .ok_or_else(|| {
+            ClientError::Auth(format!(
+                "the server offers none of SCRAM-SHA-256, SCRAM-SHA-1 (it offers {offered:?})"
+            ))
+        })
 }
 
 /// The transport before and after TLS.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// An authenticated, bound XMPP session.
@@ -216,8 +247,9 @@ impl Client {
         client.io = Box::new(tls);
         client.restart_stream();
 
-        client.open_stream(&domain).await?;
-        client.authenticate(config, scram_cache).await?;
+        let features = client.open_stream(&domain).await?;
+        let hash = scram_mechanism(&features)?;
+        client.authenticate(hash, config, scram_cache).await?;
         client.restart_stream();
         client.open_stream(&domain).await?;
         client.bind(config.resource.as_deref()).await?;
@@ -272,6 +304,15 @@ impl Client {
         }
     }
 
+    /// Gives up the XML layer and returns the secured byte stream, for a
+    /// reader that only scans what arrives (a load generator counting
+    /// notifications without building their trees). Stanzas already parsed
+    /// and bytes the parser holds of an incomplete stanza are dropped: call
+    /// it when the server has nothing in flight to this session.
+    pub fn into_transport(self) -> Box<dyn Io> {
+        self.io
+    }
+
     /// Closes the stream politely and waits for the server's closing tag.
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.write("</stream:stream>").await?;
@@ -309,10 +350,11 @@ impl Client {
         Ok(features)
     }
 
-    /// SASL SCRAM-SHA-256 (RFC 5802, RFC 7677), verifying the server's
-    /// signature too.
+    /// SASL SCRAM-SHA-256 (RFC 7677) or SCRAM-SHA-1 (RFC 5802), verifying
+    /// the server's signature too.
     async fn authenticate(
         &mut self,
+        hash: ScramHash,
         config: &ClientConfig,
         scram_cache: Option<&ScramCache>,
     ) -> Result<(), ClientError> {
@@ -329,8 +371,9 @@ impl Client {
         let client_nonce = BASE64.encode(nonce);
         let client_first_bare = format!("n={username},r={client_nonce}");
         self.write(&format!(
-            "<auth xmlns='{}' mechanism='SCRAM-SHA-256'>{}</auth>",
+            "<auth xmlns='{}' mechanism='{}'>{}</auth>",
             ns::SASL,
+            hash.name(),
             BASE64.encode(format!("n,,{client_first_bare}"))
         ))
         .await?;
@@ -354,10 +397,10 @@ impl Client {
             .and_then(NonZeroU32::new)
             .ok_or_else(|| ClientError::Auth("bad iteration count".into()))?;
         let salted = match scram_cache {
-            Some(cache) => cache.salted_password(&config.password, &salt, iterations),
-            None => salted_password(&config.password, &salt, iterations),
+            Some(cache) => cache.salted_password(hash, &config.password, &salt, iterations),
+            None => salted_password(hash, &config.password, &salt, iterations),
         };
-        let client_final = ScramHash::Sha256.client_final(
+        let client_final = hash.client_final(
             &salted,
             "n,,",
             &client_first_bare,
@@ -547,39 +590,64 @@ mod tests {
     #[test]
     fn cached_salted_password_equals_a_fresh_derivation() {
         let cache = ScramCache::new(8);
-        let fresh = salted_password("pencil", b"salt", iterations(4096));
+        let fresh = salted_password(ScramHash::Sha256, "pencil", b"salt", iterations(4096));
         assert_eq!(
-            cache.salted_password("pencil", b"salt", iterations(4096)),
+            cache.salted_password(ScramHash::Sha256, "pencil", b"salt", iterations(4096)),
             fresh
         );
         assert_eq!(cache.len(), 1);
         // The second answer comes from the cache and is the same.
         assert_eq!(
-            cache.salted_password("pencil", b"salt", iterations(4096)),
+            cache.salted_password(ScramHash::Sha256, "pencil", b"salt", iterations(4096)),
             fresh
         );
         assert_eq!(cache.len(), 1);
     }
 
     #[test]
-    fn password_salt_and_iterations_each_key_the_cache() {
+    fn hash_password_salt_and_iterations_each_key_the_cache() {
         let cache = ScramCache::new(8);
-        let base = cache.salted_password("pencil", b"salt", iterations(4096));
-        let other_password = cache.salted_password("pen", b"salt", iterations(4096));
-        let other_salt = cache.salted_password("pencil", b"salt2", iterations(4096));
-        let other_count = cache.salted_password("pencil", b"salt", iterations(4097));
-        assert_eq!(cache.len(), 4);
+        let base = cache.salted_password(ScramHash::Sha256, "pencil", b"salt", iterations(4096));
+        let other_password =
+            cache.salted_password(ScramHash::Sha256, "pen", b"salt", iterations(4096));
+        let other_salt =
+            cache.salted_password(ScramHash::Sha256, "pencil", b"salt2", iterations(4096));
+        let other_count =
+            cache.salted_password(ScramHash::Sha256, "pencil", b"salt", iterations(4097));
+        let other_hash =
+            cache.salted_password(ScramHash::Sha1, "pencil", b"salt", iterations(4096));
+        assert_eq!(cache.len(), 5);
+        assert_ne!(base, other_hash);
         assert_ne!(base, other_password);
         assert_ne!(base, other_salt);
         assert_ne!(base, other_count);
     }
 
     #[test]
+    fn the_strongest_offered_scram_variant_is_chosen() {
+        let features = |mechanisms: &[&str]| {
+            let mut list = Element::new("mechanisms", ns::SASL);
+            for m in mechanisms {
+                list.push_child(Element::new("mechanism", ns::SASL).with_text(*m));
+            }
+            Element::new("features", ns::STREAMS).with_child(list)
+        };
+        let both = features(&["PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"]);
+        assert_eq!(scram_mechanism(&both).ok(), Some(ScramHash::Sha256));
+        let prosody = features(&["SCRAM-SHA-1", "PLAIN"]);
+        assert_eq!(scram_mechanism(&prosody).ok(), Some(ScramHash::Sha1));
+        assert!(scram_mechanism(&features(&["PLAIN"])).is_err());
+    }
+
+    #[test]
     fn full_cache_derives_without_keeping() {
         let cache = ScramCache::new(1);
-        cache.salted_password("a", b"salt", iterations(1));
-        let b = cache.salted_password("b", b"salt", iterations(1));
+        cache.salted_password(ScramHash::Sha256, "a", b"salt", iterations(1));
+        let b = cache.salted_password(ScramHash::Sha256, "b", b"salt", iterations(1));
         assert_eq!(cache.len(), 1);
-        assert_eq!(b, salted_password("b", b"salt", iterations(1)));
+        assert_eq!(
+            b,
+            salted_password(ScramHash::Sha256, "b", b"salt", iterations(1))
+        );
     }
 }

@@ -3,6 +3,9 @@
 //! clients used for interoperability tests.
 //!
 //! # Layout
+//! - [`bench`]: the server-agnostic XMPP pubsub load generator behind
+//!   `src/bin/xmpp_bench.rs` and `bench/run-comparison.sh` (vomesh against
+//!   Prosody and ejabberd).
 //! - [`cluster`]: a mesh of several nodes with certificates from
 //!   `vomesh certs init`.
 //! - [`docker`]: images built with `deploy/build-image.sh` and containers
@@ -19,17 +22,15 @@
 //!   against a [`cluster`], and its report.
 //! - [`netns`]: a network namespace per node on one bridge, so partitions
 //!   and packet loss are real; cleaned up on drop.
-//! - [`python`]: a virtualenv with slixmpp, created on first use.
+//! - [`python`]: a virtualenv with slixmpp and Comet, created on first use.
 //! - [`workload`]: publishers and subscribers at every site recording a
 //!   [`history`]; settling a cluster and auditing it.
-//! - `src/bin/c2s_bench.rs`: login rate and memory per idle session of a
-//!   real node (run by hand, not part of the test suite).
-//! - `src/bin/mesh_bench.rs`: publish→notification latency and delivery
-//!   rate on one node with many subscribers; acknowledged publishes per
-//!   second, latencies and fail-over time of a three-node mesh (run by hand).
+//! - `src/bin/xmpp_bench.rs`: the load generator's command line (run by
+//!   hand or by the comparison script; `tests/xmpp_bench.rs` smoke-runs it).
 //! - `src/bin/nemesis.rs`: the randomised failover suite from a seed (a
 //!   short form runs in `tests/nemesis_short.rs`).
 
+pub mod bench;
 pub mod cluster;
 pub mod docker;
 pub mod history;

@@ -77,15 +77,18 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// USER_HZ, the unit of `/proc/<pid>/stat` times (100 on every common
-/// Linux build; `getconf` asks without linking libc ourselves).
+/// Linux build; `getconf` asks without linking libc ourselves), asked once.
 pub fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100)
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
 
 /// The value of an unlabelled gauge in Prometheus text.

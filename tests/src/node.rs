@@ -23,7 +23,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The `vomesh` binary of this build profile, built once per test process
 /// (cargo builds test targets but not other packages' binaries). The
 /// profile is that of the running executable: a test in
-/// `<target>/<profile>/deps/` or a binary such as `c2s_bench` in
+/// `<target>/<profile>/deps/` or a binary such as `xmpp_bench` in
 /// `<target>/<profile>/`.
 pub fn vomesh_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

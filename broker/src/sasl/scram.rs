@@ -18,7 +18,7 @@ use super::{
 const FAKE_SALT_BYTES: usize = 16;
 
 /// The hash function a SCRAM variant is built on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ScramHash {
     Sha1,
     Sha256,
@@ -95,7 +95,7 @@ impl ScramHash {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ScramHash::Sha1 => "SCRAM-SHA-1",
             ScramHash::Sha256 => "SCRAM-SHA-256",

@@ -11,7 +11,7 @@
 //! slow consumer and closes its stream (RFC 6120 §4.9.3.13 policy-violation),
 //! so one stuck client can never grow the server's memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jid::{BareJid, FullJid, Jid};
@@ -60,7 +60,6 @@ pub trait Component: Send + Sync {
 }
 
 struct BoundResource {
-    resource: String,
     connection: Connection,
     /// Initial presence sent and no unavailable presence since (RFC 6121
     /// §4.2): only such resources get messages sent to the bare JID.
@@ -70,7 +69,10 @@ struct BoundResource {
 /// The stanza router of one node.
 pub struct Router {
     domain: String,
-    sessions: Mutex<HashMap<BareJid, Vec<BoundResource>>>,
+    /// Bound resources by account, then by resource: a notification to a
+    /// full JID finds its connection without scanning the account's other
+    /// resources (a service account may hold thousands).
+    sessions: Mutex<HashMap<BareJid, BTreeMap<String, BoundResource>>>,
     components: Mutex<HashMap<String, Arc<dyn Component>>>,
 }
 
@@ -106,7 +108,7 @@ impl Router {
             .map_err(|_| StanzaError::new(Condition::JidMalformed))?;
         let mut sessions = lock(&self.sessions);
         let resources = sessions.entry(bare.clone()).or_default();
-        let taken = |r: &str| resources.iter().any(|b| b.resource == r);
+        let taken = |r: &str| resources.contains_key(r);
         let chosen = match resource {
             Some(requested) if !taken(requested) => requested.to_owned(),
             Some(requested) => format!("{requested}.{random}"),
@@ -115,11 +117,13 @@ impl Router {
         let full = bare
             .with_resource_str(&chosen)
             .map_err(|_| stanza::bad_request("the resource is not a valid JID resourcepart"))?;
-        resources.push(BoundResource {
-            resource: full.resource().as_str().to_owned(),
-            connection,
-            available: false,
-        });
+        resources.insert(
+            full.resource().as_str().to_owned(),
+            BoundResource {
+                connection,
+                available: false,
+            },
+        );
         metrics::gauge!(names::C2S_SESSIONS).increment(1.0);
         Ok(full)
     }
@@ -129,9 +133,13 @@ impl Router {
         let mut sessions = lock(&self.sessions);
         let bare = jid.to_bare();
         if let Some(resources) = sessions.get_mut(&bare) {
-            let before = resources.len();
-            resources.retain(|b| b.connection.id != connection_id);
-            if resources.len() < before {
+            let resource = jid.resource().as_str();
+            // The resource may already belong to a newer connection.
+            if resources
+                .get(resource)
+                .is_some_and(|b| b.connection.id == connection_id)
+            {
+                resources.remove(resource);
                 metrics::gauge!(names::C2S_SESSIONS).decrement(1.0);
             }
             if resources.is_empty() {
@@ -145,7 +153,7 @@ impl Router {
             let mut sessions = lock(&self.sessions);
             match sessions
                 .get_mut(&jid.to_bare())
-                .and_then(|r| r.iter_mut().find(|b| b.resource == jid.resource().as_str()))
+                .and_then(|r| r.get_mut(jid.resource().as_str()))
             {
                 Some(bound) => {
                     let became = available && !bound.available;
@@ -165,7 +173,7 @@ impl Router {
 
     /// The number of bound sessions.
     pub fn session_count(&self) -> usize {
-        lock(&self.sessions).values().map(Vec::len).sum()
+        lock(&self.sessions).values().map(BTreeMap::len).sum()
     }
 
     /// Delivers a stanza whose `from` is already set, answering the sender
@@ -231,7 +239,7 @@ impl Router {
         let sessions = lock(&self.sessions);
         let Some(bound) = sessions
             .get(&to.to_bare())
-            .and_then(|r| r.iter().find(|b| b.resource == to.resource().as_str()))
+            .and_then(|r| r.get(to.resource().as_str()))
         else {
             return false;
         };
@@ -247,7 +255,7 @@ impl Router {
             return 0;
         };
         let mut count = 0;
-        for bound in resources.iter().filter(|b| b.available) {
+        for bound in resources.values().filter(|b| b.available) {
             enqueue(&bound.connection, Outbound::Stanza(stanza.clone()));
             count += 1;
         }
@@ -274,12 +282,17 @@ impl Router {
                 body: notification.message.clone(),
                 published_micros,
             };
-            let targets = resources.iter().filter(|b| match recipient.resource() {
-                Some(resource) => b.resource == resource.as_str(),
-                None => b.available,
-            });
-            for bound in targets {
-                enqueue(&bound.connection, outbound.clone());
+            match recipient.resource() {
+                Some(resource) => {
+                    if let Some(bound) = resources.get(resource.as_str()) {
+                        enqueue(&bound.connection, outbound);
+                    }
+                }
+                None => {
+                    for bound in resources.values().filter(|b| b.available) {
+                        enqueue(&bound.connection, outbound.clone());
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,93 @@
+//! vomesh as a benchmark target: a single node ([`TestNode`]) or a mesh of
+//! sites on loopback ([`TestCluster`]), logging at `info` as in production,
+//! with the benchmark accounts created through `vomesh user add`.
+
+use std::time::Duration;
+
+use vomesh_broker::client::Trust;
+
+use super::target::Target;
+use crate::cluster::TestCluster;
+use crate::node::{DOMAIN, TestNode};
+
+/// The production log level (test nodes log at debug by default).
+const LOG_FILTER: &str = "info";
+
+/// The running processes behind a target; dropping it kills them.
+pub enum Running {
+    Node(TestNode),
+    Cluster(TestCluster),
+}
+
+/// Localparts of `count` subscriber accounts.
+pub fn account_names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// One node accepting `connections_max` clients, with `accounts` and a
+/// `publisher` account, all with `password`.
+pub fn single_node(
+    label: &str,
+    accounts: &[String],
+    publisher: &str,
+    password: &str,
+    connections_max: usize,
+) -> (Running, Target) {
+    let node = TestNode::start_logging(&format!("max_connections = {connections_max}"), LOG_FILTER);
+    for localpart in accounts.iter().map(String::as_str).chain([publisher]) {
+        node.add_user(localpart, password);
+    }
+    let target = Target {
+        label: label.to_owned(),
+        servers: vec![node.xmpp.to_string()],
+        domain: DOMAIN.to_owned(),
+        service: format!("pubsub.{DOMAIN}"),
+        accounts: accounts.to_vec(),
+        publisher: publisher.to_owned(),
+        password: password.to_owned(),
+        trust: Trust::Roots(node.certificate()),
+        server_pids: node.pid().into_iter().collect(),
+    };
+    (Running::Node(node), target)
+}
+
+/// `sites` nodes in one mesh (default `[mesh]` timing, fsync on every log
+/// append). Sessions are spread over the sites; the publisher's site, the
+/// first listener, is a follower, so every publish is forwarded to the
+/// leader, committed by a majority and applied at each site.
+pub fn mesh(
+    label: &str,
+    sites: usize,
+    accounts: &[String],
+    publisher: &str,
+    password: &str,
+) -> (Running, Target) {
+    let cluster = TestCluster::start_logging(sites, "", LOG_FILTER);
+    for localpart in accounts.iter().map(String::as_str).chain([publisher]) {
+        cluster.add_user(localpart, password);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let mut order: Vec<usize> = (0..sites).filter(|&i| i != leader).collect();
+    order.push(leader);
+    let target = Target {
+        label: label.to_owned(),
+        servers: order
+            .iter()
+            .map(|&i| cluster.nodes[i].xmpp.to_string())
+            .collect(),
+        domain: DOMAIN.to_owned(),
+        service: format!("pubsub.{DOMAIN}"),
+        accounts: accounts.to_vec(),
+        publisher: publisher.to_owned(),
+        password: password.to_owned(),
+        trust: Trust::Roots(
+            cluster
+                .nodes
+                .iter()
+                .flat_map(TestNode::certificate)
+                .collect(),
+        ),
+        server_pids: cluster.nodes.iter().filter_map(TestNode::pid).collect(),
+    };
+    (Running::Cluster(cluster), target)
+}
