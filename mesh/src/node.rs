@@ -282,7 +282,10 @@ impl<S: StateMachine> MeshNode<S> {
             .is_initialized()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized && first == Some(config.node_id) {
+        if !initialized
+            && first == Some(config.node_id)
+            && !self.peers_already_joined(&members).await
+        {
             let nodes: BTreeMap<NodeId, BasicNode> = members
                 .into_iter()
                 .map(|(id, addr)| (id, BasicNode::new(addr)))
@@ -308,6 +311,38 @@ impl<S: StateMachine> MeshNode<S> {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         Ok(())
+    }
+
+    /// Whether any other initial member already belongs to a cluster. The
+    /// lowest id founds the cluster on its first start, but it also starts
+    /// empty after its data directory was lost or wiped while the others
+    /// ran on: founding a second cluster then (same ids, a log of its own)
+    /// would be wrong. It waits instead, like any new node, to be added
+    /// (`vomesh cluster add`). Peers that do not answer count as fresh: on
+    /// a real first start they are starting too.
+    async fn peers_already_joined(&self, members: &BTreeMap<NodeId, String>) -> bool {
+        let asked = members
+            .iter()
+            .filter(|(id, _)| **id != self.inner.id)
+            .map(|(id, addr)| async move { (*id, self.peer_status(*id, addr).await) });
+        let joined = futures_util::future::join_all(asked)
+            .await
+            .into_iter()
+            .find_map(|(id, status)| {
+                status
+                    .ok()
+                    .filter(|status| !status.voters.is_empty())
+                    .map(|status| (id, status.term))
+            });
+        if let Some((peer, term)) = joined {
+            tracing::warn!(
+                peer,
+                term,
+                "mesh: not founding a cluster: node {peer} already belongs to one; \
+                 this node waits to be added to it (vomesh cluster add)"
+            );
+        }
+        joined.is_some()
     }
 
     /// This node's id.
@@ -649,38 +684,37 @@ impl<S: StateMachine> MeshNode<S> {
     /// member that does not answer within the connect timeout is an `Err`.
     pub async fn cluster_status(&self) -> BTreeMap<NodeId, Result<NodeStatus, RpcError>> {
         let own = self.status();
-        let deadline = Duration::from_millis(self.inner.timeouts.connect_timeout_ms);
         let peers = own
             .voters
             .iter()
             .chain(&own.learners)
             .filter(|(id, _)| **id != own.id)
-            .map(|(id, addr)| async move {
-                let kind = pb::request::Kind::Status(pb::StatusRequest {});
-                let answer = self
-                    .inner
-                    .transport
-                    .call(*id, addr, kind, None, 0, deadline)
-                    .await
-                    .and_then(|response| match response.kind {
-                        Some(pb::response::Kind::Status(status)) => wire::status_from_pb(*status)
-                            .map_err(|e| RpcError::Unreachable {
-                                peer: *id,
-                                reason: e.to_string(),
-                            }),
-                        other => Err(RpcError::Unreachable {
-                            peer: *id,
-                            reason: format!("unexpected response {other:?}"),
-                        }),
-                    });
-                (*id, answer)
-            });
+            .map(|(id, addr)| async move { (*id, self.peer_status(*id, addr).await) });
         let mut all: BTreeMap<_, _> = futures_util::future::join_all(peers)
             .await
             .into_iter()
             .collect();
         all.insert(own.id, Ok(own));
         all
+    }
+
+    /// Member `id`'s own view, asked over the mesh; an error when it does
+    /// not answer within the connect timeout.
+    async fn peer_status(&self, id: NodeId, addr: &str) -> Result<NodeStatus, RpcError> {
+        let deadline = Duration::from_millis(self.inner.timeouts.connect_timeout_ms);
+        let kind = pb::request::Kind::Status(pb::StatusRequest {});
+        let response = self
+            .inner
+            .transport
+            .call(id, addr, kind, None, 0, deadline)
+            .await?;
+        let unreachable = |reason: String| RpcError::Unreachable { peer: id, reason };
+        match response.kind {
+            Some(pb::response::Kind::Status(status)) => {
+                wire::status_from_pb(*status).map_err(|e| unreachable(e.to_string()))
+            }
+            other => Err(unreachable(format!("unexpected response {other:?}"))),
+        }
     }
 
     /// Stops Raft, closes the QUIC endpoint, and waits (at most the

@@ -313,6 +313,27 @@ impl Cluster {
         }
     }
 
+    /// Waits until nodes `ids` agree on a leader among them.
+    async fn leader_among(&self, ids: &[u64]) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leaders: Vec<_> = ids
+                .iter()
+                .map(|id| self.nodes[id].status().leader)
+                .collect();
+            if let Some(Some(leader)) = leaders.first()
+                && ids.contains(leader)
+                && leaders.iter().all(|l| *l == Some(*leader))
+            {
+                return Ok(*leader);
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader among {ids:?}: {leaders:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn follower(&self, leader: u64) -> u64 {
         *self
             .nodes
@@ -716,6 +737,46 @@ async fn a_new_node_joins_as_learner_then_voter_and_can_be_removed() -> anyhow::
         .propose(cmd("after=1".into()))
         .await?;
     assert_eq!(cluster.converged().await?.len(), 7);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_lowest_id_node_waits_to_be_added_instead_of_founding_a_cluster()
+-> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3, 10_000).await?;
+    let leader = cluster.leader().await?;
+    for i in 0..3 {
+        cluster.nodes[&leader]
+            .propose(cmd(format!("k{i}=v")))
+            .await?;
+    }
+    // Node 1's disk is replaced: it leaves the cluster, loses its data and
+    // starts again with the configuration it always had.
+    cluster.nodes[&2].remove_member(1).await?;
+    let survivor = &cluster.nodes[&2];
+    eventually("node 1 is gone", || voters(survivor) == [2, 3]).await?;
+    cluster.stop(1).await?;
+    std::fs::remove_dir_all(cluster.root.join("node-1"))?;
+    cluster.start_node(1).await?;
+
+    // The lowest initial id founds a cluster only on a real first start:
+    // its peers already belong to one, so it waits to be added.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alone = cluster.nodes[&1].status();
+    assert!(alone.voters.is_empty(), "node 1 founded {:?}", alone.voters);
+    assert_eq!(alone.last_log_index, None);
+
+    let leader = cluster.leader_among(&[2, 3]).await?;
+    cluster.nodes[&leader]
+        .add_member(1, cluster.addrs[&1].to_string())
+        .await?;
+    let leader_node = &cluster.nodes[&leader];
+    eventually("node 1 is a voter again", || {
+        voters(leader_node) == [1, 2, 3]
+    })
+    .await?;
+    assert_eq!(cluster.converged().await?.len(), 3);
     cluster.shutdown().await;
     Ok(())
 }
