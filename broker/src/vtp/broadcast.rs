@@ -69,12 +69,15 @@ impl Feed {
     }
 
     /// Offers the item a committed `publish` added; sent to this site's
-    /// subscribers if its node is a broadcast node.
+    /// subscribers if its node is a broadcast node. This runs in the apply
+    /// of every publish: with no subscriber connected, the packet is not
+    /// even built.
     pub fn offer(&self, publish: &Publish, item: &Item) {
-        if !self
-            .prefixes
-            .iter()
-            .any(|p| publish.node.starts_with(p.as_str()))
+        if self.sender.receiver_count() == 0
+            || !self
+                .prefixes
+                .iter()
+                .any(|p| publish.node.starts_with(p.as_str()))
         {
             return;
         }
