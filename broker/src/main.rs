@@ -13,6 +13,14 @@ use vomesh_broker::commands::{self, ClientLimits};
 use vomesh_broker::config::{Config, LogFormat};
 use vomesh_broker::server;
 
+/// mimalloc instead of glibc's malloc: a publish parses a VOEvent into a
+/// tree of small allocations and drops it, and glibc's arenas made
+/// allocation about a third of the node's CPU under publish load (its
+/// arena locks contend between the runtime's threads). Figures in the
+/// README's benchmark section.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {

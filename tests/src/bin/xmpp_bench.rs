@@ -34,6 +34,11 @@ use vomesh_tests::bench::vomesh;
 use vomesh_tests::measure::{build_profile, ensure_fd_limit};
 use vomesh_tests::pubsub::{read_xml, sample};
 
+/// The node's allocator (see the vomesh binary), so that the load
+/// generator's CPU per notification is not inflated by glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Descriptors beyond one per session (listeners, stores, stdio).
 const SPARE_FDS: u64 = 512;
 
