@@ -121,6 +121,7 @@ pub mod network;
 pub mod node;
 pub mod peer_rpc;
 pub mod power_loss;
+mod progress;
 pub mod state_store;
 pub mod transport;
 pub mod types;

@@ -35,6 +35,7 @@ use crate::log_store::{LogStore, StoreOpenError};
 use crate::metrics::MetricsExporter;
 use crate::network::NetworkFactory;
 use crate::peer_rpc::Handler;
+use crate::progress::Progress;
 use crate::state_store::{SharedState, StateOpenError, StateStore};
 use crate::transport::{RpcError, Transport, TransportError, TransportTimeouts};
 use crate::types::{Command, MeshTypes, NodeId, Raft, StateMachine};
@@ -169,6 +170,10 @@ pub(crate) struct Inner<S: StateMachine> {
     pub(crate) proposals_in_flight: tokio::sync::Semaphore,
     pub(crate) proposals_in_flight_max: usize,
     metrics: MetricsExporter,
+    /// The applied index and known leader, for proposals and reads waiting
+    /// on them; its task follows Raft's metrics.
+    progress: Arc<Progress>,
+    progress_task: tokio::task::JoinHandle<()>,
     /// When a follower last got an append or heartbeat from its leader
     /// (the node's start until then).
     pub(crate) leader_contact: std::sync::Mutex<Instant>,
@@ -242,6 +247,7 @@ impl<S: StateMachine> MeshNode<S> {
         let metrics = MetricsExporter::start(&raft)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        let (progress, progress_task) = Progress::follow(&raft);
         let inner = Arc::new(Inner {
             id: config.node_id,
             raft: raft.clone(),
@@ -252,6 +258,8 @@ impl<S: StateMachine> MeshNode<S> {
             proposals_in_flight: tokio::sync::Semaphore::new(config.proposals_in_flight_max),
             proposals_in_flight_max: config.proposals_in_flight_max,
             metrics,
+            progress,
+            progress_task,
             leader_contact: std::sync::Mutex::new(Instant::now()),
             client_counter: std::sync::OnceLock::new(),
             storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
@@ -463,14 +471,12 @@ impl<S: StateMachine> MeshNode<S> {
         // retry at the new leader at once).
         let replaced = async {
             self.inner
-                .raft
-                .wait(Some(remaining))
-                .metrics(
-                    |m| m.current_leader.is_some() && m.current_leader != Some(leader),
-                    "leader replaced while forwarding",
-                )
-                .await
-                .is_ok()
+                .progress
+                .leader_other_than(Some(leader), deadline)
+                .await;
+            // The deadline passed without a new leader: leave the call to
+            // its own timeout.
+            Instant::now() < deadline
         };
         let result = tokio::select! {
             biased;
@@ -509,34 +515,25 @@ impl<S: StateMachine> MeshNode<S> {
         committed: Committed,
         deadline: Instant,
     ) -> Result<Committed, ProposeError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        match self
+        if self
             .inner
-            .raft
-            .wait(Some(remaining))
-            .applied_index_at_least(Some(committed.index), "proposal applied locally")
+            .progress
+            .applied_at_least(committed.index, deadline)
             .await
         {
-            Ok(_) => Ok(committed),
-            Err(_) => Err(ProposeError::NotAppliedLocally(committed)),
+            Ok(committed)
+        } else {
+            Err(ProposeError::NotAppliedLocally(committed))
         }
     }
 
     /// Waits until the known leader differs from `known` or the deadline.
     async fn wait_for_leader_change(&self, known: Option<NodeId>, deadline: Instant) {
-        let remaining = deadline.saturating_duration_since(Instant::now());
         // A short pause even if the leader is unchanged: it may have been
         // briefly unreachable.
-        let pause = Duration::from_millis(self.inner.timeouts.heartbeat_interval_ms).min(remaining);
-        let _ = self
-            .inner
-            .raft
-            .wait(Some(pause))
-            .metrics(
-                |m| m.current_leader.is_some() && m.current_leader != known,
-                "leader change",
-            )
-            .await;
+        let pause = Duration::from_millis(self.inner.timeouts.heartbeat_interval_ms);
+        let until = deadline.min(Instant::now() + pause);
+        self.inner.progress.leader_other_than(known, until).await;
     }
 
     /// Returns once the local replica contains every command committed
@@ -598,14 +595,11 @@ impl<S: StateMachine> MeshNode<S> {
         deadline: Instant,
         budget: Duration,
     ) -> Result<u64, ReadError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        self.inner
-            .raft
-            .wait(Some(remaining))
-            .applied_index_at_least(Some(index), "read index applied")
-            .await
-            .map(|_| index)
-            .map_err(|_| ReadError::NoLeader(budget))
+        if self.inner.progress.applied_at_least(index, deadline).await {
+            Ok(index)
+        } else {
+            Err(ReadError::NoLeader(budget))
+        }
     }
 
     /// A point-in-time view of this node and, on the leader, its peers.
@@ -723,6 +717,7 @@ impl<S: StateMachine> MeshNode<S> {
     /// next start). Everything written was already fsynced at commit.
     pub async fn shutdown(&self) {
         self.inner.metrics.stop();
+        self.inner.progress_task.abort();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "mesh: raft shutdown");
         }
