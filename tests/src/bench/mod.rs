@@ -10,6 +10,8 @@
 //!   notification's item and arrival instant.
 //! - [`publisher`]: pipelined publishing, at a fixed rate or as fast as
 //!   acknowledged with a window of IQs in flight.
+//! - [`floor`]: the kernel's CPU per loopback write, the floor under any
+//!   server's CPU per notification.
 //! - [`scan`]: item ids found in raw notification bytes, without trees.
 //! - [`scenarios`]: the scenarios (idle sessions, fan-out, many nodes,
 //!   maximum publish rate, throughput, archive catch-up) and what each
@@ -25,6 +27,7 @@
 //! bound by the client is never mistaken for a server limit.
 
 pub mod figures;
+pub mod floor;
 pub mod publisher;
 pub mod scan;
 pub mod scenarios;

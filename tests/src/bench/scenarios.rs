@@ -1,6 +1,9 @@
 //! The scenarios, run in one pass against one target so that sessions are
 //! established once:
 //!
+//! 0. `floor`: before any session, the CPU of one payload-sized write to
+//!    a loopback TCP connection ([`floor`]), the kernel's share of any
+//!    server's CPU per notification;
 //! 1. `idle`: `sessions` logins (TCP, STARTTLS, SCRAM, bind), `concurrency`
 //!    at a time: sessions per second, login latency, server CPU per login,
 //!    and the server's resident memory per idle session;
@@ -32,6 +35,7 @@ use vomesh_broker::client::Client;
 use vomesh_broker::xml::Element;
 
 use super::figures::{Better, Report};
+use super::floor;
 use super::publisher::{Job, Pace, Published, publish_run};
 use super::sessions::{
     DeliveryLog, Receiver, connect_many, pubsub_iq, request, subscribe, subscribe_all,
@@ -142,6 +146,12 @@ impl ItemCounter {
 }
 
 /// Runs `plan` against `target` and returns its figures.
+/// The kernel floor's connections and rounds (see [`floor`]): as many
+/// connections as the first fan-out's subscribers, enough writes for the
+/// CPU clock's 10 ms ticks to resolve the mean within 1 %.
+const FLOOR_CONNECTIONS: usize = 1_000;
+const FLOOR_ROUNDS: usize = 200;
+
 pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let mut report = Report::new(&target.label);
     report.note(format!("machine: {}", machine()));
@@ -166,6 +176,20 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         plan.catchup_items,
         plan.payload.to_xml().len()
     ));
+    if plan.runs("floor") {
+        // Before any session exists, so that nothing else runs meanwhile.
+        let payload_bytes = plan.payload.to_xml().len();
+        let write = tokio::task::spawn_blocking(move || {
+            floor::tcp_write_cpu(FLOOR_CONNECTIONS, payload_bytes, FLOOR_ROUNDS)
+        })
+        .await??;
+        report.add(
+            "floor",
+            "CPU of one loopback TCP write of the payload, any server (µs)",
+            write.as_secs_f64() * 1e6,
+            Better::Neither,
+        );
+    }
     let names = NodeNames::new(plan);
     let mut publisher = Client::connect(&target.publisher()).await?;
     let mut all_nodes: Vec<&String> = names.fanout.iter().chain(&names.many).collect();

@@ -107,7 +107,7 @@ struct RunArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Scenarios (`idle` always runs).
-    #[arg(long, value_delimiter = ',', default_values_t = ["fanout", "nodes", "rate", "throughput", "catchup"].map(String::from))]
+    #[arg(long, value_delimiter = ',', default_values_t = ["floor", "fanout", "nodes", "rate", "throughput", "catchup"].map(String::from))]
     scenarios: Vec<String>,
     /// Sessions logged in (and kept idle) at the start.
     #[arg(long, default_value_t = 10_000)]
