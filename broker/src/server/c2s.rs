@@ -15,7 +15,7 @@ use jid::FullJid;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::TlsAcceptor;
 
@@ -23,6 +23,7 @@ use crate::metrics::names;
 use crate::pubsub::Notification;
 use crate::sasl::{AuthBackoff, Mechanism, SaslCondition, SaslServer, StoredCredentials};
 use crate::xml::{ParserLimits, StreamEvent, StreamParser};
+use crate::xmpp::outbound_queue::OutboundQueue;
 use crate::xmpp::router::{Connection, Outbound, Router};
 use crate::xmpp::session::{Action, Input, Session, SessionEnv, SessionSettings};
 
@@ -190,9 +191,7 @@ struct Conn {
     session: Session,
     parser: StreamParser,
     env: ConnEnv,
-    queue_tx: mpsc::Sender<Outbound>,
-    queue_rx: mpsc::Receiver<Outbound>,
-    overflowed: Arc<Notify>,
+    queue: Arc<OutboundQueue>,
     shutdown: watch::Receiver<bool>,
     /// Bytes waiting to be written, produced by the session.
     pending: String,
@@ -223,7 +222,7 @@ impl Conn {
         };
         // Bounded: a client that does not read its notifications must not
         // make the server buffer without limit (see `Router`).
-        let (queue_tx, queue_rx) = mpsc::channel(ctx.limits.outbound_stanzas_max);
+        let queue = Arc::new(OutboundQueue::new(ctx.limits.outbound_stanzas_max));
         let now = Instant::now();
         Conn {
             id: ctx.next_connection_id.fetch_add(1, Ordering::Relaxed),
@@ -234,9 +233,7 @@ impl Conn {
                 ctx: ctx.clone(),
                 ip: peer.ip(),
             },
-            queue_tx,
-            queue_rx,
-            overflowed: Arc::new(Notify::new()),
+            queue,
             shutdown,
             pending: String::new(),
             pending_publications: Vec::new(),
@@ -278,10 +275,11 @@ impl Conn {
         let mut events = Vec::new();
         let mut shutdown = self.shutdown.clone();
         let shutdown = shutdown.changed();
-        let overflowed = self.overflowed.clone();
-        let overflowed = overflowed.notified();
+        let queue = self.queue.clone();
+        let overflowed = queue.overflowed();
+        let ready = queue.ready();
         let deadline = sleep_until(self.deadline());
-        tokio::pin!(shutdown, overflowed, deadline);
+        tokio::pin!(shutdown, overflowed, ready, deadline);
         while self.exit.is_none() {
             // A read moves the deadline later, which the timer learns when it
             // fires; only a deadline moved earlier (none today) re-arms it now.
@@ -302,7 +300,10 @@ impl Conn {
                         deadline.as_mut().reset(self.deadline());
                     }
                 }
-                Some(first) = self.queue_rx.recv() => self.queue_batch(first),
+                _ = &mut ready => {
+                    ready.set(queue.ready());
+                    self.queue_batch();
+                }
                 read = read_some(io) => match read {
                     Ok(bytes) if !bytes.is_empty() => {
                         self.last_read = Instant::now();
@@ -342,32 +343,29 @@ impl Conn {
         }
     }
 
-    fn queue_batch(&mut self, first: Outbound) {
-        let mut next = Some(first);
-        let mut count: u32 = 0;
-        while let Some(outbound) = next {
-            match outbound {
-                Outbound::Stanza(stanza) => self.pending.push_str(&stanza),
+    fn queue_batch(&mut self) {
+        let pending = &mut self.pending;
+        let publications = &mut self.pending_publications;
+        let count = self
+            .queue
+            .take(WRITE_BATCH_STANZAS, |outbound| match outbound {
+                Outbound::Stanza(stanza) => pending.push_str(&stanza),
                 Outbound::Notification {
                     head,
                     body,
                     published_micros,
                 } => {
-                    self.pending.push_str(&head);
-                    self.pending.push_str(&body);
-                    self.pending.push_str(Notification::TAIL);
-                    self.pending_publications.push(published_micros);
+                    pending.push_str(&head);
+                    pending.push_str(&body);
+                    pending.push_str(Notification::TAIL);
+                    publications.push(published_micros);
                 }
-            }
-            count += 1;
-            next = if (count as usize) < WRITE_BATCH_STANZAS {
-                self.queue_rx.try_recv().ok()
-            } else {
-                None
-            };
+            });
+        if count == 0 {
+            return;
         }
-        self.ctx.metrics.stanzas_out.increment(u64::from(count));
-        self.session.on_stanzas_sent(count);
+        self.ctx.metrics.stanzas_out.increment(count as u64);
+        self.session.on_stanzas_sent(count as u32);
     }
 
     async fn flush<S: AsyncWrite + Unpin>(&mut self, io: &mut S) -> bool {
@@ -437,8 +435,7 @@ impl Conn {
             Action::Bind { username, resource } => {
                 let connection = Connection {
                     id: self.id,
-                    queue: self.queue_tx.clone(),
-                    overflowed: self.overflowed.clone(),
+                    queue: self.queue.clone(),
                 };
                 let random = self.env.random_id();
                 let result =
@@ -469,6 +466,7 @@ impl Conn {
     }
 
     fn finish(&mut self) {
+        self.queue.close();
         if let Some(jid) = self.bound.take() {
             self.ctx.router.unbind(&jid, self.id);
         }

@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jid::{BareJid, FullJid, Jid};
-use tokio::sync::{Notify, mpsc};
 
 use super::ns;
+use super::outbound_queue::OutboundQueue;
 use super::stanza::{self, Condition, StanzaError, StanzaKind};
 use crate::metrics::names;
 use crate::pubsub::Notification;
@@ -44,9 +44,8 @@ pub enum Outbound {
 pub struct Connection {
     /// Distinguishes a reconnecting client's new connection from its old one.
     pub id: u64,
-    pub queue: mpsc::Sender<Outbound>,
-    /// Woken when the queue overflowed: the connection must close.
-    pub overflowed: Arc<Notify>,
+    /// A full queue tells the connection, which closes.
+    pub queue: Arc<OutboundQueue>,
 }
 
 /// A service addressed by its own domain (e.g. `pubsub.example.org`).
@@ -308,15 +307,11 @@ impl Router {
     }
 }
 
-/// Puts a stanza on a connection's queue; a full queue marks a slow
-/// consumer, which the connection closes.
+/// Puts a stanza on a connection's queue. A full queue marks a slow
+/// consumer, which the connection closes; a closed one is a connection
+/// whose unbind is on the way. Either way the stanza is dropped.
 fn enqueue(connection: &Connection, outbound: Outbound) {
-    match connection.queue.try_send(outbound) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => connection.overflowed.notify_one(),
-        // The connection is closing; its unbind is on the way.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
-    }
+    let _ = connection.queue.push(outbound);
 }
 
 /// Locks a mutex; a panic while it was held cannot leave this data
