@@ -735,6 +735,12 @@ async fn throughput(
     Ok(())
 }
 
+/// Where the next page of an items retrieval starts (XEP-0059).
+enum Cursor {
+    Before(String),
+    After(String),
+}
+
 /// A subscriber subscribes, goes offline, `catchup_items` are published,
 /// and it logs in again and retrieves every item of the node.
 async fn catchup(
@@ -769,17 +775,24 @@ async fn catchup(
     let mut client = Client::connect(&config).await?;
     let logged_in = started.elapsed();
     let mut retrieved = HashSet::new();
-    let mut after: Option<String> = None;
+    // The first request is unpaged. A service that answers it with the
+    // newest page (XEP-0060 §6.5.4: `<first index='n'>`, n > 0) is paged
+    // backwards with `before`; one that starts at the oldest, forwards
+    // with `after`.
+    let mut cursor: Option<Cursor> = None;
     let mut pages = 0;
     // Bounded: a service that pages forever is stopped after this many.
     while pages < 10_000 {
         pages += 1;
         let mut request_items = Element::new("pubsub", PUBSUB_NS)
             .with_child(Element::new("items", PUBSUB_NS).with_attr("node", node));
-        if let Some(after) = &after {
+        if let Some(cursor) = &cursor {
+            let (name, id) = match cursor {
+                Cursor::Before(id) => ("before", id),
+                Cursor::After(id) => ("after", id),
+            };
             request_items.push_child(
-                Element::new("set", RSM_NS)
-                    .with_child(Element::new("after", RSM_NS).with_text(after)),
+                Element::new("set", RSM_NS).with_child(Element::new(name, RSM_NS).with_text(id)),
             );
         }
         let iq = Element::new("iq", vomesh_broker::xmpp::ns::CLIENT)
@@ -797,12 +810,23 @@ async fn catchup(
             })
             .unwrap_or_default();
         let fresh = page.iter().filter(|id| retrieved.insert(**id)).count();
-        let last = pubsub
-            .and_then(|p| p.child("set", RSM_NS))
-            .and_then(|set| set.child("last", RSM_NS))
-            .map(Element::text);
-        match last {
-            Some(last) if fresh > 0 && retrieved.len() < range.len() => after = Some(last),
+        let set = pubsub.and_then(|p| p.child("set", RSM_NS));
+        let first = set.and_then(|set| set.child("first", RSM_NS));
+        let last = set.and_then(|set| set.child("last", RSM_NS));
+        let backwards = match &cursor {
+            Some(cursor) => matches!(cursor, Cursor::Before(_)),
+            None => first
+                .and_then(|f| f.attr("index"))
+                .and_then(|i| i.parse::<u64>().ok())
+                .is_some_and(|index| index > 0),
+        };
+        let next = if backwards {
+            first.map(|f| Cursor::Before(f.text()))
+        } else {
+            last.map(|l| Cursor::After(l.text()))
+        };
+        match next {
+            Some(next) if fresh > 0 && retrieved.len() < range.len() => cursor = Some(next),
             _ => break,
         }
     }
