@@ -334,12 +334,14 @@ pub fn owner_pubsub(child: Element) -> Element {
 }
 
 /// An item element of an items retrieval reply (XEP-0060 §6.5.2).
-pub fn retrieved_item(service: &BareJid, item: &Item, payload: Option<Element>) -> Element {
+pub fn retrieved_item(service: &BareJid, item: &Item) -> Element {
     let mut e = Element::new("item", PUBSUB_NS)
         .with_attr("id", item.id.clone())
         .with_attr("publisher", item.publisher.to_bare().to_string());
-    if let Some(payload) = payload {
-        e.push_child(payload);
+    // The stored text as published (self-contained), not re-parsed: a
+    // catch-up of many items spent most of its CPU parsing them.
+    if !item.payload.is_empty() {
+        e.push_raw(item.payload.clone());
     }
     // XEP-0203: the publication time, after the payload so that clients
     // taking an item's first child as its payload still find it.

@@ -481,6 +481,8 @@ impl<'a> Context<'a> {
                     match top.next() {
                         Some(XmlNode::Text(text)) => out.push_str(text),
                         Some(XmlNode::Element(child)) => stack.push(child.nodes().iter()),
+                        // Only items replies hold raw XML, never a packet.
+                        Some(XmlNode::Raw(_)) => {}
                         None => {
                             stack.pop();
                         }
@@ -517,10 +519,12 @@ impl<'a> Context<'a> {
             Context::Document(root) => out.push(Context::Element(root)),
             Context::Element(e) => {
                 for node in e.nodes() {
-                    out.push(match node {
-                        XmlNode::Element(child) => Context::Element(child),
-                        XmlNode::Text(text) => Context::Text(text),
-                    });
+                    match node {
+                        XmlNode::Element(child) => out.push(Context::Element(child)),
+                        XmlNode::Text(text) => out.push(Context::Text(text)),
+                        // Only items replies hold raw XML, never a packet.
+                        XmlNode::Raw(_) => {}
+                    }
                 }
             }
             Context::Attribute { .. } | Context::Text(_) => {}

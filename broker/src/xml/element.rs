@@ -9,6 +9,7 @@
 //! XML Canonicalization does).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// The namespace bound to the `xml` prefix by the XML Namespaces spec; it is
 /// never declared.
@@ -20,6 +21,12 @@ pub enum Node {
     Element(Element),
     /// Character data, unescaped.
     Text(String),
+    /// Serialized XML written as it is: a stored item payload, which is
+    /// self-contained (it declares every namespace it uses, see
+    /// `pubsub::payload`), shared with the replicated state rather than
+    /// parsed into elements only to be serialized again. It is not among
+    /// [`Element::children`].
+    Raw(Arc<str>),
 }
 
 /// An attribute. `prefix` is `None` for unqualified attributes, which are in
@@ -164,6 +171,11 @@ impl Element {
         self.children.push(Node::Element(child));
     }
 
+    /// Appends serialized, self-contained XML (see [`Node::Raw`]).
+    pub fn push_raw(&mut self, xml: Arc<str>) {
+        self.children.push(Node::Raw(xml));
+    }
+
     /// Appends character data, merging with a preceding text node.
     pub fn push_text(&mut self, text: impl Into<String>) {
         let text = text.into();
@@ -189,7 +201,7 @@ impl Element {
     pub fn children(&self) -> impl Iterator<Item = &Element> {
         self.children.iter().filter_map(|node| match node {
             Node::Element(element) => Some(element),
-            Node::Text(_) => None,
+            Node::Text(_) | Node::Raw(_) => None,
         })
     }
 
@@ -197,7 +209,7 @@ impl Element {
     pub fn children_mut(&mut self) -> impl Iterator<Item = &mut Element> {
         self.children.iter_mut().filter_map(|node| match node {
             Node::Element(element) => Some(element),
-            Node::Text(_) => None,
+            Node::Text(_) | Node::Raw(_) => None,
         })
     }
 
@@ -219,7 +231,7 @@ impl Element {
             .position(|n| matches!(n, Node::Element(e) if e.is(name, ns)))?;
         match self.children.remove(index) {
             Node::Element(element) => Some(element),
-            Node::Text(_) => None,
+            Node::Text(_) | Node::Raw(_) => None,
         }
     }
 
@@ -285,6 +297,7 @@ impl Element {
             match node {
                 Node::Element(child) => child.write_xml(out, &local),
                 Node::Text(text) => escape_into(out, text, false),
+                Node::Raw(xml) => out.push_str(xml),
             }
         }
         let _ = write!(out, "</{qname}>");

@@ -598,14 +598,7 @@ impl PubsubService {
             set = page_set;
         }
         for item in selected {
-            let content = if item.payload.is_empty() {
-                None
-            } else {
-                Some(payload::parse(&item.payload).map_err(|e| {
-                    StanzaError::new(Condition::InternalServerError).with_text(e.to_string())
-                })?)
-            };
-            items.push_child(response::retrieved_item(&self.service_jid, item, content));
+            items.push_child(response::retrieved_item(&self.service_jid, item));
         }
         let mut pubsub = Element::new("pubsub", PUBSUB_NS).with_child(items);
         if let Some(set) = set {

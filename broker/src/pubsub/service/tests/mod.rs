@@ -345,6 +345,7 @@ pub fn canonical(e: &Element) -> String {
         match node {
             crate::xml::Node::Element(child) => out.push_str(&canonical(child)),
             crate::xml::Node::Text(text) => out.push_str(&format!("{text:?}")),
+            crate::xml::Node::Raw(xml) => out.push_str(&canonical(&payload::parse(xml).unwrap())),
         }
     }
     out.push_str("</>");
