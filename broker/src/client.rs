@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::lock;
 use crate::sasl::scram::ScramHash;
 use crate::xml::{Element, ParseError, ParserLimits, StreamEvent, StreamParser};
 use crate::xmpp::ns;
@@ -134,12 +135,6 @@ impl ScramCache {
         }
         salted
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// SaltedPassword := Hi(Normalize(password), salt, i) (RFC 5802 §3).

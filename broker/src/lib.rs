@@ -49,3 +49,12 @@ pub mod voevent;
 pub mod vtp;
 pub mod xml;
 pub mod xmpp;
+
+/// Locks a mutex of this crate, ignoring poisoning: every critical section
+/// here leaves its data whole (a cache, a queue, a map of sessions), so a
+/// panic in another holder changes nothing that later holders rely on.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::TlsAcceptor;
 
+use crate::lock;
 use crate::metrics::names;
 use crate::pubsub::Notification;
 use crate::sasl::{AuthBackoff, Mechanism, SaslCondition, SaslServer, StoredCredentials};
@@ -518,10 +519,4 @@ pub fn random_id(random: &SystemRandom) -> String {
         tracing::error!("the operating system's random source failed");
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -12,13 +12,14 @@
 //! so one stuck client can never grow the server's memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use jid::{BareJid, FullJid, Jid};
 
 use super::ns;
 use super::outbound_queue::OutboundQueue;
 use super::stanza::{self, Condition, StanzaError, StanzaKind};
+use crate::lock;
 use crate::metrics::names;
 use crate::pubsub::Notification;
 use crate::xml::Element;
@@ -312,12 +313,4 @@ impl Router {
 /// whose unbind is on the way. Either way the stanza is dropped.
 fn enqueue(connection: &Connection, outbound: Outbound) {
     let _ = connection.queue.push(outbound);
-}
-
-/// Locks a mutex; a panic while it was held cannot leave this data
-/// half-updated in a way later readers care about, so poisoning is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
