@@ -345,25 +345,25 @@ impl Conn {
     }
 
     fn queue_batch(&mut self) {
-        let pending = &mut self.pending;
-        let publications = &mut self.pending_publications;
-        let count = self
-            .queue
-            .take(WRITE_BATCH_STANZAS, |outbound| match outbound {
-                Outbound::Stanza(stanza) => pending.push_str(&stanza),
+        let batch = self.queue.take(WRITE_BATCH_STANZAS);
+        if batch.is_empty() {
+            return;
+        }
+        let count = batch.len();
+        for outbound in batch {
+            match outbound {
+                Outbound::Stanza(stanza) => self.pending.push_str(&stanza),
                 Outbound::Notification {
                     head,
                     body,
                     published_micros,
                 } => {
-                    pending.push_str(&head);
-                    pending.push_str(&body);
-                    pending.push_str(Notification::TAIL);
-                    publications.push(published_micros);
+                    self.pending.push_str(&head);
+                    self.pending.push_str(&body);
+                    self.pending.push_str(Notification::TAIL);
+                    self.pending_publications.push(published_micros);
                 }
-            });
-        if count == 0 {
-            return;
+            }
         }
         self.ctx.metrics.stanzas_out.increment(count as u64);
         self.session.on_stanzas_sent(count as u32);

@@ -70,19 +70,19 @@ impl OutboundQueue {
     }
 
     /// Takes up to `max` queued stanzas, oldest first. When more remain, the
-    /// next [`OutboundQueue::ready`] returns at once.
-    pub fn take(&self, max: usize, mut each: impl FnMut(Outbound)) -> usize {
+    /// next [`OutboundQueue::ready`] returns at once. They are serialized by
+    /// the caller after the lock is released, so the router's pushes to this
+    /// connection never wait for that copy.
+    pub fn take(&self, max: usize) -> Vec<Outbound> {
         let mut state = self.lock();
         let count = state.items.len().min(max);
-        for item in state.items.drain(..count) {
-            each(item);
-        }
+        let taken: Vec<Outbound> = state.items.drain(..count).collect();
         if !state.items.is_empty() {
             self.ready.notify_one();
         } else if state.items.capacity() > SLOTS_KEPT_WHEN_EMPTY {
             state.items = VecDeque::new();
         }
-        count
+        taken
     }
 
     /// Returns when stanzas may be waiting (possibly none, if an earlier
@@ -121,12 +121,14 @@ mod tests {
     }
 
     fn taken(queue: &OutboundQueue, max: usize) -> Vec<String> {
-        let mut out = Vec::new();
-        queue.take(max, |item| match item {
-            Outbound::Stanza(s) => out.push(s.to_string()),
-            Outbound::Notification { .. } => unreachable!("only stanzas are queued here"),
-        });
-        out
+        queue
+            .take(max)
+            .into_iter()
+            .map(|item| match item {
+                Outbound::Stanza(s) => s.to_string(),
+                Outbound::Notification { .. } => unreachable!("only stanzas are queued here"),
+            })
+            .collect()
     }
 
     async fn is_ready(queue: &OutboundQueue) -> bool {
@@ -190,7 +192,7 @@ mod tests {
         for _ in 0..500 {
             queue.push(stanza("x")).unwrap();
         }
-        queue.take(1_000, drop);
+        queue.take(1_000);
         assert!(queue.lock().items.capacity() <= SLOTS_KEPT_WHEN_EMPTY);
     }
 }
