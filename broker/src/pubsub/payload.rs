@@ -91,7 +91,7 @@ pub fn parse(text: &str) -> Result<Element, PayloadError> {
                         value,
                     });
                 }
-                let element = Element::parsed(prefix, local, ns, declared, attrs);
+                let element = Element::parsed(prefix, local, ns.into(), declared, attrs);
                 if matches!(event, Event::Start(_)) {
                     stack.push(element);
                 } else {

@@ -8,7 +8,6 @@
 //! the serialized subtree is written where it is first used, as Exclusive
 //! XML Canonicalization does).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// The namespace bound to the `xml` prefix by the XML Namespaces spec; it is
@@ -45,7 +44,9 @@ pub struct Attr {
 pub struct Element {
     prefix: Option<String>,
     name: String,
-    ns: String,
+    /// Shared with the parser's binding of it, and so with every element in
+    /// that namespace: one allocation per declaration, not per element.
+    ns: Arc<str>,
     /// Namespace declarations written on this element, `(prefix, uri)`;
     /// prefix `None` is the default namespace.
     declared: Vec<(Option<String>, String)>,
@@ -59,7 +60,7 @@ impl Element {
         Element {
             prefix: None,
             name: name.into(),
-            ns: ns.into(),
+            ns: ns.into().into(),
             declared: Vec::new(),
             attrs: Vec::new(),
             children: Vec::new(),
@@ -71,7 +72,7 @@ impl Element {
     pub fn parsed(
         prefix: Option<String>,
         name: String,
-        ns: String,
+        ns: Arc<str>,
         declared: Vec<(Option<String>, String)>,
         attrs: Vec<Attr>,
     ) -> Self {
@@ -99,7 +100,7 @@ impl Element {
 
     /// True when this element is `name` in namespace `ns`.
     pub fn is(&self, name: &str, ns: &str) -> bool {
-        self.name == name && self.ns == ns
+        self.name == name && &*self.ns == ns
     }
 
     /// The value of the unqualified attribute `name`.
@@ -264,11 +265,10 @@ impl Element {
     }
 
     /// Appends this element's serialization to `out`, within `scope`.
-    fn write_xml(&self, out: &mut String, scope: &Scope<'_>) {
+    fn write_xml<'a>(&'a self, out: &mut String, scope: &Scope<'a>) {
         let mut local = Scope::child_of(scope);
-        let qname = qualified(self.prefix.as_deref(), &self.name);
         out.push('<');
-        out.push_str(&qname);
+        push_qualified(out, self.prefix.as_deref(), &self.name);
         // Declarations the source carried, unless already in scope.
         for (prefix, uri) in &self.declared {
             local.declare_if_needed(out, prefix.as_deref(), uri);
@@ -283,7 +283,7 @@ impl Element {
         }
         for attr in &self.attrs {
             out.push(' ');
-            out.push_str(&qualified(attr.prefix.as_deref(), &attr.name));
+            push_qualified(out, attr.prefix.as_deref(), &attr.name);
             out.push_str("=\"");
             escape_into(out, &attr.value, true);
             out.push('"');
@@ -300,39 +300,51 @@ impl Element {
                 Node::Raw(xml) => out.push_str(xml),
             }
         }
-        let _ = write!(out, "</{qname}>");
+        out.push_str("</");
+        push_qualified(out, self.prefix.as_deref(), &self.name);
+        out.push('>');
     }
 }
 
-fn qualified(prefix: Option<&str>, name: &str) -> String {
-    match prefix {
-        Some(prefix) => format!("{prefix}:{name}"),
-        None => name.to_owned(),
+fn push_qualified(out: &mut String, prefix: Option<&str>, name: &str) {
+    if let Some(prefix) = prefix {
+        out.push_str(prefix);
+        out.push(':');
     }
+    out.push_str(name);
 }
 
 /// Escapes character data (`in_attr`: an attribute value in double quotes).
+/// Runs that need no escaping, most of any text, are copied whole.
 pub fn escape_into(out: &mut String, text: &str, in_attr: bool) {
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' if in_attr => out.push_str("&quot;"),
+    let mut plain = 0;
+    // Every character escaped is ASCII, so a byte index found here is a
+    // character boundary.
+    for (at, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'&' => "&amp;",
+            b'"' if in_attr => "&quot;",
             // Attribute-value normalization (XML 1.0 §3.3.3) would turn these
             // into spaces on re-parse; character references keep them.
-            '\t' if in_attr => out.push_str("&#9;"),
-            '\n' if in_attr => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
-        }
+            b'\t' if in_attr => "&#9;",
+            b'\n' if in_attr => "&#10;",
+            b'\r' => "&#13;",
+            _ => continue,
+        };
+        out.push_str(&text[plain..at]);
+        out.push_str(escaped);
+        plain = at + 1;
     }
+    out.push_str(&text[plain..]);
 }
 
-/// The namespace bindings in force while serializing, innermost first.
+/// The namespace bindings in force while serializing, innermost first;
+/// they borrow the names from the tree being serialized.
 struct Scope<'a> {
     parent: Option<&'a Scope<'a>>,
-    bindings: Vec<(Option<String>, String)>,
+    bindings: Vec<(Option<&'a str>, &'a str)>,
 }
 
 impl<'a> Scope<'a> {
@@ -341,10 +353,10 @@ impl<'a> Scope<'a> {
         bindings: Vec::new(),
     };
 
-    fn with_default(ns: &str) -> Scope<'static> {
+    fn with_default(ns: &'a str) -> Scope<'a> {
         Scope {
             parent: None,
-            bindings: vec![(None, ns.to_owned())],
+            bindings: vec![(None, ns)],
         }
     }
 
@@ -358,7 +370,7 @@ impl<'a> Scope<'a> {
     fn lookup(&self, prefix: Option<&str>) -> Option<&str> {
         let mut scope = Some(self);
         while let Some(s) = scope {
-            if let Some((_, uri)) = s.bindings.iter().find(|(p, _)| p.as_deref() == prefix) {
+            if let Some((_, uri)) = s.bindings.iter().find(|(p, _)| *p == prefix) {
                 return Some(uri);
             }
             scope = s.parent;
@@ -368,7 +380,7 @@ impl<'a> Scope<'a> {
 
     /// Writes `xmlns[:prefix]="uri"` unless `prefix` is already bound to
     /// `uri`. An unbound default namespace counts as the empty namespace.
-    fn declare_if_needed(&mut self, out: &mut String, prefix: Option<&str>, uri: &str) {
+    fn declare_if_needed(&mut self, out: &mut String, prefix: Option<&'a str>, uri: &'a str) {
         let current = self.lookup(prefix);
         let bound = match (prefix, current) {
             (_, Some(current)) => current == uri,
@@ -378,14 +390,15 @@ impl<'a> Scope<'a> {
         if bound {
             return;
         }
-        match prefix {
-            Some(prefix) => out.push_str(&format!(" xmlns:{prefix}=\"")),
-            None => out.push_str(" xmlns=\""),
+        out.push_str(" xmlns");
+        if let Some(prefix) = prefix {
+            out.push(':');
+            out.push_str(prefix);
         }
+        out.push_str("=\"");
         escape_into(out, uri, true);
         out.push('"');
-        self.bindings
-            .push((prefix.map(str::to_owned), uri.to_owned()));
+        self.bindings.push((prefix, uri));
     }
 }
 
@@ -448,5 +461,18 @@ mod tests {
     fn attribute_whitespace_survives_a_round_trip() {
         let e = Element::new("a", "").with_attr("v", "x\ty\nz");
         assert_eq!(e.to_xml(), "<a v=\"x&#9;y&#10;z\"/>");
+    }
+
+    #[test]
+    fn escaping_keeps_the_characters_around_each_reference() {
+        let escape = |text: &str, in_attr: bool| {
+            let mut out = String::new();
+            escape_into(&mut out, text, in_attr);
+            out
+        };
+        assert_eq!(escape("", false), "");
+        assert_eq!(escape("plain ε text", false), "plain ε text");
+        assert_eq!(escape("<é&\"ü>\r\n", false), "&lt;é&amp;\"ü&gt;&#13;\n");
+        assert_eq!(escape("a\"b\tc\nd\r", true), "a&quot;b&#9;c&#10;d&#13;");
     }
 }

@@ -40,6 +40,7 @@
 //! with an explicit stack, never by recursion.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use quick_xml::Reader;
 use quick_xml::escape::{EscapeError, resolve_xml_entity, unescape_with};
@@ -545,14 +546,14 @@ enum Phase {
 #[derive(Debug)]
 struct Binding {
     prefix: Option<String>,
-    uri: String,
+    uri: Arc<str>,
 }
 
 /// A start tag with its names split and its namespace declarations applied.
 struct StartTag {
     prefix: Option<String>,
     name: String,
-    ns: String,
+    ns: Arc<str>,
     declared: Vec<(Option<String>, String)>,
     attrs: Vec<Attr>,
 }
@@ -747,7 +748,7 @@ impl TreeBuilder {
         };
         let header = StreamHeader {
             prefix: start.prefix.clone(),
-            stream_ns: start.ns.clone(),
+            stream_ns: start.ns.to_string(),
             content_ns: start
                 .declared
                 .iter()
@@ -858,9 +859,12 @@ impl TreeBuilder {
         self.bindings
             .extend(declared.iter().map(|(prefix, uri)| Binding {
                 prefix: prefix.clone(),
-                uri: uri.clone(),
+                uri: uri.as_str().into(),
             }));
-        let ns = self.resolve(prefix)?.to_owned();
+        let ns = match self.binding(prefix)? {
+            Some(binding) => binding.uri.clone(),
+            None => resolved_elsewhere(prefix).into(),
+        };
         let mut attrs: Vec<Attr> = Vec::with_capacity(raw_attrs.len());
         for ((attr_prefix, attr_name), value) in raw_attrs {
             // XML Namespaces §6.2: unprefixed attributes are in no namespace.
@@ -892,8 +896,17 @@ impl TreeBuilder {
     /// The namespace `prefix` is bound to; an unbound default namespace is
     /// the empty one.
     fn resolve(&self, prefix: Option<&str>) -> Result<&str, ParseError> {
+        Ok(match self.binding(prefix)? {
+            Some(binding) => &binding.uri,
+            None => resolved_elsewhere(prefix),
+        })
+    }
+
+    /// The declaration in scope that binds `prefix`; `None` for the two
+    /// bindings that need none ([`resolved_elsewhere`]).
+    fn binding(&self, prefix: Option<&str>) -> Result<Option<&Binding>, ParseError> {
         if prefix == Some("xml") {
-            return Ok(XML_NS);
+            return Ok(None);
         }
         match self
             .bindings
@@ -901,12 +914,22 @@ impl TreeBuilder {
             .rev()
             .find(|b| b.prefix.as_deref() == prefix)
         {
-            Some(binding) => Ok(&binding.uri),
+            Some(binding) => Ok(Some(binding)),
             None => match prefix {
                 Some(prefix) => Err(not_well_formed(format!("unbound prefix {prefix}"))),
-                None => Ok(""),
+                None => Ok(None),
             },
         }
+    }
+}
+
+/// The namespace of a prefix no declaration binds, when that is not an
+/// error: `xml` is always bound to [`XML_NS`], and an undeclared default
+/// namespace is the empty one.
+fn resolved_elsewhere(prefix: Option<&str>) -> &'static str {
+    match prefix {
+        Some(_) => XML_NS,
+        None => "",
     }
 }
 
@@ -979,7 +1002,11 @@ fn attribute_value(raw: &str) -> Result<String, ParseError> {
             c => spaced.push(c),
         }
     }
-    let value = unescape(&spaced)?.into_owned();
+    // Most values hold no reference: then `spaced` is the value as it is.
+    let value = match unescape(&spaced)? {
+        Cow::Owned(unescaped) => unescaped,
+        Cow::Borrowed(_) => spaced,
+    };
     check_chars(&value)?;
     Ok(value)
 }

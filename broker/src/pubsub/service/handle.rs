@@ -12,10 +12,9 @@ use crate::pubsub::config::NODE_CONFIG_FORM;
 use crate::pubsub::model::{
     Affiliation, Item, NodeType, SendLastPublishedItem, SubscriptionOptions, SubscriptionState,
 };
-use crate::pubsub::payload;
 use crate::pubsub::request::{
     AuthorizationAnswer, DISCO_INFO_NS, DISCO_ITEMS_NS, MAM_NS, PUBSUB_NS, PUBSUB_OWNER_NS,
-    PublishedItem, Request,
+    PublishedItem, PublishedPayload, Request,
 };
 use crate::pubsub::response::{self, affiliation_element, subscription_element};
 use crate::pubsub::rsm::{self, RsmRequest};
@@ -225,7 +224,7 @@ impl PubsubService {
                 // (apply refuses it too, without the detail, should the node
                 // become a VOEvent node before the command commits).
                 if node_type == Some(VOEVENT_NS)
-                    && let Some(Err(invalid)) = payload.map(voevent::validate)
+                    && let Some(Err(invalid)) = payload.map(|p| &p.voevent)
                 {
                     return Err(
                         StanzaError::pubsub(Condition::BadRequest, "invalid-payload")
@@ -235,7 +234,7 @@ impl PubsubService {
                 if !self.nodes.contains_key(&node) && !ctx.is_local_user(&actor.to_bare()) {
                     return Err(not_found(&node));
                 }
-                let publish = publish_op(node, item.as_ref(), publish_options);
+                let publish = publish_op(node, item, publish_options);
                 self.check_publish(actor, &publish)?;
                 propose(Op::Publish(publish))
             }
@@ -343,18 +342,21 @@ impl PubsubService {
         vtp: Option<proto::VtpIngest>,
         now_micros: i64,
     ) -> Result<Command, voevent::InvalidVoEvent> {
-        voevent::validate(root)?;
+        let payload = PublishedPayload::read(root);
+        if let Err(invalid) = &payload.voevent {
+            return Err(invalid.clone());
+        }
         let options = proto::NodeConfig {
             payload_type: Some(VOEVENT_NS.to_owned()),
             ..proto::NodeConfig::default()
         };
         let item = PublishedItem {
             id: None,
-            payload: Some(root.clone()),
+            payload: Some(payload),
         };
         let publish = proto::Publish {
             vtp: vtp.map(Box::new),
-            ..publish_op(node, Some(&item), Some(options))
+            ..publish_op(node, Some(item), Some(options))
         };
         Ok(command(actor, now_micros, Op::Publish(publish)))
     }
@@ -664,21 +666,22 @@ impl PubsubService {
 /// enforce VOEvent nodes without re-reading XML).
 fn publish_op(
     node: String,
-    item: Option<&PublishedItem>,
+    item: Option<PublishedItem>,
     publish_options: Option<proto::NodeConfig>,
 ) -> proto::Publish {
-    let payload = item.and_then(|i| i.payload.as_ref());
+    let has_item = item.is_some();
+    let (item_id, payload) = item.map(|i| (i.id, i.payload)).unwrap_or_default();
     let voevent_ivorn = payload
-        .filter(|root| root.ns() == VOEVENT_NS)
-        .and_then(|root| voevent::validate(root).ok())
+        .as_ref()
+        .and_then(|p| p.voevent.as_ref().ok())
         .map(|header| header.ivorn.to_string());
     proto::Publish {
         node,
-        item_id: item.and_then(|i| i.id.clone()).unwrap_or_default(),
-        payload: payload.map(payload::serialize).unwrap_or_default(),
+        item_id: item_id.unwrap_or_default(),
+        payload: payload.map(|p| p.xml).unwrap_or_default(),
         publish_options,
         voevent_ivorn,
-        has_item: item.is_some(),
+        has_item,
         vtp: None,
     }
 }

@@ -1,0 +1,133 @@
+//! The CPU a node spends on one published VOEvent before it is proposed,
+//! stage by stage, on a real 2 KiB packet (`Gaia16aac.xml`): parsing the
+//! publish `<iq/>` off the stream, reading it as an XEP-0060 request
+//! (which checks the VOEvent and serializes the payload as it will be
+//! stored and delivered), and dropping the tree. `cargo bench -p vomesh-broker --bench publish_path`
+//! prints µs per publish for each stage; compare stages within one run.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use vomesh_broker::pubsub::payload;
+use vomesh_broker::pubsub::request::Request;
+use vomesh_broker::xml::{Element, ParserLimits, StreamEvent, StreamParser, parse_document};
+
+/// The node's allocator (see `main.rs`): allocation is much of this work.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const LIMITS: ParserLimits = ParserLimits {
+    stanza_bytes_max: 256 * 1024,
+    depth_max: 64,
+    attributes_max: 64,
+};
+/// Publishes per stream: one parser reads them all, as on a session.
+const STANZAS: usize = 2_000;
+const ROUNDS: usize = 5;
+
+fn main() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/voevents/Gaia16aac.xml"
+    );
+    let document = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let voevent = parse_document(&document, LIMITS).expect("the sample VOEvent parses");
+    let stanza = publish_iq(voevent).to_stream_xml("jabber:client");
+    let header = "<stream:stream xmlns='jabber:client' \
+                  xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+    let mut stream = header.as_bytes().to_vec();
+    for _ in 0..STANZAS {
+        stream.extend_from_slice(stanza.as_bytes());
+    }
+    println!(
+        "publish path, {} B stanza ({} B payload), best of {ROUNDS} rounds of {STANZAS}:",
+        stanza.len(),
+        document.len()
+    );
+
+    let parsed = stanzas(&stream);
+    let parse = best(|| black_box(stanzas(&stream)).len());
+    let request = best(|| {
+        parsed
+            .iter()
+            .map(|iq| black_box(Request::try_from(iq)).is_ok() as usize)
+            .sum()
+    });
+    let payloads: Vec<&Element> = parsed.iter().map(payload_of).collect();
+    let serialize = best(|| {
+        payloads
+            .iter()
+            .map(|p| black_box(payload::serialize(p)).len())
+            .sum()
+    });
+    let drop_trees = best_with_setup(|| stanzas(&stream), drop);
+    for (stage, time) in [
+        ("stream parse into a tree", parse),
+        ("XEP-0060 request from the tree", request),
+        ("  of which payload serialization", serialize),
+        ("dropping the trees", drop_trees),
+    ] {
+        println!("  {stage:<34} {:>7.2} µs", micros(time));
+    }
+}
+
+fn publish_iq(payload: Element) -> Element {
+    let item = Element::new("item", "http://jabber.org/protocol/pubsub")
+        .with_attr("id", "ivo-item")
+        .with_child(payload);
+    let publish = Element::new("publish", "http://jabber.org/protocol/pubsub")
+        .with_attr("node", "alerts")
+        .with_child(item);
+    Element::new("iq", "jabber:client")
+        .with_attr("type", "set")
+        .with_attr("id", "p1")
+        .with_attr("to", "pubsub.example.org")
+        .with_child(Element::new("pubsub", "http://jabber.org/protocol/pubsub").with_child(publish))
+}
+
+fn stanzas(stream: &[u8]) -> Vec<Element> {
+    let mut parser = StreamParser::new(LIMITS);
+    let mut events = Vec::with_capacity(STANZAS + 1);
+    // Fed in 16 KiB pieces, the most a TLS record carries.
+    for chunk in stream.chunks(16 * 1024) {
+        parser.push(chunk, &mut events).expect("the stream parses");
+    }
+    events
+        .into_iter()
+        .filter_map(|event| match event {
+            StreamEvent::Stanza(stanza) => Some(stanza),
+            _ => None,
+        })
+        .collect()
+}
+
+fn payload_of(iq: &Element) -> &Element {
+    let mut node = iq;
+    for _ in 0..3 {
+        node = node.children().next().expect("iq/pubsub/publish/item");
+    }
+    node.children().next().expect("the item's payload")
+}
+
+/// The fastest of `ROUNDS` runs of `run`, per stanza.
+fn best(mut run: impl FnMut() -> usize) -> Duration {
+    best_with_setup(|| (), |()| assert!(run() > 0, "the stage did its work"))
+}
+
+/// The fastest of `ROUNDS` runs of `run` on a fresh `setup()`, per stanza;
+/// the setup is not timed.
+fn best_with_setup<T>(mut setup: impl FnMut() -> T, mut run: impl FnMut(T)) -> Duration {
+    (0..ROUNDS)
+        .map(|_| {
+            let input = setup();
+            let started = Instant::now();
+            run(input);
+            started.elapsed() / STANZAS as u32
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
