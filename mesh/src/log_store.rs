@@ -11,7 +11,14 @@
 //!   up to it without waiting for a leader) and is written with
 //!   `Durability::None`: it reaches disk with the next fsynced commit.
 //!
-//! Entries are stored as `vomesh.mesh.Entry` protobufs keyed by log index.
+//! Entries are stored as `vomesh.mesh.Entry` protobufs keyed by log index,
+//! in one table per segment of [`SEGMENT_ENTRIES`] consecutive indexes. A
+//! purge drops the segments it covers whole, which frees their pages in
+//! bulk; deleting entries one at a time is a copy-on-write update of the
+//! B-tree each, and was 11% of a 3-node mesh's CPU under publish load.
+//! The entries a purge leaves in a partly covered segment stay on disk
+//! until a later purge covers all of it, and reads never return them.
+//!
 //! redb is synchronous; every transaction runs on tokio's blocking pool so
 //! an fsync never stalls the Raft core's executor thread.
 
@@ -23,14 +30,19 @@ use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use prost::Message;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use vomesh_proto::mesh as pb;
 
 use crate::power_loss;
 use crate::types::{Entry, LogId, MeshTypes, Vote};
 use crate::wire;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// Entries per log segment (one redb table each).
+const SEGMENT_ENTRIES: u64 = 1024;
+/// Segment tables are named this, then the segment number in hex.
+const SEGMENT_PREFIX: &str = "raft_log.";
+/// The single log table of earlier versions, moved into segments on open.
+const UNSEGMENTED_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
@@ -58,7 +70,7 @@ impl RedbFile {
     /// Opens (or creates) the file and its tables.
     pub(crate) fn open(
         path: &Path,
-        init: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::TableError>,
+        init: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<Arc<Self>, StoreOpenError> {
         let open = || -> Result<Database, redb::Error> {
             let db = if power_loss::power_loss_mode() {
@@ -118,9 +130,8 @@ impl LogStore {
     /// Opens (or creates) the log file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreOpenError> {
         let db = RedbFile::open(path, |txn| {
-            txn.open_table(LOG)?;
             txn.open_table(META)?;
-            Ok(())
+            segment_unsegmented_log(txn)
         })?;
         Ok(Self { db })
     }
@@ -204,13 +215,81 @@ pub(crate) fn invalid_data(e: impl std::error::Error + Send + Sync + 'static) ->
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+fn segment_of(index: u64) -> u64 {
+    index / SEGMENT_ENTRIES
+}
+
+fn segment_table(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+fn segment_name(segment: u64) -> String {
+    format!("{SEGMENT_PREFIX}{segment:016x}")
+}
+
+/// The segments among `tables`, in index order.
+fn segments(tables: impl Iterator<Item = redb::UntypedTableHandle>) -> Vec<u64> {
+    let mut segments: Vec<u64> = tables
+        .filter_map(|table| {
+            let hex = table.name().strip_prefix(SEGMENT_PREFIX)?;
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .collect();
+    segments.sort_unstable();
+    segments
+}
+
+/// Moves the entries of a log written before segments existed into
+/// segments, in the transaction that opens the file.
+fn segment_unsegmented_log(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let exists = txn
+        .list_tables()?
+        .any(|table| table.name() == UNSEGMENTED_LOG.name());
+    if !exists {
+        return Ok(());
+    }
+    {
+        let old = txn.open_table(UNSEGMENTED_LOG)?;
+        for item in old.iter()? {
+            let (index, value) = item?;
+            let name = segment_name(segment_of(index.value()));
+            txn.open_table(segment_table(&name))?
+                .insert(index.value(), value.value())?;
+        }
+    }
+    txn.delete_table(UNSEGMENTED_LOG)?;
+    Ok(())
+}
+
+/// The index of the last purged entry, as the purge marker records it.
+fn last_purged_index(txn: &redb::ReadTransaction) -> io::Result<Option<u64>> {
+    let meta = txn.open_table(META).map_err(io_err)?;
+    match meta.get(KEY_LAST_PURGED).map_err(io_err)? {
+        None => Ok(None),
+        Some(bytes) => pb::LogId::decode(bytes.value())
+            .map(|id| Some(id.index))
+            .map_err(invalid_data),
+    }
+}
+
+/// The first and last index `range` includes, `None` if it includes none.
+fn index_span<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, u64)> {
+    let first = match range.start_bound() {
+        Bound::Included(&index) => index,
+        Bound::Excluded(&index) => index.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let last = match range.end_bound() {
+        Bound::Included(&index) => index,
+        Bound::Excluded(&index) => index.checked_sub(1)?,
+        Bound::Unbounded => u64::MAX,
+    };
+    (first <= last).then_some((first, last))
+}
+
 fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
     let pb = pb::Entry::decode(bytes).map_err(invalid_data)?;
     wire::entry_from_pb(pb).map_err(invalid_data)
-}
-
-fn owned_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
-    (range.start_bound().cloned(), range.end_bound().cloned())
 }
 
 impl RaftLogReader<MeshTypes> for LogStore {
@@ -218,14 +297,28 @@ impl RaftLogReader<MeshTypes> for LogStore {
         &mut self,
         range: RB,
     ) -> io::Result<Vec<Entry>> {
-        let bounds = owned_bounds(&range);
+        let span = index_span(&range);
         self.run(move |db| {
             let txn = db.begin_read().map_err(io_err)?;
-            let table = txn.open_table(LOG).map_err(io_err)?;
             let mut entries = Vec::new();
-            for item in table.range::<u64>(bounds).map_err(io_err)? {
-                let (_, value) = item.map_err(io_err)?;
-                entries.push(decode_entry(value.value())?);
+            // Purged entries still in a partly purged segment are skipped.
+            let unpurged = last_purged_index(&txn)?.map_or(Some(0), |i| i.checked_add(1));
+            let Some((first, last)) = span
+                .zip(unpurged)
+                .map(|((first, last), unpurged)| (first.max(unpurged), last))
+                .filter(|(first, last)| first <= last)
+            else {
+                return Ok(entries);
+            };
+            let wanted = segment_of(first)..=segment_of(last);
+            let tables = txn.list_tables().map_err(io_err)?;
+            for segment in segments(tables).into_iter().filter(|s| wanted.contains(s)) {
+                let name = segment_name(segment);
+                let table = txn.open_table(segment_table(&name)).map_err(io_err)?;
+                for item in table.range(first..=last).map_err(io_err)? {
+                    let (_, value) = item.map_err(io_err)?;
+                    entries.push(decode_entry(value.value())?);
+                }
             }
             Ok(entries)
         })
@@ -251,15 +344,27 @@ impl RaftLogStorage<MeshTypes> for LogStore {
         let last_in_log = self
             .run(|db| {
                 let txn = db.begin_read().map_err(io_err)?;
-                let table = txn.open_table(LOG).map_err(io_err)?;
+                let tables = txn.list_tables().map_err(io_err)?;
+                let Some(&segment) = segments(tables).last() else {
+                    return Ok(None);
+                };
+                let name = segment_name(segment);
+                let table = txn.open_table(segment_table(&name)).map_err(io_err)?;
                 match table.last().map_err(io_err)? {
                     None => Ok(None),
                     Some((_, value)) => decode_entry(value.value()).map(|e| Some(e.log_id)),
                 }
             })
             .await?;
+        // The last entry kept can be a purged one (purges drop whole
+        // segments), or older than the purge point (a snapshot installed
+        // past the end of the log).
+        let last_log_id = match (last_in_log, last_purged) {
+            (Some(kept), Some(purged)) if kept.index <= purged.index => Some(purged),
+            (kept, purged) => kept.or(purged),
+        };
         Ok(LogState {
-            last_log_id: last_in_log.or(last_purged),
+            last_log_id,
             last_purged_log_id: last_purged,
         })
     }
@@ -307,9 +412,10 @@ impl RaftLogStorage<MeshTypes> for LogStore {
         let result = self
             .run(move |db| {
                 let txn = db.begin_write().map_err(io_err)?;
-                {
-                    let mut table = txn.open_table(LOG).map_err(io_err)?;
-                    for (index, bytes) in &encoded {
+                for run in encoded.chunk_by(|(a, _), (b, _)| segment_of(*a) == segment_of(*b)) {
+                    let name = segment_name(segment_of(run[0].0));
+                    let mut table = txn.open_table(segment_table(&name)).map_err(io_err)?;
+                    for (index, bytes) in run {
                         table.insert(*index, bytes.as_slice()).map_err(io_err)?;
                     }
                 }
@@ -333,10 +439,21 @@ impl RaftLogStorage<MeshTypes> for LogStore {
         let from = last_log_id.map_or(0, |id| id.index + 1);
         self.run(move |db| {
             let txn = db.begin_write().map_err(io_err)?;
-            txn.open_table(LOG)
-                .map_err(io_err)?
-                .retain_in(from.., |_, _| false)
-                .map_err(io_err)?;
+            let tables = txn.list_tables().map_err(io_err)?;
+            for segment in segments(tables)
+                .into_iter()
+                .filter(|&s| s >= segment_of(from))
+            {
+                let name = segment_name(segment);
+                if segment * SEGMENT_ENTRIES >= from {
+                    txn.delete_table(segment_table(&name)).map_err(io_err)?;
+                } else {
+                    txn.open_table(segment_table(&name))
+                        .map_err(io_err)?
+                        .retain_in(from.., |_, _| false)
+                        .map_err(io_err)?;
+                }
+            }
             commit(txn, true)
         })
         .await
@@ -353,10 +470,15 @@ impl RaftLogStorage<MeshTypes> for LogStore {
                 .map_err(io_err)?
                 .insert(KEY_LAST_PURGED, marker.as_slice())
                 .map_err(io_err)?;
-            txn.open_table(LOG)
-                .map_err(io_err)?
-                .retain_in(..=upto, |_, _| false)
-                .map_err(io_err)?;
+            let tables = txn.list_tables().map_err(io_err)?;
+            // Only segments that end at or before `upto`.
+            let covered = segments(tables)
+                .into_iter()
+                .take_while(|&s| (s + 1) * SEGMENT_ENTRIES - 1 <= upto);
+            for segment in covered {
+                txn.delete_table(segment_table(&segment_name(segment)))
+                    .map_err(io_err)?;
+            }
             commit(txn, true)
         })
         .await
@@ -367,6 +489,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
 mod tests {
     use bytes::Bytes;
     use openraft::StorageError;
+    use openraft::entry::RaftEntry;
     use openraft::testing::log::{StoreBuilder, Suite};
     use openraft::type_config::TypeConfigExt;
 
@@ -432,5 +555,101 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redb_store_passes_openraft_storage_suite() {
         Suite::test_all(RedbStores).await.unwrap();
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(
+            openraft::impls::leader_id_adv::LeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        )
+    }
+
+    async fn append_blanks(store: &mut LogStore, indexes: std::ops::RangeInclusive<u64>) {
+        let entries = indexes.map(|i| Entry::new_blank(log_id(i)));
+        store.append(entries, IOFlushed::noop()).await.unwrap();
+    }
+
+    async fn indexes(
+        store: &mut LogStore,
+        range: impl RangeBounds<u64> + Clone + Debug + Send,
+    ) -> Vec<u64> {
+        let entries = store.try_get_log_entries(range).await.unwrap();
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    fn segment_count(store: &LogStore) -> usize {
+        segments(store.db.begin_read().unwrap().list_tables().unwrap()).len()
+    }
+
+    #[tokio::test]
+    async fn purge_drops_whole_segments_and_hides_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(&dir.path().join("log.redb")).unwrap();
+        let n = SEGMENT_ENTRIES;
+        append_blanks(&mut store, 1..=3 * n).await;
+        assert_eq!(segment_count(&store), 4, "segments 0..=3");
+
+        // Into segment 1: segment 0 goes, segment 1 stays but reads hide
+        // what was purged of it.
+        store.purge(log_id(n + 9)).await.unwrap();
+        assert_eq!(segment_count(&store), 3);
+        assert_eq!(indexes(&mut store, ..n + 12).await, [n + 10, n + 11]);
+        assert_eq!(indexes(&mut store, 5..=n + 9).await, Vec::<u64>::new());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(n + 9)));
+        assert_eq!(state.last_log_id, Some(log_id(3 * n)));
+
+        // A read spanning segments comes back whole and in order.
+        let spanning = indexes(&mut store, 2 * n - 2..2 * n + 2).await;
+        assert_eq!(spanning, (2 * n - 2..2 * n + 2).collect::<Vec<_>>());
+
+        // Truncating inside segment 2 drops segment 3 and the tail of 2.
+        store.truncate_after(Some(log_id(2 * n + 5))).await.unwrap();
+        assert_eq!(segment_count(&store), 2);
+        assert_eq!(
+            indexes(&mut store, 2 * n + 4..).await,
+            [2 * n + 4, 2 * n + 5]
+        );
+        append_blanks(&mut store, 2 * n + 6..=2 * n + 6).await;
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(2 * n + 6))
+        );
+
+        // A purge past the end of the log (a snapshot installed ahead of
+        // it) leaves the purge point as the last log id.
+        store.purge(log_id(5 * n)).await.unwrap();
+        assert_eq!(segment_count(&store), 0);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(5 * n)));
+        assert_eq!(indexes(&mut store, ..).await, Vec::<u64>::new());
+    }
+
+    #[tokio::test]
+    async fn a_log_written_before_segments_is_moved_into_them_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut old = txn.open_table(UNSEGMENTED_LOG).unwrap();
+                for index in [1, SEGMENT_ENTRIES + 1] {
+                    let entry = Entry::new_blank(log_id(index));
+                    let bytes = wire::entry_to_pb(&entry).unwrap().encode_to_vec();
+                    old.insert(index, bytes.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let mut store = LogStore::open(&path).unwrap();
+        assert_eq!(indexes(&mut store, ..).await, [1, SEGMENT_ENTRIES + 1]);
+        assert_eq!(segment_count(&store), 2);
+        let txn = store.db.begin_read().unwrap();
+        let mut tables = txn.list_tables().unwrap();
+        assert!(!tables.any(|t| t.name() == UNSEGMENTED_LOG.name()));
     }
 }

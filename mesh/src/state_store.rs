@@ -88,7 +88,7 @@ impl<S: StateMachine> StateStore<S> {
     /// Opens (or creates) the snapshot file at `path` and restores `state`
     /// from the snapshot stored there, if any.
     pub fn open(path: &Path, state: S) -> Result<Self, StateOpenError> {
-        let db = RedbFile::open(path, |txn| txn.open_table(SNAPSHOT).map(|_| ()))?;
+        let db = RedbFile::open(path, |txn| Ok(txn.open_table(SNAPSHOT).map(|_| ())?))?;
         let mut store = Self {
             state: SharedState::new(state),
             last_applied: None,
