@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
-use vomesh_mesh::types::{CommittedCommand, StateMachine};
+use vomesh_mesh::types::{CommittedCommand, DeferredSnapshot, StateMachine};
 use vomesh_proto::pubsub::command::Op;
 use vomesh_proto::pubsub::{Command, CommandReply, Publish, command_reply};
 
@@ -134,6 +134,14 @@ impl StateMachine for Replica {
         Bytes::from(self.pubsub.to_snapshot())
     }
 
+    /// A copy of the service shares every item's payload (`Arc`), so it
+    /// costs pointers and ids; serializing copies every payload, twice
+    /// (a 60 MB archive took ~50 ms, during which no command applied).
+    fn snapshot_later(&self) -> DeferredSnapshot {
+        let frozen = self.pubsub.clone();
+        Box::new(move || Bytes::from(frozen.to_snapshot()))
+    }
+
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
         self.pubsub = PubsubService::from_snapshot(
             self.pubsub.service_jid().clone(),
@@ -142,5 +150,59 @@ impl StateMachine for Replica {
         )?;
         record_gauges(&self.pubsub);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vomesh_proto::pubsub::Publish;
+
+    use super::*;
+    use crate::pubsub::{Notification, PubsubLimits};
+    use crate::xml::{ParserLimits, parse_document};
+
+    struct Discard;
+
+    impl Deliver for Discard {
+        fn deliver(&self, _: &Notification, _: i64) {}
+        fn published(&self, _: &Publish, _: &Item) {}
+    }
+
+    const GAIA: &str = include_str!("../tests/data/voevents/Gaia16aac.xml");
+    const SWIFT: &str = include_str!("../tests/data/voevents/SWIFT_bat_position_v2.0_example.xml");
+
+    fn publish(replica: &mut Replica, document: &str, index: u64) {
+        let limits = ParserLimits {
+            stanza_bytes_max: 1 << 20,
+            depth_max: 64,
+            attributes_max: 64,
+        };
+        let root = parse_document(document.as_bytes(), limits).unwrap();
+        let actor = "vtp@localhost".parse().unwrap();
+        let command =
+            PubsubService::voevent_publish(&actor, &root, "voevent/test".into(), None, 1).unwrap();
+        let committed = CommittedCommand {
+            index,
+            command: command.encode_to_vec().into(),
+        };
+        replica.apply(vec![committed]);
+    }
+
+    #[test]
+    fn a_deferred_snapshot_is_of_the_state_when_it_was_taken() {
+        let jid = "pubsub.localhost".parse().unwrap();
+        let service = PubsubService::new(jid, PubsubLimits::default());
+        let mut replica = Replica::new(service, Arc::new(Discard));
+        publish(&mut replica, GAIA, 1);
+        let later = replica.snapshot_later();
+        let now = replica.snapshot();
+
+        publish(&mut replica, SWIFT, 2);
+        assert_ne!(
+            replica.snapshot(),
+            now,
+            "the second publish changed the state"
+        );
+        assert_eq!(later(), now);
     }
 }

@@ -26,8 +26,8 @@ use vomesh_proto::mesh as pb;
 
 use crate::log_store::{RedbFile, StoreOpenError, invalid_data, io_err};
 use crate::types::{
-    CommandResponse, CommittedCommand, LogId, MeshTypeConfig, MeshTypes, Snapshot, SnapshotMeta,
-    StateMachine, StoredMembership,
+    CommandResponse, CommittedCommand, DeferredSnapshot, LogId, MeshTypeConfig, MeshTypes,
+    Snapshot, SnapshotMeta, StateMachine, StoredMembership,
 };
 use crate::wire;
 
@@ -234,9 +234,12 @@ where
 }
 
 /// Builds one snapshot from state captured when the builder was created.
+/// openraft creates it between two applies and builds it in a task of its
+/// own, so the state is serialized (and written) while applying goes on.
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
-    data: Bytes,
+    /// Taken by the one build.
+    data: Option<DeferredSnapshot>,
     db: Arc<RedbFile>,
 }
 
@@ -244,17 +247,24 @@ impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
     type SnapshotData = Bytes;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
-        write_snapshot(self.db.clone(), &self.meta, self.data.clone()).await?;
+        let serialize = self
+            .data
+            .take()
+            .ok_or_else(|| io::Error::other("snapshot builder used twice"))?;
+        let data = tokio::task::spawn_blocking(serialize)
+            .await
+            .map_err(io::Error::other)?;
+        write_snapshot(self.db.clone(), &self.meta, data.clone()).await?;
         metrics::counter!("vomesh_raft_snapshots_built_total").increment(1);
-        metrics::gauge!("vomesh_raft_snapshot_bytes").set(self.data.len() as f64);
+        metrics::gauge!("vomesh_raft_snapshot_bytes").set(data.len() as f64);
         tracing::info!(
             index = self.meta.last_log_id.map_or(0, |id| id.index),
-            bytes = self.data.len(),
+            bytes = data.len(),
             "mesh: snapshot built"
         );
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: self.data.clone(),
+            snapshot: data,
         })
     }
 }
@@ -283,7 +293,7 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             meta: self.current_meta(),
-            data: self.state.read().snapshot(),
+            data: Some(self.state.read().snapshot_later()),
             db: self.db.clone(),
         }
     }

@@ -92,6 +92,10 @@ pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<MeshTypes>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<MeshTypes, Bytes>;
 pub type Raft<S> = openraft::Raft<MeshTypes, crate::state_store::StateStore<S>>;
 
+/// Produces the bytes of [`StateMachine::snapshot`] for the state as it was
+/// when [`StateMachine::snapshot_later`] was called.
+pub type DeferredSnapshot = Box<dyn FnOnce() -> Bytes + Send + Sync>;
+
 /// One committed command handed to [`StateMachine::apply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedCommand {
@@ -127,6 +131,17 @@ pub trait StateMachine: Send + Sync + 'static {
     /// bytes describe the state after exactly the commands applied so far
     /// (a consistent read).
     fn snapshot(&self) -> Bytes;
+
+    /// A consistent copy of the state, to be serialized later, on a blocking
+    /// thread, while `apply` goes on. Called between two `apply` calls, like
+    /// [`Self::snapshot`]. Override it when the state can be copied much
+    /// faster than it is serialized (shared payloads, say): serializing a
+    /// large state at once holds up every command behind it. The default
+    /// serializes at once.
+    fn snapshot_later(&self) -> DeferredSnapshot {
+        let bytes = self.snapshot();
+        Box::new(move || bytes)
+    }
 
     /// Replaces the whole state with one serialized by [`Self::snapshot`].
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Self::RestoreError>;
