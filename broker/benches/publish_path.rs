@@ -90,10 +90,7 @@ fn stanzas(stream: &[u8]) -> Vec<Element> {
     }
     events
         .into_iter()
-        .filter_map(|event| match event {
-            StreamEvent::Stanza(stanza) => Some(stanza),
-            _ => None,
-        })
+        .filter_map(StreamEvent::into_stanza)
         .collect()
 }
 

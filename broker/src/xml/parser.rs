@@ -97,6 +97,16 @@ pub enum StreamEvent {
     End,
 }
 
+impl StreamEvent {
+    /// The top-level element, if this is one.
+    pub fn into_stanza(self) -> Option<Element> {
+        match self {
+            StreamEvent::Stanza(stanza) => Some(stanza),
+            _ => None,
+        }
+    }
+}
+
 /// Why the stream cannot go on. Each maps to a stream error condition
 /// ([`ParseError::condition`]); after one, the parser refuses further input.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -1102,10 +1112,7 @@ mod tests {
         assert_eq!(result, Ok(()));
         events
             .into_iter()
-            .filter_map(|event| match event {
-                StreamEvent::Stanza(stanza) => Some(stanza),
-                _ => None,
-            })
+            .filter_map(StreamEvent::into_stanza)
             .collect()
     }
 
