@@ -56,11 +56,11 @@ pub struct Element {
 
 impl Element {
     /// An element in namespace `ns`, written with the default namespace.
-    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<String>, ns: impl Into<Arc<str>>) -> Self {
         Element {
             prefix: None,
             name: name.into(),
-            ns: ns.into().into(),
+            ns: ns.into(),
             declared: Vec::new(),
             attrs: Vec::new(),
             children: Vec::new(),

@@ -581,6 +581,11 @@ struct TreeBuilder {
     scope_marks: Vec<usize>,
     /// The open elements of the current top-level element, outermost first.
     open: Vec<Element>,
+    /// The two namespaces no declaration binds, shared by the elements in
+    /// them as a declared one is: `xml`'s ([`XML_NS`]), and the empty one
+    /// of unqualified elements (every child of a VOEvent but its root).
+    xml_ns: Arc<str>,
+    no_ns: Arc<str>,
 }
 
 impl TreeBuilder {
@@ -592,6 +597,8 @@ impl TreeBuilder {
             bindings: Vec::new(),
             scope_marks: Vec::new(),
             open: Vec::new(),
+            xml_ns: XML_NS.into(),
+            no_ns: "".into(),
         }
     }
 
@@ -871,10 +878,7 @@ impl TreeBuilder {
                 prefix: prefix.clone(),
                 uri: uri.as_str().into(),
             }));
-        let ns = match self.binding(prefix)? {
-            Some(binding) => binding.uri.clone(),
-            None => resolved_elsewhere(prefix).into(),
-        };
+        let ns = self.namespace(prefix)?.clone();
         let mut attrs: Vec<Attr> = Vec::with_capacity(raw_attrs.len());
         for ((attr_prefix, attr_name), value) in raw_attrs {
             // XML Namespaces §6.2: unprefixed attributes are in no namespace.
@@ -906,17 +910,13 @@ impl TreeBuilder {
     /// The namespace `prefix` is bound to; an unbound default namespace is
     /// the empty one.
     fn resolve(&self, prefix: Option<&str>) -> Result<&str, ParseError> {
-        Ok(match self.binding(prefix)? {
-            Some(binding) => &binding.uri,
-            None => resolved_elsewhere(prefix),
-        })
+        self.namespace(prefix).map(|ns| &**ns)
     }
 
-    /// The declaration in scope that binds `prefix`; `None` for the two
-    /// bindings that need none ([`resolved_elsewhere`]).
-    fn binding(&self, prefix: Option<&str>) -> Result<Option<&Binding>, ParseError> {
+    /// [`Self::resolve`], shared.
+    fn namespace(&self, prefix: Option<&str>) -> Result<&Arc<str>, ParseError> {
         if prefix == Some("xml") {
-            return Ok(None);
+            return Ok(&self.xml_ns);
         }
         match self
             .bindings
@@ -924,22 +924,12 @@ impl TreeBuilder {
             .rev()
             .find(|b| b.prefix.as_deref() == prefix)
         {
-            Some(binding) => Ok(Some(binding)),
+            Some(binding) => Ok(&binding.uri),
             None => match prefix {
                 Some(prefix) => Err(not_well_formed(format!("unbound prefix {prefix}"))),
-                None => Ok(None),
+                None => Ok(&self.no_ns),
             },
         }
-    }
-}
-
-/// The namespace of a prefix no declaration binds, when that is not an
-/// error: `xml` is always bound to [`XML_NS`], and an undeclared default
-/// namespace is the empty one.
-fn resolved_elsewhere(prefix: Option<&str>) -> &'static str {
-    match prefix {
-        Some(_) => XML_NS,
-        None => "",
     }
 }
 
