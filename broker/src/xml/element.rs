@@ -168,6 +168,14 @@ impl Element {
         self
     }
 
+    /// Builder form that replaces all children at once: a parser that
+    /// gathered them elsewhere hands them over in one exactly sized `Vec`
+    /// instead of growing this element's one child at a time.
+    pub fn with_nodes(mut self, nodes: Vec<Node>) -> Self {
+        self.children = nodes;
+        self
+    }
+
     pub fn push_child(&mut self, child: Element) {
         self.children.push(Node::Element(child));
     }

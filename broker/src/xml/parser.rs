@@ -46,7 +46,7 @@ use quick_xml::Reader;
 use quick_xml::escape::{EscapeError, resolve_xml_entity, unescape_with};
 use quick_xml::events::{BytesDecl, BytesStart, BytesText, Event};
 
-use super::element::{Attr, Element, XML_NS};
+use super::element::{Attr, Element, Node, XML_NS};
 
 /// The namespace reserved for namespace declarations (XML Namespaces §3);
 /// no prefix may be bound to it.
@@ -579,8 +579,17 @@ struct TreeBuilder {
     /// For the header and each open element, `bindings.len()` before its
     /// declarations.
     scope_marks: Vec<usize>,
-    /// The open elements of the current top-level element, outermost first.
+    /// The open elements of the current top-level element, outermost
+    /// first, without their children: those are in `nodes`.
     open: Vec<Element>,
+    /// The children read so far of every open element, the innermost
+    /// element's last. An element takes its children in one exactly sized
+    /// `Vec` when it closes; growing each element's own `Vec` a child at a
+    /// time reallocated and moved them at every doubling. Empty, and
+    /// holding no memory, between top-level elements.
+    nodes: Vec<Node>,
+    /// For each open element, `nodes.len()` when it opened.
+    node_marks: Vec<usize>,
     /// The two namespaces no declaration binds, shared by the elements in
     /// them as a declared one is: `xml`'s ([`XML_NS`]), and the empty one
     /// of unqualified elements (every child of a VOEvent but its root).
@@ -597,6 +606,8 @@ impl TreeBuilder {
             bindings: Vec::new(),
             scope_marks: Vec::new(),
             open: Vec::new(),
+            nodes: Vec::new(),
+            node_marks: Vec::new(),
             xml_ns: XML_NS.into(),
             no_ns: "".into(),
         }
@@ -638,11 +649,10 @@ impl TreeBuilder {
                 config.allow_unmatched_ends = true;
                 config.check_end_names = false;
                 match reader.read_event() {
-                    Ok(Event::Start(tag)) => self.start(&tag, false, events),
-                    Ok(Event::Empty(tag)) => self.start(&tag, true, events),
+                    Ok(Event::Start(tag)) => self.start(token, &tag, false, events),
+                    Ok(Event::Empty(tag)) => self.start(token, &tag, true, events),
                     Ok(Event::End(tag)) => {
-                        let name = std::str::from_utf8(tag.name().into_inner())
-                            .map_err(|_| not_well_formed("invalid UTF-8"))?;
+                        let name = within(token, tag.name().into_inner())?;
                         self.end(name, events)
                     }
                     Ok(_) => Err(not_well_formed("malformed tag")),
@@ -654,9 +664,16 @@ impl TreeBuilder {
 
     fn push_text(&mut self, text: &str) -> Result<(), ParseError> {
         check_chars(text)?;
-        match self.open.last_mut() {
-            Some(parent) => {
-                parent.push_text(text);
+        match self.node_marks.last() {
+            Some(&mark) => {
+                // Adjacent text (a CDATA section after character data) is
+                // one node, as `Element::push_text` makes it.
+                let merge = self.nodes.len() > mark;
+                match self.nodes.last_mut() {
+                    Some(Node::Text(previous)) if merge => previous.push_str(text),
+                    _ if text.is_empty() => {}
+                    _ => self.nodes.push(Node::Text(text.to_owned())),
+                }
                 Ok(())
             }
             // Only CDATA can get here: the tokenizer rejects stream-level
@@ -670,26 +687,28 @@ impl TreeBuilder {
 
     fn start(
         &mut self,
+        token: &str,
         tag: &BytesStart<'_>,
         empty: bool,
         events: &mut Vec<StreamEvent>,
     ) -> Result<(), ParseError> {
         match (&self.phase, self.grammar) {
-            (Phase::Prolog, Grammar::Stream) => self.start_stream(tag, empty, events),
+            (Phase::Prolog, Grammar::Stream) => self.start_stream(token, tag, empty, events),
             (Phase::Closed, _) => Err(not_well_formed("a second root element")),
             (Phase::Prolog, Grammar::Document) => {
                 // The root is built like any top-level element, at depth 1,
                 // with no namespace in scope.
                 self.phase = Phase::Root;
-                self.start_element(tag, empty, events)
+                self.start_element(token, tag, empty, events)
             }
-            (Phase::Open { .. } | Phase::Root, _) => self.start_element(tag, empty, events),
+            (Phase::Open { .. } | Phase::Root, _) => self.start_element(token, tag, empty, events),
         }
     }
 
     /// Opens an element below the stream root, or a document's root.
     fn start_element(
         &mut self,
+        token: &str,
         tag: &BytesStart<'_>,
         empty: bool,
         events: &mut Vec<StreamEvent>,
@@ -699,7 +718,7 @@ impl TreeBuilder {
                 limit: self.limits.depth_max,
             });
         }
-        let start = self.read_start(tag)?;
+        let start = self.read_start(token, tag)?;
         let element = Element::parsed(
             start.prefix,
             start.name,
@@ -708,6 +727,7 @@ impl TreeBuilder {
             start.attrs,
         );
         self.open.push(element);
+        self.node_marks.push(self.nodes.len());
         if empty {
             self.close_element(events);
         }
@@ -745,11 +765,12 @@ impl TreeBuilder {
 
     fn start_stream(
         &mut self,
+        token: &str,
         tag: &BytesStart<'_>,
         empty: bool,
         events: &mut Vec<StreamEvent>,
     ) -> Result<(), ParseError> {
-        let start = self.read_start(tag)?;
+        let start = self.read_start(token, tag)?;
         if start.name != "stream" {
             return Err(ParseError::BadFormat(format!(
                 "root element <{}> is not <stream>",
@@ -796,7 +817,7 @@ impl TreeBuilder {
     fn end(&mut self, qname: &str, events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
         match self.open.last() {
             Some(element) => {
-                if qualified(element.prefix(), element.name()) != qname {
+                if !names_element(qname, element) {
                     return Err(not_well_formed(format!(
                         "</{qname}> closes <{}>",
                         qualified(element.prefix(), element.name())
@@ -827,46 +848,56 @@ impl TreeBuilder {
         if let Some(mark) = self.scope_marks.pop() {
             self.bindings.truncate(mark);
         }
-        let Some(element) = self.open.pop() else {
+        let (Some(element), Some(mark)) = (self.open.pop(), self.node_marks.pop()) else {
             return;
         };
-        match self.open.last_mut() {
-            Some(parent) => parent.push_child(element),
-            None => {
-                if matches!(self.phase, Phase::Root) {
-                    self.phase = Phase::Closed;
-                }
-                events.push(StreamEvent::Stanza(element));
-            }
+        let element = element.with_nodes(self.nodes.drain(mark..).collect());
+        if !self.open.is_empty() {
+            self.nodes.push(Node::Element(element));
+            return;
         }
+        // An idle session keeps no memory for the stanza it read last.
+        self.nodes = Vec::new();
+        if matches!(self.phase, Phase::Root) {
+            self.phase = Phase::Closed;
+        }
+        events.push(StreamEvent::Stanza(element));
     }
 
     /// Reads a start tag's attributes, applies its namespace declarations
     /// (opening a scope the matching end pops) and resolves its names.
-    fn read_start(&mut self, tag: &BytesStart<'_>) -> Result<StartTag, ParseError> {
-        let qname = utf8(tag.name().into_inner())?;
+    /// `token` is the whole tag, already validated as UTF-8.
+    fn read_start(&mut self, token: &str, tag: &BytesStart<'_>) -> Result<StartTag, ParseError> {
+        let qname = within(token, tag.name().into_inner())?;
         let (prefix, name) = split_qname(qname)?;
-        let mut declared = Vec::new();
+        let mut declared: Vec<(Option<String>, String)> = Vec::new();
         let mut raw_attrs = Vec::new();
-        // quick-xml's checks reject duplicate qualified names and
-        // malformed attribute syntax.
-        for (count, attr) in tag.attributes().with_checks(true).enumerate() {
+        // quick-xml rejects malformed attribute syntax. Duplicates are
+        // found below, by prefix among the declarations and by expanded
+        // name among the attributes, which covers repeated qualified names
+        // without quick-xml's list of keys for every tag.
+        let mut xml_declared = false;
+        for (count, attr) in tag.attributes().with_checks(false).enumerate() {
             if count >= self.limits.attributes_max {
                 return Err(ParseError::TooManyAttributes {
                     limit: self.limits.attributes_max,
                 });
             }
             let attr = attr.map_err(|e| not_well_formed(e.to_string()))?;
-            let key = utf8(attr.key.into_inner())?;
-            let value = attribute_value(utf8(&attr.value)?)?;
-            if key == "xmlns" {
-                check_binding(None, &value)?;
-                declared.push((None, value));
-            } else if let Some(bound) = key.strip_prefix("xmlns:") {
-                check_binding(Some(bound), &value)?;
+            let key = within(token, attr.key.into_inner())?;
+            let value = attribute_value(within(token, &attr.value)?)?;
+            if let Some(bound) = key.strip_prefix("xmlns").and_then(declared_prefix) {
+                check_binding(bound, &value)?;
+                let repeated = match bound {
+                    Some("xml") => std::mem::replace(&mut xml_declared, true),
+                    _ => declared.iter().any(|(p, _)| p.as_deref() == bound),
+                };
+                if repeated {
+                    return Err(not_well_formed(format!("duplicate attribute {key}")));
+                }
                 // `xml` is always bound; declaring it changes nothing.
-                if bound != "xml" {
-                    declared.push((Some(bound.to_owned()), value));
+                if bound != Some("xml") {
+                    declared.push((bound.map(str::to_owned), value));
                 }
             } else {
                 raw_attrs.push((split_qname(key)?, value));
@@ -933,6 +964,17 @@ impl TreeBuilder {
     }
 }
 
+/// What follows `xmlns` in an attribute name, if it declares a namespace:
+/// `Some(None)` for the default namespace (`xmlns`), `Some(Some(prefix))`
+/// for `xmlns:prefix`, `None` for an attribute that merely starts with
+/// those letters.
+fn declared_prefix(rest: &str) -> Option<Option<&str>> {
+    match rest {
+        "" => Some(None),
+        _ => rest.strip_prefix(':').map(Some),
+    }
+}
+
 /// XML Namespaces §3: `xml` is bound only to its namespace, `xmlns` never
 /// declared, neither namespace bound to another prefix, and a prefix never
 /// undeclared (in Namespaces 1.0).
@@ -976,6 +1018,17 @@ fn utf8(bytes: &[u8]) -> Result<&str, ParseError> {
     std::str::from_utf8(bytes).map_err(|_| not_well_formed("invalid UTF-8"))
 }
 
+/// `part` as text: sliced out of `token`, which was validated as UTF-8
+/// once, when `part` lies within it (the names and values quick-xml
+/// borrows from a tag); validated itself otherwise.
+fn within<'a>(token: &'a str, part: &'a [u8]) -> Result<&'a str, ParseError> {
+    let start = (part.as_ptr() as usize).wrapping_sub(token.as_ptr() as usize);
+    match token.get(start..start.wrapping_add(part.len())) {
+        Some(text) if text.as_ptr() == part.as_ptr() => Ok(text),
+        _ => utf8(part),
+    }
+}
+
 /// Replaces the five predefined entities and character references; any
 /// other entity reference is restricted XML (RFC 6120 §11.1), as an XMPP
 /// stream has no DTD to define one.
@@ -992,20 +1045,26 @@ fn unescape(raw: &str) -> Result<Cow<'_, str>, ParseError> {
 /// whitespace characters written literally become spaces, those written as
 /// character references stay.
 fn attribute_value(raw: &str) -> Result<String, ParseError> {
-    let mut spaced = String::with_capacity(raw.len());
-    let mut chars = raw.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            // §2.11: CR LF is one line end.
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\r' | '\n' | '\t' => spaced.push(' '),
-            c => spaced.push(c),
+    // Most values hold neither a line end, a tab nor a reference: then the
+    // value is `raw` as it is, copied once.
+    let spaced: Cow<'_, str> = if raw.contains(['\r', '\n', '\t']) {
+        let mut spaced = String::with_capacity(raw.len());
+        let mut chars = raw.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                // §2.11: CR LF is one line end.
+                '\r' if chars.peek() == Some(&'\n') => {}
+                '\r' | '\n' | '\t' => spaced.push(' '),
+                c => spaced.push(c),
+            }
         }
-    }
-    // Most values hold no reference: then `spaced` is the value as it is.
+        Cow::Owned(spaced)
+    } else {
+        Cow::Borrowed(raw)
+    };
     let value = match unescape(&spaced)? {
         Cow::Owned(unescaped) => unescaped,
-        Cow::Borrowed(_) => spaced,
+        Cow::Borrowed(_) => spaced.into_owned(),
     };
     check_chars(&value)?;
     Ok(value)
@@ -1013,6 +1072,13 @@ fn attribute_value(raw: &str) -> Result<String, ParseError> {
 
 /// XML 1.0 §2.2: the characters a document may contain.
 fn check_chars(text: &str) -> Result<(), ParseError> {
+    // The refused characters are C0 controls and U+FFFE/U+FFFF, which
+    // UTF-8 encodes starting with 0xEF: text with neither byte, nearly all
+    // of it, is checked a byte at a time, which the compiler vectorizes.
+    let suspect = |b: u8| (b < b' ' && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF;
+    if !text.bytes().any(suspect) {
+        return Ok(());
+    }
     match text.chars().find(|&c| {
         (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
     }) {
@@ -1039,14 +1105,25 @@ fn split_qname(qname: &str) -> Result<(Option<&str>, &str), ParseError> {
 
 /// An approximation of XML 1.0 §2.3 `Name` without colons: ASCII letters,
 /// digits and `-._`, plus any non-ASCII character; not starting with a
-/// digit, `-` or `.`.
+/// digit, `-` or `.`. Checked on bytes: every byte of a non-ASCII
+/// character is 0x80 or above, and no ASCII byte is.
 fn is_ncname(name: &str) -> bool {
-    let is_name_char =
-        |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || !c.is_ascii();
-    match name.chars().next() {
-        Some(first) if first.is_ascii_digit() || matches!(first, '-' | '.') => false,
-        Some(_) => name.chars().all(is_name_char),
-        None => false,
+    let is_name_byte =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') || b >= 0x80;
+    match name.as_bytes() {
+        [first, ..] if first.is_ascii_digit() || matches!(first, b'-' | b'.') => false,
+        [] => false,
+        bytes => bytes.iter().all(|&b| is_name_byte(b)),
+    }
+}
+
+/// True when `qname`, as an end tag spells it, is the qualified name
+/// `element` was opened with; compared in place, as every end tag is.
+fn names_element(qname: &str, element: &Element) -> bool {
+    match (qname.split_once(':'), element.prefix()) {
+        (Some((prefix, local)), Some(opened)) => prefix == opened && local == element.name(),
+        (None, None) => qname == element.name(),
+        _ => false,
     }
 }
 
@@ -1280,6 +1357,38 @@ mod tests {
     }
 
     #[test]
+    fn oversize_is_refused_at_the_same_byte_in_text_tags_and_values() {
+        // In text, in a tag and in an attribute value alike.
+        for (prefix, filler) in [
+            ("<message><body>", b'a'),
+            ("<message to='", b'a'),
+            ("<message to=\"", b'a'),
+            ("<message", b' '),
+        ] {
+            let mut parser = StreamParser::new(ParserLimits {
+                stanza_bytes_max: 100,
+                ..limits()
+            });
+            let mut events = Vec::new();
+            parser
+                .push(SHORT_HEADER.as_bytes(), &mut events)
+                .expect("header fits");
+            let fits = vec![filler; 100 - prefix.len()];
+            parser
+                .push(prefix.as_bytes(), &mut events)
+                .expect("prefix fits");
+            assert_eq!(parser.push(&fits, &mut events), Ok(()), "{prefix}");
+            let over = [filler; 1000];
+            assert_eq!(
+                parser.push(&over, &mut events),
+                Err(ParseError::StanzaTooLarge { limit: 100 }),
+                "{prefix}"
+            );
+            assert!(parser.tokenizer.buf.is_empty(), "{prefix}");
+        }
+    }
+
+    #[test]
     fn stanza_of_exactly_the_limit_is_accepted() {
         let stanza = format!("<message><body>{}</body></message>", "a".repeat(68));
         assert_eq!(stanza.len(), 100);
@@ -1455,6 +1564,25 @@ mod tests {
             error("<m xmlns:p='urn:x' xmlns:q='urn:x' p:a='1' q:a='2'/>").condition(),
             "not-well-formed"
         );
+        // Repeated declarations, the `xml` prefix's included.
+        for repeated in [
+            "<m xmlns='urn:x' xmlns='urn:x'/>",
+            "<m xmlns:p='urn:x' xmlns:p='urn:y'/>",
+            "<m xmlns:xml='http://www.w3.org/XML/1998/namespace' \
+             xmlns:xml='http://www.w3.org/XML/1998/namespace'/>",
+        ] {
+            assert_eq!(error(repeated).condition(), "not-well-formed", "{repeated}");
+        }
+    }
+
+    #[test]
+    fn an_attribute_named_like_xmlns_declares_nothing() {
+        let [m] = &stanzas("<m xmlnsx='1' xmlns:p='urn:p' p:xmlns='2'/>")[..] else {
+            panic!("one stanza");
+        };
+        assert_eq!(m.attr("xmlnsx"), Some("1"));
+        assert_eq!(m.attr_ns("xmlns", "urn:p"), Some("2"));
+        assert_eq!(m.ns(), "jabber:client");
     }
 
     #[test]
