@@ -237,10 +237,16 @@ impl PubsubComponent {
     }
 
     /// Proposes `command` and answers `request` once it is applied here.
-    fn spawn_proposal(self: Arc<Self>, request: Element, command: Command) {
+    fn spawn_proposal(self: Arc<Self>, mut request: Element, command: Command) {
         let Some(permit) = self.inflight_permit(&request) else {
             return;
         };
+        // The answer needs the request's envelope and its pubsub element
+        // (an error echoes it), not the published payloads, which the
+        // command carries serialized: freed now, by the thread that parsed
+        // them and while they are in its cache, rather than after the
+        // commit, cold, on whichever thread answers.
+        drop_item_payloads(&mut request);
         tokio::spawn(async move {
             let is_publish = matches!(command.op, Some(Op::Publish(_)));
             let started = Instant::now();
@@ -331,6 +337,17 @@ fn is_publish(request: &Element) -> bool {
     request
         .child("pubsub", PUBSUB_NS)
         .is_some_and(|pubsub| pubsub.child("publish", PUBSUB_NS).is_some())
+}
+
+/// Empties the `<item/>`s of a publish request (XEP-0060 §7.1), keeping
+/// their ids.
+fn drop_item_payloads(request: &mut Element) {
+    let publish = request
+        .child_mut("pubsub", PUBSUB_NS)
+        .and_then(|pubsub| pubsub.child_mut("publish", PUBSUB_NS));
+    for item in publish.into_iter().flat_map(Element::children_mut) {
+        item.take_nodes();
+    }
 }
 
 /// What a client is told when its write could not be committed. Never a
@@ -452,5 +469,32 @@ mod tests {
             limit_reason(&StanzaError::new(Condition::ItemNotFound)),
             None
         );
+    }
+
+    #[test]
+    fn a_publish_awaiting_its_commit_keeps_what_its_answer_needs() {
+        let item = |id: &str| {
+            Element::new("item", PUBSUB_NS)
+                .with_attr("id", id)
+                .with_child(Element::new(
+                    "VOEvent",
+                    "http://www.ivoa.net/xml/VOEvent/v2.0",
+                ))
+        };
+        let publish = Element::new("publish", PUBSUB_NS)
+            .with_attr("node", "alerts")
+            .with_child(item("a"))
+            .with_child(item("b"));
+        let mut request = Element::new("iq", crate::xmpp::ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", "p1")
+            .with_child(Element::new("pubsub", PUBSUB_NS).with_child(publish));
+        drop_item_payloads(&mut request);
+        assert_eq!(
+            request.to_stream_xml(crate::xmpp::ns::CLIENT),
+            "<iq type=\"set\" id=\"p1\"><pubsub xmlns=\"http://jabber.org/protocol/pubsub\">\
+             <publish node=\"alerts\"><item id=\"a\"/><item id=\"b\"/></publish></pubsub></iq>"
+        );
+        assert!(is_publish(&request));
     }
 }
