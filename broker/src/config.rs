@@ -209,8 +209,13 @@ pub struct MeshConfig {
     /// How long a write may wait in all (forwarding, commit, local apply)
     /// before the client is told it failed.
     pub propose_timeout_ms: Option<u64>,
-    /// Take a snapshot after this many applied entries.
+    /// Take a snapshot after this many applied entries…
     pub snapshot_every_entries: u64,
+    /// …once the commands applied since the last snapshot add up to this
+    /// percentage of its size (0: the entries alone decide), so that the
+    /// snapshots written stay in proportion to what is published however
+    /// large the archive grows.
+    pub snapshot_log_growth_percent: u64,
     /// Entries kept behind a snapshot, so a briefly lagging site catches up
     /// from the log instead of a whole snapshot.
     pub log_entries_kept_after_snapshot: u64,
@@ -241,6 +246,7 @@ impl Default for MeshConfig {
             election_timeout_max_ms: None,
             propose_timeout_ms: None,
             snapshot_every_entries: 10_000,
+            snapshot_log_growth_percent: 100,
             log_entries_kept_after_snapshot: 1_000,
         }
     }
@@ -1002,6 +1008,15 @@ subscriber_allow = ["0.0.0.0/0"]
         let mesh = config.mesh.unwrap();
         assert_eq!(mesh.node_id, 4);
         assert!(mesh.members.is_empty());
+        assert_eq!(
+            (
+                mesh.snapshot_every_entries,
+                mesh.snapshot_log_growth_percent
+            ),
+            (10_000, 100)
+        );
+        let by_entries = parse("[mesh]\nsnapshot_log_growth_percent = 0\n");
+        assert_eq!(by_entries.mesh.unwrap().snapshot_log_growth_percent, 0);
     }
 
     #[test]

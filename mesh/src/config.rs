@@ -70,9 +70,11 @@ impl MeshTimeouts {
 
 /// openraft's configuration for these timeouts and batching limits: the
 /// same at every node (and in the simulator, which runs what ships).
+/// A node passes `SnapshotPolicy::Never` and asks for its snapshots itself
+/// (see [`crate::snapshot_schedule`]).
 pub fn raft_config(
     timeouts: &MeshTimeouts,
-    snapshot_every_entries: u64,
+    snapshot_policy: openraft::SnapshotPolicy,
     log_entries_kept_after_snapshot: u64,
     append_entries_max: u64,
 ) -> Result<openraft::Config, openraft::ConfigError> {
@@ -82,7 +84,7 @@ pub fn raft_config(
         election_timeout_min: timeouts.election_timeout_min_ms,
         election_timeout_max: timeouts.election_timeout_max_ms,
         install_snapshot_timeout: timeouts.snapshot_timeout_ms,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every_entries),
+        snapshot_policy,
         max_in_snapshot_log_to_keep: log_entries_kept_after_snapshot,
         max_payload_entries: append_entries_max,
         // Pre-vote: a node that was cut off does not disrupt a healthy
@@ -119,8 +121,12 @@ pub struct MeshConfig {
     pub identity: NodeIdentity,
     pub timeouts: MeshTimeouts,
     pub limits: TransportLimits,
-    /// Take a snapshot after this many entries were applied since the last.
+    /// Take a snapshot after this many entries were applied since the last…
     pub snapshot_every_entries: u64,
+    /// …and once the commands applied since the last add up to this
+    /// percentage of its size (0: the entries alone decide). See
+    /// [`crate::snapshot_schedule`].
+    pub snapshot_log_growth_percent: u64,
     /// Entries kept in the log behind a snapshot, so a briefly lagging
     /// follower catches up from the log rather than with a snapshot.
     pub log_entries_kept_after_snapshot: u64,
@@ -145,7 +151,8 @@ const APPEND_OVERHEAD_BYTES: usize = 1024;
 
 impl MeshConfig {
     /// A configuration with the defaults: loopback timeouts, default
-    /// transport limits, a snapshot every 10 000 entries keeping 1 000
+    /// transport limits, a snapshot every 10 000 entries once the log since
+    /// the last one is as large as it (100 %), keeping 1 000 entries
     /// behind it, commands up to 320 KiB (a 256 KiB stanza with room for its
     /// envelope), appends of at most 256 entries, 4096 proposals in flight,
     /// no initial members (a single-node mesh).
@@ -166,6 +173,7 @@ impl MeshConfig {
             timeouts: MeshTimeouts::default(),
             limits: TransportLimits::default(),
             snapshot_every_entries: 10_000,
+            snapshot_log_growth_percent: 100,
             log_entries_kept_after_snapshot: 1_000,
             command_bytes_max: 320 * 1024,
             append_entries_max: 256,

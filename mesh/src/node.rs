@@ -36,6 +36,7 @@ use crate::metrics::MetricsExporter;
 use crate::network::NetworkFactory;
 use crate::peer_rpc::Handler;
 use crate::progress::Progress;
+use crate::snapshot_schedule::{self, SnapshotPolicy};
 use crate::state_store::{SharedState, StateOpenError, StateStore};
 use crate::transport::{RpcError, Transport, TransportError, TransportTimeouts};
 use crate::types::{Command, MeshTypes, NodeId, Raft, StateMachine};
@@ -174,6 +175,8 @@ pub(crate) struct Inner<S: StateMachine> {
     /// on them; its task follows Raft's metrics.
     progress: Arc<Progress>,
     progress_task: tokio::task::JoinHandle<()>,
+    /// Asks Raft for a snapshot when one is due.
+    snapshot_task: tokio::task::JoinHandle<()>,
     /// When a follower last got an append or heartbeat from its leader
     /// (the node's start until then).
     pub(crate) leader_contact: std::sync::Mutex<Instant>,
@@ -210,6 +213,7 @@ impl<S: StateMachine> MeshNode<S> {
         let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
         let store = StateStore::open(&config.data_dir.join("raft-snapshot.redb"), state_machine)?;
         let state = store.shared();
+        let applied_since_snapshot = store.applied_since_snapshot();
         let storage_closed = Box::pin(futures_util::future::join(
             log.wait_closed(),
             store.wait_closed(),
@@ -229,7 +233,7 @@ impl<S: StateMachine> MeshNode<S> {
         )?;
         let raft_config = crate::config::raft_config(
             t,
-            config.snapshot_every_entries,
+            openraft::SnapshotPolicy::Never,
             config.log_entries_kept_after_snapshot,
             config.append_entries_max,
         )?;
@@ -248,6 +252,14 @@ impl<S: StateMachine> MeshNode<S> {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let (progress, progress_task) = Progress::follow(&raft);
+        let snapshot_task = snapshot_schedule::follow(
+            raft.clone(),
+            applied_since_snapshot,
+            SnapshotPolicy {
+                every_entries: config.snapshot_every_entries,
+                log_growth_percent: config.snapshot_log_growth_percent,
+            },
+        );
         let inner = Arc::new(Inner {
             id: config.node_id,
             raft: raft.clone(),
@@ -260,6 +272,7 @@ impl<S: StateMachine> MeshNode<S> {
             metrics,
             progress,
             progress_task,
+            snapshot_task,
             leader_contact: std::sync::Mutex::new(Instant::now()),
             client_counter: std::sync::OnceLock::new(),
             storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
@@ -718,6 +731,7 @@ impl<S: StateMachine> MeshNode<S> {
     pub async fn shutdown(&self) {
         self.inner.metrics.stop();
         self.inner.progress_task.abort();
+        self.inner.snapshot_task.abort();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "mesh: raft shutdown");
         }

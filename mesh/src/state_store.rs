@@ -25,6 +25,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use vomesh_proto::mesh as pb;
 
 use crate::log_store::{RedbFile, StoreOpenError, invalid_data, io_err};
+use crate::snapshot_schedule::AppliedSinceSnapshot;
 use crate::types::{
     CommandResponse, CommittedCommand, DeferredSnapshot, LogId, MeshTypeConfig, MeshTypes,
     Snapshot, SnapshotMeta, StateMachine, StoredMembership,
@@ -82,6 +83,8 @@ pub struct StateStore<S> {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     db: Arc<RedbFile>,
+    /// Counted for the node's snapshot schedule.
+    applied_since_snapshot: Arc<AppliedSinceSnapshot>,
 }
 
 impl<S: StateMachine> StateStore<S> {
@@ -94,6 +97,7 @@ impl<S: StateMachine> StateStore<S> {
             last_applied: None,
             last_membership: StoredMembership::default(),
             db,
+            applied_since_snapshot: Arc::default(),
         };
         if let Some(snapshot) = read_snapshot(&store.db).map_err(StateOpenError::Snapshot)? {
             store
@@ -103,6 +107,9 @@ impl<S: StateMachine> StateStore<S> {
                 .map_err(|e| StateOpenError::Restore(Box::new(e)))?;
             store.last_applied = snapshot.meta.last_log_id;
             store.last_membership = snapshot.meta.last_membership;
+            store
+                .applied_since_snapshot
+                .snapshot_size(snapshot.snapshot.len() as u64);
         }
         Ok(store)
     }
@@ -110,6 +117,12 @@ impl<S: StateMachine> StateStore<S> {
     /// The state shared with the application.
     pub fn shared(&self) -> SharedState<S> {
         self.state.clone()
+    }
+
+    /// What this store applied since its last snapshot, for the node's
+    /// snapshot schedule.
+    pub(crate) fn applied_since_snapshot(&self) -> Arc<AppliedSinceSnapshot> {
+        self.applied_since_snapshot.clone()
     }
 
     /// Completes once the store is dropped and the file closed.
@@ -241,6 +254,7 @@ pub struct SnapshotBuilder {
     /// Taken by the one build.
     data: Option<DeferredSnapshot>,
     db: Arc<RedbFile>,
+    applied_since_snapshot: Arc<AppliedSinceSnapshot>,
 }
 
 impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
@@ -255,6 +269,7 @@ impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
             .await
             .map_err(io::Error::other)?;
         write_snapshot(self.db.clone(), &self.meta, data.clone()).await?;
+        self.applied_since_snapshot.snapshot_size(data.len() as u64);
         metrics::counter!("vomesh_raft_snapshots_built_total").increment(1);
         metrics::gauge!("vomesh_raft_snapshot_bytes").set(data.len() as f64);
         tracing::info!(
@@ -281,20 +296,36 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
     where
         Strm: Stream<Item = io::Result<EntryResponder<MeshTypes>>> + Unpin + Send,
     {
-        apply_committed(
+        let (mut entries_applied, mut bytes_applied) = (0, 0);
+        let entries = entries.inspect(|item| {
+            if let Ok((entry, _)) = item {
+                entries_applied += 1;
+                if let EntryPayload::Normal(command) = &entry.payload {
+                    bytes_applied += command.0.len() as u64;
+                }
+            }
+        });
+        let result = apply_committed(
             &self.state,
             &mut self.last_applied,
             &mut self.last_membership,
             entries,
         )
-        .await
+        .await;
+        self.applied_since_snapshot
+            .applied(entries_applied, bytes_applied);
+        result
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // The state is captured now: what is applied from here on counts
+        // towards the next snapshot.
+        self.applied_since_snapshot.restart_count();
         SnapshotBuilder {
             meta: self.current_meta(),
             data: Some(self.state.read().snapshot_later()),
             db: self.db.clone(),
+            applied_since_snapshot: self.applied_since_snapshot.clone(),
         }
     }
 
@@ -306,6 +337,8 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         let bytes = snapshot.len();
+        self.applied_since_snapshot.restart_count();
+        self.applied_since_snapshot.snapshot_size(bytes as u64);
         write_snapshot(self.db.clone(), meta, snapshot).await?;
         metrics::counter!("vomesh_raft_snapshots_installed_total").increment(1);
         metrics::gauge!("vomesh_raft_snapshot_bytes").set(bytes as f64);

@@ -920,6 +920,51 @@ async fn a_node_without_members_is_a_single_node_mesh() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The snapshot indexes a lone node reached while `rounds` rounds of 10
+/// proposals were applied, one round per snapshot check.
+async fn snapshots_over_rounds(growth_percent: u64, rounds: usize) -> anyhow::Result<Vec<u64>> {
+    let dir = tempfile::tempdir()?;
+    let mut config = lone_node_config(dir.path())?;
+    config.snapshot_every_entries = 10;
+    config.snapshot_log_growth_percent = growth_percent;
+    let node = MeshNode::start(config, Kv::default()).await?;
+    let mut taken = Vec::new();
+    for round in 0..rounds {
+        for i in 0..10 {
+            node.propose(cmd(format!("k{round}-{i}={}", "v".repeat(100))))
+                .await?;
+        }
+        // Past the next check and the build it may start.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        if let Some(index) = node.status().snapshot_index
+            && taken.last() != Some(&index)
+        {
+            taken.push(index);
+        }
+    }
+    node.shutdown().await;
+    Ok(taken)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_wait_for_the_log_to_grow_by_a_share_of_the_last_one() -> anyhow::Result<()> {
+    // Every round brings the 10 entries a snapshot needs; the Kv snapshot
+    // holds every command twice, so with 100 % growth the next snapshot
+    // also waits until the log since the last is twice as long as that
+    // snapshot's entries: the state at least triples between snapshots.
+    let by_entries = snapshots_over_rounds(0, 6).await?;
+    assert_eq!(by_entries.len(), 6, "{by_entries:?}");
+    let by_growth = snapshots_over_rounds(100, 6).await?;
+    assert!(
+        (2..=3).contains(&by_growth.len()),
+        "a snapshot at 10 entries, then after the log grew: {by_growth:?}"
+    );
+    for pair in by_growth.windows(2) {
+        assert!(pair[1] >= 3 * pair[0], "{by_growth:?}");
+    }
+    Ok(())
+}
+
 #[test]
 fn limits_that_cannot_carry_a_full_append_are_refused_at_start() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -582,8 +582,11 @@ pub async fn run(options: Options) -> RunReport {
     let slots: Vec<NodeOptions> = (0..options.nodes)
         .map(|slot| environment.node_options(slot, power_loss))
         .collect();
+    // By entries alone (no growth condition): snapshots keep coming, and
+    // being sent to lagging nodes, however large the state gets.
     let settings = format!(
         "snapshot_every_entries = {}\n\
+         snapshot_log_growth_percent = 0\n\
          log_entries_kept_after_snapshot = {}\n\
          heartbeat_interval_ms = 100\n\
          election_timeout_min_ms = 600\n\

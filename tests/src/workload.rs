@@ -30,11 +30,13 @@ pub const SERVICE: &str = "pubsub.localhost";
 /// How long a propose may take before the site answers with an error.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_millis(3_000);
 
-/// Small snapshots, so that they happen within a test, and tight timeouts,
-/// so that elections are quick on loopback.
+/// Small snapshots, by entries alone, so that they happen within a test
+/// however large the state is, and tight timeouts, so that elections are
+/// quick on loopback.
 pub fn mesh_settings() -> String {
     format!(
         "snapshot_every_entries = 20\n\
+         snapshot_log_growth_percent = 0\n\
          log_entries_kept_after_snapshot = 5\n\
          heartbeat_interval_ms = 80\n\
          election_timeout_min_ms = 400\n\

@@ -39,6 +39,7 @@ pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
         .collect::<BTreeMap<_, _>>();
     node.timeouts = timeouts(mesh);
     node.snapshot_every_entries = mesh.snapshot_every_entries;
+    node.snapshot_log_growth_percent = mesh.snapshot_log_growth_percent;
     node.log_entries_kept_after_snapshot = mesh.log_entries_kept_after_snapshot;
     node.proposals_in_flight_max = config.pubsub.max_inflight_proposals;
     // A command carries at most one payload or stanza, plus its envelope;
