@@ -182,6 +182,10 @@ impl Default for AdminConfig {
     }
 }
 
+/// Largest `[mesh] snapshot_log_growth_percent`: a log of ten times the
+/// state between snapshots.
+const SNAPSHOT_LOG_GROWTH_PERCENT_MAX: u64 = 1_000;
+
 /// `[mesh]`: this node's place in the Raft group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -716,6 +720,14 @@ fn validate_mesh(mesh: &MeshConfig) -> Result<(), InvalidConfig> {
             "must be below mesh.election_timeout_max_ms",
         ));
     }
+    // The log kept between snapshots grows to this share of the state: a
+    // bound keeps a typo from meaning "never snapshot again".
+    if mesh.snapshot_log_growth_percent > SNAPSHOT_LOG_GROWTH_PERCENT_MAX {
+        return Err(invalid(
+            "mesh.snapshot_log_growth_percent",
+            format!("must be at most {SNAPSHOT_LOG_GROWTH_PERCENT_MAX}"),
+        ));
+    }
     if mesh.snapshot_every_entries == 0 {
         return Err(invalid(
             "mesh.snapshot_every_entries",
@@ -1017,6 +1029,8 @@ subscriber_allow = ["0.0.0.0/0"]
         );
         let by_entries = parse("[mesh]\nsnapshot_log_growth_percent = 0\n");
         assert_eq!(by_entries.mesh.unwrap().snapshot_log_growth_percent, 0);
+        let never = invalid_key("[mesh]\nsnapshot_log_growth_percent = 1001\n");
+        assert_eq!(never.key, "mesh.snapshot_log_growth_percent");
     }
 
     #[test]
