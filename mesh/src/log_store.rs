@@ -8,8 +8,14 @@
 //!   client writes into one append), and the flush callback fires only after
 //!   that commit returned;
 //! - the committed log id is an optimisation (it lets a restarted node apply
-//!   up to it without waiting for a leader) and is written with
-//!   `Durability::None`: it reaches disk with the next fsynced commit.
+//!   up to it without waiting for a leader): `save_committed` only notes it,
+//!   and the next append (or vote) writes it in its own transaction.
+//!   openraft awaits `save_committed` in its core loop between a commit and
+//!   the apply, so a transaction of its own there (a blocking-pool hop and
+//!   a redb commit) delayed every commit round on every node. A restarted
+//!   node may therefore find a committed id one append older than the last
+//!   one it learned; what it did not apply by itself is applied once a
+//!   leader tells it the commit index again, as without the optimisation.
 //!
 //! Entries are stored as `vomesh.mesh.Entry` protobufs keyed by log index,
 //! in one table per segment of [`SEGMENT_ENTRIES`] consecutive indexes. A
@@ -30,7 +36,7 @@ use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use prost::Message;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use vomesh_proto::mesh as pb;
 
 use crate::power_loss;
@@ -124,6 +130,9 @@ impl std::ops::Deref for RedbFile {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<RedbFile>,
+    /// The committed log id (encoded) last noted by `save_committed` and
+    /// not yet written; taken by the next transaction that writes.
+    committed: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl LogStore {
@@ -133,7 +142,10 @@ impl LogStore {
             txn.open_table(META)?;
             segment_unsegmented_log(txn)
         })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            committed: Arc::default(),
+        })
     }
 
     /// Completes once every clone of this store is dropped and the file closed.
@@ -152,22 +164,33 @@ impl LogStore {
             .map_err(io::Error::other)?
     }
 
-    async fn write_meta(
-        &self,
-        key: &'static str,
-        value: Vec<u8>,
-        durability: Durability,
-    ) -> io::Result<()> {
+    /// Writes `value` under `key`, with the committed log id noted since
+    /// the last write, and fsyncs.
+    async fn write_meta(&self, key: &'static str, value: Vec<u8>) -> io::Result<()> {
+        let committed = self.take_committed();
         self.run(move |db| {
-            let mut txn = db.begin_write().map_err(io_err)?;
-            txn.set_durability(durability).map_err(io_err)?;
-            txn.open_table(META)
-                .map_err(io_err)?
-                .insert(key, value.as_slice())
-                .map_err(io_err)?;
-            commit(txn, matches!(durability, Durability::Immediate))
+            let txn = db.begin_write().map_err(io_err)?;
+            {
+                let mut meta = txn.open_table(META).map_err(io_err)?;
+                meta.insert(key, value.as_slice()).map_err(io_err)?;
+                if let Some(committed) = &committed {
+                    meta.insert(KEY_COMMITTED, committed.as_slice())
+                        .map_err(io_err)?;
+                }
+            }
+            commit(txn)
         })
         .await
+    }
+
+    /// The committed log id noted and not yet written, if any. Taken before
+    /// a write transaction that stores it: if that transaction fails the
+    /// id is lost, which only means a restart applies less by itself.
+    fn take_committed(&self) -> Option<Vec<u8>> {
+        self.committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     async fn read_meta<M: Message + Default + 'static>(
@@ -186,15 +209,13 @@ impl LogStore {
     }
 }
 
-/// Commits `txn`. A commit that fsyncs (redb's default
-/// `Durability::Immediate`) is timed into `vomesh_storage_fsync_seconds`:
-/// every Raft append waits for one, so a slow disk shows there first.
-fn commit(txn: redb::WriteTransaction, fsyncs: bool) -> io::Result<()> {
+/// Commits `txn` with redb's default `Durability::Immediate` (it returns
+/// after the fsync), timed into `vomesh_storage_fsync_seconds`: every Raft
+/// append waits for one, so a slow disk shows there first.
+fn commit(txn: redb::WriteTransaction) -> io::Result<()> {
     let started = std::time::Instant::now();
     txn.commit().map_err(io_err)?;
-    if fsyncs {
-        metrics::histogram!("vomesh_storage_fsync_seconds").record(started.elapsed().as_secs_f64());
-    }
+    metrics::histogram!("vomesh_storage_fsync_seconds").record(started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -375,8 +396,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let bytes = wire::vote_to_pb(vote).encode_to_vec();
-        self.write_meta(KEY_VOTE, bytes, Durability::Immediate)
-            .await
+        self.write_meta(KEY_VOTE, bytes).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
@@ -384,15 +404,27 @@ impl RaftLogStorage<MeshTypes> for LogStore {
             return Ok(());
         };
         let bytes = wire::log_id_to_pb(&committed).encode_to_vec();
-        self.write_meta(KEY_COMMITTED, bytes, Durability::None)
-            .await
+        *self
+            .committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bytes);
+        Ok(())
     }
 
+    /// The id noted last, written or not: within one process the store
+    /// answers with what it was told; after a restart, with what reached
+    /// the disk.
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        Ok(self
-            .read_meta::<pb::LogId>(KEY_COMMITTED)
-            .await?
-            .map(|id| wire::log_id_from_pb(&id)))
+        let noted = self
+            .committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let committed = match noted {
+            Some(bytes) => Some(pb::LogId::decode(bytes.as_slice()).map_err(invalid_data)?),
+            None => self.read_meta::<pb::LogId>(KEY_COMMITTED).await?,
+        };
+        Ok(committed.map(|id| wire::log_id_from_pb(&id)))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<MeshTypes>) -> io::Result<()>
@@ -409,9 +441,16 @@ impl RaftLogStorage<MeshTypes> for LogStore {
                 ))
             })
             .collect::<io::Result<Vec<_>>>()?;
+        let committed = self.take_committed();
         let result = self
             .run(move |db| {
                 let txn = db.begin_write().map_err(io_err)?;
+                if let Some(committed) = &committed {
+                    txn.open_table(META)
+                        .map_err(io_err)?
+                        .insert(KEY_COMMITTED, committed.as_slice())
+                        .map_err(io_err)?;
+                }
                 for run in encoded.chunk_by(|(a, _), (b, _)| segment_of(*a) == segment_of(*b)) {
                     let name = segment_name(segment_of(run[0].0));
                     let mut table = txn.open_table(segment_table(&name)).map_err(io_err)?;
@@ -420,7 +459,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
                     }
                 }
                 // Default durability is Immediate: commit returns after fsync.
-                commit(txn, true)
+                commit(txn)
             })
             .await;
         match result {
@@ -454,7 +493,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
                         .map_err(io_err)?;
                 }
             }
-            commit(txn, true)
+            commit(txn)
         })
         .await
     }
@@ -479,7 +518,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
                 txn.delete_table(segment_table(&segment_name(segment)))
                     .map_err(io_err)?;
             }
-            commit(txn, true)
+            commit(txn)
         })
         .await
     }
@@ -582,6 +621,32 @@ mod tests {
 
     fn segment_count(store: &LogStore) -> usize {
         segments(store.db.begin_read().unwrap().list_tables().unwrap()).len()
+    }
+
+    #[tokio::test]
+    async fn the_committed_id_reaches_the_disk_with_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let mut store = LogStore::open(&path).unwrap();
+        append_blanks(&mut store, 1..=3).await;
+        store.save_committed(Some(log_id(2))).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2)));
+        // Noted, not written: a second handle on the file does not see it.
+        let on_disk = |store: &LogStore| {
+            let txn = store.db.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            meta.get(KEY_COMMITTED)
+                .unwrap()
+                .map(|bytes| pb::LogId::decode(bytes.value()).unwrap().index)
+        };
+        assert_eq!(on_disk(&store), None);
+        append_blanks(&mut store, 4..=4).await;
+        assert_eq!(on_disk(&store), Some(2));
+        store.save_committed(Some(log_id(4))).await.unwrap();
+        drop(store);
+        // Reopened: the last append wrote 2; 4 was only noted.
+        let mut reopened = LogStore::open(&path).unwrap();
+        assert_eq!(reopened.read_committed().await.unwrap(), Some(log_id(2)));
     }
 
     #[tokio::test]
