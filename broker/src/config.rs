@@ -223,6 +223,9 @@ pub struct MeshConfig {
     /// Entries kept behind a snapshot, so a briefly lagging site catches up
     /// from the log instead of a whole snapshot.
     pub log_entries_kept_after_snapshot: u64,
+    /// Memory for the Raft log entries appended last, which replication
+    /// and the apply read back at once; older ones are read from disk.
+    pub log_cache_bytes: usize,
 }
 
 /// The network a mesh spans, which sets its timing defaults.
@@ -252,6 +255,7 @@ impl Default for MeshConfig {
             snapshot_every_entries: 10_000,
             snapshot_log_growth_percent: 100,
             log_entries_kept_after_snapshot: 1_000,
+            log_cache_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -1027,6 +1031,7 @@ subscriber_allow = ["0.0.0.0/0"]
             ),
             (10_000, 100)
         );
+        assert_eq!(mesh.log_cache_bytes, 16 * 1024 * 1024);
         let by_entries = parse("[mesh]\nsnapshot_log_growth_percent = 0\n");
         assert_eq!(by_entries.mesh.unwrap().snapshot_log_growth_percent, 0);
         let never = invalid_key("[mesh]\nsnapshot_log_growth_percent = 1001\n");

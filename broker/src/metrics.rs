@@ -73,6 +73,9 @@ pub mod names {
     pub const DELIVERY_SECONDS: &str = "vomesh_delivery_seconds";
     /// Histogram: duration of each Raft log commit that fsyncs (recorded by the mesh).
     pub const STORAGE_FSYNC_SECONDS: &str = "vomesh_storage_fsync_seconds";
+    /// Counter `{result}`: Raft log reads answered from the entries cached
+    /// in memory (`hit`) or from disk (`miss`) (recorded by the mesh).
+    pub const RAFT_LOG_READS_TOTAL: &str = "vomesh_raft_log_reads_total";
     /// Gauge: bytes of the files in the data directory.
     pub const STORAGE_BYTES: &str = "vomesh_storage_bytes";
     /// Gauge `{peer}`: 1 when the last mesh exchange with the peer got through, else 0 (recorded by the mesh).
@@ -346,6 +349,11 @@ fn describe_all() {
         STORAGE_FSYNC_SECONDS,
         Unit::Seconds,
         "Duration of each Raft log commit that fsyncs."
+    );
+    describe_counter!(
+        RAFT_LOG_READS_TOTAL,
+        Unit::Count,
+        "Raft log reads answered from the entries cached in memory (hit) or from disk (miss)."
     );
     describe_gauge!(
         STORAGE_BYTES,

@@ -130,6 +130,10 @@ pub struct MeshConfig {
     /// Entries kept in the log behind a snapshot, so a briefly lagging
     /// follower catches up from the log rather than with a snapshot.
     pub log_entries_kept_after_snapshot: u64,
+    /// Memory for the entries appended last, which replication and the
+    /// apply read back right after the append (see
+    /// [`crate::log_store`]); older entries are read from disk. 0: none.
+    pub log_cache_bytes: usize,
     /// Largest command `propose` accepts.
     pub command_bytes_max: usize,
     /// Most entries openraft puts in one append. With `command_bytes_max` it
@@ -153,8 +157,8 @@ impl MeshConfig {
     /// A configuration with the defaults: loopback timeouts, default
     /// transport limits, a snapshot every 10 000 entries once the log since
     /// the last one is as large as it (100 %), keeping 1 000 entries
-    /// behind it, commands up to 320 KiB (a 256 KiB stanza with room for its
-    /// envelope), appends of at most 256 entries, 4096 proposals in flight,
+    /// behind it, the last 16 MiB of entries cached in memory, commands up
+    /// to 320 KiB (a 256 KiB stanza with room for its envelope), appends of at most 256 entries, 4096 proposals in flight,
     /// no initial members (a single-node mesh).
     pub fn new(
         node_id: NodeId,
@@ -175,6 +179,7 @@ impl MeshConfig {
             snapshot_every_entries: 10_000,
             snapshot_log_growth_percent: 100,
             log_entries_kept_after_snapshot: 1_000,
+            log_cache_bytes: 16 * 1024 * 1024,
             command_bytes_max: 320 * 1024,
             append_entries_max: 256,
             proposals_in_flight_max: 4096,

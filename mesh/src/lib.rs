@@ -122,6 +122,7 @@ pub mod node;
 pub mod peer_rpc;
 pub mod power_loss;
 mod progress;
+mod recent_entries;
 pub mod snapshot_schedule;
 pub mod state_store;
 pub mod transport;

@@ -9,13 +9,14 @@
 //!   that commit returned;
 //! - the committed log id is an optimisation (it lets a restarted node apply
 //!   up to it without waiting for a leader): `save_committed` only notes it,
-//!   and the next append (or vote) writes it in its own transaction.
+//!   and the next append (or vote) writes it in its own transaction, or
+//!   the store when it is closed.
 //!   openraft awaits `save_committed` in its core loop between a commit and
 //!   the apply, so a transaction of its own there (a blocking-pool hop and
-//!   a redb commit) delayed every commit round on every node. A restarted
-//!   node may therefore find a committed id one append older than the last
-//!   one it learned; what it did not apply by itself is applied once a
-//!   leader tells it the commit index again, as without the optimisation.
+//!   a redb commit) delayed every commit round on every node. A node
+//!   restarted after a crash may therefore find a committed id one append
+//!   older than the last one it learned; what it does not apply by itself
+//!   it applies once a leader tells it the commit index again.
 //!
 //! Entries are stored as `vomesh.mesh.Entry` protobufs keyed by log index,
 //! in one table per segment of [`SEGMENT_ENTRIES`] consecutive indexes. A
@@ -26,7 +27,9 @@
 //! until a later purge covers all of it, and reads never return them.
 //!
 //! redb is synchronous; every transaction runs on tokio's blocking pool so
-//! an fsync never stalls the Raft core's executor thread.
+//! an fsync never stalls the Raft core's executor thread. The entries
+//! appended last are also kept in memory ([`RecentEntries`]), and the reads
+//! that follow each append (replication, apply) are answered from there.
 
 use std::fmt::Debug;
 use std::io;
@@ -40,6 +43,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 use vomesh_proto::mesh as pb;
 
 use crate::power_loss;
+use crate::recent_entries::RecentEntries;
 use crate::types::{Entry, LogId, MeshTypes, Vote};
 use crate::wire;
 
@@ -53,6 +57,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
+/// Counter `{result}`: reads answered from [`RecentEntries`] or from disk.
+const LOG_READS_TOTAL: &str = "vomesh_raft_log_reads_total";
 
 /// Could not open or initialise a redb file.
 #[derive(Debug, thiserror::Error)]
@@ -130,21 +136,81 @@ impl std::ops::Deref for RedbFile {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<RedbFile>,
-    /// The committed log id (encoded) last noted by `save_committed` and
-    /// not yet written; taken by the next transaction that writes.
-    committed: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    committed: Arc<NotedCommitted>,
+    recent: Arc<std::sync::Mutex<RecentEntries>>,
+}
+
+/// The committed log id (encoded) last noted by `save_committed` and not
+/// yet written: taken by the next transaction that writes, or written when
+/// the last handle of the store is dropped (the node shuts down), so that a
+/// node restarted alone after a clean stop applies all it had committed.
+struct NotedCommitted {
+    db: Arc<RedbFile>,
+    id: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl NotedCommitted {
+    fn note(&self, id: Vec<u8>) {
+        *self.lock() = Some(id);
+    }
+
+    /// Taken before a write transaction that stores it: if that
+    /// transaction fails the id is lost, which only means a restart
+    /// applies less by itself.
+    fn take(&self) -> Option<Vec<u8>> {
+        self.lock().take()
+    }
+
+    fn noted(&self) -> Option<Vec<u8>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        self.id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for NotedCommitted {
+    fn drop(&mut self) {
+        let Some(id) = self.take() else {
+            return;
+        };
+        let write = || -> io::Result<()> {
+            let txn = self.db.begin_write().map_err(io_err)?;
+            insert_committed(&txn, &id)?;
+            commit(txn)
+        };
+        if let Err(error) = write() {
+            tracing::warn!(%error, "mesh: the committed log id was not saved at shutdown");
+        }
+    }
+}
+
+fn insert_committed(txn: &redb::WriteTransaction, id: &[u8]) -> io::Result<()> {
+    txn.open_table(META)
+        .map_err(io_err)?
+        .insert(KEY_COMMITTED, id)
+        .map_err(io_err)?;
+    Ok(())
 }
 
 impl LogStore {
-    /// Opens (or creates) the log file at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreOpenError> {
+    /// Opens (or creates) the log file at `path`, keeping up to
+    /// `cache_bytes` of the entries appended last in memory.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreOpenError> {
         let db = RedbFile::open(path, |txn| {
             txn.open_table(META)?;
             segment_unsegmented_log(txn)
         })?;
         Ok(Self {
+            committed: Arc::new(NotedCommitted {
+                db: db.clone(),
+                id: std::sync::Mutex::new(None),
+            }),
             db,
-            committed: Arc::default(),
+            recent: Arc::new(std::sync::Mutex::new(RecentEntries::new(cache_bytes))),
         })
     }
 
@@ -167,30 +233,25 @@ impl LogStore {
     /// Writes `value` under `key`, with the committed log id noted since
     /// the last write, and fsyncs.
     async fn write_meta(&self, key: &'static str, value: Vec<u8>) -> io::Result<()> {
-        let committed = self.take_committed();
+        let committed = self.committed.take();
         self.run(move |db| {
             let txn = db.begin_write().map_err(io_err)?;
-            {
-                let mut meta = txn.open_table(META).map_err(io_err)?;
-                meta.insert(key, value.as_slice()).map_err(io_err)?;
-                if let Some(committed) = &committed {
-                    meta.insert(KEY_COMMITTED, committed.as_slice())
-                        .map_err(io_err)?;
-                }
+            txn.open_table(META)
+                .map_err(io_err)?
+                .insert(key, value.as_slice())
+                .map_err(io_err)?;
+            if let Some(committed) = &committed {
+                insert_committed(&txn, committed)?;
             }
             commit(txn)
         })
         .await
     }
 
-    /// The committed log id noted and not yet written, if any. Taken before
-    /// a write transaction that stores it: if that transaction fails the
-    /// id is lost, which only means a restart applies less by itself.
-    fn take_committed(&self) -> Option<Vec<u8>> {
-        self.committed
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
     }
 
     async fn read_meta<M: Message + Default + 'static>(
@@ -319,6 +380,11 @@ impl RaftLogReader<MeshTypes> for LogStore {
         range: RB,
     ) -> io::Result<Vec<Entry>> {
         let span = index_span(&range);
+        if let Some(entries) = span.and_then(|(first, last)| self.recent().get(first, last)) {
+            metrics::counter!(LOG_READS_TOTAL, "result" => "hit").increment(1);
+            return Ok(entries);
+        }
+        metrics::counter!(LOG_READS_TOTAL, "result" => "miss").increment(1);
         self.run(move |db| {
             let txn = db.begin_read().map_err(io_err)?;
             let mut entries = Vec::new();
@@ -404,10 +470,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
             return Ok(());
         };
         let bytes = wire::log_id_to_pb(&committed).encode_to_vec();
-        *self
-            .committed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bytes);
+        self.committed.note(bytes);
         Ok(())
     }
 
@@ -415,12 +478,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
     /// answers with what it was told; after a restart, with what reached
     /// the disk.
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        let noted = self
-            .committed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let committed = match noted {
+        let committed = match self.committed.noted() {
             Some(bytes) => Some(pb::LogId::decode(bytes.as_slice()).map_err(invalid_data)?),
             None => self.read_meta::<pb::LogId>(KEY_COMMITTED).await?,
         };
@@ -432,24 +490,22 @@ impl RaftLogStorage<MeshTypes> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let encoded = entries
-            .into_iter()
+            .iter()
             .map(|e| {
                 Ok((
                     e.log_id.index,
-                    wire::entry_to_pb(&e).map_err(invalid_data)?.encode_to_vec(),
+                    wire::entry_to_pb(e).map_err(invalid_data)?.encode_to_vec(),
                 ))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let committed = self.take_committed();
+        let committed = self.committed.take();
         let result = self
             .run(move |db| {
                 let txn = db.begin_write().map_err(io_err)?;
                 if let Some(committed) = &committed {
-                    txn.open_table(META)
-                        .map_err(io_err)?
-                        .insert(KEY_COMMITTED, committed.as_slice())
-                        .map_err(io_err)?;
+                    insert_committed(&txn, committed)?;
                 }
                 for run in encoded.chunk_by(|(a, _), (b, _)| segment_of(*a) == segment_of(*b)) {
                     let name = segment_name(segment_of(run[0].0));
@@ -464,6 +520,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
             .await;
         match result {
             Ok(()) => {
+                self.recent().appended(&entries);
                 callback.io_completed(Ok(()));
                 Ok(())
             }
@@ -475,6 +532,10 @@ impl RaftLogStorage<MeshTypes> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        // Forgotten first: whatever the transaction does, no read may be
+        // answered with an entry that is being removed.
+        self.recent()
+            .truncated_after(last_log_id.map(|id| id.index));
         let from = last_log_id.map_or(0, |id| id.index + 1);
         self.run(move |db| {
             let txn = db.begin_write().map_err(io_err)?;
@@ -501,6 +562,7 @@ impl RaftLogStorage<MeshTypes> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         let marker = wire::log_id_to_pb(&log_id).encode_to_vec();
         let upto = log_id.index;
+        self.recent().purged_upto(upto);
         self.run(move |db| {
             let txn = db.begin_write().map_err(io_err)?;
             // The purge marker and the deletion commit together, so the log
@@ -583,8 +645,8 @@ mod tests {
         ) -> Result<(tempfile::TempDir, LogStore, StateStore<Indexes>), StorageError<MeshTypes>>
         {
             let dir = tempfile::tempdir().map_err(|e| storage_error(&e))?;
-            let log =
-                LogStore::open(&dir.path().join("raft-log.redb")).map_err(|e| storage_error(&e))?;
+            let log = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20)
+                .map_err(|e| storage_error(&e))?;
             let sm = StateStore::open(&dir.path().join("raft-snapshot.redb"), Indexes::default())
                 .map_err(|e| storage_error(&e))?;
             Ok((dir, log, sm))
@@ -624,10 +686,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_committed_id_reaches_the_disk_with_the_next_append() {
+    async fn the_committed_id_reaches_the_disk_with_the_next_append_or_at_close() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.redb");
-        let mut store = LogStore::open(&path).unwrap();
+        let mut store = LogStore::open(&path, 1 << 20).unwrap();
         append_blanks(&mut store, 1..=3).await;
         store.save_committed(Some(log_id(2))).await.unwrap();
         assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2)));
@@ -643,16 +705,18 @@ mod tests {
         append_blanks(&mut store, 4..=4).await;
         assert_eq!(on_disk(&store), Some(2));
         store.save_committed(Some(log_id(4))).await.unwrap();
+        let closed = store.wait_closed();
         drop(store);
-        // Reopened: the last append wrote 2; 4 was only noted.
-        let mut reopened = LogStore::open(&path).unwrap();
-        assert_eq!(reopened.read_committed().await.unwrap(), Some(log_id(2)));
+        closed.await;
+        // Written when the store closed.
+        let mut reopened = LogStore::open(&path, 1 << 20).unwrap();
+        assert_eq!(reopened.read_committed().await.unwrap(), Some(log_id(4)));
     }
 
     #[tokio::test]
     async fn purge_drops_whole_segments_and_hides_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = LogStore::open(&dir.path().join("log.redb")).unwrap();
+        let mut store = LogStore::open(&dir.path().join("log.redb"), 0).unwrap();
         let n = SEGMENT_ENTRIES;
         append_blanks(&mut store, 1..=3 * n).await;
         assert_eq!(segment_count(&store), 4, "segments 0..=3");
@@ -710,7 +774,7 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let mut store = LogStore::open(&path).unwrap();
+        let mut store = LogStore::open(&path, 1 << 20).unwrap();
         assert_eq!(indexes(&mut store, ..).await, [1, SEGMENT_ENTRIES + 1]);
         assert_eq!(segment_count(&store), 2);
         let txn = store.db.begin_read().unwrap();

@@ -21,7 +21,9 @@
 //! `vomesh_mesh_peers_refused_total{reason}` (handshake: no certificate from
 //! the cluster CA; identity: a node id its certificate does not carry).
 //! The log store times each fsyncing commit into
-//! `vomesh_storage_fsync_seconds`; snapshots are counted where they happen:
+//! `vomesh_storage_fsync_seconds` and counts its reads into
+//! `vomesh_raft_log_reads_total{result}` (`hit`: from the entries cached in
+//! memory, `miss`: from disk); snapshots are counted where they happen:
 //! `vomesh_raft_snapshots_built_total`, `_installed_total`,
 //! `_sent_total{peer,outcome}`, and `vomesh_raft_snapshot_bytes`.
 //!

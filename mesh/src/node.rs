@@ -210,7 +210,10 @@ impl<S: StateMachine> MeshNode<S> {
             path: config.data_dir.clone(),
             source,
         })?;
-        let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
+        let log = LogStore::open(
+            &config.data_dir.join("raft-log.redb"),
+            config.log_cache_bytes,
+        )?;
         let store = StateStore::open(&config.data_dir.join("raft-snapshot.redb"), state_machine)?;
         let state = store.shared();
         let applied_since_snapshot = store.applied_since_snapshot();

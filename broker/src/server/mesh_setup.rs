@@ -41,6 +41,7 @@ pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
     node.snapshot_every_entries = mesh.snapshot_every_entries;
     node.snapshot_log_growth_percent = mesh.snapshot_log_growth_percent;
     node.log_entries_kept_after_snapshot = mesh.log_entries_kept_after_snapshot;
+    node.log_cache_bytes = mesh.log_cache_bytes;
     node.proposals_in_flight_max = config.pubsub.max_inflight_proposals;
     // A command carries at most one payload or stanza, plus its envelope;
     // appends of `append_entries_max` such commands must fit one frame.

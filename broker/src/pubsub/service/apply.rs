@@ -105,7 +105,7 @@ impl PubsubService {
         let mut delivering: Vec<(&Jid, &str)> = node
             .subscriptions
             .iter()
-            .filter(|s| s.state == SubscriptionState::Subscribed && s.options.deliver)
+            .filter(|s| delivers(s))
             .map(|s| (&s.jid, s.subid.as_str()))
             .collect();
         delivering.sort_unstable();
@@ -139,10 +139,20 @@ impl PubsubService {
     /// collection, only entities the leaf would let read its items are
     /// told: an open leaf, or one they are affiliated with (presence and
     /// roster checks need site-local rosters, which `apply` does not have).
-    fn item_event(&self, node_id: &str, body: String) -> Vec<Notification> {
+    ///
+    /// The body is made only when someone may be told: most events of a
+    /// busy node have no subscriber at some site, or none at all, and the
+    /// body copies the whole payload.
+    fn item_event(&self, node_id: &str, body: impl FnOnce() -> String) -> Vec<Notification> {
         let Some(leaf) = self.nodes.get(node_id) else {
             return Vec::new();
         };
+        let told_here =
+            leaf.config.deliver_notifications && leaf.subscriptions.iter().any(delivers);
+        if !told_here && leaf.config.collections.is_empty() {
+            return Vec::new();
+        }
+        let body = body();
         if leaf.config.collections.is_empty() {
             return Self::broadcast(leaf, body);
         }
@@ -165,7 +175,7 @@ impl PubsubService {
             let recipients: Vec<Jid> = collection
                 .subscriptions
                 .iter()
-                .filter(|s| s.state == SubscriptionState::Subscribed && s.options.deliver)
+                .filter(|s| delivers(s))
                 .map(|s| &s.jid)
                 .filter(|jid| readable(jid) && told.insert((*jid).clone()))
                 .cloned()
@@ -507,10 +517,7 @@ impl PubsubService {
             );
         }
         let limits = self.limits;
-        let PubsubService {
-            nodes, service_jid, ..
-        } = self;
-        let node = nodes.get_mut(&p.node).ok_or_else(|| not_found(&p.node))?;
+        let node = self.node_mut(&p.node)?;
         let id = match (&p.item_id, &p.voevent_ivorn) {
             (id, _) if !id.is_empty() => id.clone(),
             (_, Some(ivorn)) if node.config.payload_type == VOEVENT_NS => ivorn.clone(),
@@ -544,12 +551,9 @@ impl PubsubService {
                 node.archive_pop_oldest();
             }
         }
-        let body = response::item_notification_xml(
-            service_jid,
-            &node.id,
-            &item,
-            node.config.deliver_payloads,
-        );
+        let deliver_payloads = node.config.deliver_payloads;
+        let body =
+            || response::item_notification_xml(&self.service_jid, &p.node, &item, deliver_payloads);
         Ok((
             Some(response::publish_reply(&p.node, &id)),
             self.item_event(&p.node, body),
@@ -567,7 +571,7 @@ impl PubsubService {
         if !(node.config.notify_retract || r.notify) {
             return Ok((None, Vec::new()));
         }
-        let body = response::retract_event(&node.id, &r.item_ids).to_xml();
+        let body = || response::retract_event(&r.node, &r.item_ids).to_xml();
         Ok((None, self.item_event(&r.node, body)))
     }
 
@@ -607,4 +611,10 @@ impl PubsubService {
         }
         Vec::new()
     }
+}
+
+/// A subscription notifications go to: approved, and not switched off with
+/// XEP-0060 §6.3.8 `pubsub#deliver`.
+fn delivers(subscription: &Subscription) -> bool {
+    subscription.state == SubscriptionState::Subscribed && subscription.options.deliver
 }
