@@ -596,7 +596,7 @@ mod tests {
 
     use super::*;
     use crate::state_store::StateStore;
-    use crate::types::{CommittedCommand, StateMachine};
+    use crate::types::{CommittedCommand, StateMachine, test_log_id};
 
     /// Remembers the indexes it applied; enough for openraft's suite, which
     /// only applies blank and membership entries.
@@ -658,18 +658,8 @@ mod tests {
         Suite::test_all(RedbStores).await.unwrap();
     }
 
-    fn log_id(index: u64) -> LogId {
-        LogId::new(
-            openraft::impls::leader_id_adv::LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index,
-        )
-    }
-
     async fn append_blanks(store: &mut LogStore, indexes: std::ops::RangeInclusive<u64>) {
-        let entries = indexes.map(|i| Entry::new_blank(log_id(i)));
+        let entries = indexes.map(|i| Entry::new_blank(test_log_id(i)));
         store.append(entries, IOFlushed::noop()).await.unwrap();
     }
 
@@ -691,8 +681,8 @@ mod tests {
         let path = dir.path().join("log.redb");
         let mut store = LogStore::open(&path, 1 << 20).unwrap();
         append_blanks(&mut store, 1..=3).await;
-        store.save_committed(Some(log_id(2))).await.unwrap();
-        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2)));
+        store.save_committed(Some(test_log_id(2))).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(test_log_id(2)));
         // Noted, not written: a second handle on the file does not see it.
         let on_disk = |store: &LogStore| {
             let txn = store.db.begin_read().unwrap();
@@ -704,13 +694,16 @@ mod tests {
         assert_eq!(on_disk(&store), None);
         append_blanks(&mut store, 4..=4).await;
         assert_eq!(on_disk(&store), Some(2));
-        store.save_committed(Some(log_id(4))).await.unwrap();
+        store.save_committed(Some(test_log_id(4))).await.unwrap();
         let closed = store.wait_closed();
         drop(store);
         closed.await;
         // Written when the store closed.
         let mut reopened = LogStore::open(&path, 1 << 20).unwrap();
-        assert_eq!(reopened.read_committed().await.unwrap(), Some(log_id(4)));
+        assert_eq!(
+            reopened.read_committed().await.unwrap(),
+            Some(test_log_id(4))
+        );
     }
 
     #[tokio::test]
@@ -723,20 +716,23 @@ mod tests {
 
         // Into segment 1: segment 0 goes, segment 1 stays but reads hide
         // what was purged of it.
-        store.purge(log_id(n + 9)).await.unwrap();
+        store.purge(test_log_id(n + 9)).await.unwrap();
         assert_eq!(segment_count(&store), 3);
         assert_eq!(indexes(&mut store, ..n + 12).await, [n + 10, n + 11]);
         assert_eq!(indexes(&mut store, 5..=n + 9).await, Vec::<u64>::new());
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(n + 9)));
-        assert_eq!(state.last_log_id, Some(log_id(3 * n)));
+        assert_eq!(state.last_purged_log_id, Some(test_log_id(n + 9)));
+        assert_eq!(state.last_log_id, Some(test_log_id(3 * n)));
 
         // A read spanning segments comes back whole and in order.
         let spanning = indexes(&mut store, 2 * n - 2..2 * n + 2).await;
         assert_eq!(spanning, (2 * n - 2..2 * n + 2).collect::<Vec<_>>());
 
         // Truncating inside segment 2 drops segment 3 and the tail of 2.
-        store.truncate_after(Some(log_id(2 * n + 5))).await.unwrap();
+        store
+            .truncate_after(Some(test_log_id(2 * n + 5)))
+            .await
+            .unwrap();
         assert_eq!(segment_count(&store), 2);
         assert_eq!(
             indexes(&mut store, 2 * n + 4..).await,
@@ -745,15 +741,15 @@ mod tests {
         append_blanks(&mut store, 2 * n + 6..=2 * n + 6).await;
         assert_eq!(
             store.get_log_state().await.unwrap().last_log_id,
-            Some(log_id(2 * n + 6))
+            Some(test_log_id(2 * n + 6))
         );
 
         // A purge past the end of the log (a snapshot installed ahead of
         // it) leaves the purge point as the last log id.
-        store.purge(log_id(5 * n)).await.unwrap();
+        store.purge(test_log_id(5 * n)).await.unwrap();
         assert_eq!(segment_count(&store), 0);
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_log_id, Some(log_id(5 * n)));
+        assert_eq!(state.last_log_id, Some(test_log_id(5 * n)));
         assert_eq!(indexes(&mut store, ..).await, Vec::<u64>::new());
     }
 
@@ -767,7 +763,7 @@ mod tests {
             {
                 let mut old = txn.open_table(UNSEGMENTED_LOG).unwrap();
                 for index in [1, SEGMENT_ENTRIES + 1] {
-                    let entry = Entry::new_blank(log_id(index));
+                    let entry = Entry::new_blank(test_log_id(index));
                     let bytes = wire::entry_to_pb(&entry).unwrap().encode_to_vec();
                     old.insert(index, bytes.as_slice()).unwrap();
                 }

@@ -121,22 +121,12 @@ mod tests {
     use openraft::entry::RaftEntry;
 
     use super::*;
-    use crate::types::{Command, LogId};
-
-    fn log_id(index: u64) -> LogId {
-        LogId::new(
-            openraft::impls::leader_id_adv::LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index,
-        )
-    }
+    use crate::types::{Command, test_log_id};
 
     /// Entries `indexes`, each with a command of `len` bytes.
     fn entries(indexes: std::ops::RangeInclusive<u64>, len: usize) -> Vec<Entry> {
         indexes
-            .map(|i| Entry::new_normal(log_id(i), Command(Bytes::from(vec![b'x'; len]))))
+            .map(|i| Entry::new_normal(test_log_id(i), Command(Bytes::from(vec![b'x'; len]))))
             .collect()
     }
 
