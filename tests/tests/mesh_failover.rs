@@ -126,14 +126,23 @@ async fn follower_that_missed_compacted_entries_catches_up_by_snapshot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     workload.stop_publishers().await;
-    let snapshot_index = cluster.nodes[leader]
-        .status()
-        .and_then(|s| s["snapshot_index"].as_u64())
-        .unwrap_or(0);
-    // The leader keeps 5 entries behind its snapshot: the follower's next
-    // entry is no longer in the leader's log, only in its snapshot.
+    // The leader keeps 5 entries behind its snapshot: once its snapshot is
+    // this far on, the follower's next entry is no longer in the leader's
+    // log, only in its snapshot. Snapshots are asked for by a node task
+    // every 500 ms, so the last one may come after the publishes end.
+    let compacted_past_follower = follower_last + 5 + 1;
+    let snapshot_index = loop {
+        let snapshot_index = cluster.nodes[leader]
+            .status()
+            .and_then(|s| s["snapshot_index"].as_u64())
+            .unwrap_or(0);
+        if snapshot_index > compacted_past_follower || Instant::now() >= deadline {
+            break snapshot_index;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
-        snapshot_index > follower_last + 5 + 1,
+        snapshot_index > compacted_past_follower,
         "the leader compacted its log past the follower (snapshot at {snapshot_index}, \
          follower at {follower_last})"
     );
