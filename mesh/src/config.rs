@@ -158,8 +158,9 @@ impl MeshConfig {
     /// transport limits, a snapshot every 10 000 entries once the log since
     /// the last one is as large as it (100 %), keeping 1 000 entries
     /// behind it, the last 16 MiB of entries cached in memory, commands up
-    /// to 320 KiB (a 256 KiB stanza with room for its envelope), appends of at most 256 entries, 4096 proposals in flight,
-    /// no initial members (a single-node mesh).
+    /// to 320 KiB (a 256 KiB stanza with room for its envelope), appends of
+    /// at most 256 entries, 4096 proposals in flight, no initial members (a
+    /// single-node mesh).
     pub fn new(
         node_id: NodeId,
         listen: SocketAddr,

@@ -82,19 +82,6 @@ impl<C> MeshTypeConfig for C where
 /// A node's address as stored in the Raft membership.
 pub type Node = openraft::BasicNode;
 pub type LogId = openraft::type_config::alias::LogIdOf<MeshTypes>;
-
-/// The id of entry `index` written by node 1 in term 1, for tests of
-/// what stores and serves entries.
-#[cfg(test)]
-pub(crate) fn test_log_id(index: u64) -> LogId {
-    LogId::new(
-        openraft::impls::leader_id_adv::LeaderId {
-            term: 1,
-            node_id: 1,
-        },
-        index,
-    )
-}
 pub type Vote = openraft::type_config::alias::VoteOf<MeshTypes>;
 pub type Entry = openraft::type_config::alias::EntryOf<MeshTypes>;
 pub type Membership = openraft::Membership<NodeId, Node>;
@@ -158,4 +145,17 @@ pub trait StateMachine: Send + Sync + 'static {
 
     /// Replaces the whole state with one serialized by [`Self::snapshot`].
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Self::RestoreError>;
+}
+
+/// The id of entry `index` written by node 1 in term 1, for tests of
+/// what stores and serves entries.
+#[cfg(test)]
+pub(crate) fn test_log_id(index: u64) -> LogId {
+    LogId::new(
+        openraft::impls::leader_id_adv::LeaderId {
+            term: 1,
+            node_id: 1,
+        },
+        index,
+    )
 }

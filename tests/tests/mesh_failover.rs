@@ -131,6 +131,7 @@ async fn follower_that_missed_compacted_entries_catches_up_by_snapshot() {
     // log, only in its snapshot. Snapshots are asked for by a node task
     // every 500 ms, so the last one may come after the publishes end.
     let compacted_past_follower = follower_last + 5 + 1;
+    let deadline = Instant::now() + RECOVERY_TIMEOUT;
     let snapshot_index = loop {
         let snapshot_index = cluster.nodes[leader]
             .status()
