@@ -39,9 +39,11 @@ use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use prost::Message;
+use redb::backends::FileBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use vomesh_proto::mesh as pb;
 
+use crate::paced_writes::PacedWrites;
 use crate::power_loss;
 use crate::recent_entries::RecentEntries;
 use crate::types::{Entry, LogId, MeshTypes, Vote};
@@ -78,22 +80,55 @@ pub(crate) struct RedbFile {
     closed: tokio::sync::watch::Sender<()>,
 }
 
+/// How a redb file's writes reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writes {
+    /// As redb issues and syncs them: the log, whose every transaction is
+    /// small and synced.
+    AsIssued,
+    /// Synced every [`crate::paced_writes::PACE_BYTES`] as well: the snapshot, one
+    /// large value per transaction (see [`PacedWrites`]).
+    Paced,
+}
+
+/// Opens (or creates) a file for redb as `Database::create` does.
+pub(crate) fn open_redb_file(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 impl RedbFile {
     /// Opens (or creates) the file and its tables.
     pub(crate) fn open(
         path: &Path,
+        writes: Writes,
         init: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<Arc<Self>, StoreOpenError> {
         let open = || -> Result<Database, redb::Error> {
-            let db = if power_loss::power_loss_mode() {
+            let power_loss = power_loss::power_loss_mode();
+            if power_loss {
                 tracing::warn!(
                     path = %path.display(),
                     "{}=1: unsynced writes are kept in memory and lost on a crash (test-only)",
                     power_loss::POWER_LOSS_ENV
                 );
-                power_loss::create_database(path)?
-            } else {
-                Database::create(path)?
+            }
+            let builder = redb::Builder::new();
+            let db = match (writes, power_loss) {
+                (Writes::AsIssued, false) => builder.create(path)?,
+                (Writes::AsIssued, true) => {
+                    builder.create_with_backend(power_loss::backend(path)?)?
+                }
+                (Writes::Paced, false) => builder.create_with_backend(PacedWrites::new(
+                    FileBackend::new(open_redb_file(path).map_err(redb::DatabaseError::from)?)?,
+                ))?,
+                (Writes::Paced, true) => {
+                    builder.create_with_backend(PacedWrites::new(power_loss::backend(path)?))?
+                }
             };
             let txn = db.begin_write()?;
             init(&txn)?;
@@ -202,7 +237,7 @@ impl LogStore {
     /// Opens (or creates) the log file at `path`, keeping up to
     /// `cache_bytes` of the entries appended last in memory.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreOpenError> {
-        let db = RedbFile::open(path, |txn| {
+        let db = RedbFile::open(path, Writes::AsIssued, |txn| {
             txn.open_table(META)?;
             segment_unsegmented_log(txn)
         })?;

@@ -5,9 +5,11 @@
 //! The application state is in memory. At start [`StateStore::open`]
 //! restores it from the stored snapshot; openraft then re-applies the
 //! committed log entries that follow. A snapshot is taken from a consistent
-//! read: [`StateMachine::snapshot`] runs on the state machine task between
-//! two apply batches, and the bytes are written to redb afterwards on the
-//! blocking pool, so apply pauses only for the serialisation.
+//! read: [`StateMachine::snapshot_later`] captures the state on the state
+//! machine task between two apply batches, and a thread of its own, at a
+//! lower priority, serializes it and writes it to redb while applying goes
+//! on, syncing as it writes (`paced_writes.rs`) so that the log's
+//! fsyncs do not queue behind the whole snapshot.
 //!
 //! The state is shared with the application through [`SharedState`] for
 //! local (non-linearizable) reads.
@@ -24,7 +26,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use vomesh_proto::mesh as pb;
 
-use crate::log_store::{RedbFile, StoreOpenError, invalid_data, io_err};
+use crate::log_store::{RedbFile, StoreOpenError, Writes, invalid_data, io_err};
 use crate::snapshot_schedule::AppliedSinceSnapshot;
 use crate::types::{
     CommandResponse, CommittedCommand, DeferredSnapshot, LogId, MeshTypeConfig, MeshTypes,
@@ -91,7 +93,9 @@ impl<S: StateMachine> StateStore<S> {
     /// Opens (or creates) the snapshot file at `path` and restores `state`
     /// from the snapshot stored there, if any.
     pub fn open(path: &Path, state: S) -> Result<Self, StateOpenError> {
-        let db = RedbFile::open(path, |txn| Ok(txn.open_table(SNAPSHOT).map(|_| ())?))?;
+        let db = RedbFile::open(path, Writes::Paced, |txn| {
+            Ok(txn.open_table(SNAPSHOT).map(|_| ())?)
+        })?;
         let mut store = Self {
             state: SharedState::new(state),
             last_applied: None,
@@ -165,21 +169,52 @@ fn read_snapshot(db: &Database) -> io::Result<Option<Snapshot>> {
     }))
 }
 
-async fn write_snapshot(db: Arc<RedbFile>, meta: &SnapshotMeta, data: Bytes) -> io::Result<()> {
+/// Stores `data` as the latest snapshot, durably (blocking).
+fn write_snapshot(db: &RedbFile, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
     let meta = wire::snapshot_meta_to_pb(meta)
         .map_err(invalid_data)?
         .encode_to_vec();
-    tokio::task::spawn_blocking(move || {
-        let txn = db.begin_write().map_err(io_err)?;
-        {
-            let mut table = txn.open_table(SNAPSHOT).map_err(io_err)?;
-            table.insert(KEY_META, meta.as_slice()).map_err(io_err)?;
-            table.insert(KEY_DATA, data.as_ref()).map_err(io_err)?;
-        }
-        txn.commit().map_err(io_err)
-    })
-    .await
-    .map_err(io::Error::other)?
+    let txn = db.begin_write().map_err(io_err)?;
+    {
+        let mut table = txn.open_table(SNAPSHOT).map_err(io_err)?;
+        table.insert(KEY_META, meta.as_slice()).map_err(io_err)?;
+        table.insert(KEY_DATA, data).map_err(io_err)?;
+    }
+    txn.commit().map_err(io_err)
+}
+
+/// How much lower than the node's other threads the snapshot builder runs
+/// (a nice value). Building one serializes and writes the whole state,
+/// tens of milliseconds of CPU per 100 MB, while commits wait for the same
+/// cores: at +10 the scheduler gives the builder about a tenth of a
+/// contended core, and all of an idle one.
+const SNAPSHOT_NICENESS: i32 = 10;
+
+/// Runs `build` on a thread of its own at [`SNAPSHOT_NICENESS`], rather
+/// than on the blocking pool, whose threads also append to the log and
+/// would keep the lowered priority.
+async fn in_background<T: Send + 'static>(
+    build: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("vomesh-snapshot".into())
+        .spawn(move || {
+            lower_priority();
+            // The receiver is gone only when the build was abandoned.
+            let _ = done.send(build());
+        })?;
+    result
+        .await
+        .map_err(|_| io::Error::other("the snapshot thread ended without a result"))?
+}
+
+fn lower_priority() {
+    let thread = rustix::thread::gettid();
+    // Linux keeps a nice value per thread: this one alone is lowered.
+    if let Err(e) = rustix::process::setpriority_process(Some(thread), SNAPSHOT_NICENESS) {
+        tracing::debug!(error = %e, "mesh: snapshot thread keeps its priority");
+    }
 }
 
 /// Hands a batch of committed entries to the application's
@@ -265,10 +300,13 @@ impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
             .data
             .take()
             .ok_or_else(|| io::Error::other("snapshot builder used twice"))?;
-        let data = tokio::task::spawn_blocking(serialize)
-            .await
-            .map_err(io::Error::other)?;
-        write_snapshot(self.db.clone(), &self.meta, data.clone()).await?;
+        let (db, meta) = (self.db.clone(), self.meta.clone());
+        let data = in_background(move || {
+            let data = serialize();
+            write_snapshot(&db, &meta, &data)?;
+            Ok(data)
+        })
+        .await?;
         self.applied_since_snapshot.snapshot_size(data.len() as u64);
         metrics::counter!("vomesh_raft_snapshots_built_total").increment(1);
         metrics::gauge!("vomesh_raft_snapshot_bytes").set(data.len() as f64);
@@ -339,7 +377,10 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
         let bytes = snapshot.len();
         self.applied_since_snapshot.restart_count();
         self.applied_since_snapshot.snapshot_size(bytes as u64);
-        write_snapshot(self.db.clone(), meta, snapshot).await?;
+        let (db, meta_copy) = (self.db.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || write_snapshot(&db, &meta_copy, &snapshot))
+            .await
+            .map_err(io::Error::other)??;
         metrics::counter!("vomesh_raft_snapshots_installed_total").increment(1);
         metrics::gauge!("vomesh_raft_snapshot_bytes").set(bytes as f64);
         tracing::info!(
@@ -355,5 +396,31 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
         tokio::task::spawn_blocking(move || read_snapshot(&db))
             .await
             .map_err(io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_niceness() -> i32 {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+            .expect("a thread may read its own priority")
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_built_at_a_lower_priority_than_the_node() {
+        let node = own_niceness();
+        let builder = in_background(|| Ok(own_niceness())).await.unwrap();
+        assert_eq!(builder, (node + SNAPSHOT_NICENESS).min(19));
+        assert_eq!(own_niceness(), node, "the caller keeps its priority");
+    }
+
+    #[tokio::test]
+    async fn a_failed_build_reports_its_error() {
+        let error = in_background(|| -> io::Result<()> { Err(io::Error::other("disk full")) })
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "disk full");
     }
 }

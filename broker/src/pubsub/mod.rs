@@ -26,7 +26,8 @@
 //!   [`PubsubService::next_expiry_micros`].
 //! - Publishers that are not XMPP clients (the VTP bridge):
 //!   [`PubsubService::voevent_publish`].
-//! - Raft snapshots: [`PubsubService::to_snapshot`] /
+//! - Raft snapshots: [`PubsubService::to_snapshot`] (or
+//!   [`PubsubService::freeze`] now, [`FrozenState::encode`] later) /
 //!   [`PubsubService::from_snapshot`].
 //!
 //! # Not implemented
@@ -66,5 +67,6 @@ pub mod service;
 pub use config::PubsubLimits;
 pub use error::{Condition, ErrorType, StanzaError};
 pub use service::{
-    Handled, MessageKind, Meta, Notification, Outcome, PubsubService, RequestContext, SnapshotError,
+    FrozenState, Handled, MessageKind, Meta, Notification, Outcome, PubsubService, RequestContext,
+    SnapshotError,
 };

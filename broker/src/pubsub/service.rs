@@ -257,7 +257,7 @@ mod checks;
 mod handle;
 mod snapshot;
 
-pub use snapshot::SnapshotError;
+pub use snapshot::{FrozenState, SnapshotError};
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Snapshots of the whole service state (`vomesh.pubsub.Snapshot`), for
 //! Raft snapshot transfer and restart.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
@@ -23,10 +24,64 @@ pub enum SnapshotError {
     Config { node: String, error: StanzaError },
 }
 
+/// The state a snapshot encodes, as it was at one log index: what
+/// [`PubsubService::freeze`] captures between two applies, encoded later
+/// by [`FrozenState::encode`] off the apply path. Items are shared
+/// (`Arc`), not copied, and the node's derived indexes (the current items
+/// by id, every IVORN's archived versions) are left out, since a restore
+/// rebuilds them: copying them took an allocation per archived event, all
+/// while no command could apply.
+pub struct FrozenState {
+    last_index: u64,
+    nodes: Vec<FrozenNode>,
+    accounts: BTreeMap<String, Vec<u8>>,
+}
+
+struct FrozenNode {
+    id: String,
+    config: NodeConfig,
+    creator: BareJid,
+    created_micros: i64,
+    affiliations: BTreeMap<BareJid, Affiliation>,
+    subscriptions: Vec<Subscription>,
+    /// The current items, in publication order.
+    items: Vec<Arc<Item>>,
+    archive: VecDeque<Arc<Item>>,
+}
+
 impl PubsubService {
     /// The whole state as a `vomesh.pubsub.Snapshot`.
     pub fn to_snapshot(&self) -> Vec<u8> {
-        let record = |item: &Item| proto::ItemRecord {
+        self.freeze().encode()
+    }
+
+    /// Captures the state for a snapshot encoded later.
+    pub fn freeze(&self) -> FrozenState {
+        FrozenState {
+            last_index: self.last_index,
+            nodes: self
+                .nodes
+                .values()
+                .map(|node| FrozenNode {
+                    id: node.id.clone(),
+                    config: node.config.clone(),
+                    creator: node.creator.clone(),
+                    created_micros: node.created_micros,
+                    affiliations: node.affiliations.clone(),
+                    subscriptions: node.subscriptions.clone(),
+                    items: node.items_in_order().cloned().collect(),
+                    archive: node.archive.clone(),
+                })
+                .collect(),
+            accounts: self.accounts.clone(),
+        }
+    }
+}
+
+impl FrozenState {
+    /// The captured state as a `vomesh.pubsub.Snapshot`.
+    pub fn encode(self) -> Vec<u8> {
+        let record = |item: &Arc<Item>| proto::ItemRecord {
             id: item.id.clone(),
             payload: item.payload.to_string(),
             publisher: item.publisher.to_string(),
@@ -35,9 +90,8 @@ impl PubsubService {
         };
         let nodes = self
             .nodes
-            .values()
+            .into_iter()
             .map(|node| proto::NodeState {
-                node: node.id.clone(),
                 config: Some(node.config.to_proto()),
                 creator: node.creator.to_string(),
                 created_micros: node.created_micros,
@@ -59,8 +113,9 @@ impl PubsubService {
                         options: Some(s.options.to_proto()),
                     })
                     .collect(),
-                items: node.items_in_order().map(|i| record(i)).collect(),
-                archive: node.archive.iter().map(|i| record(i)).collect(),
+                items: node.items.iter().map(record).collect(),
+                archive: node.archive.iter().map(record).collect(),
+                node: node.id,
             })
             .collect();
         proto::Snapshot {
@@ -68,16 +123,18 @@ impl PubsubService {
             nodes,
             accounts: self
                 .accounts
-                .iter()
+                .into_iter()
                 .map(|(username, credentials)| proto::AddAccount {
-                    username: username.clone(),
-                    credentials: credentials.clone(),
+                    username,
+                    credentials,
                 })
                 .collect(),
         }
         .encode_to_vec()
     }
+}
 
+impl PubsubService {
     /// Restores a service from [`PubsubService::to_snapshot`] bytes.
     pub fn from_snapshot(
         service_jid: BareJid,
