@@ -226,6 +226,11 @@ pub struct MeshConfig {
     /// Memory for the Raft log entries appended last, which replication
     /// and the apply read back at once; older ones are read from disk.
     pub log_cache_bytes: usize,
+    /// The largest snapshot this site accepts from a leader (it is held in
+    /// memory whole). A site that fell behind the log kept after a
+    /// snapshot can only catch up if the leader's snapshot fits: set it
+    /// above the size the archive will reach (`vomesh_raft_snapshot_bytes`).
+    pub snapshot_bytes_max: u64,
 }
 
 /// The network a mesh spans, which sets its timing defaults.
@@ -256,6 +261,7 @@ impl Default for MeshConfig {
             snapshot_log_growth_percent: 100,
             log_entries_kept_after_snapshot: 1_000,
             log_cache_bytes: 16 * 1024 * 1024,
+            snapshot_bytes_max: 1024 * 1024 * 1024,
         }
     }
 }
@@ -732,6 +738,9 @@ fn validate_mesh(mesh: &MeshConfig) -> Result<(), InvalidConfig> {
             format!("must be at most {SNAPSHOT_LOG_GROWTH_PERCENT_MAX}"),
         ));
     }
+    if mesh.snapshot_bytes_max == 0 {
+        return Err(invalid("mesh.snapshot_bytes_max", "must be greater than 0"));
+    }
     if mesh.snapshot_every_entries == 0 {
         return Err(invalid(
             "mesh.snapshot_every_entries",
@@ -1032,10 +1041,15 @@ subscriber_allow = ["0.0.0.0/0"]
             (10_000, 100)
         );
         assert_eq!(mesh.log_cache_bytes, 16 * 1024 * 1024);
+        assert_eq!(mesh.snapshot_bytes_max, 1024 * 1024 * 1024);
         let by_entries = parse("[mesh]\nsnapshot_log_growth_percent = 0\n");
         assert_eq!(by_entries.mesh.unwrap().snapshot_log_growth_percent, 0);
         let never = invalid_key("[mesh]\nsnapshot_log_growth_percent = 1001\n");
         assert_eq!(never.key, "mesh.snapshot_log_growth_percent");
+        let none_accepted = invalid_key("[mesh]\nsnapshot_bytes_max = 0\n");
+        assert_eq!(none_accepted.key, "mesh.snapshot_bytes_max");
+        let larger = parse("[mesh]\nsnapshot_bytes_max = 8589934592\n");
+        assert_eq!(larger.mesh.unwrap().snapshot_bytes_max, 8 << 30);
     }
 
     #[test]

@@ -39,11 +39,9 @@ use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use prost::Message;
-use redb::backends::FileBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use vomesh_proto::mesh as pb;
 
-use crate::paced_writes::PacedWrites;
 use crate::power_loss;
 use crate::recent_entries::RecentEntries;
 use crate::types::{Entry, LogId, MeshTypes, Vote};
@@ -71,64 +69,48 @@ pub struct StoreOpenError {
     pub source: redb::Error,
 }
 
+/// Lets others wait until its owner is dropped: declared as the owner's
+/// last field, it is dropped after the fields that hold files.
+pub(crate) struct DropSignal(tokio::sync::watch::Sender<()>);
+
+impl DropSignal {
+    pub(crate) fn new() -> Self {
+        Self(tokio::sync::watch::channel(()).0)
+    }
+
+    /// A future that completes once the owner is dropped. Holds no handle
+    /// to the owner itself.
+    pub(crate) fn dropped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move { while rx.changed().await.is_ok() {} }
+    }
+}
+
 /// A redb database that reports when it has been closed: `db` is declared
 /// before `closed`, so the database is dropped (flushed, its file lock
-/// released) before dropping the sender wakes whoever waits on
+/// released) before `closed` wakes whoever waits on
 /// [`RedbFile::wait_closed`].
 pub(crate) struct RedbFile {
     db: Database,
-    closed: tokio::sync::watch::Sender<()>,
-}
-
-/// How a redb file's writes reach the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Writes {
-    /// As redb issues and syncs them: the log, whose every transaction is
-    /// small and synced.
-    AsIssued,
-    /// Synced every [`crate::paced_writes::PACE_BYTES`] as well: the snapshot, one
-    /// large value per transaction (see [`PacedWrites`]).
-    Paced,
-}
-
-/// Opens (or creates) a file for redb as `Database::create` does.
-pub(crate) fn open_redb_file(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+    closed: DropSignal,
 }
 
 impl RedbFile {
     /// Opens (or creates) the file and its tables.
     pub(crate) fn open(
         path: &Path,
-        writes: Writes,
         init: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<Arc<Self>, StoreOpenError> {
         let open = || -> Result<Database, redb::Error> {
-            let power_loss = power_loss::power_loss_mode();
-            if power_loss {
+            let db = if power_loss::power_loss_mode() {
                 tracing::warn!(
                     path = %path.display(),
                     "{}=1: unsynced writes are kept in memory and lost on a crash (test-only)",
                     power_loss::POWER_LOSS_ENV
                 );
-            }
-            let builder = redb::Builder::new();
-            let db = match (writes, power_loss) {
-                (Writes::AsIssued, false) => builder.create(path)?,
-                (Writes::AsIssued, true) => {
-                    builder.create_with_backend(power_loss::backend(path)?)?
-                }
-                (Writes::Paced, false) => builder.create_with_backend(PacedWrites::new(
-                    FileBackend::new(open_redb_file(path).map_err(redb::DatabaseError::from)?)?,
-                ))?,
-                (Writes::Paced, true) => {
-                    builder.create_with_backend(PacedWrites::new(power_loss::backend(path)?))?
-                }
+                power_loss::create_database(path)?
+            } else {
+                Database::create(path)?
             };
             let txn = db.begin_write()?;
             init(&txn)?;
@@ -146,15 +128,14 @@ impl RedbFile {
         })?;
         Ok(Arc::new(Self {
             db,
-            closed: tokio::sync::watch::channel(()).0,
+            closed: DropSignal::new(),
         }))
     }
 
     /// A future that completes once the last handle is dropped and the file
     /// is closed. Holds no handle itself.
     pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.closed.subscribe();
-        async move { while rx.changed().await.is_ok() {} }
+        self.closed.dropped()
     }
 }
 
@@ -237,7 +218,7 @@ impl LogStore {
     /// Opens (or creates) the log file at `path`, keeping up to
     /// `cache_bytes` of the entries appended last in memory.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreOpenError> {
-        let db = RedbFile::open(path, Writes::AsIssued, |txn| {
+        let db = RedbFile::open(path, |txn| {
             txn.open_table(META)?;
             segment_unsegmented_log(txn)
         })?;
@@ -318,7 +299,7 @@ fn commit(txn: redb::WriteTransaction) -> io::Result<()> {
 }
 
 /// fsyncs the directory holding `path`, making its entry durable.
-fn sync_parent_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_parent_dir(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -686,8 +667,8 @@ mod tests {
             let dir = tempfile::tempdir().map_err(|e| storage_error(&e))?;
             let log = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20)
                 .map_err(|e| storage_error(&e))?;
-            let sm = StateStore::open(&dir.path().join("raft-snapshot.redb"), Indexes::default())
-                .map_err(|e| storage_error(&e))?;
+            let sm =
+                StateStore::open(dir.path(), Indexes::default()).map_err(|e| storage_error(&e))?;
             Ok((dir, log, sm))
         }
     }

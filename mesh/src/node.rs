@@ -214,7 +214,7 @@ impl<S: StateMachine> MeshNode<S> {
             &config.data_dir.join("raft-log.redb"),
             config.log_cache_bytes,
         )?;
-        let store = StateStore::open(&config.data_dir.join("raft-snapshot.redb"), state_machine)?;
+        let store = StateStore::open(&config.data_dir, state_machine)?;
         let state = store.shared();
         let applied_since_snapshot = store.applied_since_snapshot();
         let storage_closed = Box::pin(futures_util::future::join(

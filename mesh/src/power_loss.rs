@@ -33,14 +33,14 @@ pub fn power_loss_mode() -> bool {
 
 /// Opens (or creates) the redb file at `path` on this backend.
 pub fn create_database(path: &std::path::Path) -> Result<redb::Database, redb::Error> {
-    Ok(redb::Builder::new().create_with_backend(backend(path)?)?)
-}
-
-/// This backend on the file at `path` (created if missing).
-pub(crate) fn backend(
-    path: &std::path::Path,
-) -> Result<UnsyncedWritesLostOnCrash, redb::DatabaseError> {
-    UnsyncedWritesLostOnCrash::new(crate::log_store::open_redb_file(path)?)
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(redb::DatabaseError::from)?;
+    Ok(redb::Builder::new().create_with_backend(UnsyncedWritesLostOnCrash::new(file)?)?)
 }
 
 /// A change to the file not yet synced, in the order redb made it.

@@ -1,15 +1,14 @@
 //! openraft's state machine side: hands committed commands to the
 //! application's [`StateMachine`], tracks what was applied, and keeps the
-//! latest snapshot durable in a redb file (`raft-snapshot.redb`).
+//! latest snapshot durable in a file of its own (`raft-snapshot.bin`, see
+//! [`crate::snapshot_file`]).
 //!
 //! The application state is in memory. At start [`StateStore::open`]
 //! restores it from the stored snapshot; openraft then re-applies the
 //! committed log entries that follow. A snapshot is taken from a consistent
 //! read: [`StateMachine::snapshot_later`] captures the state on the state
 //! machine task between two apply batches, and a thread of its own, at a
-//! lower priority, serializes it and writes it to redb while applying goes
-//! on, syncing as it writes (`paced_writes.rs`) so that the log's
-//! fsyncs do not queue behind the whole snapshot.
+//! lower priority, serializes it and writes it while applying goes on.
 //!
 //! The state is shared with the application through [`SharedState`] for
 //! local (non-linearizable) reads.
@@ -23,10 +22,11 @@ use futures_util::{Stream, StreamExt};
 use openraft::EntryPayload;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use prost::Message;
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 use vomesh_proto::mesh as pb;
 
-use crate::log_store::{RedbFile, StoreOpenError, Writes, invalid_data, io_err};
+use crate::log_store::{invalid_data, io_err, sync_parent_dir};
+use crate::snapshot_file::{SnapshotFile, StoredSnapshot};
 use crate::snapshot_schedule::AppliedSinceSnapshot;
 use crate::types::{
     CommandResponse, CommittedCommand, DeferredSnapshot, LogId, MeshTypeConfig, MeshTypes,
@@ -34,6 +34,9 @@ use crate::types::{
 };
 use crate::wire;
 
+/// Where versions before `raft-snapshot.bin` kept the snapshot; moved into
+/// that file when the store opens.
+const LEGACY_FILE_NAME: &str = "raft-snapshot.redb";
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const KEY_META: &str = "meta";
 const KEY_DATA: &str = "data";
@@ -84,26 +87,25 @@ pub struct StateStore<S> {
     state: SharedState<S>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
-    db: Arc<RedbFile>,
+    file: Arc<SnapshotFile>,
     /// Counted for the node's snapshot schedule.
     applied_since_snapshot: Arc<AppliedSinceSnapshot>,
 }
 
 impl<S: StateMachine> StateStore<S> {
-    /// Opens (or creates) the snapshot file at `path` and restores `state`
-    /// from the snapshot stored there, if any.
-    pub fn open(path: &Path, state: S) -> Result<Self, StateOpenError> {
-        let db = RedbFile::open(path, Writes::Paced, |txn| {
-            Ok(txn.open_table(SNAPSHOT).map(|_| ())?)
-        })?;
+    /// Opens the snapshot file in the data directory `dir` and restores
+    /// `state` from the snapshot stored there, if any.
+    pub fn open(dir: &Path, state: S) -> Result<Self, StateOpenError> {
+        let file = SnapshotFile::open(dir).map_err(StateOpenError::Snapshot)?;
+        let stored = stored_snapshot(dir, &file).map_err(StateOpenError::Snapshot)?;
         let mut store = Self {
             state: SharedState::new(state),
             last_applied: None,
             last_membership: StoredMembership::default(),
-            db,
+            file: Arc::new(file),
             applied_since_snapshot: Arc::default(),
         };
-        if let Some(snapshot) = read_snapshot(&store.db).map_err(StateOpenError::Snapshot)? {
+        if let Some(snapshot) = stored {
             store
                 .state
                 .write()
@@ -129,9 +131,9 @@ impl<S: StateMachine> StateStore<S> {
         self.applied_since_snapshot.clone()
     }
 
-    /// Completes once the store is dropped and the file closed.
+    /// Completes once the store is dropped and no snapshot is being built.
     pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.db.wait_closed()
+        self.file.wait_closed()
     }
 
     fn current_meta(&self) -> SnapshotMeta {
@@ -145,42 +147,67 @@ impl<S: StateMachine> StateStore<S> {
 /// The state machine store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StateOpenError {
-    #[error(transparent)]
-    Open(#[from] StoreOpenError),
     #[error("stored snapshot unreadable: {0}")]
     Snapshot(io::Error),
     #[error("stored snapshot could not be restored: {0}")]
     Restore(Box<dyn std::error::Error + Send + Sync>),
 }
 
-fn read_snapshot(db: &Database) -> io::Result<Option<Snapshot>> {
+/// The stored snapshot: the file's, or the one an earlier version kept in
+/// redb, which is moved into the file first (the redb file is then
+/// removed).
+fn stored_snapshot(dir: &Path, file: &SnapshotFile) -> io::Result<Option<Snapshot>> {
+    let legacy = dir.join(LEGACY_FILE_NAME);
+    let stored = match file.read()? {
+        None if legacy.exists() => {
+            let stored = read_legacy_snapshot(&legacy)?;
+            if let Some(stored) = &stored {
+                file.write(&stored.meta, &stored.data)?;
+                tracing::info!(from = %legacy.display(), "mesh: snapshot moved out of redb");
+            }
+            stored
+        }
+        stored => stored,
+    };
+    if legacy.exists() {
+        std::fs::remove_file(&legacy)?;
+        sync_parent_dir(&legacy)?;
+    }
+    stored.map(decode_snapshot).transpose()
+}
+
+fn read_legacy_snapshot(path: &Path) -> io::Result<Option<StoredSnapshot>> {
+    let db = Database::open(path).map_err(io_err)?;
     let txn = db.begin_read().map_err(io_err)?;
-    let table = txn.open_table(SNAPSHOT).map_err(io_err)?;
+    let table = match txn.open_table(SNAPSHOT) {
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        table => table.map_err(io_err)?,
+    };
     let (Some(meta), Some(data)) = (
         table.get(KEY_META).map_err(io_err)?,
         table.get(KEY_DATA).map_err(io_err)?,
     ) else {
         return Ok(None);
     };
-    let meta = pb::SnapshotMeta::decode(meta.value()).map_err(invalid_data)?;
-    Ok(Some(Snapshot {
-        meta: wire::snapshot_meta_from_pb(&meta).map_err(invalid_data)?,
-        snapshot: Bytes::copy_from_slice(data.value()),
+    Ok(Some(StoredSnapshot {
+        meta: pb::SnapshotMeta::decode(meta.value()).map_err(invalid_data)?,
+        data: Bytes::copy_from_slice(data.value()),
     }))
 }
 
+fn decode_snapshot(stored: StoredSnapshot) -> io::Result<Snapshot> {
+    Ok(Snapshot {
+        meta: wire::snapshot_meta_from_pb(&stored.meta).map_err(invalid_data)?,
+        snapshot: stored.data,
+    })
+}
+
 /// Stores `data` as the latest snapshot, durably (blocking).
-fn write_snapshot(db: &RedbFile, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-    let meta = wire::snapshot_meta_to_pb(meta)
-        .map_err(invalid_data)?
-        .encode_to_vec();
-    let txn = db.begin_write().map_err(io_err)?;
-    {
-        let mut table = txn.open_table(SNAPSHOT).map_err(io_err)?;
-        table.insert(KEY_META, meta.as_slice()).map_err(io_err)?;
-        table.insert(KEY_DATA, data).map_err(io_err)?;
-    }
-    txn.commit().map_err(io_err)
+fn write_snapshot(file: &SnapshotFile, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+    file.write(
+        &wire::snapshot_meta_to_pb(meta).map_err(invalid_data)?,
+        data,
+    )
 }
 
 /// How much lower than the node's other threads the snapshot builder runs
@@ -288,7 +315,7 @@ pub struct SnapshotBuilder {
     meta: SnapshotMeta,
     /// Taken by the one build.
     data: Option<DeferredSnapshot>,
-    db: Arc<RedbFile>,
+    file: Arc<SnapshotFile>,
     applied_since_snapshot: Arc<AppliedSinceSnapshot>,
 }
 
@@ -300,10 +327,10 @@ impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
             .data
             .take()
             .ok_or_else(|| io::Error::other("snapshot builder used twice"))?;
-        let (db, meta) = (self.db.clone(), self.meta.clone());
+        let (file, meta) = (self.file.clone(), self.meta.clone());
         let data = in_background(move || {
             let data = serialize();
-            write_snapshot(&db, &meta, &data)?;
+            write_snapshot(&file, &meta, &data)?;
             Ok(data)
         })
         .await?;
@@ -362,7 +389,7 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
         SnapshotBuilder {
             meta: self.current_meta(),
             data: Some(self.state.read().snapshot_later()),
-            db: self.db.clone(),
+            file: self.file.clone(),
             applied_since_snapshot: self.applied_since_snapshot.clone(),
         }
     }
@@ -377,8 +404,8 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
         let bytes = snapshot.len();
         self.applied_since_snapshot.restart_count();
         self.applied_since_snapshot.snapshot_size(bytes as u64);
-        let (db, meta_copy) = (self.db.clone(), meta.clone());
-        tokio::task::spawn_blocking(move || write_snapshot(&db, &meta_copy, &snapshot))
+        let (file, meta_copy) = (self.file.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || write_snapshot(&file, &meta_copy, &snapshot))
             .await
             .map_err(io::Error::other)??;
         metrics::counter!("vomesh_raft_snapshots_installed_total").increment(1);
@@ -392,8 +419,8 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || read_snapshot(&db))
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.read()?.map(decode_snapshot).transpose())
             .await
             .map_err(io::Error::other)?
     }
@@ -402,6 +429,68 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::test_log_id;
+
+    /// A state that is its snapshot.
+    #[derive(Default)]
+    struct Text(Vec<u8>);
+
+    impl StateMachine for Text {
+        type RestoreError = io::Error;
+
+        fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes> {
+            commands.iter().map(|_| Bytes::new()).collect()
+        }
+
+        fn snapshot(&self) -> Bytes {
+            self.0.clone().into()
+        }
+
+        fn restore(&mut self, snapshot: &[u8]) -> Result<(), io::Error> {
+            self.0 = snapshot.to_vec();
+            Ok(())
+        }
+    }
+
+    fn restored(dir: &Path) -> (Vec<u8>, Option<u64>) {
+        let store = StateStore::open(dir, Text::default()).unwrap();
+        let text = store.shared().read().0.clone();
+        (text, store.last_applied.map(|id| id.index))
+    }
+
+    #[test]
+    fn a_snapshot_kept_in_redb_by_an_earlier_version_is_moved_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_FILE_NAME);
+        let meta = SnapshotMeta {
+            last_log_id: Some(test_log_id(7)),
+            last_membership: StoredMembership::default(),
+        };
+        let meta = wire::snapshot_meta_to_pb(&meta).unwrap().encode_to_vec();
+        let db = Database::create(&legacy).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(SNAPSHOT).unwrap();
+            table.insert(KEY_META, meta.as_slice()).unwrap();
+            table.insert(KEY_DATA, b"the state".as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+
+        assert_eq!(restored(dir.path()), (b"the state".to_vec(), Some(7)));
+        assert!(!legacy.exists(), "the redb file is removed once moved");
+        assert!(dir.path().join(crate::snapshot_file::FILE_NAME).exists());
+        assert_eq!(restored(dir.path()), (b"the state".to_vec(), Some(7)));
+    }
+
+    #[test]
+    fn a_redb_file_without_a_snapshot_is_removed_and_nothing_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_FILE_NAME);
+        drop(Database::create(&legacy).unwrap());
+        assert_eq!(restored(dir.path()), (vec![], None));
+        assert!(!legacy.exists());
+    }
 
     fn own_niceness() -> i32 {
         rustix::process::getpriority_process(Some(rustix::thread::gettid()))

@@ -42,6 +42,7 @@ pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
     node.snapshot_log_growth_percent = mesh.snapshot_log_growth_percent;
     node.log_entries_kept_after_snapshot = mesh.log_entries_kept_after_snapshot;
     node.log_cache_bytes = mesh.log_cache_bytes;
+    node.limits.snapshot_bytes_max = mesh.snapshot_bytes_max;
     node.proposals_in_flight_max = config.pubsub.max_inflight_proposals;
     // A command carries at most one payload or stanza, plus its envelope;
     // appends of `append_entries_max` such commands must fit one frame.
