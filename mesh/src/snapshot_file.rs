@@ -16,6 +16,11 @@
 //! synced: a crash at any point leaves the old snapshot or the new one,
 //! whole.
 //!
+//! Writers take turns, and a snapshot older than the stored one (a build
+//! that finished after a newer snapshot was installed from the leader)
+//! does not replace it: the log behind the newer one may already be
+//! purged, and a restart from the older one would find a gap.
+//!
 //! Layout (`vomesh.mesh.SnapshotFileHeader`): a magic, a header with the
 //! metadata, the data's length and a CRC-32, then the data. A file that is
 //! shorter or longer than its header says, or whose checksum does not
@@ -24,6 +29,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use bytes::{Buf, Bytes};
 use prost::Message;
@@ -53,6 +59,9 @@ pub(crate) struct StoredSnapshot {
 pub(crate) struct SnapshotFile {
     path: PathBuf,
     temporary: PathBuf,
+    /// Held while writing. The log index of the stored snapshot, once
+    /// read or written.
+    stored_index: Mutex<Option<u64>>,
     closed: DropSignal,
 }
 
@@ -63,6 +72,7 @@ impl SnapshotFile {
         let file = Self {
             path: dir.join(FILE_NAME),
             temporary: dir.join(TEMPORARY_NAME),
+            stored_index: Mutex::new(None),
             closed: DropSignal::new(),
         };
         match std::fs::remove_file(&file.temporary) {
@@ -78,16 +88,37 @@ impl SnapshotFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             result => result?,
         };
-        parse(Bytes::from(bytes)).map(Some).map_err(|reason| {
+        let stored = parse(Bytes::from(bytes)).map_err(|reason| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}: {reason}", self.path.display()),
             )
-        })
+        })?;
+        self.stored_index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(last_index(&stored.meta));
+        Ok(Some(stored))
     }
 
-    /// Replaces the stored snapshot, durably (blocking).
+    /// Replaces the stored snapshot, durably (blocking), unless the stored
+    /// one is newer.
     pub(crate) fn write(&self, meta: &pb::SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let mut stored_index = self
+            .stored_index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let index = last_index(meta);
+        if let Some(stored) = *stored_index
+            && stored > index
+        {
+            tracing::info!(
+                index,
+                stored,
+                "mesh: snapshot not stored, a newer one already is"
+            );
+            return Ok(());
+        }
         let header = pb::SnapshotFileHeader {
             meta: Some(meta.clone()),
             data_bytes: data.len() as u64,
@@ -105,13 +136,19 @@ impl SnapshotFile {
         file.sync_all()?;
         drop(file);
         std::fs::rename(&self.temporary, &self.path)?;
-        sync_parent_dir(&self.path)
+        sync_parent_dir(&self.path)?;
+        *stored_index = Some(index);
+        Ok(())
     }
 
     /// Completes once the last handle is dropped.
     pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.closed.dropped()
     }
+}
+
+fn last_index(meta: &pb::SnapshotMeta) -> u64 {
+    meta.last_log_id.as_ref().map_or(0, |id| id.index)
 }
 
 /// The CRC-32 of `meta` encoded, followed by `data`: the decoded metadata
@@ -181,9 +218,23 @@ mod tests {
         file.write(&meta(2), &large).unwrap();
         assert_eq!(snapshot_of(&file), Some((meta(2), large)));
         assert!(!dir.path().join(TEMPORARY_NAME).exists());
-        let empty = pb::SnapshotMeta::default();
-        file.write(&empty, b"").unwrap();
-        assert_eq!(snapshot_of(&file), Some((empty, vec![])));
+        file.write(&meta(3), b"").unwrap();
+        assert_eq!(snapshot_of(&file), Some((meta(3), vec![])));
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SnapshotFile::open(dir.path()).unwrap();
+        file.write(&meta(20), b"newer").unwrap();
+        file.write(&meta(10), b"older").unwrap();
+        assert_eq!(snapshot_of(&file), Some((meta(20), b"newer".to_vec())));
+        // Also when the newer one was only read, after a restart.
+        let reopened = SnapshotFile::open(dir.path()).unwrap();
+        assert_eq!(snapshot_of(&reopened), Some((meta(20), b"newer".to_vec())));
+        reopened.write(&meta(10), b"older").unwrap();
+        reopened.write(&meta(30), b"newest").unwrap();
+        assert_eq!(snapshot_of(&reopened), Some((meta(30), b"newest".to_vec())));
     }
 
     #[test]
