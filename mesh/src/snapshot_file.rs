@@ -59,17 +59,17 @@ pub(crate) struct StoredSnapshot {
 pub(crate) struct SnapshotFile {
     path: PathBuf,
     temporary: PathBuf,
-    /// Held while writing. The log index of the stored snapshot, once
-    /// read or written.
+    /// Held while writing (not while reading: `get_current_snapshot` must
+    /// not wait for a build). The log index of the stored snapshot.
     stored_index: Mutex<Option<u64>>,
     closed: DropSignal,
 }
 
 impl SnapshotFile {
-    /// The snapshot file in `dir`. A temporary file left by a crash in the
-    /// middle of a write is removed.
-    pub(crate) fn open(dir: &Path) -> io::Result<Self> {
-        let file = Self {
+    /// The snapshot file in `dir` and the snapshot stored there, if any. A
+    /// temporary file left by a crash in the middle of a write is removed.
+    pub(crate) fn open(dir: &Path) -> io::Result<(Self, Option<StoredSnapshot>)> {
+        let mut file = Self {
             path: dir.join(FILE_NAME),
             temporary: dir.join(TEMPORARY_NAME),
             stored_index: Mutex::new(None),
@@ -79,26 +79,28 @@ impl SnapshotFile {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        Ok(file)
+        let stored = file.read()?;
+        *file
+            .stored_index
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) =
+            stored.as_ref().map(|stored| last_index(&stored.meta));
+        Ok((file, stored))
     }
 
-    /// The stored snapshot, if there is one.
+    /// The stored snapshot, if there is one. Never waits for a write in
+    /// progress (the rename makes the old file or the new one appear whole).
     pub(crate) fn read(&self) -> io::Result<Option<StoredSnapshot>> {
         let bytes = match std::fs::read(&self.path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             result => result?,
         };
-        let stored = parse(Bytes::from(bytes)).map_err(|reason| {
+        parse(Bytes::from(bytes)).map(Some).map_err(|reason| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}: {reason}", self.path.display()),
             )
-        })?;
-        self.stored_index
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(last_index(&stored.meta));
-        Ok(Some(stored))
+        })
     }
 
     /// Replaces the stored snapshot, durably (blocking), unless the stored
@@ -210,7 +212,7 @@ mod tests {
     #[test]
     fn a_written_snapshot_reads_back_and_replaces_the_last() {
         let dir = tempfile::tempdir().unwrap();
-        let file = SnapshotFile::open(dir.path()).unwrap();
+        let file = SnapshotFile::open(dir.path()).unwrap().0;
         assert_eq!(snapshot_of(&file), None);
         file.write(&meta(1), b"data 1").unwrap();
         // Several paces, and a partial one.
@@ -225,12 +227,12 @@ mod tests {
     #[test]
     fn an_older_snapshot_never_replaces_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
-        let file = SnapshotFile::open(dir.path()).unwrap();
+        let file = SnapshotFile::open(dir.path()).unwrap().0;
         file.write(&meta(20), b"newer").unwrap();
         file.write(&meta(10), b"older").unwrap();
         assert_eq!(snapshot_of(&file), Some((meta(20), b"newer".to_vec())));
         // Also when the newer one was only read, after a restart.
-        let reopened = SnapshotFile::open(dir.path()).unwrap();
+        let reopened = SnapshotFile::open(dir.path()).unwrap().0;
         assert_eq!(snapshot_of(&reopened), Some((meta(20), b"newer".to_vec())));
         reopened.write(&meta(10), b"older").unwrap();
         reopened.write(&meta(30), b"newest").unwrap();
@@ -240,10 +242,10 @@ mod tests {
     #[test]
     fn a_temporary_file_left_by_a_crash_is_removed_and_the_snapshot_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let first = SnapshotFile::open(dir.path()).unwrap();
+        let first = SnapshotFile::open(dir.path()).unwrap().0;
         first.write(&meta(3), b"data").unwrap();
         std::fs::write(dir.path().join(TEMPORARY_NAME), b"half a snapshot").unwrap();
-        let file = SnapshotFile::open(dir.path()).unwrap();
+        let file = SnapshotFile::open(dir.path()).unwrap().0;
         assert!(!dir.path().join(TEMPORARY_NAME).exists());
         assert_eq!(snapshot_of(&file), Some((meta(3), b"data".to_vec())));
     }
@@ -251,7 +253,7 @@ mod tests {
     #[test]
     fn a_damaged_file_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let file = SnapshotFile::open(dir.path()).unwrap();
+        let file = SnapshotFile::open(dir.path()).unwrap().0;
         file.write(&meta(4), b"the data").unwrap();
         let good = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         let mut flipped_data = good.clone();

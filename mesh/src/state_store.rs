@@ -96,8 +96,8 @@ impl<S: StateMachine> StateStore<S> {
     /// Opens the snapshot file in the data directory `dir` and restores
     /// `state` from the snapshot stored there, if any.
     pub fn open(dir: &Path, state: S) -> Result<Self, StateOpenError> {
-        let file = SnapshotFile::open(dir).map_err(StateOpenError::Snapshot)?;
-        let stored = stored_snapshot(dir, &file).map_err(StateOpenError::Snapshot)?;
+        let (file, stored) = SnapshotFile::open(dir).map_err(StateOpenError::Snapshot)?;
+        let stored = stored_snapshot(dir, &file, stored).map_err(StateOpenError::Snapshot)?;
         let mut store = Self {
             state: SharedState::new(state),
             last_applied: None,
@@ -153,12 +153,16 @@ pub enum StateOpenError {
     Restore(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// The stored snapshot: the file's, or the one an earlier version kept in
-/// redb, which is moved into the file first (the redb file is then
-/// removed).
-fn stored_snapshot(dir: &Path, file: &SnapshotFile) -> io::Result<Option<Snapshot>> {
+/// The stored snapshot: the file's (`in_file`), or the one an earlier
+/// version kept in redb, which is moved into the file first (the redb file
+/// is then removed).
+fn stored_snapshot(
+    dir: &Path,
+    file: &SnapshotFile,
+    in_file: Option<StoredSnapshot>,
+) -> io::Result<Option<Snapshot>> {
     let legacy = dir.join(LEGACY_FILE_NAME);
-    let stored = match file.read()? {
+    let stored = match in_file {
         None if legacy.exists() => {
             let stored = read_legacy_snapshot(&legacy)?;
             if let Some(stored) = &stored {
