@@ -2,11 +2,16 @@
 //! stage by stage, on a real 2 KiB packet (`Gaia16aac.xml`): parsing the
 //! publish `<iq/>` off the stream, reading it as an XEP-0060 request
 //! (which checks the VOEvent and serializes the payload as it will be
-//! stored and delivered), and dropping the tree. `cargo bench -p vomesh-broker --bench publish_path`
-//! prints µs per publish for each stage; compare stages within one run.
+//! stored and delivered), and dropping the tree. For scale, it also times
+//! quick-xml's own reader over the same stream, which builds no tree and
+//! checks none of what XMPP needs. `cargo bench -p vomesh-broker --bench
+//! publish_path` prints µs per publish for each stage; compare stages
+//! within one run.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+use quick_xml::events::Event;
 
 use vomesh_broker::pubsub::payload;
 use vomesh_broker::pubsub::request::Request;
@@ -57,8 +62,10 @@ fn main() {
             .sum()
     });
     let drop_trees = best_with_setup(|| stanzas(&stream), drop);
+    let events_only = best(|| quick_xml_events(&stream));
     for (stage, time) in [
         ("stream parse into a tree", parse),
+        ("  for scale: quick-xml events only", events_only),
         ("XEP-0060 request from the tree", request),
         ("  of which payload serialization", serialize),
         ("dropping the trees", drop_trees),
@@ -92,6 +99,27 @@ fn stanzas(stream: &[u8]) -> Vec<Element> {
         .into_iter()
         .filter_map(StreamEvent::into_stanza)
         .collect()
+}
+
+/// What quick-xml's own reader takes over the same stream: its events and
+/// unescaped attribute values, no tree, no namespaces, and none of the
+/// checks XMPP needs. Returns the bytes of text and values read.
+fn quick_xml_events(stream: &[u8]) -> usize {
+    let mut reader = quick_xml::Reader::from_reader(stream);
+    let mut read = 0;
+    loop {
+        match reader.read_event().expect("the stream is well-formed") {
+            Event::Start(tag) | Event::Empty(tag) => {
+                for attr in tag.attributes() {
+                    let attr = attr.expect("attributes are well-formed");
+                    read += attr.unescape_value().expect("values unescape").len();
+                }
+            }
+            Event::Text(text) => read += text.len(),
+            Event::Eof => return read,
+            _ => {}
+        }
+    }
 }
 
 fn payload_of(iq: &Element) -> &Element {

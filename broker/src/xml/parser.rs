@@ -17,8 +17,9 @@
 //! a stanza that trickles in. So the parser finds token boundaries itself,
 //! with a small byte-level state machine ([`Tokenizer`]): text runs up to
 //! `<`, tags up to an unquoted `>`, CDATA up to `]]>`. Only once a whole
-//! token is buffered is it handed to quick-xml (tags, the XML declaration)
-//! or to its unescaper (text). The tokenizer keeps its position and state
+//! token is buffered is it handed to quick-xml: a start tag's attributes
+//! to its attribute reader, the XML declaration to its reader, text to its
+//! unescaper. The tokenizer keeps its position and state
 //! between calls, so every byte is examined once however small the
 //! fragments are; the buffer keeps only the unfinished token, and what a
 //! completed token leaves behind came from the latest fragment, so
@@ -380,6 +381,10 @@ impl Tokenizer {
     /// more input is needed.
     fn next_token(&mut self, context: TokenContext) -> Result<Option<TokenKind>, ParseError> {
         while self.scan_pos < self.buf.len() {
+            self.skip_plain_bytes();
+            if self.scan_pos == self.buf.len() {
+                break;
+            }
             let offset = self.base + self.scan_pos as u64;
             if let Some(start) = self.unit_start
                 && offset - start >= self.stanza_bytes_max as u64
@@ -510,6 +515,37 @@ impl Tokenizer {
             self.scan_pos += 1;
         }
         Ok(None)
+    }
+
+    /// Moves over the bytes that cannot change the state: most of a text
+    /// run or of a tag. A tight loop per state, rather than the state
+    /// machine's dispatch per byte, which cost more than half the scan.
+    /// Stops before the first byte over the unit's size limit, for the
+    /// state machine to refuse.
+    fn skip_plain_bytes(&mut self) {
+        let within_limit = match self.unit_start {
+            Some(start) => {
+                let limit_end = start + self.stanza_bytes_max as u64 - self.base;
+                self.buf
+                    .len()
+                    .min(usize::try_from(limit_end).unwrap_or(usize::MAX))
+            }
+            None => self.buf.len(),
+        };
+        let Some(rest) = self.buf.get(self.scan_pos..within_limit) else {
+            return;
+        };
+        let plain = match self.state {
+            ScanState::Text => rest.iter().position(|&b| b == b'<'),
+            ScanState::Tag { quote: None } => rest
+                .iter()
+                .position(|&b| matches!(b, b'<' | b'>' | b'"' | b'\'')),
+            ScanState::Tag { quote: Some(open) } => {
+                rest.iter().position(|&b| b == open || b == b'<')
+            }
+            _ => return,
+        };
+        self.scan_pos += plain.unwrap_or(rest.len());
     }
 
     fn finish(&mut self, kind: TokenKind) -> TokenKind {
@@ -643,21 +679,25 @@ impl TreeBuilder {
             // their characters are checked.
             TokenKind::Comment => check_chars(token),
             TokenKind::Tag => {
-                let mut reader = Reader::from_str(token);
-                let config = reader.config_mut();
-                // The reader sees one tag at a time; nesting is checked here.
-                config.allow_unmatched_ends = true;
-                config.check_end_names = false;
-                match reader.read_event() {
-                    Ok(Event::Start(tag)) => self.start(token, &tag, false, events),
-                    Ok(Event::Empty(tag)) => self.start(token, &tag, true, events),
-                    Ok(Event::End(tag)) => {
-                        let name = within(token, tag.name().into_inner())?;
-                        self.end(name, events)
-                    }
-                    Ok(_) => Err(not_well_formed("malformed tag")),
-                    Err(error) => Err(not_well_formed(error.to_string())),
+                // The tokenizer found the tag's end outside quotes, so what
+                // is left to tell apart is the kind of tag and, in a start
+                // tag, where the name ends (quick-xml's `Reader` does the
+                // same, but building one per tag cost more than the rest).
+                let inner = token
+                    .strip_prefix('<')
+                    .and_then(|t| t.strip_suffix('>'))
+                    .ok_or_else(|| not_well_formed("malformed tag"))?;
+                if let Some(name) = inner.strip_prefix('/') {
+                    // XML 1.0 §3.1: whitespace may follow an end tag's name.
+                    return self.end(name.trim_end_matches(is_xml_space), events);
                 }
+                let (content, empty) = match inner.strip_suffix('/') {
+                    Some(content) => (content, true),
+                    None => (inner, false),
+                };
+                let name_len = content.find(is_xml_space).unwrap_or(content.len());
+                let tag = BytesStart::from_content(content, name_len);
+                self.start(token, &tag, empty, events)
             }
         }
     }
@@ -871,7 +911,10 @@ impl TreeBuilder {
         let qname = within(token, tag.name().into_inner())?;
         let (prefix, name) = split_qname(qname)?;
         let mut declared: Vec<(Option<String>, String)> = Vec::new();
-        let mut raw_attrs = Vec::new();
+        // Every attribute has an `=`, so their count sizes the vector in
+        // one allocation (a value holding `=` only makes it larger).
+        let equals = tag.attributes_raw().iter().filter(|&&b| b == b'=').count();
+        let mut attrs: Vec<Attr> = Vec::with_capacity(equals.min(self.limits.attributes_max));
         // quick-xml rejects malformed attribute syntax. Duplicates are
         // found below, by prefix among the declarations and by expanded
         // name among the attributes, which covers repeated qualified names
@@ -900,7 +943,15 @@ impl TreeBuilder {
                     declared.push((bound.map(str::to_owned), value));
                 }
             } else {
-                raw_attrs.push((split_qname(key)?, value));
+                let (attr_prefix, attr_name) = split_qname(key)?;
+                // The namespace is resolved below, once this tag's own
+                // declarations (which may follow the attribute) apply.
+                attrs.push(Attr {
+                    prefix: attr_prefix.map(str::to_owned),
+                    ns: String::new(),
+                    name: attr_name.to_owned(),
+                    value,
+                });
             }
         }
         self.scope_marks.push(self.bindings.len());
@@ -910,24 +961,25 @@ impl TreeBuilder {
                 uri: uri.as_str().into(),
             }));
         let ns = self.namespace(prefix)?.clone();
-        let mut attrs: Vec<Attr> = Vec::with_capacity(raw_attrs.len());
-        for ((attr_prefix, attr_name), value) in raw_attrs {
-            // XML Namespaces §6.2: unprefixed attributes are in no namespace.
-            let attr_ns = match attr_prefix {
-                Some(p) => self.resolve(Some(p))?.to_owned(),
-                None => String::new(),
-            };
+        for i in 0..attrs.len() {
+            // XML Namespaces §6.2: unprefixed attributes are in no
+            // namespace, and keep the empty one.
+            if let Some(attr_prefix) = &attrs[i].prefix {
+                attrs[i].ns = self.resolve(Some(attr_prefix))?.to_owned();
+            }
             // XML Namespaces §6.3: distinct prefixes bound to one namespace
             // still make a duplicate.
-            if attrs.iter().any(|a| a.name == attr_name && a.ns == attr_ns) {
-                return Err(not_well_formed(format!("duplicate attribute {attr_name}")));
+            let (earlier, later) = attrs.split_at(i);
+            let attr = &later[0];
+            if earlier
+                .iter()
+                .any(|a| a.name == attr.name && a.ns == attr.ns)
+            {
+                return Err(not_well_formed(format!(
+                    "duplicate attribute {}",
+                    attr.name
+                )));
             }
-            attrs.push(Attr {
-                prefix: attr_prefix.map(str::to_owned),
-                ns: attr_ns,
-                name: attr_name.to_owned(),
-                value,
-            });
         }
         Ok(StartTag {
             prefix: prefix.map(str::to_owned),
@@ -1093,14 +1145,20 @@ fn check_chars(text: &str) -> Result<(), ParseError> {
 /// Splits `prefix:local`, checking both are names without colons
 /// (XML Namespaces §4).
 fn split_qname(qname: &str) -> Result<(Option<&str>, &str), ParseError> {
-    let (prefix, local) = match qname.split_once(':') {
-        Some((prefix, local)) => (Some(prefix), local),
+    // A byte search: `split_once(':')` decodes characters as it goes.
+    let (prefix, local) = match qname.bytes().position(|b| b == b':') {
+        Some(colon) => (Some(&qname[..colon]), &qname[colon + 1..]),
         None => (None, qname),
     };
     if prefix.is_some_and(|p| !is_ncname(p)) || !is_ncname(local) {
         return Err(not_well_formed(format!("invalid name {qname:?}")));
     }
     Ok((prefix, local))
+}
+
+/// XML 1.0 §2.3 `S`: the whitespace that separates a tag's parts.
+fn is_xml_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
 }
 
 /// An approximation of XML 1.0 §2.3 `Name` without colons: ASCII letters,
@@ -1554,6 +1612,31 @@ mod tests {
     fn unbound_prefix_is_not_well_formed() {
         assert_eq!(error("<foo:m/>").condition(), "not-well-formed");
         assert_eq!(error("<m foo:a='1'/>").condition(), "not-well-formed");
+    }
+
+    #[test]
+    fn tags_are_told_apart_by_their_first_and_last_bytes() {
+        // Whitespace may end an end tag's name (XML 1.0 §3.1), and an empty
+        // element's tag; nothing else may follow an end tag's name.
+        let stanzas = stanzas("<m a='1/' d=\"'>\"><b\n/><c></c\t\r\n ></m >");
+        assert_eq!(stanzas[0].attr("a"), Some("1/"));
+        assert_eq!(stanzas[0].attr("d"), Some("'>"));
+        assert!(stanzas[0].child("b", "jabber:client").is_some());
+        assert!(stanzas[0].child("c", "jabber:client").is_some());
+        for malformed in ["<m></m b='1'>", "<m></ m>", "< m/>", "<m/ >"] {
+            assert_eq!(
+                error(malformed).condition(),
+                "not-well-formed",
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_attribute_prefix_may_be_declared_after_the_attribute() {
+        let stanzas = stanzas("<m p:a='1' xmlns:p='urn:p'/>");
+        assert_eq!(stanzas[0].attr_ns("a", "urn:p"), Some("1"));
+        assert_eq!(error("<m p:a='1'/>").condition(), "not-well-formed");
     }
 
     #[test]
