@@ -187,6 +187,25 @@ impl MeshConfig {
         }
     }
 
+    /// The transport's limits, with a stream of credit per proposal in
+    /// flight on top of `limits.inbound_streams_per_peer_max`: a follower
+    /// forwards each proposal on a stream of its own, held until the
+    /// proposal is applied. With credit for 64 streams in all, a follower
+    /// holding 512 proposals queued most of them for credit while the
+    /// leader had CPU to spare (three sites on loopback, 16 × 32 in flight:
+    /// 3,700–3,900 publishes/s and ack p99 520–550 ms, against
+    /// 4,800–5,400/s and 180–190 ms with credit for 1,024).
+    pub(crate) fn transport_limits(&self) -> TransportLimits {
+        let proposals = u32::try_from(self.proposals_in_flight_max).unwrap_or(u32::MAX);
+        TransportLimits {
+            inbound_streams_per_peer_max: self
+                .limits
+                .inbound_streams_per_peer_max
+                .saturating_add(proposals),
+            ..self.limits.clone()
+        }
+    }
+
     /// Checks that the limits fit together.
     pub(crate) fn check_limits(&self) -> Result<(), StartError> {
         let entries = usize::try_from(self.append_entries_max).unwrap_or(usize::MAX);
@@ -212,5 +231,37 @@ impl MeshConfig {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::ClusterCa;
+
+    fn config() -> MeshConfig {
+        let ca = ClusterCa::generate().unwrap();
+        let node = ca.issue_node(1, &[]).unwrap();
+        let identity = NodeIdentity::from_pem(
+            ca.pem().cert_pem.as_bytes(),
+            node.cert_pem.as_bytes(),
+            node.key_pem.as_bytes(),
+        )
+        .unwrap();
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        MeshConfig::new(1, listen, "127.0.0.1:1".into(), "data".into(), identity)
+    }
+
+    #[test]
+    fn a_peer_gets_stream_credit_for_every_proposal_in_flight() {
+        let mut config = config();
+        config.limits.inbound_streams_per_peer_max = 64;
+        config.proposals_in_flight_max = 4096;
+        assert_eq!(config.transport_limits().inbound_streams_per_peer_max, 4160);
+        config.proposals_in_flight_max = usize::MAX;
+        assert_eq!(
+            config.transport_limits().inbound_streams_per_peer_max,
+            u32::MAX
+        );
     }
 }

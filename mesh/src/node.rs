@@ -227,7 +227,7 @@ impl<S: StateMachine> MeshNode<S> {
             config.node_id,
             config.listen,
             &config.identity,
-            config.limits.clone(),
+            config.transport_limits(),
             &TransportTimeouts {
                 connect_timeout_ms: t.connect_timeout_ms,
                 idle_timeout_ms: t.idle_timeout_ms,

@@ -71,7 +71,10 @@ pub struct TransportLimits {
     /// Size of the chunks a snapshot is sent in.
     pub snapshot_chunk_bytes: usize,
     /// Concurrent RPC streams one peer may have open towards this node
-    /// (QUIC flow control: the peer waits for credit beyond it).
+    /// (QUIC flow control: the peer waits for credit beyond it). A mesh
+    /// node grants one more per proposal it takes in flight
+    /// (`MeshConfig::transport_limits`), for the proposals its followers
+    /// forward.
     pub inbound_streams_per_peer_max: u32,
     /// The slowest rate at which a live peer is expected to take in and
     /// answer a large append: its deadline is openraft's plus its size at
