@@ -186,6 +186,10 @@ impl Default for AdminConfig {
 /// state between snapshots.
 const SNAPSHOT_LOG_GROWTH_PERCENT_MAX: u64 = 1_000;
 
+/// Largest `[pubsub] max_inflight_proposals`: the mesh's bound, as the
+/// value also sets each peer's stream credit.
+const MAX_INFLIGHT_PROPOSALS_MAX: usize = vomesh_mesh::config::PROPOSALS_IN_FLIGHT_LIMIT;
+
 /// `[mesh]`: this node's place in the Raft group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -712,6 +716,12 @@ fn validate_pubsub(pubsub: &PubsubConfig) -> Result<(), InvalidConfig> {
     if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
         return Err(invalid(key, "must be greater than 0"));
     }
+    if pubsub.max_inflight_proposals > MAX_INFLIGHT_PROPOSALS_MAX {
+        return Err(invalid(
+            "pubsub.max_inflight_proposals",
+            format!("must be at most {MAX_INFLIGHT_PROPOSALS_MAX}"),
+        ));
+    }
     if pubsub.default_max_items > pubsub.max_items_per_node {
         return Err(invalid(
             "pubsub.default_max_items",
@@ -1050,6 +1060,16 @@ subscriber_allow = ["0.0.0.0/0"]
         assert_eq!(none_accepted.key, "mesh.snapshot_bytes_max");
         let larger = parse("[mesh]\nsnapshot_bytes_max = 8589934592\n");
         assert_eq!(larger.mesh.unwrap().snapshot_bytes_max, 8 << 30);
+    }
+
+    #[test]
+    fn inflight_proposals_are_bounded_as_they_size_each_peers_stream_credit() {
+        let most = parse("[pubsub]\nmax_inflight_proposals = 65536\n");
+        assert_eq!(most.pubsub.max_inflight_proposals, 65_536);
+        let too_many = invalid_key("[pubsub]\nmax_inflight_proposals = 65537\n");
+        assert_eq!(too_many.key, "pubsub.max_inflight_proposals");
+        let none = invalid_key("[pubsub]\nmax_inflight_proposals = 0\n");
+        assert_eq!(none.key, "pubsub.max_inflight_proposals");
     }
 
     #[test]

@@ -148,6 +148,12 @@ pub struct MeshConfig {
     pub proposals_in_flight_max: usize,
 }
 
+/// Largest `proposals_in_flight_max`. Each peer gets a QUIC stream of
+/// credit per proposal in flight (see [`MeshConfig::transport_limits`]),
+/// and quinn keeps bookkeeping for every stream it allows: the bound keeps
+/// that to a few megabytes per peer connection.
+pub const PROPOSALS_IN_FLIGHT_LIMIT: usize = 65_536;
+
 /// Protobuf overhead of one entry (log id, tags, lengths), generously.
 const ENTRY_OVERHEAD_BYTES: usize = 128;
 /// Protobuf overhead of an append request around its entries, generously.
@@ -208,6 +214,12 @@ impl MeshConfig {
 
     /// Checks that the limits fit together.
     pub(crate) fn check_limits(&self) -> Result<(), StartError> {
+        if self.proposals_in_flight_max > PROPOSALS_IN_FLIGHT_LIMIT {
+            return Err(StartError::Limits(format!(
+                "proposals_in_flight_max {} exceeds {PROPOSALS_IN_FLIGHT_LIMIT}",
+                self.proposals_in_flight_max
+            )));
+        }
         let entries = usize::try_from(self.append_entries_max).unwrap_or(usize::MAX);
         let append_bytes_max = entries
             .saturating_mul(self.command_bytes_max.saturating_add(ENTRY_OVERHEAD_BYTES))
@@ -263,5 +275,8 @@ mod tests {
             config.transport_limits().inbound_streams_per_peer_max,
             u32::MAX
         );
+        assert!(config.check_limits().is_err(), "the credit is bounded");
+        config.proposals_in_flight_max = PROPOSALS_IN_FLIGHT_LIMIT;
+        assert!(config.check_limits().is_ok());
     }
 }
