@@ -525,7 +525,9 @@ impl Tokenizer {
     fn skip_plain_bytes(&mut self) {
         let within_limit = match self.unit_start {
             Some(start) => {
-                let limit_end = start + self.stanza_bytes_max as u64 - self.base;
+                let limit_end = start
+                    .saturating_add(self.stanza_bytes_max as u64)
+                    .saturating_sub(self.base);
                 self.buf
                     .len()
                     .min(usize::try_from(limit_end).unwrap_or(usize::MAX))
