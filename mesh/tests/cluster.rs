@@ -22,12 +22,15 @@ struct Kv {
     applied: Vec<(u64, String)>,
     values: BTreeMap<String, String>,
     restored_from_snapshot: bool,
+    /// The most commands one `apply` call was given.
+    largest_batch: usize,
 }
 
 impl StateMachine for Kv {
     type RestoreError = serde_json::Error;
 
     fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes> {
+        self.largest_batch = self.largest_batch.max(commands.len());
         commands
             .into_iter()
             .map(|c| {
@@ -168,6 +171,7 @@ struct Cluster {
     relays: Vec<tokio::task::JoinHandle<()>>,
     snapshot_every_entries: u64,
     timeouts: MeshTimeouts,
+    limits: TransportLimits,
 }
 
 impl Drop for Cluster {
@@ -180,14 +184,20 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start(size: u64, snapshot_every_entries: u64) -> anyhow::Result<Self> {
-        Self::start_with(size, snapshot_every_entries, MeshTimeouts::loopback()).await
+        Self::start_with(
+            size,
+            snapshot_every_entries,
+            MeshTimeouts::loopback(),
+            TransportLimits::default(),
+        )
+        .await
     }
 
     /// Proposals give up after 1.5 s: for the tests that expect a refusal.
     async fn start_impatient(size: u64) -> anyhow::Result<Self> {
         let mut timeouts = MeshTimeouts::loopback();
         timeouts.propose_timeout_ms = 1_500;
-        Self::start_with(size, 10_000, timeouts).await
+        Self::start_with(size, 10_000, timeouts, TransportLimits::default()).await
     }
 
     /// A long connection idle timeout: a dead connection is then only
@@ -195,13 +205,14 @@ impl Cluster {
     async fn start_with_long_idle_timeout(size: u64) -> anyhow::Result<Self> {
         let mut timeouts = MeshTimeouts::loopback();
         timeouts.idle_timeout_ms = 60_000;
-        Self::start_with(size, 10_000, timeouts).await
+        Self::start_with(size, 10_000, timeouts, TransportLimits::default()).await
     }
 
     async fn start_with(
         size: u64,
         snapshot_every_entries: u64,
         timeouts: MeshTimeouts,
+        limits: TransportLimits,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cluster = Cluster {
@@ -214,6 +225,7 @@ impl Cluster {
             relays: Vec::new(),
             snapshot_every_entries,
             timeouts,
+            limits,
         };
         for id in 1..=size {
             cluster.add_relay(id).await?;
@@ -285,6 +297,7 @@ impl Cluster {
             .map(|(id, a)| (*id, a.to_string()))
             .collect();
         config.timeouts = self.timeouts.clone();
+        config.limits = self.limits.clone();
         // Small chunks, so a snapshot really travels in several.
         config.limits.snapshot_chunk_bytes = 512;
         config.snapshot_every_entries = self.snapshot_every_entries;
@@ -475,6 +488,34 @@ async fn proposals_at_a_follower_commit_everywhere_in_the_same_order() -> anyhow
         }
     }
     assert_eq!(leaders.len(), 1, "{view:?}");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_forwards_many_proposals_at_once_whatever_the_rpc_stream_credit()
+-> anyhow::Result<()> {
+    // Each forwarded proposal holds a stream until it is applied. With
+    // credit for one stream in all, the leader would get them one at a time
+    // and apply each alone; with credit per proposal in flight it gets them
+    // together and commits them in batches.
+    let limits = TransportLimits {
+        inbound_streams_per_peer_max: 1,
+        ..TransportLimits::default()
+    };
+    let cluster = Cluster::start_with(3, 10_000, MeshTimeouts::loopback(), limits).await?;
+    let leader = cluster.leader().await?;
+    let follower = &cluster.nodes[&cluster.follower(leader)];
+    let proposals = (0..200).map(|i| follower.propose(cmd(format!("k{i}=v"))));
+    for committed in futures_util::future::join_all(proposals).await {
+        committed?;
+    }
+    let largest = cluster.nodes[&leader].state().read().largest_batch;
+    assert!(
+        largest > 1,
+        "the leader applied forwarded proposals one at a time"
+    );
+    assert_eq!(cluster.converged().await?.len(), 200);
     cluster.shutdown().await;
     Ok(())
 }
