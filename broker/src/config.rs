@@ -186,10 +186,6 @@ impl Default for AdminConfig {
 /// state between snapshots.
 const SNAPSHOT_LOG_GROWTH_PERCENT_MAX: u64 = 1_000;
 
-/// Largest `[pubsub] max_inflight_proposals`: the mesh's bound, as the
-/// value also sets each peer's stream credit.
-const MAX_INFLIGHT_PROPOSALS_MAX: usize = vomesh_mesh::config::PROPOSALS_IN_FLIGHT_LIMIT;
-
 /// `[mesh]`: this node's place in the Raft group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -716,10 +712,12 @@ fn validate_pubsub(pubsub: &PubsubConfig) -> Result<(), InvalidConfig> {
     if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
         return Err(invalid(key, "must be greater than 0"));
     }
-    if pubsub.max_inflight_proposals > MAX_INFLIGHT_PROPOSALS_MAX {
+    // The value also sets each mesh peer's stream credit: the mesh's bound.
+    let most = vomesh_mesh::config::PROPOSALS_IN_FLIGHT_LIMIT;
+    if pubsub.max_inflight_proposals > most {
         return Err(invalid(
             "pubsub.max_inflight_proposals",
-            format!("must be at most {MAX_INFLIGHT_PROPOSALS_MAX}"),
+            format!("must be at most {most}"),
         ));
     }
     if pubsub.default_max_items > pubsub.max_items_per_node {

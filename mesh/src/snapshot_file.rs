@@ -127,9 +127,11 @@ impl SnapshotFile {
             crc32: checksum(meta, data),
         }
         .encode_to_vec();
+        // Headers are a few hundred bytes; a length the format cannot hold
+        // is refused rather than written wrong.
+        let header_len = u32::try_from(header.len())
+            .map_err(|_| io::Error::other("snapshot header over 4 GiB"))?;
         let mut file = File::create(&self.temporary)?;
-        // Headers are a few hundred bytes.
-        let header_len = u32::try_from(header.len()).unwrap_or(u32::MAX);
         file.write_all(&[&MAGIC[..], &header_len.to_be_bytes(), &header].concat())?;
         for piece in data.chunks(PACE_BYTES) {
             file.write_all(piece)?;
