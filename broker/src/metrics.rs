@@ -572,7 +572,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("node.secret"), [0u8; 32]).unwrap();
         std::fs::create_dir(dir.path().join("mesh")).unwrap();
-        std::fs::write(dir.path().join("mesh").join("raft-log.redb"), [0u8; 1000]).unwrap();
+        std::fs::write(
+            dir.path().join("mesh").join("raft-snapshot.bin"),
+            [0u8; 1000],
+        )
+        .unwrap();
         assert_eq!(dir_bytes(dir.path()).unwrap(), 1032);
     }
 

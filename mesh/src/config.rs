@@ -116,7 +116,7 @@ pub struct MeshConfig {
     /// would initialise a cluster of its own), but removed and added back
     /// as a new member.
     pub initial_members: BTreeMap<NodeId, String>,
-    /// Where `raft-log.redb` and `raft-snapshot.bin` live.
+    /// Where `raft-log/` and `raft-snapshot.bin` live.
     pub data_dir: PathBuf,
     pub identity: NodeIdentity,
     pub timeouts: MeshTimeouts,

@@ -81,11 +81,13 @@
 //!   streams per purpose, pipelined replication, chunked snapshots.
 //! - [`wire`]: conversion between openraft messages and the prost types of
 //!   `vomesh-proto` (`mesh.proto`), for the network and the disk.
-//! - [`log_store`]: the durable Raft log and vote (redb, fsync per batch).
+//! - [`log_store`]: the durable Raft log and vote (segment files, one
+//!   `fdatasync` per batch; a log kept in redb by earlier versions is moved
+//!   into them at start).
 //! - [`state_store`]: applies committed entries to the application state and
-//!   keeps the latest snapshot (redb).
-//! - [`power_loss`]: a test-only redb backend that loses unsynced writes on
-//!   a crash (`VOMESH_TEST_POWER_LOSS=1`), for the failover suite.
+//!   keeps the latest snapshot (`raft-snapshot.bin`).
+//! - [`power_loss`]: log writes that, in a test-only mode, are lost on a
+//!   crash unless synced (`VOMESH_TEST_POWER_LOSS=1`), for the failover suite.
 //! - [`metrics`]: openraft's metrics recorded into the `metrics` crate
 //!   (`vomesh_raft_*`).
 //! - [`certs`]: cluster CA, node and XMPP certificates (`vomesh certs
@@ -110,10 +112,13 @@
 //!   openraft also uses as the append deadline) ≥ 2× the worst inter-site
 //!   round trip, election timeout ≥ 5× the heartbeat.
 //! - **Lifecycle**: call [`MeshNode::shutdown`](node::MeshNode::shutdown)
-//!   before exit; it returns once the redb files are closed.
+//!   before exit; it returns once the log and snapshot files are closed.
 
 pub mod certs;
 pub mod config;
+mod legacy_log;
+mod log_files;
+mod log_meta;
 pub mod log_store;
 pub mod membership;
 pub mod metrics;

@@ -1,72 +1,65 @@
-//! The durable Raft log and vote, in a redb file (`raft-log.redb`).
+//! The durable Raft log and vote, in `raft-log/` of the data directory:
+//! the entries in segment files ([`crate::log_files`]), the vote and the
+//! purge point in a meta file ([`crate::log_meta`]).
 //!
 //! Durability rules (openraft's storage contract, §5 of the Raft paper):
-//! - the vote is committed with `Durability::Immediate` (fsync) before
-//!   `save_vote` returns, so a node never votes twice in a term across a crash;
-//! - `append` writes all entries it is given in **one** write transaction, so
-//!   one fsync covers a whole batch of proposals (openraft merges concurrent
-//!   client writes into one append), and the flush callback fires only after
-//!   that commit returned;
-//! - the committed log id is an optimisation (it lets a restarted node apply
-//!   up to it without waiting for a leader): `save_committed` only notes it,
-//!   and the next append (or vote) writes it in its own transaction, or
-//!   the store when it is closed.
-//!   openraft awaits `save_committed` in its core loop between a commit and
-//!   the apply, so a transaction of its own there (a blocking-pool hop and
-//!   a redb commit) delayed every commit round on every node. A node
-//!   restarted after a crash may therefore find a committed id one append
-//!   older than the last one it learned; what it does not apply by itself
-//!   it applies once a leader tells it the commit index again.
+//! - the vote is written and synced before `save_vote` returns, so a node
+//!   never votes twice in a term across a crash;
+//! - `append` writes all entries it is given with **one** write and one
+//!   `fdatasync`, so one sync covers a whole batch of proposals (openraft
+//!   merges concurrent client writes into one append), and the flush
+//!   callback fires only after the sync returned;
+//! - the purge point is written before the segments it covers are deleted,
+//!   so the log state never shows a gap that no snapshot covers;
+//! - the committed log id is an optimisation (it lets a restarted node
+//!   apply up to it without waiting for a leader): `save_committed` only
+//!   notes it, and the next append writes it as a record before its
+//!   entries (the next vote or purge, or the store's close, into the meta
+//!   file). openraft awaits `save_committed` in its core loop between a
+//!   commit and the apply, so a write of its own there delayed every commit
+//!   round on every node. A node restarted after a crash may therefore find
+//!   a committed id one append older than the last one it learned; what it
+//!   does not apply by itself it applies once a leader tells it the commit
+//!   index again.
 //!
-//! Entries are stored as `vomesh.mesh.Entry` protobufs keyed by log index,
-//! in one table per segment of [`SEGMENT_ENTRIES`] consecutive indexes. A
-//! purge drops the segments it covers whole, which frees their pages in
-//! bulk; deleting entries one at a time is a copy-on-write update of the
-//! B-tree each, and was 11% of a 3-node mesh's CPU under publish load.
-//! The entries a purge leaves in a partly covered segment stay on disk
-//! until a later purge covers all of it, and reads never return them.
-//!
-//! redb is synchronous; every transaction runs on tokio's blocking pool so
-//! an fsync never stalls the Raft core's executor thread. The entries
-//! appended last are also kept in memory ([`RecentEntries`]), and the reads
-//! that follow each append (replication, apply) are answered from there.
+//! Disk I/O runs on tokio's blocking pool so that a sync never stalls the
+//! Raft core's executor thread. The entries appended last are also kept in
+//! memory ([`RecentEntries`]), and the reads that follow each append
+//! (replication, apply) are answered from there.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use vomesh_proto::mesh as pb;
 
+use crate::legacy_log;
+use crate::log_files::{EntryRecord, LogFiles};
+use crate::log_meta::MetaFile;
 use crate::power_loss;
 use crate::recent_entries::RecentEntries;
 use crate::types::{Entry, LogId, MeshTypes, Vote};
 use crate::wire;
 
-/// Entries per log segment (one redb table each).
-const SEGMENT_ENTRIES: u64 = 1024;
-/// Segment tables are named this, then the segment number in hex.
-const SEGMENT_PREFIX: &str = "raft_log.";
-/// The single log table of earlier versions, moved into segments on open.
-const UNSEGMENTED_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_LAST_PURGED: &str = "last_purged";
+/// The log's directory in the data directory.
+pub const DIR_NAME: &str = "raft-log";
+/// A segment takes appends until it holds this many bytes; purges delete
+/// whole segments.
+const SEGMENT_BYTES: u64 = 16 << 20;
 /// Counter `{result}`: reads answered from [`RecentEntries`] or from disk.
 const LOG_READS_TOTAL: &str = "vomesh_raft_log_reads_total";
 
-/// Could not open or initialise a redb file.
+/// Could not open the log.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {source}")]
 pub struct StoreOpenError {
-    pub path: std::path::PathBuf,
+    pub path: PathBuf,
     #[source]
-    pub source: redb::Error,
+    pub source: io::Error,
 }
 
 /// Lets others wait until its owner is dropped: declared as the owner's
@@ -86,216 +79,173 @@ impl DropSignal {
     }
 }
 
-/// A redb database that reports when it has been closed: `db` is declared
-/// before `closed`, so the database is dropped (flushed, its file lock
-/// released) before `closed` wakes whoever waits on
-/// [`RedbFile::wait_closed`].
-pub(crate) struct RedbFile {
-    db: Database,
+/// The Raft log store. Cloning shares the same files; a clone is also the
+/// log reader openraft's replication tasks use.
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    files: LogFiles,
+    meta_file: MetaFile,
+    /// The meta as last written.
+    meta: Mutex<pb::LogMeta>,
+    /// Held across a meta file write, so writes land in the order made.
+    meta_write: Mutex<()>,
+    /// The committed log id noted last by `save_committed` (in memory:
+    /// what a read answers), and whether it is not yet written.
+    committed: Mutex<NotedCommitted>,
+    recent: Mutex<RecentEntries>,
+    /// Last: the files are closed when it fires.
     closed: DropSignal,
 }
 
-impl RedbFile {
-    /// Opens (or creates) the file and its tables.
-    pub(crate) fn open(
-        path: &Path,
-        init: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<Arc<Self>, StoreOpenError> {
-        let open = || -> Result<Database, redb::Error> {
-            let db = if power_loss::power_loss_mode() {
-                tracing::warn!(
-                    path = %path.display(),
-                    "{}=1: unsynced writes are kept in memory and lost on a crash (test-only)",
-                    power_loss::POWER_LOSS_ENV
-                );
-                power_loss::create_database(path)?
-            } else {
-                Database::create(path)?
-            };
-            let txn = db.begin_write()?;
-            init(&txn)?;
-            txn.commit()?;
-            // The commit fsynced the file's contents, not its directory
-            // entry: without this a power cut soon after the first start
-            // could leave a data directory without the file, and so a node
-            // that forgot its vote and log.
-            sync_parent_dir(path).map_err(redb::DatabaseError::from)?;
-            Ok(db)
-        };
-        let db = open().map_err(|source| StoreOpenError {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Arc::new(Self {
-            db,
-            closed: DropSignal::new(),
-        }))
-    }
-
-    /// A future that completes once the last handle is dropped and the file
-    /// is closed. Holds no handle itself.
-    pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.closed.dropped()
-    }
-}
-
-impl std::ops::Deref for RedbFile {
-    type Target = Database;
-
-    fn deref(&self) -> &Database {
-        &self.db
-    }
-}
-
-/// The Raft log store. Cloning shares the same database; a clone is also
-/// the log reader openraft's replication tasks use.
-#[derive(Clone)]
-pub struct LogStore {
-    db: Arc<RedbFile>,
-    committed: Arc<NotedCommitted>,
-    recent: Arc<std::sync::Mutex<RecentEntries>>,
-}
-
-/// The committed log id (encoded) last noted by `save_committed` and not
-/// yet written: taken by the next transaction that writes, or written when
-/// the last handle of the store is dropped (the node shuts down), so that a
-/// node restarted alone after a clean stop applies all it had committed.
+#[derive(Default)]
 struct NotedCommitted {
-    db: Arc<RedbFile>,
-    id: std::sync::Mutex<Option<Vec<u8>>>,
+    id: Option<pb::LogId>,
+    unwritten: bool,
 }
 
-impl NotedCommitted {
-    fn note(&self, id: Vec<u8>) {
-        *self.lock() = Some(id);
-    }
-
-    /// Taken before a write transaction that stores it: if that
-    /// transaction fails the id is lost, which only means a restart
-    /// applies less by itself.
-    fn take(&self) -> Option<Vec<u8>> {
-        self.lock().take()
-    }
-
-    fn noted(&self) -> Option<Vec<u8>> {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
-        self.id
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Blocks the dropping thread for one small fsynced transaction, once, when
-/// the node shuts down.
-impl Drop for NotedCommitted {
+/// Blocks the dropping thread for one small synced write, once, when the
+/// node shuts down, so that a node restarted alone after a clean stop
+/// applies all it had committed.
+impl Drop for Shared {
     fn drop(&mut self) {
-        let Some(id) = self.take() else {
+        if !lock(&self.committed).unwritten {
             return;
-        };
-        let write = || -> io::Result<()> {
-            let txn = self.db.begin_write().map_err(io_err)?;
-            insert_committed(&txn, &id)?;
-            commit(txn)
-        };
-        if let Err(error) = write() {
+        }
+        if let Err(error) = self.write_meta(|_| {}) {
             tracing::warn!(%error, "mesh: the committed log id was not saved at shutdown");
         }
     }
 }
 
-fn insert_committed(txn: &redb::WriteTransaction, id: &[u8]) -> io::Result<()> {
-    txn.open_table(META)
-        .map_err(io_err)?
-        .insert(KEY_COMMITTED, id)
-        .map_err(io_err)?;
-    Ok(())
+impl Shared {
+    /// The committed id noted and not yet written, marked written: if the
+    /// write that takes it fails, it is lost, which only means a restart
+    /// applies less by itself.
+    fn take_committed(&self) -> Option<pb::LogId> {
+        let mut noted = lock(&self.committed);
+        std::mem::take(&mut noted.unwritten)
+            .then(|| noted.id)
+            .flatten()
+    }
+
+    /// Changes the meta with `change` and writes it, with the committed id
+    /// noted since the last write (blocking).
+    fn write_meta(&self, change: impl FnOnce(&mut pb::LogMeta)) -> io::Result<()> {
+        let _turn = lock(&self.meta_write);
+        let committed = self.take_committed();
+        let meta = {
+            let mut meta = lock(&self.meta);
+            change(&mut meta);
+            if committed.is_some() {
+                meta.committed = committed;
+            }
+            *meta
+        };
+        self.meta_file.write(&meta)
+    }
+
+    fn last_purged(&self) -> Option<pb::LogId> {
+        lock(&self.meta).last_purged
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The later of two committed ids.
+fn later(a: Option<pb::LogId>, b: Option<pb::LogId>) -> Option<pb::LogId> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.index > a.index { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 impl LogStore {
-    /// Opens (or creates) the log file at `path`, keeping up to
-    /// `cache_bytes` of the entries appended last in memory.
-    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreOpenError> {
-        let db = RedbFile::open(path, |txn| {
-            txn.open_table(META)?;
-            segment_unsegmented_log(txn)
-        })?;
+    /// Opens (or creates) the log in `data_dir`, keeping up to
+    /// `cache_bytes` of the entries appended last in memory. A log an
+    /// earlier version kept in redb is moved into it first.
+    pub fn open(data_dir: &Path, cache_bytes: usize) -> Result<Self, StoreOpenError> {
+        Self::open_with_segments(data_dir, cache_bytes, SEGMENT_BYTES)
+    }
+
+    fn open_with_segments(
+        data_dir: &Path,
+        cache_bytes: usize,
+        segment_bytes: u64,
+    ) -> Result<Self, StoreOpenError> {
+        let dir = data_dir.join(DIR_NAME);
+        let error = |source| StoreOpenError {
+            path: dir.clone(),
+            source,
+        };
+        let power_loss = power_loss::power_loss_mode();
+        if power_loss {
+            tracing::warn!(
+                path = %dir.display(),
+                "{}=1: unsynced log writes are kept in memory and lost on a crash (test-only)",
+                power_loss::POWER_LOSS_ENV
+            );
+        }
+        let (files, recovered) = LogFiles::open(&dir, segment_bytes, power_loss).map_err(error)?;
+        if recovered.torn_bytes > 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                bytes = recovered.torn_bytes,
+                "mesh: cut the end of the log, written by an append that was never synced"
+            );
+        }
+        let (meta_file, mut meta) = MetaFile::open(&dir).map_err(error)?;
+        let legacy = data_dir.join(legacy_log::FILE_NAME);
+        if let Some(moved) = legacy_log::migrate(&legacy, &files, &meta_file).map_err(error)? {
+            meta = moved;
+        }
+        let in_files = recovered
+            .committed
+            .map(pb::LogId::decode)
+            .transpose()
+            .map_err(|e| error(invalid_data(e)))?;
+        let committed = later(meta.committed, in_files);
         Ok(Self {
-            committed: Arc::new(NotedCommitted {
-                db: db.clone(),
-                id: std::sync::Mutex::new(None),
+            shared: Arc::new(Shared {
+                files,
+                meta_file,
+                meta: Mutex::new(meta),
+                meta_write: Mutex::new(()),
+                committed: Mutex::new(NotedCommitted {
+                    id: committed,
+                    unwritten: false,
+                }),
+                recent: Mutex::new(RecentEntries::new(cache_bytes)),
+                closed: DropSignal::new(),
             }),
-            db,
-            recent: Arc::new(std::sync::Mutex::new(RecentEntries::new(cache_bytes))),
         })
     }
 
-    /// Completes once every clone of this store is dropped and the file closed.
+    /// Completes once every clone of this store is dropped and the files
+    /// closed.
     pub(crate) fn wait_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.db.wait_closed()
+        self.shared.closed.dropped()
     }
 
     async fn run<T, F>(&self, f: F) -> io::Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Database) -> io::Result<T> + Send + 'static,
+        F: FnOnce(&Shared) -> io::Result<T> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
             .await
             .map_err(io::Error::other)?
     }
 
-    /// Writes `value` under `key`, with the committed log id noted since
-    /// the last write, and fsyncs.
-    async fn write_meta(&self, key: &'static str, value: Vec<u8>) -> io::Result<()> {
-        let committed = self.committed.take();
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(io_err)?;
-            txn.open_table(META)
-                .map_err(io_err)?
-                .insert(key, value.as_slice())
-                .map_err(io_err)?;
-            if let Some(committed) = &committed {
-                insert_committed(&txn, committed)?;
-            }
-            commit(txn)
-        })
-        .await
+    fn recent(&self) -> MutexGuard<'_, RecentEntries> {
+        lock(&self.shared.recent)
     }
-
-    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
-        self.recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    async fn read_meta<M: Message + Default + 'static>(
-        &self,
-        key: &'static str,
-    ) -> io::Result<Option<M>> {
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(io_err)?;
-            let table = txn.open_table(META).map_err(io_err)?;
-            match table.get(key).map_err(io_err)? {
-                None => Ok(None),
-                Some(bytes) => M::decode(bytes.value()).map(Some).map_err(invalid_data),
-            }
-        })
-        .await
-    }
-}
-
-/// Commits `txn` with redb's default `Durability::Immediate` (it returns
-/// after the fsync), timed into `vomesh_storage_fsync_seconds`: every Raft
-/// append waits for one, so a slow disk shows there first.
-fn commit(txn: redb::WriteTransaction) -> io::Result<()> {
-    let started = std::time::Instant::now();
-    txn.commit().map_err(io_err)?;
-    metrics::histogram!("vomesh_storage_fsync_seconds").record(started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 /// fsyncs the directory holding `path`, making its entry durable.
@@ -315,63 +265,6 @@ pub(crate) fn invalid_data(e: impl std::error::Error + Send + Sync + 'static) ->
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-fn segment_of(index: u64) -> u64 {
-    index / SEGMENT_ENTRIES
-}
-
-fn segment_table(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
-    TableDefinition::new(name)
-}
-
-fn segment_name(segment: u64) -> String {
-    format!("{SEGMENT_PREFIX}{segment:016x}")
-}
-
-/// The segments among `tables`, in index order.
-fn segments(tables: impl Iterator<Item = redb::UntypedTableHandle>) -> Vec<u64> {
-    let mut segments: Vec<u64> = tables
-        .filter_map(|table| {
-            let hex = table.name().strip_prefix(SEGMENT_PREFIX)?;
-            u64::from_str_radix(hex, 16).ok()
-        })
-        .collect();
-    segments.sort_unstable();
-    segments
-}
-
-/// Moves the entries of a log written before segments existed into
-/// segments, in the transaction that opens the file.
-fn segment_unsegmented_log(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
-    let exists = txn
-        .list_tables()?
-        .any(|table| table.name() == UNSEGMENTED_LOG.name());
-    if !exists {
-        return Ok(());
-    }
-    {
-        let old = txn.open_table(UNSEGMENTED_LOG)?;
-        for item in old.iter()? {
-            let (index, value) = item?;
-            let name = segment_name(segment_of(index.value()));
-            txn.open_table(segment_table(&name))?
-                .insert(index.value(), value.value())?;
-        }
-    }
-    txn.delete_table(UNSEGMENTED_LOG)?;
-    Ok(())
-}
-
-/// The index of the last purged entry, as the purge marker records it.
-fn last_purged_index(txn: &redb::ReadTransaction) -> io::Result<Option<u64>> {
-    let meta = txn.open_table(META).map_err(io_err)?;
-    match meta.get(KEY_LAST_PURGED).map_err(io_err)? {
-        None => Ok(None),
-        Some(bytes) => pb::LogId::decode(bytes.value())
-            .map(|id| Some(id.index))
-            .map_err(invalid_data),
-    }
-}
-
 /// The first and last index `range` includes, `None` if it includes none.
 fn index_span<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, u64)> {
     let first = match range.start_bound() {
@@ -387,7 +280,7 @@ fn index_span<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, u64)> {
     (first <= last).then_some((first, last))
 }
 
-fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
+fn decode_entry(bytes: bytes::Bytes) -> io::Result<Entry> {
     let pb = pb::Entry::decode(bytes).map_err(invalid_data)?;
     wire::entry_from_pb(pb).map_err(invalid_data)
 }
@@ -406,37 +299,32 @@ impl RaftLogReader<MeshTypes> for LogStore {
             return Ok(entries);
         }
         metrics::counter!(LOG_READS_TOTAL, "result" => "miss").increment(1);
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(io_err)?;
-            let mut entries = Vec::new();
-            // Purged entries still in a partly purged segment are skipped.
-            let unpurged = last_purged_index(&txn)?.map_or(Some(0), |i| i.checked_add(1));
+        self.run(move |shared| {
+            // Purged entries still in a segment not yet deleted are skipped.
+            let unpurged = shared
+                .last_purged()
+                .map_or(Some(0), |id| id.index.checked_add(1));
             let Some(first) = unpurged
                 .map(|unpurged| first.max(unpurged))
                 .filter(|first| *first <= last)
             else {
-                return Ok(entries);
+                return Ok(Vec::new());
             };
-            let wanted = segment_of(first)..=segment_of(last);
-            let tables = txn.list_tables().map_err(io_err)?;
-            for segment in segments(tables).into_iter().filter(|s| wanted.contains(s)) {
-                let name = segment_name(segment);
-                let table = txn.open_table(segment_table(&name)).map_err(io_err)?;
-                for item in table.range(first..=last).map_err(io_err)? {
-                    let (_, value) = item.map_err(io_err)?;
-                    entries.push(decode_entry(value.value())?);
-                }
-            }
-            Ok(entries)
+            shared
+                .files
+                .read(first, last)?
+                .into_iter()
+                .map(decode_entry)
+                .collect()
         })
         .await
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
-        Ok(self
-            .read_meta::<pb::Vote>(KEY_VOTE)
-            .await?
-            .map(|v| wire::vote_from_pb(&v)))
+        Ok(lock(&self.shared.meta)
+            .vote
+            .as_ref()
+            .map(wire::vote_from_pb))
     }
 }
 
@@ -445,25 +333,21 @@ impl RaftLogStorage<MeshTypes> for LogStore {
 
     async fn get_log_state(&mut self) -> io::Result<LogState<MeshTypes>> {
         let last_purged = self
-            .read_meta::<pb::LogId>(KEY_LAST_PURGED)
-            .await?
+            .shared
+            .last_purged()
             .map(|id| wire::log_id_from_pb(&id));
         let last_in_log = self
-            .run(|db| {
-                let txn = db.begin_read().map_err(io_err)?;
-                let tables = txn.list_tables().map_err(io_err)?;
-                let Some(&segment) = segments(tables).last() else {
+            .run(|shared| {
+                let Some((_, last)) = shared.files.span() else {
                     return Ok(None);
                 };
-                let name = segment_name(segment);
-                let table = txn.open_table(segment_table(&name)).map_err(io_err)?;
-                match table.last().map_err(io_err)? {
-                    None => Ok(None),
-                    Some((_, value)) => decode_entry(value.value()).map(|e| Some(e.log_id)),
-                }
+                let entry = shared.files.read(last, last)?.pop();
+                entry
+                    .map(|bytes| decode_entry(bytes).map(|e| e.log_id))
+                    .transpose()
             })
             .await?;
-        // The last entry kept can be a purged one (purges drop whole
+        // The last entry kept can be a purged one (purges delete whole
         // segments), or older than the purge point (a snapshot installed
         // past the end of the log).
         let last_log_id = match (last_in_log, last_purged) {
@@ -481,16 +365,19 @@ impl RaftLogStorage<MeshTypes> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
-        let bytes = wire::vote_to_pb(vote).encode_to_vec();
-        self.write_meta(KEY_VOTE, bytes).await
+        let vote = wire::vote_to_pb(vote);
+        self.run(move |shared| shared.write_meta(|meta| meta.vote = Some(vote)))
+            .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         let Some(committed) = committed else {
             return Ok(());
         };
-        let bytes = wire::log_id_to_pb(&committed).encode_to_vec();
-        self.committed.note(bytes);
+        *lock(&self.shared.committed) = NotedCommitted {
+            id: Some(wire::log_id_to_pb(&committed)),
+            unwritten: true,
+        };
         Ok(())
     }
 
@@ -498,11 +385,10 @@ impl RaftLogStorage<MeshTypes> for LogStore {
     /// answers with what it was told; after a restart, with what reached
     /// the disk.
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        let committed = match self.committed.noted() {
-            Some(bytes) => Some(pb::LogId::decode(bytes.as_slice()).map_err(invalid_data)?),
-            None => self.read_meta::<pb::LogId>(KEY_COMMITTED).await?,
-        };
-        Ok(committed.map(|id| wire::log_id_from_pb(&id)))
+        Ok(lock(&self.shared.committed)
+            .id
+            .as_ref()
+            .map(wire::log_id_from_pb))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<MeshTypes>) -> io::Result<()>
@@ -511,31 +397,19 @@ impl RaftLogStorage<MeshTypes> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let encoded = entries
+        let records = entries
             .iter()
             .map(|e| {
-                Ok((
-                    e.log_id.index,
-                    wire::entry_to_pb(e).map_err(invalid_data)?.encode_to_vec(),
-                ))
+                Ok(EntryRecord {
+                    index: e.log_id.index,
+                    bytes: wire::entry_to_pb(e).map_err(invalid_data)?.encode_to_vec(),
+                })
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let committed = self.committed.take();
         let result = self
-            .run(move |db| {
-                let txn = db.begin_write().map_err(io_err)?;
-                if let Some(committed) = &committed {
-                    insert_committed(&txn, committed)?;
-                }
-                for run in encoded.chunk_by(|(a, _), (b, _)| segment_of(*a) == segment_of(*b)) {
-                    let name = segment_name(segment_of(run[0].0));
-                    let mut table = txn.open_table(segment_table(&name)).map_err(io_err)?;
-                    for (index, bytes) in run {
-                        table.insert(*index, bytes.as_slice()).map_err(io_err)?;
-                    }
-                }
-                // Default durability is Immediate: commit returns after fsync.
-                commit(txn)
+            .run(move |shared| {
+                let committed = shared.take_committed().map(|id| id.encode_to_vec());
+                shared.files.append(committed.as_deref(), &records)
             })
             .await;
         match result {
@@ -552,55 +426,21 @@ impl RaftLogStorage<MeshTypes> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
-        // Forgotten first: whatever the transaction does, no read may be
-        // answered with an entry that is being removed.
+        // Forgotten first: whatever the files do, no read may be answered
+        // with an entry that is being removed.
         self.recent()
             .truncated_after(last_log_id.map(|id| id.index));
         let from = last_log_id.map_or(0, |id| id.index + 1);
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(io_err)?;
-            let tables = txn.list_tables().map_err(io_err)?;
-            for segment in segments(tables)
-                .into_iter()
-                .filter(|&s| s >= segment_of(from))
-            {
-                let name = segment_name(segment);
-                if segment * SEGMENT_ENTRIES >= from {
-                    txn.delete_table(segment_table(&name)).map_err(io_err)?;
-                } else {
-                    txn.open_table(segment_table(&name))
-                        .map_err(io_err)?
-                        .retain_in(from.., |_, _| false)
-                        .map_err(io_err)?;
-                }
-            }
-            commit(txn)
-        })
-        .await
+        self.run(move |shared| shared.files.truncate_from(from))
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
-        let marker = wire::log_id_to_pb(&log_id).encode_to_vec();
-        let upto = log_id.index;
-        self.recent().purged_upto(upto);
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(io_err)?;
-            // The purge marker and the deletion commit together, so the log
-            // state never shows a gap that no snapshot covers.
-            txn.open_table(META)
-                .map_err(io_err)?
-                .insert(KEY_LAST_PURGED, marker.as_slice())
-                .map_err(io_err)?;
-            let tables = txn.list_tables().map_err(io_err)?;
-            // Only segments that end at or before `upto`.
-            let covered = segments(tables)
-                .into_iter()
-                .take_while(|&s| (s + 1) * SEGMENT_ENTRIES - 1 <= upto);
-            for segment in covered {
-                txn.delete_table(segment_table(&segment_name(segment)))
-                    .map_err(io_err)?;
-            }
-            commit(txn)
+        let marker = wire::log_id_to_pb(&log_id);
+        self.recent().purged_upto(log_id.index);
+        self.run(move |shared| {
+            shared.write_meta(|meta| meta.last_purged = Some(marker))?;
+            shared.files.remove_upto(marker.index)
         })
         .await
     }
@@ -653,20 +493,19 @@ mod tests {
         }
     }
 
-    struct RedbStores;
+    struct FileStores;
 
     fn storage_error<E: std::error::Error + 'static>(e: &E) -> StorageError<MeshTypes> {
         StorageError::read(MeshTypes::err_from_error(e))
     }
 
-    impl StoreBuilder<MeshTypes, LogStore, StateStore<Indexes>, tempfile::TempDir> for RedbStores {
+    impl StoreBuilder<MeshTypes, LogStore, StateStore<Indexes>, tempfile::TempDir> for FileStores {
         async fn build(
             &self,
         ) -> Result<(tempfile::TempDir, LogStore, StateStore<Indexes>), StorageError<MeshTypes>>
         {
             let dir = tempfile::tempdir().map_err(|e| storage_error(&e))?;
-            let log = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20)
-                .map_err(|e| storage_error(&e))?;
+            let log = LogStore::open(dir.path(), 1 << 20).map_err(|e| storage_error(&e))?;
             let sm =
                 StateStore::open(dir.path(), Indexes::default()).map_err(|e| storage_error(&e))?;
             Ok((dir, log, sm))
@@ -674,8 +513,8 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redb_store_passes_openraft_storage_suite() {
-        Suite::test_all(RedbStores).await.unwrap();
+    async fn log_store_passes_openraft_storage_suite() {
+        Suite::test_all(FileStores).await.unwrap();
     }
 
     async fn append_blanks(store: &mut LogStore, indexes: std::ops::RangeInclusive<u64>) {
@@ -691,35 +530,42 @@ mod tests {
         entries.iter().map(|e| e.log_id.index).collect()
     }
 
-    fn segment_count(store: &LogStore) -> usize {
-        segments(store.db.begin_read().unwrap().list_tables().unwrap()).len()
+    /// The log as a crash would leave it: a copy of its files, opened.
+    async fn after_crash(data_dir: &Path) -> (tempfile::TempDir, LogStore) {
+        let copy = tempfile::tempdir().unwrap();
+        let to = copy.path().join(DIR_NAME);
+        std::fs::create_dir(&to).unwrap();
+        for file in std::fs::read_dir(data_dir.join(DIR_NAME)).unwrap() {
+            let file = file.unwrap();
+            std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+        }
+        let store = LogStore::open(copy.path(), 1 << 20).unwrap();
+        (copy, store)
     }
 
     #[tokio::test]
     async fn the_committed_id_reaches_the_disk_with_the_next_append_or_at_close() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.redb");
-        let mut store = LogStore::open(&path, 1 << 20).unwrap();
+        let mut store = LogStore::open(dir.path(), 1 << 20).unwrap();
         append_blanks(&mut store, 1..=3).await;
         store.save_committed(Some(test_log_id(2))).await.unwrap();
         assert_eq!(store.read_committed().await.unwrap(), Some(test_log_id(2)));
-        // Noted, not written: the file does not hold it yet.
-        let on_disk = |store: &LogStore| {
-            let txn = store.db.begin_read().unwrap();
-            let meta = txn.open_table(META).unwrap();
-            meta.get(KEY_COMMITTED)
-                .unwrap()
-                .map(|bytes| pb::LogId::decode(bytes.value()).unwrap().index)
-        };
-        assert_eq!(on_disk(&store), None);
+        // Noted, not written: a crash now forgets it.
+        let (_copy, mut crashed) = after_crash(dir.path()).await;
+        assert_eq!(crashed.read_committed().await.unwrap(), None);
+        // The next append writes it.
         append_blanks(&mut store, 4..=4).await;
-        assert_eq!(on_disk(&store), Some(2));
+        let (_copy, mut crashed) = after_crash(dir.path()).await;
+        assert_eq!(
+            crashed.read_committed().await.unwrap(),
+            Some(test_log_id(2))
+        );
+        // And a clean close.
         store.save_committed(Some(test_log_id(4))).await.unwrap();
         let closed = store.wait_closed();
         drop(store);
         closed.await;
-        // Written when the store closed.
-        let mut reopened = LogStore::open(&path, 1 << 20).unwrap();
+        let mut reopened = LogStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(
             reopened.read_committed().await.unwrap(),
             Some(test_log_id(4))
@@ -727,74 +573,89 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn purge_drops_whole_segments_and_hides_the_rest() {
+    async fn a_vote_and_appended_entries_survive_a_crash() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = LogStore::open(&dir.path().join("log.redb"), 0).unwrap();
-        let n = SEGMENT_ENTRIES;
-        append_blanks(&mut store, 1..=3 * n).await;
-        assert_eq!(segment_count(&store), 4, "segments 0..=3");
-
-        // Into segment 1: segment 0 goes, segment 1 stays but reads hide
-        // what was purged of it.
-        store.purge(test_log_id(n + 9)).await.unwrap();
-        assert_eq!(segment_count(&store), 3);
-        assert_eq!(indexes(&mut store, ..n + 12).await, [n + 10, n + 11]);
-        assert_eq!(indexes(&mut store, 5..=n + 9).await, Vec::<u64>::new());
-        let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(test_log_id(n + 9)));
-        assert_eq!(state.last_log_id, Some(test_log_id(3 * n)));
-
-        // A read spanning segments comes back whole and in order.
-        let spanning = indexes(&mut store, 2 * n - 2..2 * n + 2).await;
-        assert_eq!(spanning, (2 * n - 2..2 * n + 2).collect::<Vec<_>>());
-
-        // Truncating inside segment 2 drops segment 3 and the tail of 2.
-        store
-            .truncate_after(Some(test_log_id(2 * n + 5)))
-            .await
-            .unwrap();
-        assert_eq!(segment_count(&store), 2);
-        assert_eq!(
-            indexes(&mut store, 2 * n + 4..).await,
-            [2 * n + 4, 2 * n + 5]
-        );
-        append_blanks(&mut store, 2 * n + 6..=2 * n + 6).await;
-        assert_eq!(
-            store.get_log_state().await.unwrap().last_log_id,
-            Some(test_log_id(2 * n + 6))
-        );
-
-        // A purge past the end of the log (a snapshot installed ahead of
-        // it) leaves the purge point as the last log id.
-        store.purge(test_log_id(5 * n)).await.unwrap();
-        assert_eq!(segment_count(&store), 0);
-        let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_log_id, Some(test_log_id(5 * n)));
-        assert_eq!(indexes(&mut store, ..).await, Vec::<u64>::new());
+        let mut store = LogStore::open(dir.path(), 1 << 20).unwrap();
+        let vote = Vote::new(7, 2);
+        store.save_vote(&vote).await.unwrap();
+        append_blanks(&mut store, 0..=9).await;
+        let (_copy, mut crashed) = after_crash(dir.path()).await;
+        assert_eq!(crashed.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(indexes(&mut crashed, ..).await, (0..=9).collect::<Vec<_>>());
+        let state = crashed.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(test_log_id(9)));
     }
 
     #[tokio::test]
-    async fn a_log_written_before_segments_is_moved_into_them_on_open() {
+    async fn purge_deletes_whole_segments_and_hides_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.redb");
+        let mut store = LogStore::open_with_segments(dir.path(), 0, 512).unwrap();
+        for i in 1..=300 {
+            append_blanks(&mut store, i..=i).await;
+        }
+        let segments = store.shared.files.segment_count();
+        assert!(segments > 3, "{segments} segments");
+
+        store.purge(test_log_id(150)).await.unwrap();
+        assert!(store.shared.files.segment_count() < segments);
+        assert_eq!(indexes(&mut store, ..153).await, [151, 152]);
+        assert_eq!(indexes(&mut store, 5..=150).await, Vec::<u64>::new());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(test_log_id(150)));
+        assert_eq!(state.last_log_id, Some(test_log_id(300)));
+
+        store.truncate_after(Some(test_log_id(205))).await.unwrap();
+        assert_eq!(indexes(&mut store, 204..).await, [204, 205]);
+        append_blanks(&mut store, 206..=206).await;
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_log_id,
+            Some(test_log_id(206))
+        );
+
+        // A purge past the end of the log (a snapshot installed ahead of
+        // it) leaves the purge point as the last log id, and survives a
+        // restart.
+        store.purge(test_log_id(500)).await.unwrap();
+        assert_eq!(store.shared.files.segment_count(), 0);
+        drop(store);
+        let mut store = LogStore::open(dir.path(), 0).unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(test_log_id(500)));
+        assert_eq!(indexes(&mut store, ..).await, Vec::<u64>::new());
+        append_blanks(&mut store, 501..=501).await;
+        assert_eq!(indexes(&mut store, ..).await, [501]);
+    }
+
+    #[tokio::test]
+    async fn a_log_an_earlier_version_kept_in_redb_is_moved_on_open() {
+        use redb::{Database, TableDefinition};
+        let dir = tempfile::tempdir().unwrap();
+        let vote = Vote::new(3, 1);
         {
-            let db = Database::create(&path).unwrap();
+            let db = Database::create(dir.path().join(legacy_log::FILE_NAME)).unwrap();
             let txn = db.begin_write().unwrap();
             {
-                let mut old = txn.open_table(UNSEGMENTED_LOG).unwrap();
-                for index in [1, SEGMENT_ENTRIES + 1] {
+                let mut log = txn
+                    .open_table(TableDefinition::<u64, &[u8]>::new(
+                        "raft_log.0000000000000000",
+                    ))
+                    .unwrap();
+                for index in 0..=4 {
                     let entry = Entry::new_blank(test_log_id(index));
                     let bytes = wire::entry_to_pb(&entry).unwrap().encode_to_vec();
-                    old.insert(index, bytes.as_slice()).unwrap();
+                    log.insert(index, bytes.as_slice()).unwrap();
                 }
+                let mut meta = txn
+                    .open_table(TableDefinition::<&str, &[u8]>::new("raft_meta"))
+                    .unwrap();
+                let vote = wire::vote_to_pb(&vote).encode_to_vec();
+                meta.insert("vote", vote.as_slice()).unwrap();
             }
             txn.commit().unwrap();
         }
-        let mut store = LogStore::open(&path, 1 << 20).unwrap();
-        assert_eq!(indexes(&mut store, ..).await, [1, SEGMENT_ENTRIES + 1]);
-        assert_eq!(segment_count(&store), 2);
-        let txn = store.db.begin_read().unwrap();
-        let mut tables = txn.list_tables().unwrap();
-        assert!(!tables.any(|t| t.name() == UNSEGMENTED_LOG.name()));
+        let mut store = LogStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&mut store, ..).await, [0, 1, 2, 3, 4]);
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+        assert!(!dir.path().join(legacy_log::FILE_NAME).exists());
     }
 }

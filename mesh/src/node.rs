@@ -1,4 +1,4 @@
-//! A mesh node: wires the redb stores, the QUIC transport and openraft
+//! A mesh node: wires the stores, the QUIC transport and openraft
 //! together, and offers the application what it needs — `propose` a
 //! command from any node, read the local replica, make a read
 //! linearizable, watch the cluster, shut down.
@@ -181,7 +181,7 @@ pub(crate) struct Inner<S: StateMachine> {
     /// (the node's start until then).
     pub(crate) leader_contact: std::sync::Mutex<Instant>,
     client_counter: std::sync::OnceLock<ClientCounter>,
-    /// Completes when Raft's tasks have dropped the redb files; awaited by
+    /// Completes when Raft's tasks have closed the log and snapshot files; awaited by
     /// `shutdown`.
     storage_closed: tokio::sync::Mutex<Option<StorageClosed>>,
 }
@@ -210,10 +210,7 @@ impl<S: StateMachine> MeshNode<S> {
             path: config.data_dir.clone(),
             source,
         })?;
-        let log = LogStore::open(
-            &config.data_dir.join("raft-log.redb"),
-            config.log_cache_bytes,
-        )?;
+        let log = LogStore::open(&config.data_dir, config.log_cache_bytes)?;
         let store = StateStore::open(&config.data_dir, state_machine)?;
         let state = store.shared();
         let applied_since_snapshot = store.applied_since_snapshot();
@@ -728,9 +725,9 @@ impl<S: StateMachine> MeshNode<S> {
     }
 
     /// Stops Raft, closes the QUIC endpoint, and waits (at most the
-    /// proposal timeout) until Raft's tasks have closed the redb files, so a
-    /// process exiting afterwards leaves them cleanly closed (no repair at
-    /// next start). Everything written was already fsynced at commit.
+    /// proposal timeout) until Raft's tasks have closed the log and snapshot files, so
+    /// a process exiting afterwards has saved the committed log id and
+    /// released the log's lock. Everything written was already fsynced at commit.
     pub async fn shutdown(&self) {
         self.inner.metrics.stop();
         self.inner.progress_task.abort();

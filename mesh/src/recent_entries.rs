@@ -2,14 +2,14 @@
 //! every append: the leader's replication task for each follower reads
 //! the entries it just appended, and every node's state machine worker
 //! reads the entries it applies, which were appended moments before.
-//! Served from redb, each such read was a hop to the blocking pool, a read
-//! transaction and a protobuf decode (a copy of every payload); served from
+//! Served from disk, each such read would be a hop to the blocking pool, a
+//! read and a protobuf decode (a copy of every payload); served from
 //! here it is a clone of each entry (its command is reference-counted).
 //!
 //! The entries held are always a contiguous suffix of the log: appends
 //! extend it, a truncation and a purge cut it, and anything that would
 //! leave a gap empties it. A read is answered from here only when the
-//! whole range it asks for lies within; otherwise it goes to redb.
+//! whole range it asks for lies within; otherwise it goes to disk.
 
 use std::collections::VecDeque;
 

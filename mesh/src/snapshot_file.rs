@@ -55,7 +55,7 @@ pub(crate) struct StoredSnapshot {
 }
 
 /// The snapshot file of one data directory. Reports when the last handle
-/// is dropped (a build in progress holds one), like the log's redb file.
+/// is dropped (a build in progress holds one), like the log's files.
 pub(crate) struct SnapshotFile {
     path: PathBuf,
     temporary: PathBuf,

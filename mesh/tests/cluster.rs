@@ -568,7 +568,7 @@ async fn a_restarted_node_keeps_its_log_and_state() -> anyhow::Result<()> {
     }
 
     // Alone, with no leader to learn from, the node rebuilds its state from
-    // its own redb files.
+    // its own log and snapshot files.
     let follower = cluster.follower(leader);
     cluster.start_node(follower).await?;
     assert_eq!(cluster.nodes[&follower].state().read().applied, before);

@@ -230,7 +230,7 @@ pub async fn run(
     {
         tracing::warn!("some connections did not close within {DRAIN_TIMEOUT:?}");
     }
-    // Every acknowledged write was fsynced at commit; this closes the redb
+    // Every acknowledged write was fsynced at commit; this closes the mesh's
     // files cleanly.
     mesh.shutdown().await;
     upkeep.abort();
