@@ -116,6 +116,7 @@
 
 pub mod certs;
 pub mod config;
+mod forwarder;
 mod legacy_log;
 mod log_files;
 mod log_meta;

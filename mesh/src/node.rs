@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use vomesh_proto::mesh as pb;
 
 use crate::config::{MeshConfig, MeshTimeouts};
+use crate::forwarder::Forwarder;
 use crate::log_store::{LogStore, StoreOpenError};
 use crate::metrics::MetricsExporter;
 use crate::network::NetworkFactory;
@@ -164,6 +165,7 @@ pub(crate) struct Inner<S: StateMachine> {
     pub(crate) id: NodeId,
     pub(crate) raft: Raft<S>,
     pub(crate) transport: Arc<Transport>,
+    forwarder: Arc<Forwarder>,
     pub(crate) state: SharedState<S>,
     pub(crate) timeouts: MeshTimeouts,
     pub(crate) command_bytes_max: usize,
@@ -264,6 +266,10 @@ impl<S: StateMachine> MeshNode<S> {
             id: config.node_id,
             raft: raft.clone(),
             transport: transport.clone(),
+            forwarder: Arc::new(Forwarder::new(
+                transport.clone(),
+                config.proposals_in_flight_max,
+            )),
             state,
             timeouts: config.timeouts.clone(),
             command_bytes_max: config.command_bytes_max,
@@ -460,8 +466,9 @@ impl<S: StateMachine> MeshNode<S> {
         }
     }
 
-    /// Forwards to `leader`. `Ok(None)`: the leader refused before appending
-    /// (not the leader any more, or not reachable before sending).
+    /// Forwards to `leader`, in a batch with the other proposals waiting
+    /// for it ([`Forwarder`]). `Ok(None)`: the leader refused before
+    /// appending (not the leader any more, or not reachable before sending).
     async fn forward(
         &self,
         leader: NodeId,
@@ -469,14 +476,10 @@ impl<S: StateMachine> MeshNode<S> {
         command: Bytes,
         deadline: Instant,
     ) -> Result<Option<Committed>, ProposeError> {
-        let kind = pb::request::Kind::ForwardProposal(pb::ForwardProposal {
-            command: command.to_vec(),
-        });
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let call = self
+        let outcome = self
             .inner
-            .transport
-            .call(leader, addr, kind, None, 0, remaining);
+            .forwarder
+            .forward(leader, addr, command, deadline);
         // A leader that crashed never answers (its QUIC connection looks
         // alive until its idle timeout): once this node knows another
         // leader, the outcome is as unknowable as it will ever be, and the
@@ -487,39 +490,24 @@ impl<S: StateMachine> MeshNode<S> {
                 .progress
                 .leader_other_than(Some(leader), deadline)
                 .await;
-            // The deadline passed without a new leader: leave the call to
-            // its own timeout.
+            // The deadline passed without a new leader: leave the proposal
+            // to its own timeout.
             Instant::now() < deadline
         };
-        let result = tokio::select! {
+        tokio::select! {
             biased;
-            result = call => result,
-            true = replaced => {
-                return Err(ProposeError::Indeterminate(format!(
-                    "leader {leader} was replaced while the proposal was forwarded to it"
-                )));
-            }
-        };
-        match result {
-            Ok(pb::Response {
-                kind: Some(pb::response::Kind::ForwardProposal(r)),
-            }) => Ok(Some(Committed {
-                index: r.index,
-                response: r.response.into(),
-            })),
-            Ok(other) => Err(ProposeError::Indeterminate(format!(
-                "unexpected response {other:?}"
+            outcome = tokio::time::timeout_at(deadline, outcome) => match outcome {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err(ProposeError::Indeterminate(
+                    "the forwarding task ended without an outcome".into(),
+                )),
+                Err(_) => Err(ProposeError::Indeterminate(
+                    "not committed before the deadline".into(),
+                )),
+            },
+            true = replaced => Err(ProposeError::Indeterminate(format!(
+                "leader {leader} was replaced while the proposal was forwarded to it"
             ))),
-            Err(RpcError::Remote { error, .. }) if error.kind() == pb::ErrorKind::NotLeader => {
-                Ok(None)
-            }
-            Err(RpcError::NotSent { .. }) => Ok(None),
-            Err(RpcError::Remote { error, .. }) if error.kind() == pb::ErrorKind::Overloaded => {
-                Err(ProposeError::Overloaded {
-                    max: self.inner.proposals_in_flight_max,
-                })
-            }
-            Err(e) => Err(ProposeError::Indeterminate(e.to_string())),
         }
     }
 

@@ -59,11 +59,66 @@ fn response(kind: pb::response::Kind) -> pb::Response {
 
 fn not_leader(f: &ForwardToLeader<MeshTypes>) -> pb::Response {
     pb::Response {
-        kind: Some(pb::response::Kind::Error(pb::Error {
-            kind: pb::ErrorKind::NotLeader as i32,
-            message: f.to_string(),
-            leader_id: f.leader_id,
-        })),
+        kind: Some(pb::response::Kind::Error(not_leader_error(f))),
+    }
+}
+
+fn not_leader_error(f: &ForwardToLeader<MeshTypes>) -> pb::Error {
+    pb::Error {
+        kind: pb::ErrorKind::NotLeader as i32,
+        message: f.to_string(),
+        leader_id: f.leader_id,
+    }
+}
+
+fn error(kind: pb::ErrorKind, message: String) -> pb::Error {
+    pb::Error {
+        kind: kind as i32,
+        message,
+        leader_id: None,
+    }
+}
+
+impl<S: StateMachine> Handler<S> {
+    /// Proposes a command a follower forwarded. Refused at once when this
+    /// node has its limit of proposals in flight: the proposer holds its
+    /// own slot and deadline, and learns that nothing was appended.
+    async fn propose_forwarded(
+        &self,
+        command: Vec<u8>,
+    ) -> Result<pb::ForwardProposalResponse, pb::Error> {
+        if command.len() > self.inner.command_bytes_max {
+            return Err(error(
+                pb::ErrorKind::BadRequest,
+                format!(
+                    "command of {} bytes exceeds the limit of {}",
+                    command.len(),
+                    self.inner.command_bytes_max
+                ),
+            ));
+        }
+        let Ok(_slot) = self.inner.proposals_in_flight.try_acquire() else {
+            return Err(error(
+                pb::ErrorKind::Overloaded,
+                format!("{} proposals in flight", self.inner.proposals_in_flight_max),
+            ));
+        };
+        let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
+        let write = self.inner.raft.client_write(Command(command.into()));
+        match tokio::time::timeout(budget, write).await {
+            Err(_) => Err(error(
+                pb::ErrorKind::Unavailable,
+                "not committed before the deadline".into(),
+            )),
+            Ok(Ok(resp)) => Ok(pb::ForwardProposalResponse {
+                index: resp.log_id.index,
+                response: resp.data.0.to_vec(),
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(not_leader_error(&f))
+            }
+            Ok(Err(e)) => Err(error(pb::ErrorKind::Unavailable, e.to_string())),
+        }
     }
 }
 
@@ -193,40 +248,33 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                     Err(e) => unavailable(e),
                 }
             }
-            pb::request::Kind::ForwardProposal(p)
-                if p.command.len() > self.inner.command_bytes_max =>
-            {
-                bad_request(format!(
-                    "command of {} bytes exceeds the limit of {}",
-                    p.command.len(),
-                    self.inner.command_bytes_max
-                ))
-            }
             pb::request::Kind::ForwardProposal(p) => {
-                // Refused at once when full: the proposer holds its own slot
-                // and deadline, and learns that nothing was appended.
-                let Ok(_slot) = self.inner.proposals_in_flight.try_acquire() else {
-                    return error_response(
-                        pb::ErrorKind::Overloaded,
-                        format!("{} proposals in flight", self.inner.proposals_in_flight_max),
-                    );
-                };
-                let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
-                match tokio::time::timeout(budget, raft.client_write(Command(p.command.into())))
-                    .await
-                {
-                    Err(_) => unavailable("not committed before the deadline"),
-                    Ok(Ok(resp)) => response(pb::response::Kind::ForwardProposal(
-                        pb::ForwardProposalResponse {
-                            index: resp.log_id.index,
-                            response: resp.data.0.to_vec(),
-                        },
-                    )),
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                        not_leader(&f)
-                    }
-                    Ok(Err(e)) => unavailable(e),
+                match self.propose_forwarded(p.command).await {
+                    Ok(committed) => response(pb::response::Kind::ForwardProposal(committed)),
+                    Err(refused) => pb::Response {
+                        kind: Some(pb::response::Kind::Error(refused)),
+                    },
                 }
+            }
+            pb::request::Kind::ForwardProposals(batch) => {
+                // Proposed together, so that openraft appends them together.
+                let proposed = batch
+                    .commands
+                    .into_iter()
+                    .map(|command| self.propose_forwarded(command));
+                let outcomes = futures_util::future::join_all(proposed)
+                    .await
+                    .into_iter()
+                    .map(|outcome| pb::ForwardOutcome {
+                        outcome: Some(match outcome {
+                            Ok(committed) => pb::forward_outcome::Outcome::Committed(committed),
+                            Err(refused) => pb::forward_outcome::Outcome::Refused(refused),
+                        }),
+                    })
+                    .collect();
+                response(pb::response::Kind::ForwardProposals(
+                    pb::ForwardProposalsResponse { outcomes },
+                ))
             }
             pb::request::Kind::AppendStream(_) => {
                 bad_request("append stream opened as a unary request")
