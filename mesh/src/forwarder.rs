@@ -29,6 +29,8 @@ use crate::types::NodeId;
 const BATCHES_IN_FLIGHT_MAX: usize = 16;
 /// Command bytes in one batch (a single larger command goes alone).
 const BATCH_BYTES_MAX: usize = 1 << 20;
+/// Histogram: the proposals each forwarding request carries.
+const FORWARDED_PER_REQUEST: &str = "vomesh_mesh_forwarded_proposals_per_request";
 
 /// What became of a forwarded proposal: committed (`Some`), refused
 /// before anything was appended (`None`: the proposer retries at the next
@@ -147,6 +149,7 @@ impl Forwarder {
             .map(|waiting| waiting.deadline.saturating_duration_since(now))
             .max()
             .unwrap_or_default();
+        metrics::histogram!(FORWARDED_PER_REQUEST).record(batch.len() as f64);
         let kind = pb::request::Kind::ForwardProposals(pb::ForwardProposals {
             commands: batch
                 .iter()

@@ -265,10 +265,8 @@ impl LogFiles {
             .file
             .as_ref()
             .ok_or_else(|| io::Error::other("no log segment open for writing"))?;
-        let started = std::time::Instant::now();
         file.write_at(&buf, end)?;
-        file.sync_data()?;
-        metrics::histogram!("vomesh_storage_fsync_seconds").record(started.elapsed().as_secs_f64());
+        timed_sync(|| file.sync_data())?;
 
         let mut segments = self.write_segments();
         let Some(segment) = segments.back_mut() else {
@@ -374,7 +372,7 @@ impl LogFiles {
         if segment.last().is_some_and(|last| last >= from) {
             let cut = segment.offset_of(from);
             segment.file.set_len(cut)?;
-            segment.file.sync_all()?;
+            timed_sync(|| segment.file.sync_all())?;
             segment.offsets.truncate((from - segment.first) as usize);
             segment.end = cut;
         }
@@ -431,6 +429,15 @@ impl LogFiles {
     fn writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Runs `sync`, timed into `vomesh_storage_fsync_seconds`: every append
+/// waits for one, so a slow disk shows there first.
+pub(crate) fn timed_sync(sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    sync()?;
+    metrics::histogram!("vomesh_storage_fsync_seconds").record(started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {

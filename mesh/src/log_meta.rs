@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use vomesh_proto::mesh as pb;
 
+use crate::log_files::timed_sync;
 use crate::log_store::sync_parent_dir;
 
 const FILE_NAME: &str = "meta";
@@ -53,7 +54,7 @@ impl MetaFile {
         let crc = crc32fast::hash(&encoded);
         let mut file = File::create(&self.temporary)?;
         file.write_all(&[&MAGIC[..], &crc.to_le_bytes(), &encoded].concat())?;
-        file.sync_all()?;
+        timed_sync(|| file.sync_all())?;
         drop(file);
         std::fs::rename(&self.temporary, &self.path)?;
         sync_parent_dir(&self.path)
