@@ -256,6 +256,18 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                     },
                 }
             }
+            pb::request::Kind::ForwardProposals(batch)
+                if batch.commands.len() > self.inner.proposals_in_flight_max =>
+            {
+                // More than could ever be taken in flight at once: refused
+                // whole, before a future is made for each (the sender then
+                // forwards them one per request).
+                bad_request(format!(
+                    "{} proposals in one request exceed the limit of {} in flight",
+                    batch.commands.len(),
+                    self.inner.proposals_in_flight_max
+                ))
+            }
             pb::request::Kind::ForwardProposals(batch) => {
                 // Proposed together, so that openraft appends them together.
                 let proposed = batch

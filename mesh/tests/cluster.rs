@@ -520,6 +520,82 @@ async fn a_follower_forwards_many_proposals_at_once_whatever_the_rpc_stream_cred
     Ok(())
 }
 
+/// The leader's side of forwarding in batches, as a follower (here a bare
+/// transport with a certificate of the cluster) sends them: each command
+/// is proposed and answered in order; a request with more commands than
+/// the node takes in flight is refused whole, before any is proposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_answers_each_command_of_a_forwarded_batch_and_refuses_an_oversized_one()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start(1, 10_000).await?;
+    let leader = cluster.leader().await?;
+    let timeouts = TransportTimeouts {
+        connect_timeout_ms: 2_000,
+        idle_timeout_ms: 10_000,
+        keep_alive_interval_ms: 1_000,
+    };
+    let follower = Transport::bind(
+        9,
+        free_udp_port()?,
+        &cluster.identity(9)?,
+        TransportLimits::default(),
+        &timeouts,
+    )?;
+    let addr = cluster.addrs[&leader].to_string();
+    let batch = |commands: Vec<Vec<u8>>| {
+        pb::request::Kind::ForwardProposals(pb::ForwardProposals { commands })
+    };
+    let commands = (0..3).map(|i| cmd(format!("b{i}=v")).to_vec()).collect();
+    let answer = follower
+        .call(
+            leader,
+            &addr,
+            batch(commands),
+            None,
+            0,
+            Duration::from_secs(5),
+        )
+        .await?;
+    let Some(pb::response::Kind::ForwardProposals(answer)) = answer.kind else {
+        bail!("unexpected answer {answer:?}");
+    };
+    let indexes: Vec<u64> = answer
+        .outcomes
+        .iter()
+        .map(|outcome| match &outcome.outcome {
+            Some(pb::forward_outcome::Outcome::Committed(committed)) => Ok(committed.index),
+            other => Err(anyhow::anyhow!("not committed: {other:?}")),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(indexes.len(), 3);
+    assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
+    let applied = cluster.converged().await?;
+    for (i, index) in indexes.iter().enumerate() {
+        assert!(
+            applied.contains(&(*index, format!("b{i}=v"))),
+            "{index}: {applied:?}"
+        );
+    }
+
+    let oversized = vec![Vec::new(); 4_097];
+    let refused = follower
+        .call(
+            leader,
+            &addr,
+            batch(oversized),
+            None,
+            0,
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(RpcError::Remote { error, .. }) if error.kind() == pb::ErrorKind::BadRequest),
+        "{refused:?}"
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_shutdown_elects_a_new_leader_and_proposals_resume() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3, 10_000).await?;
