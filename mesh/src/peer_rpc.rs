@@ -17,7 +17,7 @@ use vomesh_proto::mesh as pb;
 
 use crate::membership::{Change, change_response};
 use crate::node::{Inner, MeshNode};
-use crate::transport::{RpcHandler, error_response};
+use crate::transport::{RpcHandler, error, error_response};
 use crate::types::{Command, MeshTypes, NodeId, StateMachine};
 use crate::wire;
 
@@ -68,14 +68,6 @@ fn not_leader_error(f: &ForwardToLeader<MeshTypes>) -> pb::Error {
         kind: pb::ErrorKind::NotLeader as i32,
         message: f.to_string(),
         leader_id: f.leader_id,
-    }
-}
-
-fn error(kind: pb::ErrorKind, message: String) -> pb::Error {
-    pb::Error {
-        kind: kind as i32,
-        message,
-        leader_id: None,
     }
 }
 

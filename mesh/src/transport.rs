@@ -969,13 +969,19 @@ fn stateless_reset_config(identity: &NodeIdentity) -> quinn::EndpointConfig {
     config
 }
 
+/// An error answer to a request.
 pub(crate) fn error_response(kind: pb::ErrorKind, message: String) -> pb::Response {
     pb::Response {
-        kind: Some(pb::response::Kind::Error(pb::Error {
-            kind: kind as i32,
-            message,
-            leader_id: None,
-        })),
+        kind: Some(pb::response::Kind::Error(error(kind, message))),
+    }
+}
+
+/// An error naming no leader.
+pub(crate) fn error(kind: pb::ErrorKind, message: String) -> pb::Error {
+    pb::Error {
+        kind: kind as i32,
+        message,
+        leader_id: None,
     }
 }
 
