@@ -7,9 +7,9 @@
 //! pubsub service) applying real publish commands carrying real VOEvents.
 //! Only the I/O is replaced: the QUIC transport by a modelled network of
 //! great-circle round trips, jitter, loss, bandwidth, partitions and
-//! crashes; the redb files by in-memory stores that survive a crash; the
-//! clock by tokio's paused clock. The same seed gives a bit-identical run
-//! and output.
+//! crashes; the log and snapshot files by in-memory stores that survive a
+//! crash; the clock by tokio's paused clock. The same seed gives a
+//! bit-identical run and output.
 //!
 //! # Layout
 //! - [`types`]: `SimTypes`, the mesh's type configuration on a seeded
@@ -50,7 +50,7 @@
 //! - **What is not the production path.** The QUIC transport and its
 //!   pipelined `stream_append` (the simulator uses openraft's sequential
 //!   default: one append in flight per follower, so its latency under load
-//!   is an upper bound); the redb stores (the simulated disk is instant);
+//!   is an upper bound); the log and snapshot files (the simulated disk is instant);
 //!   the XMPP sessions (subscribers are counted per site from the
 //!   notifications the real `apply` emits, not written to sockets).
 

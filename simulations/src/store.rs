@@ -1,4 +1,4 @@
-//! In-memory Raft storage: the same openraft traits as the mesh's redb
+//! In-memory Raft storage: the same openraft traits as the mesh's file
 //! stores, over a [`Disk`] that outlives a crash of its site.
 //!
 //! The log store keeps entries in a `BTreeMap` and reports an append
