@@ -233,7 +233,15 @@ impl LogFiles {
                 format!("append of entry {} after entry {last}", first.index),
             ));
         }
-        let mut buf = Vec::new();
+        // Sized once: grown record by record it was copied over and over.
+        let record_bytes = |bytes: usize| HEADER_BYTES + 1 + 8 + bytes;
+        let mut buf = Vec::with_capacity(
+            committed.map_or(0, |c| record_bytes(c.len()))
+                + entries
+                    .iter()
+                    .map(|e| record_bytes(e.bytes.len()))
+                    .sum::<usize>(),
+        );
         if let Some(committed) = committed {
             push_record(&mut buf, KIND_COMMITTED, &[], committed);
         }
