@@ -194,9 +194,12 @@ impl MeshConfig {
     }
 
     /// The transport's limits, with a stream of credit per proposal in
-    /// flight on top of `limits.inbound_streams_per_peer_max`: a follower
-    /// forwards each proposal on a stream of its own, held until the
-    /// proposal is applied. With credit for 64 streams in all, a follower
+    /// flight on top of `limits.inbound_streams_per_peer_max`. A follower of
+    /// this version holds at most 16 forwarding streams (see
+    /// `crate::forwarder`), but one of an earlier version forwards each
+    /// proposal on a stream of its own, held until the proposal is applied,
+    /// and may lead or follow this node during an upgrade. Before the
+    /// batches, with credit for 64 streams in all, a follower
     /// holding 512 proposals queued most of them for credit while the
     /// leader had CPU to spare (three sites on loopback, 16 × 32 in flight:
     /// 3,700–3,900 publishes/s and ack p99 520–550 ms, against

@@ -183,8 +183,8 @@ pub(crate) struct Inner<S: StateMachine> {
     /// (the node's start until then).
     pub(crate) leader_contact: std::sync::Mutex<Instant>,
     client_counter: std::sync::OnceLock<ClientCounter>,
-    /// Completes when Raft's tasks have closed the log and snapshot files; awaited by
-    /// `shutdown`.
+    /// Completes when Raft's tasks have closed the log and snapshot files;
+    /// awaited by `shutdown`.
     storage_closed: tokio::sync::Mutex<Option<StorageClosed>>,
 }
 
@@ -713,9 +713,10 @@ impl<S: StateMachine> MeshNode<S> {
     }
 
     /// Stops Raft, closes the QUIC endpoint, and waits (at most the
-    /// proposal timeout) until Raft's tasks have closed the log and snapshot files, so
-    /// a process exiting afterwards has saved the committed log id and
-    /// released the log's lock. Everything written was already fsynced at commit.
+    /// proposal timeout) until Raft's tasks have closed the log and
+    /// snapshot files, so a process exiting afterwards has saved the
+    /// committed log id and released the log's lock. Everything written was
+    /// already fsynced at commit.
     pub async fn shutdown(&self) {
         self.inner.metrics.stop();
         self.inner.progress_task.abort();

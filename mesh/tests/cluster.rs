@@ -495,10 +495,11 @@ async fn proposals_at_a_follower_commit_everywhere_in_the_same_order() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_forwards_many_proposals_at_once_whatever_the_rpc_stream_credit()
 -> anyhow::Result<()> {
-    // Each forwarded proposal holds a stream until it is applied. With
-    // credit for one stream in all, the leader would get them one at a time
-    // and apply each alone; with credit per proposal in flight it gets them
-    // together and commits them in batches.
+    // Each forwarding request holds a stream until its proposals are
+    // applied. With credit for one stream in all and a request per
+    // proposal, the leader would get them one at a time and apply each
+    // alone; it gets them together (in forwarded batches, within the credit
+    // per proposal in flight) and commits them in batches.
     let limits = TransportLimits {
         inbound_streams_per_peer_max: 1,
         ..TransportLimits::default()
