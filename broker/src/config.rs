@@ -186,6 +186,10 @@ impl Default for AdminConfig {
 /// state between snapshots.
 const SNAPSHOT_LOG_GROWTH_PERCENT_MAX: u64 = 1_000;
 
+/// Largest `[mesh] udp_buffer_bytes`: the kernel takes the size as a C
+/// `int`, and caps it far lower anyway.
+const UDP_BUFFER_BYTES_MAX: usize = 1 << 30;
+
 /// `[mesh]`: this node's place in the Raft group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -231,6 +235,10 @@ pub struct MeshConfig {
     /// snapshot can only catch up if the leader's snapshot fits: set it
     /// above the size the archive will reach (`vomesh_raft_snapshot_bytes`).
     pub snapshot_bytes_max: u64,
+    /// Kernel buffer asked for the mesh's UDP socket, each way (0: the
+    /// kernel's default). Linux caps it at `net.core.rmem_max` and
+    /// `wmem_max`; the node warns when it gets less.
+    pub udp_buffer_bytes: usize,
 }
 
 /// The network a mesh spans, which sets its timing defaults.
@@ -262,6 +270,7 @@ impl Default for MeshConfig {
             log_entries_kept_after_snapshot: 1_000,
             log_cache_bytes: 16 * 1024 * 1024,
             snapshot_bytes_max: 1024 * 1024 * 1024,
+            udp_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -749,6 +758,12 @@ fn validate_mesh(mesh: &MeshConfig) -> Result<(), InvalidConfig> {
     if mesh.snapshot_bytes_max == 0 {
         return Err(invalid("mesh.snapshot_bytes_max", "must be greater than 0"));
     }
+    if mesh.udp_buffer_bytes > UDP_BUFFER_BYTES_MAX {
+        return Err(invalid(
+            "mesh.udp_buffer_bytes",
+            format!("must be at most {UDP_BUFFER_BYTES_MAX}"),
+        ));
+    }
     if mesh.snapshot_every_entries == 0 {
         return Err(invalid(
             "mesh.snapshot_every_entries",
@@ -1058,6 +1073,11 @@ subscriber_allow = ["0.0.0.0/0"]
         assert_eq!(none_accepted.key, "mesh.snapshot_bytes_max");
         let larger = parse("[mesh]\nsnapshot_bytes_max = 8589934592\n");
         assert_eq!(larger.mesh.unwrap().snapshot_bytes_max, 8 << 30);
+        assert_eq!(mesh.udp_buffer_bytes, 4 * 1024 * 1024);
+        let kernel_default = parse("[mesh]\nudp_buffer_bytes = 0\n");
+        assert_eq!(kernel_default.mesh.unwrap().udp_buffer_bytes, 0);
+        let beyond_int = invalid_key("[mesh]\nudp_buffer_bytes = 2147483648\n");
+        assert_eq!(beyond_int.key, "mesh.udp_buffer_bytes");
     }
 
     #[test]

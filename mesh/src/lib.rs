@@ -134,4 +134,5 @@ pub mod snapshot_schedule;
 pub mod state_store;
 pub mod transport;
 pub mod types;
+mod udp_socket;
 pub mod wire;

@@ -19,7 +19,9 @@
 //! `vomesh_quic_rtt_seconds`, `_lost_packets_total`, `_sent_bytes_total`,
 //! `_received_bytes_total`, and
 //! `vomesh_mesh_peers_refused_total{reason}` (handshake: no certificate from
-//! the cluster CA; identity: a node id its certificate does not carry).
+//! the cluster CA; identity: a node id its certificate does not carry), and
+//! the UDP socket's `vomesh_mesh_udp_buffer_bytes{direction}` and
+//! `vomesh_mesh_udp_receive_drops_total` ([`crate::udp_socket`]).
 //! The log store times each fsyncing commit into
 //! `vomesh_storage_fsync_seconds` and counts its reads into
 //! `vomesh_raft_log_reads_total{result}` (`hit`: from the entries cached in

@@ -54,6 +54,7 @@ use vomesh_proto::mesh as pb;
 
 use crate::certs::{NodeIdentity, node_dns_name};
 use crate::types::NodeId;
+use crate::udp_socket::{self, DropCount};
 
 /// ALPN protocol id of the mesh RPCs; a TLS peer speaking anything else is
 /// refused during the handshake.
@@ -80,6 +81,9 @@ pub struct TransportLimits {
     /// answer a large append: its deadline is openraft's plus its size at
     /// this rate. Below it, a peer is treated as unreachable.
     pub peer_bytes_per_second_min: u64,
+    /// Kernel buffer asked for the UDP socket, each way (0: the kernel's
+    /// default); see [`crate::udp_socket`].
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for TransportLimits {
@@ -93,6 +97,7 @@ impl Default for TransportLimits {
             inbound_streams_per_peer_max: 64,
             // 16 Mbit/s: well under any inter-site link worth meshing.
             peer_bytes_per_second_min: 2 * 1024 * 1024,
+            udp_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -275,6 +280,7 @@ pub struct Transport {
     /// Peers' connections to this node, by `stable_id`, once their first
     /// request named the peer; only read for statistics.
     inbound: Mutex<HashMap<usize, (NodeId, quinn::Connection)>>,
+    udp_drops: Mutex<DropCount>,
 }
 
 impl Transport {
@@ -340,6 +346,8 @@ impl Transport {
             source,
         };
         let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+        udp_socket::size_buffers(&socket, limits.udp_buffer_bytes).map_err(bind_error)?;
+        let udp_drops = DropCount::of(&socket).map_err(bind_error)?;
         let endpoint = quinn::Endpoint::new(
             stateless_reset_config(identity),
             Some(server_config),
@@ -361,6 +369,7 @@ impl Transport {
             stats_task: Mutex::new(None),
             reachable: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
+            udp_drops: Mutex::new(udp_drops),
         }))
     }
 
@@ -406,7 +415,8 @@ impl Transport {
     /// [`QUIC_STATS_INTERVAL`]: `vomesh_quic_rtt_seconds{peer}` (gauge) and
     /// `vomesh_quic_{sent,received}_bytes_total{peer}`,
     /// `vomesh_quic_lost_packets_total{peer}` (counters summed over both
-    /// directions' connections to a peer, carrying on across reconnections).
+    /// directions' connections to a peer, carrying on across reconnections),
+    /// and the datagrams the kernel dropped on the endpoint's socket.
     fn spawn_quic_stats(self: &Arc<Self>) -> JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
@@ -415,6 +425,10 @@ impl Transport {
             let mut exported: HashMap<usize, QuicTotals> = HashMap::new();
             loop {
                 ticks.tick().await;
+                this.udp_drops
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .export();
                 let live = this.live_connections();
                 exported.retain(|id, _| live.iter().any(|(_, c)| c.stable_id() == *id));
                 for (peer, connection) in live {

@@ -217,8 +217,22 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
                     &[("peer", &follower)],
                 ) > 0.0
                 && value(s, "vomesh_storage_bytes", &[]).is_some_and(|b| b > 0.0)
+                && value(s, "vomesh_mesh_udp_receive_drops_total", &[]).is_some()
         },
     );
+    // The kernel granted the socket's buffers (how much depends on its
+    // `net.core.rmem_max`, so only that it answered is asserted here).
+    for direction in ["receive", "send"] {
+        assert!(
+            value(
+                &at_leader,
+                "vomesh_mesh_udp_buffer_bytes",
+                &[("direction", direction)]
+            )
+            .is_some_and(|bytes| bytes > 0.0),
+            "{direction} buffer"
+        );
+    }
 
     // `vomesh status` (the admin API under it), asked at the leader: every
     // member's sessions as that member counts them, and the leader's round

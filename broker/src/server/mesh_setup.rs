@@ -43,6 +43,7 @@ pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
     node.log_entries_kept_after_snapshot = mesh.log_entries_kept_after_snapshot;
     node.log_cache_bytes = mesh.log_cache_bytes;
     node.limits.snapshot_bytes_max = mesh.snapshot_bytes_max;
+    node.limits.udp_buffer_bytes = mesh.udp_buffer_bytes;
     node.proposals_in_flight_max = config.pubsub.max_inflight_proposals;
     // A command carries at most one payload or stanza, plus its envelope;
     // appends of `append_entries_max` such commands must fit one frame.
