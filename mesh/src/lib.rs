@@ -121,6 +121,7 @@ mod legacy_log;
 mod log_files;
 mod log_meta;
 pub mod log_store;
+mod log_writer;
 pub mod membership;
 pub mod metrics;
 pub mod network;

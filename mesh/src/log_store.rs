@@ -6,9 +6,10 @@
 //! - the vote is written and synced before `save_vote` returns, so a node
 //!   never votes twice in a term across a crash;
 //! - `append` writes all entries it is given with **one** write and one
-//!   `fdatasync`, so one sync covers a whole batch of proposals (openraft
-//!   merges concurrent client writes into one append), and the flush
-//!   callback fires only after the sync returned;
+//!   `fdatasync`, together with the appends queued behind it, so one sync
+//!   covers a whole batch of proposals (openraft merges concurrent client
+//!   writes into one append), and the flush callback fires only after the
+//!   sync returned;
 //! - the purge point is written before the segments it covers are deleted,
 //!   so the log state never shows a gap that no snapshot covers;
 //! - the committed log id is an optimisation (it lets a restarted node
@@ -22,10 +23,13 @@
 //!   does not apply by itself it applies once a leader tells it the commit
 //!   index again.
 //!
-//! Disk I/O runs on tokio's blocking pool so that a sync never stalls the
-//! Raft core's executor thread. The entries appended last are also kept in
-//! memory ([`RecentEntries`]), and the reads that follow each append
-//! (replication, apply) are answered from there.
+//! Disk I/O runs on the log's own thread ([`crate::log_writer`]), in the
+//! order it was asked for: `append` returns once the entries are readable
+//! and the flush callback fires after their sync, so the Raft core
+//! replicates while the local copy is being written. The entries appended
+//! last are kept in memory ([`RecentEntries`]), those not yet written
+//! always, and the reads that follow each append (replication, apply) are
+//! answered from there.
 
 use std::fmt::Debug;
 use std::io;
@@ -40,6 +44,7 @@ use vomesh_proto::mesh as pb;
 use crate::legacy_log;
 use crate::log_files::{EntryRecord, LogFiles};
 use crate::log_meta::MetaFile;
+use crate::log_writer::{self, Append, LogWriter};
 use crate::power_loss;
 use crate::recent_entries::RecentEntries;
 use crate::types::{Entry, LogId, MeshTypes, Vote};
@@ -84,6 +89,7 @@ impl DropSignal {
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
+    writer: LogWriter<Shared>,
 }
 
 struct Shared {
@@ -153,6 +159,18 @@ impl Shared {
     }
 }
 
+impl log_writer::Store for Shared {
+    /// One write and one sync, with the committed id noted since the last.
+    fn write(&self, records: &[EntryRecord]) -> io::Result<()> {
+        let committed = self.take_committed().map(|id| id.encode_to_vec());
+        self.files.append(committed.as_deref(), records)
+    }
+
+    fn written_upto(&self, index: u64) {
+        lock(&self.recent).written_upto(index);
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -210,20 +228,20 @@ impl LogStore {
             .transpose()
             .map_err(|e| error(invalid_data(e)))?;
         let committed = later(meta.committed, in_files);
-        Ok(Self {
-            shared: Arc::new(Shared {
-                files,
-                meta_file,
-                meta: Mutex::new(meta),
-                meta_write: Mutex::new(()),
-                committed: Mutex::new(NotedCommitted {
-                    id: committed,
-                    unwritten: false,
-                }),
-                recent: Mutex::new(RecentEntries::new(cache_bytes)),
-                closed: DropSignal::new(),
+        let shared = Arc::new(Shared {
+            files,
+            meta_file,
+            meta: Mutex::new(meta),
+            meta_write: Mutex::new(()),
+            committed: Mutex::new(NotedCommitted {
+                id: committed,
+                unwritten: false,
             }),
-        })
+            recent: Mutex::new(RecentEntries::new(cache_bytes)),
+            closed: DropSignal::new(),
+        });
+        let writer = LogWriter::start(shared.clone()).map_err(error)?;
+        Ok(Self { shared, writer })
     }
 
     /// Completes once every clone of this store is dropped and the files
@@ -232,15 +250,13 @@ impl LogStore {
         self.shared.closed.dropped()
     }
 
+    /// Runs `f` on the log's thread, after the writes asked for before.
     async fn run<T, F>(&self, f: F) -> io::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Shared) -> io::Result<T> + Send + 'static,
     {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || f(&shared))
-            .await
-            .map_err(io::Error::other)?
+        self.writer.run(f).await
     }
 
     fn recent(&self) -> MutexGuard<'_, RecentEntries> {
@@ -406,23 +422,12 @@ impl RaftLogStorage<MeshTypes> for LogStore {
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let result = self
-            .run(move |shared| {
-                let committed = shared.take_committed().map(|id| id.encode_to_vec());
-                shared.files.append(committed.as_deref(), &records)
-            })
-            .await;
-        match result {
-            Ok(()) => {
-                self.recent().appended(&entries);
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
-                Err(e)
-            }
-        }
+        // Readable from now on, as openraft requires of a returned append.
+        self.recent().appended(&entries);
+        self.writer.append(Append {
+            records,
+            flushed: callback,
+        })
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
@@ -519,7 +524,13 @@ mod tests {
 
     async fn append_blanks(store: &mut LogStore, indexes: std::ops::RangeInclusive<u64>) {
         let entries = indexes.map(|i| Entry::new_blank(test_log_id(i)));
-        store.append(entries, IOFlushed::noop()).await.unwrap();
+        let (sender, flushed) = MeshTypes::oneshot();
+        store
+            .append(entries, IOFlushed::signal(sender))
+            .await
+            .unwrap();
+        // `append` returns before the write; the callback says it is synced.
+        flushed.await.unwrap().unwrap();
     }
 
     async fn indexes(
@@ -586,6 +597,36 @@ mod tests {
         assert_eq!(state.last_log_id, Some(test_log_id(9)));
     }
 
+    /// openraft reads an append back as soon as `append` returns, before
+    /// the flush callback: with no cache budget at all, the entries not yet
+    /// written are still found (held in memory until written, or read
+    /// after the write they queue behind), many appends in a row.
+    #[tokio::test]
+    async fn an_append_is_readable_when_it_returns_before_it_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path(), 0).unwrap();
+        let mut flushes = Vec::new();
+        for index in 0..200 {
+            let (sender, flushed) = MeshTypes::oneshot();
+            let entry = Entry::new_blank(test_log_id(index));
+            store
+                .append([entry], IOFlushed::signal(sender))
+                .await
+                .unwrap();
+            assert_eq!(indexes(&mut store, index..=index).await, [index]);
+            flushes.push(flushed);
+        }
+        for flushed in flushes {
+            flushed.await.unwrap().unwrap();
+        }
+        assert_eq!(indexes(&mut store, ..).await, (0..200).collect::<Vec<_>>());
+        assert_eq!(
+            store.recent().get(0, 0).map(|e| e.len()),
+            None,
+            "evicted once written"
+        );
+    }
+
     #[tokio::test]
     async fn purge_deletes_whole_segments_and_hides_the_rest() {
         let dir = tempfile::tempdir().unwrap();
@@ -617,7 +658,9 @@ mod tests {
         // restart.
         store.purge(test_log_id(500)).await.unwrap();
         assert_eq!(store.shared.files.segment_count(), 0);
+        let closed = store.wait_closed();
         drop(store);
+        closed.await;
         let mut store = LogStore::open(dir.path(), 0).unwrap();
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id, Some(test_log_id(500)));

@@ -2,7 +2,7 @@
 //! every append: the leader's replication task for each follower reads
 //! the entries it just appended, and every node's state machine worker
 //! reads the entries it applies, which were appended moments before.
-//! Served from disk, each such read would be a hop to the blocking pool, a
+//! Served from disk, each such read would be a turn of the log's thread, a
 //! read and a protobuf decode (a copy of every payload); served from
 //! here it is a clone of each entry (its command is reference-counted).
 //!
@@ -10,6 +10,13 @@
 //! extend it, a truncation and a purge cut it, and anything that would
 //! leave a gap empties it. A read is answered from here only when the
 //! whole range it asks for lies within; otherwise it goes to disk.
+//!
+//! An append is held here from the moment openraft hands it over, before
+//! the log's writer has written it (openraft reads it back at once, to
+//! replicate it while the local write is under way). Entries not yet
+//! written are therefore never evicted, whatever the budget: until then,
+//! this is the only place a read finds them without waiting for the
+//! writer.
 
 use std::collections::VecDeque;
 
@@ -27,6 +34,8 @@ pub(crate) struct RecentEntries {
     entries: VecDeque<Entry>,
     bytes: usize,
     bytes_max: usize,
+    /// The last index the writer wrote: entries after it are kept.
+    written: Option<u64>,
 }
 
 impl RecentEntries {
@@ -36,10 +45,11 @@ impl RecentEntries {
             entries: VecDeque::new(),
             bytes: 0,
             bytes_max,
+            written: None,
         }
     }
 
-    /// Entries just made durable at the end of the log.
+    /// Entries just handed to the writer, at the end of the log.
     pub(crate) fn appended(&mut self, appended: &[Entry]) {
         let Some(first) = appended.first() else {
             return;
@@ -56,16 +66,32 @@ impl RecentEntries {
             self.bytes += size_of(entry);
             self.entries.push_back(entry.clone());
         }
-        while self.bytes > self.bytes_max {
-            let Some(oldest) = self.entries.pop_front() else {
-                break;
-            };
-            self.bytes -= size_of(&oldest);
+        self.evict_beyond_budget();
+    }
+
+    /// The writer wrote every entry up to `index`: they may be evicted.
+    pub(crate) fn written_upto(&mut self, index: u64) {
+        self.written = self.written.max(Some(index));
+        self.evict_beyond_budget();
+    }
+
+    fn evict_beyond_budget(&mut self) {
+        while self.bytes > self.bytes_max
+            && self
+                .entries
+                .front()
+                .is_some_and(|oldest| Some(oldest.log_id.index) <= self.written)
+        {
+            if let Some(oldest) = self.entries.pop_front() {
+                self.bytes -= size_of(&oldest);
+            }
         }
     }
 
     /// The log lost every entry after `last` (`None`: all of them).
     pub(crate) fn truncated_after(&mut self, last: Option<u64>) {
+        // What is appended next at these indexes is not written yet.
+        self.written = self.written.min(last);
         while self
             .entries
             .back()
@@ -147,22 +173,53 @@ mod tests {
     }
 
     #[test]
-    fn evicts_the_oldest_beyond_the_budget() {
+    fn evicts_the_oldest_written_beyond_the_budget() {
         let one = 100 + ENTRY_OVERHEAD_BYTES;
         let mut recent = RecentEntries::new(3 * one);
         recent.appended(&entries(1..=5, 100));
+        assert_eq!(
+            indexes(recent.get(1, 5)),
+            Some(vec![1, 2, 3, 4, 5]),
+            "none written yet"
+        );
+        recent.written_upto(1);
+        assert_eq!(indexes(recent.get(2, 5)), Some(vec![2, 3, 4, 5]));
+        recent.written_upto(5);
         assert_eq!(indexes(recent.get(3, 5)), Some(vec![3, 4, 5]));
         assert_eq!(indexes(recent.get(2, 5)), None);
         assert_eq!(recent.bytes, 3 * one);
         let mut nothing = RecentEntries::new(0);
         nothing.appended(&entries(1..=2, 1));
+        assert_eq!(
+            indexes(nothing.get(1, 2)),
+            Some(vec![1, 2]),
+            "until written"
+        );
+        nothing.written_upto(2);
         assert_eq!(indexes(nothing.get(2, 2)), None);
+    }
+
+    #[test]
+    fn entries_rewritten_after_a_truncation_wait_for_their_own_write() {
+        let one = 100 + ENTRY_OVERHEAD_BYTES;
+        let mut recent = RecentEntries::new(2 * one);
+        recent.appended(&entries(1..=4, 100));
+        recent.written_upto(4);
+        recent.truncated_after(Some(3));
+        // 4 and 5 again, and 6: none written, all kept over the budget.
+        recent.appended(&entries(4..=6, 100));
+        assert_eq!(indexes(recent.get(4, 6)), Some(vec![4, 5, 6]));
+        assert_eq!(indexes(recent.get(3, 6)), None, "3 was written");
+        recent.written_upto(6);
+        assert_eq!(indexes(recent.get(5, 6)), Some(vec![5, 6]));
+        assert_eq!(indexes(recent.get(4, 6)), None);
     }
 
     #[test]
     fn follows_truncations_purges_and_gaps() {
         let mut recent = RecentEntries::new(1 << 20);
         recent.appended(&entries(1..=6, 10));
+        recent.written_upto(6);
         recent.truncated_after(Some(4));
         assert_eq!(indexes(recent.get(1, 4)), Some(vec![1, 2, 3, 4]));
         assert_eq!(indexes(recent.get(4, 5)), None);

@@ -222,8 +222,8 @@ fn write_snapshot(file: &SnapshotFile, meta: &SnapshotMeta, data: &[u8]) -> io::
 const SNAPSHOT_NICENESS: i32 = 10;
 
 /// Runs `build` on a thread of its own at [`SNAPSHOT_NICENESS`], rather
-/// than on the blocking pool, whose threads also append to the log and
-/// would keep the lowered priority.
+/// than on the blocking pool, whose threads would keep the lowered
+/// priority for the other work they take.
 async fn in_background<T: Send + 'static>(
     build: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
