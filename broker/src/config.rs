@@ -190,6 +190,10 @@ const SNAPSHOT_LOG_GROWTH_PERCENT_MAX: u64 = 1_000;
 /// `int`, and caps it far lower anyway.
 const UDP_BUFFER_BYTES_MAX: usize = 1 << 30;
 
+/// Largest `[mesh] forward_batch_bytes_max`: well within the frames the
+/// mesh sizes for its appends.
+const FORWARD_BATCH_BYTES_MAX: usize = 64 << 20;
+
 /// `[mesh]`: this node's place in the Raft group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -239,6 +243,12 @@ pub struct MeshConfig {
     /// kernel's default). Linux caps it at `net.core.rmem_max` and
     /// `wmem_max`; the node warns when it gets less.
     pub udp_buffer_bytes: usize,
+    /// Requests a follower site has on their way to the leader at once,
+    /// each carrying the proposals that queued meanwhile.
+    pub forward_batches_in_flight_max: usize,
+    /// Command bytes in one forwarding request (a larger command goes
+    /// alone).
+    pub forward_batch_bytes_max: usize,
 }
 
 /// The network a mesh spans, which sets its timing defaults.
@@ -271,6 +281,8 @@ impl Default for MeshConfig {
             log_cache_bytes: 16 * 1024 * 1024,
             snapshot_bytes_max: 1024 * 1024 * 1024,
             udp_buffer_bytes: 4 * 1024 * 1024,
+            forward_batches_in_flight_max: 16,
+            forward_batch_bytes_max: 1024 * 1024,
         }
     }
 }
@@ -758,6 +770,18 @@ fn validate_mesh(mesh: &MeshConfig) -> Result<(), InvalidConfig> {
     if mesh.snapshot_bytes_max == 0 {
         return Err(invalid("mesh.snapshot_bytes_max", "must be greater than 0"));
     }
+    if mesh.forward_batches_in_flight_max == 0 {
+        return Err(invalid(
+            "mesh.forward_batches_in_flight_max",
+            "must be greater than 0",
+        ));
+    }
+    if mesh.forward_batch_bytes_max == 0 || mesh.forward_batch_bytes_max > FORWARD_BATCH_BYTES_MAX {
+        return Err(invalid(
+            "mesh.forward_batch_bytes_max",
+            format!("must be between 1 and {FORWARD_BATCH_BYTES_MAX}"),
+        ));
+    }
     if mesh.udp_buffer_bytes > UDP_BUFFER_BYTES_MAX {
         return Err(invalid(
             "mesh.udp_buffer_bytes",
@@ -1078,6 +1102,19 @@ subscriber_allow = ["0.0.0.0/0"]
         assert_eq!(kernel_default.mesh.unwrap().udp_buffer_bytes, 0);
         let beyond_int = invalid_key("[mesh]\nudp_buffer_bytes = 2147483648\n");
         assert_eq!(beyond_int.key, "mesh.udp_buffer_bytes");
+        assert_eq!(
+            (
+                mesh.forward_batches_in_flight_max,
+                mesh.forward_batch_bytes_max
+            ),
+            (16, 1024 * 1024)
+        );
+        let no_batch = invalid_key("[mesh]\nforward_batches_in_flight_max = 0\n");
+        assert_eq!(no_batch.key, "mesh.forward_batches_in_flight_max");
+        let empty = invalid_key("[mesh]\nforward_batch_bytes_max = 0\n");
+        assert_eq!(empty.key, "mesh.forward_batch_bytes_max");
+        let huge = invalid_key("[mesh]\nforward_batch_bytes_max = 67108865\n");
+        assert_eq!(huge.key, "mesh.forward_batch_bytes_max");
     }
 
     #[test]

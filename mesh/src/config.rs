@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::certs::NodeIdentity;
+pub use crate::forwarder::ForwardingLimits;
 use crate::node::StartError;
 use crate::transport::TransportLimits;
 use crate::types::NodeId;
@@ -146,6 +147,9 @@ pub struct MeshConfig {
     /// deadline, then fails with `Overloaded`; a forwarded proposal is refused
     /// at once, and its proposer told it was not appended.
     pub proposals_in_flight_max: usize,
+    /// How proposals made here while another node leads are batched on
+    /// their way to it.
+    pub forwarding: ForwardingLimits,
 }
 
 /// Largest `proposals_in_flight_max`. Each peer gets a QUIC stream of
@@ -190,6 +194,7 @@ impl MeshConfig {
             command_bytes_max: 320 * 1024,
             append_entries_max: 256,
             proposals_in_flight_max: 4096,
+            forwarding: ForwardingLimits::default(),
         }
     }
 
@@ -231,6 +236,21 @@ impl MeshConfig {
             return Err(StartError::Limits(format!(
                 "{} entries of {} bytes need frames of {append_bytes_max} bytes; frame_bytes_max is {}",
                 self.append_entries_max, self.command_bytes_max, self.limits.frame_bytes_max
+            )));
+        }
+        if self.forwarding.batches_in_flight_max == 0
+            || self.forwarding.batch_bytes_max == 0
+            || self
+                .forwarding
+                .batch_bytes_max
+                .saturating_add(APPEND_OVERHEAD_BYTES)
+                > self.limits.frame_bytes_max
+        {
+            return Err(StartError::Limits(format!(
+                "forwarding: {} batches of {} bytes in flight; both must be positive and a batch must fit frame_bytes_max {}",
+                self.forwarding.batches_in_flight_max,
+                self.forwarding.batch_bytes_max,
+                self.limits.frame_bytes_max
             )));
         }
         if self
@@ -280,6 +300,24 @@ mod tests {
         );
         assert!(config.check_limits().is_err(), "the credit is bounded");
         config.proposals_in_flight_max = PROPOSALS_IN_FLIGHT_LIMIT;
+        assert!(config.check_limits().is_ok());
+    }
+
+    #[test]
+    fn forwarded_batches_must_be_allowed_and_fit_a_frame() {
+        let mut config = config();
+        assert!(config.check_limits().is_ok());
+        config.forwarding.batches_in_flight_max = 0;
+        assert!(config.check_limits().is_err(), "nothing could be forwarded");
+        config.forwarding.batches_in_flight_max = 1;
+        config.forwarding.batch_bytes_max = config.limits.frame_bytes_max;
+        assert!(
+            config.check_limits().is_err(),
+            "a full batch exceeds a frame"
+        );
+        config.forwarding.batch_bytes_max = 0;
+        assert!(config.check_limits().is_err());
+        config.forwarding.batch_bytes_max = 1;
         assert!(config.check_limits().is_ok());
     }
 }

@@ -269,6 +269,7 @@ impl<S: StateMachine> MeshNode<S> {
             forwarder: Arc::new(Forwarder::new(
                 transport.clone(),
                 config.proposals_in_flight_max,
+                config.forwarding.clone(),
             )),
             state,
             timeouts: config.timeouts.clone(),

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use vomesh_mesh::certs::{ClusterCa, NodeIdentity};
-use vomesh_mesh::config::{MeshConfig as NodeMeshConfig, MeshTimeouts};
+use vomesh_mesh::config::{ForwardingLimits, MeshConfig as NodeMeshConfig, MeshTimeouts};
 
 use crate::config::{Config, MeshConfig, NetworkProfile};
 
@@ -44,6 +44,10 @@ pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
     node.log_cache_bytes = mesh.log_cache_bytes;
     node.limits.snapshot_bytes_max = mesh.snapshot_bytes_max;
     node.limits.udp_buffer_bytes = mesh.udp_buffer_bytes;
+    node.forwarding = ForwardingLimits {
+        batches_in_flight_max: mesh.forward_batches_in_flight_max,
+        batch_bytes_max: mesh.forward_batch_bytes_max,
+    };
     node.proposals_in_flight_max = config.pubsub.max_inflight_proposals;
     // A command carries at most one payload or stanza, plus its envelope;
     // appends of `append_entries_max` such commands must fit one frame.
