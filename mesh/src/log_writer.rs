@@ -18,6 +18,12 @@
 //! `fdatasync` (group commit), and their callbacks fire in order once the
 //! sync has returned.
 //!
+//! The appends waiting for the thread are bounded in bytes: beyond the
+//! bound `append` waits for the writer, as every append did before it had
+//! a thread of its own. A follower whose disk falls behind its leader then
+//! slows the leader's stream to it (openraft reads the next append only
+//! once this one is queued) instead of queueing in memory without end.
+//!
 //! A write that fails leaves the end of the log unknown, so every later
 //! append is refused with the same error: openraft stops the node on the
 //! first one, and a restart recovers the files.
@@ -27,6 +33,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use openraft::storage::IOFlushed;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::log_files::EntryRecord;
 use crate::types::MeshTypes;
@@ -50,8 +57,12 @@ pub(crate) trait Store: Send + Sync + 'static {
 
 type Task<S> = Box<dyn FnOnce(&S) + Send>;
 
+/// An append with its share of the unwritten bytes, given back once it
+/// is written.
+type Queued = (Append, OwnedSemaphorePermit);
+
 enum Job<S> {
-    Append(Append),
+    Append(Queued),
     Task(Task<S>),
 }
 
@@ -59,34 +70,53 @@ enum Job<S> {
 /// and the jobs sent are done.
 pub(crate) struct LogWriter<S> {
     jobs: mpsc::Sender<Job<S>>,
+    /// A permit per byte of appends queued and not yet written.
+    unwritten: Arc<Semaphore>,
+    unwritten_bytes_max: usize,
 }
 
 impl<S> Clone for LogWriter<S> {
     fn clone(&self) -> Self {
         Self {
             jobs: self.jobs.clone(),
+            unwritten: self.unwritten.clone(),
+            unwritten_bytes_max: self.unwritten_bytes_max,
         }
     }
 }
 
 impl<S: Store> LogWriter<S> {
-    pub(crate) fn start(store: Arc<S>) -> io::Result<Self> {
+    /// Starts the thread; at most `unwritten_bytes_max` bytes of appends
+    /// wait for it (an append larger than that waits until it is alone).
+    pub(crate) fn start(store: Arc<S>, unwritten_bytes_max: usize) -> io::Result<Self> {
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name(THREAD_NAME.into())
             .spawn(move || run(&*store, &queue))?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            unwritten: Arc::new(Semaphore::new(unwritten_bytes_max)),
+            unwritten_bytes_max,
+        })
     }
 
-    /// Queues `append`; its callback fires once it is synced.
-    pub(crate) fn append(&self, append: Append) -> io::Result<()> {
-        self.jobs.send(Job::Append(append)).map_err(|refused| {
-            let error = stopped();
-            if let Job::Append(append) = refused.0 {
-                append.flushed.io_completed(Err(stopped()));
-            }
-            error
-        })
+    /// Queues `append` once the bytes waiting leave room for it; its
+    /// callback fires once it is synced.
+    pub(crate) async fn append(&self, append: Append) -> io::Result<()> {
+        let bytes: usize = append.records.iter().map(|r| r.bytes.len()).sum();
+        let share = u32::try_from(bytes.min(self.unwritten_bytes_max)).unwrap_or(u32::MAX);
+        let Ok(permit) = self.unwritten.clone().acquire_many_owned(share).await else {
+            append.flushed.io_completed(Err(stopped()));
+            return Err(stopped());
+        };
+        self.jobs
+            .send(Job::Append((append, permit)))
+            .map_err(|refused| {
+                if let Job::Append((append, _)) = refused.0 {
+                    append.flushed.io_completed(Err(stopped()));
+                }
+                stopped()
+            })
     }
 
     /// Runs `task` on the writer thread once the jobs queued before it are
@@ -139,16 +169,17 @@ fn run<S: Store>(store: &S, queue: &mpsc::Receiver<Job<S>>) {
     }
 }
 
-/// Writes and syncs `appends` as one, then reports each.
+/// Writes and syncs `appends` as one, then reports each (and gives their
+/// bytes back).
 fn write<S: Store>(
     store: &S,
-    mut appends: Vec<Append>,
+    mut appends: Vec<Queued>,
     failure: &mut Option<(io::ErrorKind, String)>,
 ) {
     if failure.is_none() {
         let records: Vec<EntryRecord> = appends
             .iter_mut()
-            .flat_map(|append| std::mem::take(&mut append.records))
+            .flat_map(|(append, _)| std::mem::take(&mut append.records))
             .collect();
         match store.write(&records) {
             Ok(()) => {
@@ -162,7 +193,7 @@ fn write<S: Store>(
             }
         }
     }
-    for append in appends {
+    for (append, _share) in appends {
         let result = match failure {
             None => Ok(()),
             Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
@@ -226,9 +257,9 @@ mod tests {
     #[tokio::test]
     async fn appends_queued_behind_a_sync_are_written_together_in_order() {
         let store = Arc::new(Recorder::default());
-        let writer = LogWriter::start(store.clone()).unwrap();
+        let writer = LogWriter::start(store.clone(), 1 << 20).unwrap();
         let (first, first_done) = append(1);
-        writer.append(first).unwrap();
+        writer.append(first).await.unwrap();
         // The thread is now held in the write of 1; 2, 3 and 4 queue.
         while store.writes.lock().unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -236,7 +267,7 @@ mod tests {
         let mut waiting = Vec::new();
         for index in 2..=4 {
             let (next, done) = append(index);
-            writer.append(next).unwrap();
+            writer.append(next).await.unwrap();
             waiting.push(done);
         }
         let read = writer.run(|store: &Recorder| Ok(store.written.lock().unwrap().clone()));
@@ -251,16 +282,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_append_waits_while_the_bytes_unwritten_are_at_the_bound() {
+        let store = Arc::new(Recorder::default());
+        // Room for two 8-byte appends.
+        let writer = LogWriter::start(store.clone(), 16).unwrap();
+        let (first, _) = append(1);
+        writer.append(first).await.unwrap();
+        let (second, _) = append(2);
+        writer.append(second).await.unwrap();
+        let (third, third_done) = append(3);
+        let queued = writer.append(third);
+        tokio::pin!(queued);
+        let waited = tokio::time::timeout(Duration::from_millis(100), &mut queued).await;
+        assert!(waited.is_err(), "16 bytes unwritten: the third waits");
+        store.released.store(true, Ordering::Release);
+        queued.await.unwrap();
+        third_done.await.unwrap();
+        assert_eq!(*store.written.lock().unwrap().last().unwrap(), 3);
+    }
+
+    #[tokio::test]
     async fn after_a_failed_write_every_later_append_is_refused() {
         let store = Arc::new(Recorder {
             fail_at: Some(2),
             released: AtomicBool::new(true),
             ..Recorder::default()
         });
-        let writer = LogWriter::start(store.clone()).unwrap();
+        let writer = LogWriter::start(store.clone(), 1 << 20).unwrap();
         for (index, expected) in [(1, true), (2, false), (3, false)] {
             let (next, done) = append(index);
-            writer.append(next).unwrap();
+            writer.append(next).await.unwrap();
             let result = done.await;
             assert_eq!(result.is_ok(), expected, "append {index}: {result:?}");
         }
