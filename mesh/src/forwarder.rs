@@ -369,6 +369,14 @@ mod tests {
         Transport::bind(id, listen, &identity, TransportLimits::default(), &timeouts).unwrap()
     }
 
+    /// A leader that has answered no request yet.
+    fn leader(takes_batches: bool) -> Arc<Leader> {
+        Arc::new(Leader {
+            takes_batches,
+            requests: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Forwards 100 proposals to `leader`, one a millisecond; their
     /// outcomes, in order.
     async fn forward_100(leader: Arc<Leader>, limits: ForwardingLimits) -> Vec<Outcome> {
@@ -407,10 +415,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn proposals_that_queue_go_in_batches_and_each_gets_its_own_outcome() {
-        let leader = Arc::new(Leader {
-            takes_batches: true,
-            requests: Mutex::new(Vec::new()),
-        });
+        let leader = leader(true);
         let outcomes = forward_100(leader.clone(), ForwardingLimits::default()).await;
         assert_eq!(responses(&outcomes), expected());
         let requests = leader.requests.lock().unwrap().clone();
@@ -422,10 +427,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_leader_that_refuses_batches_gets_the_proposals_one_by_one() {
-        let leader = Arc::new(Leader {
-            takes_batches: false,
-            requests: Mutex::new(Vec::new()),
-        });
+        let leader = leader(false);
         let outcomes = forward_100(leader.clone(), ForwardingLimits::default()).await;
         assert_eq!(responses(&outcomes), expected());
         let requests = leader.requests.lock().unwrap().clone();
@@ -434,10 +436,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batches_keep_to_the_configured_bytes() {
-        let leader = Arc::new(Leader {
-            takes_batches: true,
-            requests: Mutex::new(Vec::new()),
-        });
+        let leader = leader(true);
         // `c0`…`c99`: 2 or 3 bytes each, so at most 4 in 8 bytes.
         let limits = ForwardingLimits {
             batches_in_flight_max: 1,
