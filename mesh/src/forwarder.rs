@@ -369,21 +369,18 @@ mod tests {
         Transport::bind(id, listen, &identity, TransportLimits::default(), &timeouts).unwrap()
     }
 
-    /// A leader that has answered no request yet.
-    fn leader(takes_batches: bool) -> Arc<Leader> {
-        Arc::new(Leader {
+    /// Forwards 100 proposals, one a millisecond, to a leader that takes
+    /// batches or not; checks that each got its own outcome, in order, and
+    /// returns the number of proposals in each request the leader received.
+    async fn forward_100(takes_batches: bool, limits: ForwardingLimits) -> Vec<usize> {
+        let leader = Arc::new(Leader {
             takes_batches,
             requests: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Forwards 100 proposals to `leader`, one a millisecond; their
-    /// outcomes, in order.
-    async fn forward_100(leader: Arc<Leader>, limits: ForwardingLimits) -> Vec<Outcome> {
+        });
         let ca = ClusterCa::generate().unwrap();
         let follower = transport(&ca, 1);
         let leader_transport = transport(&ca, 2);
-        leader_transport.serve(leader);
+        leader_transport.serve(leader.clone());
         let addr = leader_transport.local_addr().unwrap().to_string();
         let forwarder = Arc::new(Forwarder::new(follower, 4_096, limits));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -396,7 +393,10 @@ mod tests {
         for outcome in outcomes {
             results.push(outcome.await.unwrap());
         }
-        results
+        assert_eq!(responses(&results), expected());
+        let requests = leader.requests.lock().unwrap().clone();
+        assert_eq!(requests.iter().sum::<usize>(), 100);
+        requests
     }
 
     fn responses(outcomes: &[Outcome]) -> Vec<String> {
@@ -415,11 +415,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn proposals_that_queue_go_in_batches_and_each_gets_its_own_outcome() {
-        let leader = leader(true);
-        let outcomes = forward_100(leader.clone(), ForwardingLimits::default()).await;
-        assert_eq!(responses(&outcomes), expected());
-        let requests = leader.requests.lock().unwrap().clone();
-        assert_eq!(requests.iter().sum::<usize>(), 100);
+        let requests = forward_100(true, ForwardingLimits::default()).await;
         // Those that come while the most batches are on their way queue,
         // and go together.
         assert!(requests.len() < 100, "{requests:?}");
@@ -427,25 +423,18 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_leader_that_refuses_batches_gets_the_proposals_one_by_one() {
-        let leader = leader(false);
-        let outcomes = forward_100(leader.clone(), ForwardingLimits::default()).await;
-        assert_eq!(responses(&outcomes), expected());
-        let requests = leader.requests.lock().unwrap().clone();
+        let requests = forward_100(false, ForwardingLimits::default()).await;
         assert_eq!(requests, vec![1; 100]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batches_keep_to_the_configured_bytes() {
-        let leader = leader(true);
         // `c0`…`c99`: 2 or 3 bytes each, so at most 4 in 8 bytes.
         let limits = ForwardingLimits {
             batches_in_flight_max: 1,
             batch_bytes_max: 8,
         };
-        let outcomes = forward_100(leader.clone(), limits).await;
-        assert_eq!(responses(&outcomes), expected());
-        let requests = leader.requests.lock().unwrap().clone();
-        assert_eq!(requests.iter().sum::<usize>(), 100);
+        let requests = forward_100(true, limits).await;
         assert!(requests.iter().all(|&n| n <= 4), "{requests:?}");
     }
 }
