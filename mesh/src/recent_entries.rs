@@ -70,6 +70,11 @@ impl RecentEntries {
     }
 
     /// The writer wrote every entry up to `index`: they may be evicted.
+    ///
+    /// An append written after a truncation that replaced some of its
+    /// entries (queued before it) raises the mark over the replacements,
+    /// which are not written yet. That costs no correctness: evicted, they
+    /// are read through the writer's queue, behind their own write.
     pub(crate) fn written_upto(&mut self, index: u64) {
         self.written = self.written.max(Some(index));
         self.evict_beyond_budget();
