@@ -80,47 +80,34 @@ impl PubsubService {
 
 impl FrozenState {
     /// The captured state as a `vomesh.pubsub.Snapshot`.
+    ///
+    /// The items, nearly all of a snapshot's bytes, are written straight
+    /// from the shared [`Item`]s: building a `proto::ItemRecord` for each
+    /// copied its id, payload and publisher into fresh strings only to copy
+    /// them again into the output and free them. Everything else goes
+    /// through the generated messages. The bytes are the ones prost writes
+    /// for the whole `proto::Snapshot` (fields in number order, defaults
+    /// left out), which `encodes_as_prost_does` checks, so any version reads
+    /// them.
     pub fn encode(self) -> Vec<u8> {
-        let record = |item: &Arc<Item>| proto::ItemRecord {
-            id: item.id.clone(),
-            payload: item.payload.to_string(),
-            publisher: item.publisher.to_string(),
-            published_micros: item.published_micros,
-            archive_id: item.archive_id,
-        };
-        let nodes = self
+        // Each node as (its other fields encoded, its encoded length, node).
+        let nodes: Vec<(Vec<u8>, usize, FrozenNode)> = self
             .nodes
             .into_iter()
-            .map(|node| proto::NodeState {
-                config: Some(node.config.to_proto()),
-                creator: node.creator.to_string(),
-                created_micros: node.created_micros,
-                affiliations: node
-                    .affiliations
-                    .iter()
-                    .map(|(jid, a)| proto::AffiliationChange {
-                        jid: jid.to_string(),
-                        affiliation: (*a).into(),
-                    })
-                    .collect(),
-                subscriptions: node
-                    .subscriptions
-                    .iter()
-                    .map(|s| proto::SubscriptionRecord {
-                        subid: s.subid.clone(),
-                        jid: s.jid.to_string(),
-                        state: s.state.into(),
-                        options: Some(s.options.to_proto()),
-                    })
-                    .collect(),
-                items: node.items.iter().map(record).collect(),
-                archive: node.archive.iter().map(record).collect(),
-                node: node.id,
+            .map(|node| {
+                let fields = node_fields(&node).encode_to_vec();
+                let len = fields.len()
+                    + records_len(NODE_ITEMS, &node.items)
+                    + records_len(NODE_ARCHIVE, &node.archive);
+                (fields, len, node)
             })
             .collect();
-        proto::Snapshot {
+        let head = proto::Snapshot {
             last_index: self.last_index,
-            nodes,
+            nodes: Vec::new(),
+            accounts: Vec::new(),
+        };
+        let accounts = proto::Snapshot {
             accounts: self
                 .accounts
                 .into_iter()
@@ -129,8 +116,144 @@ impl FrozenState {
                     credentials,
                 })
                 .collect(),
+            ..proto::Snapshot::default()
+        };
+        let total = head.encoded_len()
+            + nodes
+                .iter()
+                .map(|(_, len, _)| wire::message_len(SNAPSHOT_NODES, *len))
+                .sum::<usize>()
+            + accounts.encoded_len();
+        let mut out = Vec::with_capacity(total);
+        head.encode_raw(&mut out);
+        for (fields, len, node) in &nodes {
+            wire::message_header(SNAPSHOT_NODES, *len, &mut out);
+            out.extend_from_slice(fields);
+            for item in &node.items {
+                write_record(NODE_ITEMS, item, &mut out);
+            }
+            for item in &node.archive {
+                write_record(NODE_ARCHIVE, item, &mut out);
+            }
         }
-        .encode_to_vec()
+        accounts.encode_raw(&mut out);
+        debug_assert_eq!(out.len(), total, "the snapshot's length was computed right");
+        out
+    }
+}
+
+/// Field numbers of `vomesh.pubsub.Snapshot.nodes`, `NodeState.items`,
+/// `NodeState.archive` and the fields of `ItemRecord`, as in `pubsub.proto`.
+const SNAPSHOT_NODES: u32 = 2;
+const NODE_ITEMS: u32 = 7;
+const NODE_ARCHIVE: u32 = 8;
+const RECORD_ID: u32 = 1;
+const RECORD_PAYLOAD: u32 = 2;
+const RECORD_PUBLISHER: u32 = 3;
+const RECORD_PUBLISHED_MICROS: u32 = 4;
+const RECORD_ARCHIVE_ID: u32 = 5;
+
+/// A node's fields other than its items and archive (which are its last
+/// two fields, so prost writes them after these).
+fn node_fields(node: &FrozenNode) -> proto::NodeState {
+    proto::NodeState {
+        node: node.id.clone(),
+        config: Some(node.config.to_proto()),
+        creator: node.creator.to_string(),
+        created_micros: node.created_micros,
+        affiliations: node
+            .affiliations
+            .iter()
+            .map(|(jid, a)| proto::AffiliationChange {
+                jid: jid.to_string(),
+                affiliation: (*a).into(),
+            })
+            .collect(),
+        subscriptions: node
+            .subscriptions
+            .iter()
+            .map(|s| proto::SubscriptionRecord {
+                subid: s.subid.clone(),
+                jid: s.jid.to_string(),
+                state: s.state.into(),
+                options: Some(s.options.to_proto()),
+            })
+            .collect(),
+        items: Vec::new(),
+        archive: Vec::new(),
+    }
+}
+
+/// The encoded length of `items` as `ItemRecord`s in field `tag`.
+fn records_len<'a>(tag: u32, items: impl IntoIterator<Item = &'a Arc<Item>>) -> usize {
+    items
+        .into_iter()
+        .map(|item| wire::message_len(tag, record_len(item)))
+        .sum()
+}
+
+/// The encoded length of `item` as an `ItemRecord`, without its header.
+fn record_len(item: &Item) -> usize {
+    wire::string_len(RECORD_ID, &item.id)
+        + wire::string_len(RECORD_PAYLOAD, &item.payload)
+        + wire::string_len(RECORD_PUBLISHER, item.publisher.as_str())
+        + wire::varint_len(RECORD_PUBLISHED_MICROS, item.published_micros as u64)
+        + wire::varint_len(RECORD_ARCHIVE_ID, item.archive_id)
+}
+
+/// `item` as an `ItemRecord` in field `tag`, as prost writes one.
+fn write_record(tag: u32, item: &Item, out: &mut Vec<u8>) {
+    wire::message_header(tag, record_len(item), out);
+    wire::string(RECORD_ID, &item.id, out);
+    wire::string(RECORD_PAYLOAD, &item.payload, out);
+    wire::string(RECORD_PUBLISHER, item.publisher.as_str(), out);
+    // int64 is written as the varint of its two's complement.
+    wire::varint(RECORD_PUBLISHED_MICROS, item.published_micros as u64, out);
+    wire::varint(RECORD_ARCHIVE_ID, item.archive_id, out);
+}
+
+/// Protobuf fields written with prost's own encoding primitives (the ones
+/// its generated code calls), leaving out default values as proto3 does.
+mod wire {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+    pub fn message_len(tag: u32, len: usize) -> usize {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+
+    pub fn message_header(tag: u32, len: usize, out: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+    }
+
+    pub fn string_len(tag: u32, value: &str) -> usize {
+        if value.is_empty() {
+            0
+        } else {
+            message_len(tag, value.len())
+        }
+    }
+
+    pub fn string(tag: u32, value: &str, out: &mut Vec<u8>) {
+        if !value.is_empty() {
+            message_header(tag, value.len(), out);
+            out.extend_from_slice(value.as_bytes());
+        }
+    }
+
+    pub fn varint_len(tag: u32, value: u64) -> usize {
+        if value == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(value)
+        }
+    }
+
+    pub fn varint(tag: u32, value: u64, out: &mut Vec<u8>) {
+        if value != 0 {
+            encode_key(tag, WireType::Varint, out);
+            encode_varint(value, out);
+        }
     }
 }
 
