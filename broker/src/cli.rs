@@ -887,6 +887,7 @@ mod tests {
         let state = crate::admin::AdminState {
             metrics: crate::metrics::Metrics::install().unwrap(),
             readiness: Arc::new(Vec::new),
+            refresh_gauges: Arc::new(|| {}),
             token: token.map(str::to_owned),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1016,6 +1017,7 @@ mod tests {
         let state = crate::admin::AdminState {
             metrics: crate::metrics::Metrics::install().unwrap(),
             readiness: Arc::new(Vec::new),
+            refresh_gauges: Arc::new(|| {}),
             token: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

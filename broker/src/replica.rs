@@ -50,6 +50,23 @@ impl Replica {
         &self.pubsub
     }
 
+    /// Sets the pubsub size gauges from the state as it is now. It walks
+    /// every node (110 µs for 10,000 nodes, `max_nodes`' default), so it
+    /// runs when `/metrics` is scraped: run after every applied batch, as
+    /// it was, a site near its node limit spent as long again on each
+    /// batch.
+    pub fn record_gauges(&self) {
+        let (mut nodes, mut items, mut subscriptions) = (0usize, 0usize, 0usize);
+        for node in self.pubsub.nodes() {
+            nodes += 1;
+            items += node.items.len();
+            subscriptions += node.subscriptions.len();
+        }
+        metrics::gauge!(names::PUBSUB_NODES).set(nodes as f64);
+        metrics::gauge!(names::PUBSUB_ITEMS).set(items as f64);
+        metrics::gauge!(names::PUBSUB_SUBSCRIPTIONS).set(subscriptions as f64);
+    }
+
     /// Applies one committed command and returns its encoded reply.
     fn apply_one(&mut self, committed: &CommittedCommand) -> CommandReply {
         // After a restart the mesh replays entries the snapshot already
@@ -94,20 +111,6 @@ impl Replica {
     }
 }
 
-/// Sets the pubsub size gauges from the state just applied: once per
-/// applied batch, a walk over the nodes (at most `max_nodes`) and no more.
-fn record_gauges(pubsub: &PubsubService) {
-    let (mut nodes, mut items, mut subscriptions) = (0usize, 0usize, 0usize);
-    for node in pubsub.nodes() {
-        nodes += 1;
-        items += node.items.len();
-        subscriptions += node.subscriptions.len();
-    }
-    metrics::gauge!(names::PUBSUB_NODES).set(nodes as f64);
-    metrics::gauge!(names::PUBSUB_ITEMS).set(items as f64);
-    metrics::gauge!(names::PUBSUB_SUBSCRIPTIONS).set(subscriptions as f64);
-}
-
 fn reply(result: &Result<Option<Element>, StanzaError>) -> CommandReply {
     let reply = match result {
         Ok(child) => {
@@ -122,12 +125,10 @@ impl StateMachine for Replica {
     type RestoreError = SnapshotError;
 
     fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes> {
-        let replies = commands
+        commands
             .iter()
             .map(|committed| Bytes::from(self.apply_one(committed).encode_to_vec()))
-            .collect();
-        record_gauges(&self.pubsub);
-        replies
+            .collect()
     }
 
     fn snapshot(&self) -> Bytes {
@@ -148,7 +149,6 @@ impl StateMachine for Replica {
             *self.pubsub.limits(),
             snapshot,
         )?;
-        record_gauges(&self.pubsub);
         Ok(())
     }
 }

@@ -192,6 +192,10 @@ pub async fn run(
         readiness: Arc::new(move || {
             admin_api::not_ready_reasons(&readiness_mesh.status(), ready_lag_max)
         }),
+        refresh_gauges: {
+            let broker = broker.clone();
+            Arc::new(move || broker.read(Replica::record_gauges))
+        },
         token: config.admin.token.clone(),
     };
     let admin_router = admin::router(
