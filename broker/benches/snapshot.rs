@@ -2,7 +2,7 @@
 //! applies (`freeze`, which holds up applying), encoding it (on the snapshot
 //! thread, beside the commits), and restoring a site from it. The state is
 //! 30,000 publishes of a real 2 KiB VOEvent (`Gaia16aac.xml`) over ten
-//! nodes, all kept in the archive: about the state three seconds of the
+//! nodes, all kept in the archive: about the state two seconds of the
 //! mesh's full load leave behind. `cargo bench -p vomesh-broker --bench
 //! snapshot` prints each stage's time and its cost per archived item.
 
