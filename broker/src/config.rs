@@ -194,6 +194,10 @@ const UDP_BUFFER_BYTES_MAX: usize = 1 << 30;
 /// mesh sizes for its appends.
 const FORWARD_BATCH_BYTES_MAX: usize = 64 << 20;
 
+/// Largest `[mesh] forward_coalesce_yields`: each yield lets every task
+/// already woken run once more before a forwarding request leaves.
+const FORWARD_COALESCE_YIELDS_MAX: usize = 64;
+
 /// `[mesh]`: this node's place in the Raft group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,6 +253,10 @@ pub struct MeshConfig {
     /// Command bytes in one forwarding request (a larger command goes
     /// alone).
     pub forward_batch_bytes_max: usize,
+    /// Times a forwarding request's sender yields to the tasks already
+    /// woken before it leaves, so the publishes they carry go with it (0:
+    /// it leaves with what has queued).
+    pub forward_coalesce_yields: usize,
 }
 
 /// The network a mesh spans, which sets its timing defaults.
@@ -283,6 +291,7 @@ impl Default for MeshConfig {
             udp_buffer_bytes: 4 * 1024 * 1024,
             forward_batches_in_flight_max: 16,
             forward_batch_bytes_max: 1024 * 1024,
+            forward_coalesce_yields: 2,
         }
     }
 }
@@ -782,6 +791,12 @@ fn validate_mesh(mesh: &MeshConfig) -> Result<(), InvalidConfig> {
             format!("must be between 1 and {FORWARD_BATCH_BYTES_MAX}"),
         ));
     }
+    if mesh.forward_coalesce_yields > FORWARD_COALESCE_YIELDS_MAX {
+        return Err(invalid(
+            "mesh.forward_coalesce_yields",
+            format!("must be at most {FORWARD_COALESCE_YIELDS_MAX}"),
+        ));
+    }
     if mesh.udp_buffer_bytes > UDP_BUFFER_BYTES_MAX {
         return Err(invalid(
             "mesh.udp_buffer_bytes",
@@ -1105,10 +1120,15 @@ subscriber_allow = ["0.0.0.0/0"]
         assert_eq!(
             (
                 mesh.forward_batches_in_flight_max,
-                mesh.forward_batch_bytes_max
+                mesh.forward_batch_bytes_max,
+                mesh.forward_coalesce_yields
             ),
-            (16, 1024 * 1024)
+            (16, 1024 * 1024, 2)
         );
+        let at_once = parse("[mesh]\nforward_coalesce_yields = 0\n");
+        assert_eq!(at_once.mesh.unwrap().forward_coalesce_yields, 0);
+        let stalling = invalid_key("[mesh]\nforward_coalesce_yields = 65\n");
+        assert_eq!(stalling.key, "mesh.forward_coalesce_yields");
         let no_batch = invalid_key("[mesh]\nforward_batches_in_flight_max = 0\n");
         assert_eq!(no_batch.key, "mesh.forward_batches_in_flight_max");
         let empty = invalid_key("[mesh]\nforward_batch_bytes_max = 0\n");

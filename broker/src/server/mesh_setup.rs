@@ -47,6 +47,7 @@ pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
     node.forwarding = ForwardingLimits {
         batches_in_flight_max: mesh.forward_batches_in_flight_max,
         batch_bytes_max: mesh.forward_batch_bytes_max,
+        coalesce_yields: mesh.forward_coalesce_yields,
     };
     node.proposals_in_flight_max = config.pubsub.max_inflight_proposals;
     // A command carries at most one payload or stanza, plus its envelope;
