@@ -9,13 +9,15 @@
 //! within one run.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quick_xml::events::Event;
 
 use vomesh_broker::pubsub::payload;
 use vomesh_broker::pubsub::request::Request;
 use vomesh_broker::xml::{Element, ParserLimits, StreamEvent, StreamParser, parse_document};
+
+mod common;
 
 /// The node's allocator (see `main.rs`): allocation is much of this work.
 #[global_allocator]
@@ -137,16 +139,8 @@ fn best(mut run: impl FnMut() -> usize) -> Duration {
 
 /// The fastest of `ROUNDS` runs of `run` on a fresh `setup()`, per stanza;
 /// the setup is not timed.
-fn best_with_setup<T>(mut setup: impl FnMut() -> T, mut run: impl FnMut(T)) -> Duration {
-    (0..ROUNDS)
-        .map(|_| {
-            let input = setup();
-            let started = Instant::now();
-            run(input);
-            started.elapsed() / STANZAS as u32
-        })
-        .min()
-        .unwrap_or_default()
+fn best_with_setup<T>(setup: impl FnMut() -> T, run: impl FnMut(T)) -> Duration {
+    common::fastest(ROUNDS, setup, run) / STANZAS as u32
 }
 
 fn micros(d: Duration) -> f64 {

@@ -7,13 +7,15 @@
 //! snapshot` prints each stage's time and its cost per archived item.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jid::BareJid;
 use vomesh_broker::pubsub::service::{Meta, PubsubService};
 use vomesh_broker::pubsub::{PubsubLimits, payload};
 use vomesh_broker::xml::{ParserLimits, parse_document};
 use vomesh_proto::pubsub::{Command, CreateNode, Publish, command::Op};
+
+mod common;
 
 /// The node's allocator (see `main.rs`).
 #[global_allocator]
@@ -31,7 +33,8 @@ fn main() {
         bytes.len() as f64 / 1e6
     );
     let freeze = best(|| drop(black_box(service.freeze())));
-    let encode = best_with_setup(
+    let encode = common::fastest(
+        ROUNDS,
         || service.freeze(),
         |frozen| drop(black_box(frozen.encode())),
     );
@@ -105,19 +108,5 @@ fn populated() -> PubsubService {
 
 /// The fastest of `ROUNDS` runs of `run`.
 fn best(mut run: impl FnMut()) -> Duration {
-    best_with_setup(|| (), |()| run())
-}
-
-/// The fastest of `ROUNDS` runs of `run` on a fresh `setup()`; the setup is
-/// not timed.
-fn best_with_setup<T>(mut setup: impl FnMut() -> T, mut run: impl FnMut(T)) -> Duration {
-    (0..ROUNDS)
-        .map(|_| {
-            let input = setup();
-            let started = Instant::now();
-            run(input);
-            started.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
+    common::fastest(ROUNDS, || (), |()| run())
 }
