@@ -29,6 +29,11 @@ pub struct Config {
     pub domain: String,
     /// Where storage, the Raft log and a generated certificate live.
     pub data_dir: PathBuf,
+    /// Threads running sessions, the pubsub service and the mesh; `None`:
+    /// one per CPU this process may use. Sites sharing a host's CPUs run
+    /// best with their share: an idle worker that is woken for every burst
+    /// of work costs more CPU than it adds where there is none to spare.
+    pub worker_threads: Option<usize>,
     pub xmpp: XmppConfig,
     /// The XMPP-facing certificate; `None`: self-signed, generated into
     /// `data_dir` (see [`crate::tls`]).
@@ -47,6 +52,7 @@ impl Default for Config {
         Config {
             domain: "localhost".to_owned(),
             data_dir: PathBuf::from("./vomesh-data"),
+            worker_threads: None,
             xmpp: XmppConfig::default(),
             tls: None,
             admin: AdminConfig::default(),
@@ -193,6 +199,10 @@ const UDP_BUFFER_BYTES_MAX: usize = 1 << 30;
 /// Largest `[mesh] forward_batch_bytes_max`: well within the frames the
 /// mesh sizes for its appends.
 const FORWARD_BATCH_BYTES_MAX: usize = 64 << 20;
+
+/// Most `worker_threads`: far beyond any host's cores, low enough that a
+/// typo does not start a million threads.
+const WORKER_THREADS_MAX: usize = 1024;
 
 /// Largest `[mesh] forward_coalesce_yields`: each yield lets every task
 /// already woken run once more before a forwarding request leaves.
@@ -594,6 +604,17 @@ impl Config {
     /// agree with each other.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         validate_domain(&self.domain)?;
+        if self
+            .worker_threads
+            .is_some_and(|threads| !(1..=WORKER_THREADS_MAX).contains(&threads))
+        {
+            return Err(invalid(
+                "worker_threads",
+                format!(
+                    "must be between 1 and {WORKER_THREADS_MAX}; remove the key for one per CPU"
+                ),
+            ));
+        }
         self.validate_xmpp()?;
         if let Some(token) = &self.admin.token {
             if token.trim().is_empty() {
@@ -1056,6 +1077,15 @@ subscriber_allow = ["0.0.0.0/0"]
         // Keys the example leaves out keep their defaults.
         assert_eq!(config.xmpp.max_xml_depth, 32);
         assert_eq!(config.log, LogConfig::default());
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_per_cpu_and_are_bounded() {
+        assert_eq!(Config::development().worker_threads, None);
+        assert_eq!(parse("worker_threads = 1\n").worker_threads, Some(1));
+        for refused in ["worker_threads = 0\n", "worker_threads = 1025\n"] {
+            assert_eq!(invalid_key(refused).key, "worker_threads");
+        }
     }
 
     #[test]

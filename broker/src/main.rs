@@ -100,7 +100,11 @@ fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> anyhow::Result<(
             config.data_dir.display(),
         );
     }
-    let runtime = tokio::runtime::Runtime::new()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(server::run(config, shutdown_signal(), |_| {}))
 }
 

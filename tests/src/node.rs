@@ -109,6 +109,8 @@ const TEST_LOG_FILTER: &str = "vomesh_broker=debug,info";
 /// What a test node's configuration adds to the defaults.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
+    /// Top-level keys, e.g. `worker_threads = 1`.
+    pub top_level: String,
     /// Lines of the `[xmpp]` section, e.g. `stream_open_timeout_secs = 2`.
     pub xmpp_settings: String,
     /// Whole sections appended to the file, e.g. a `[mesh]` section.
@@ -129,6 +131,7 @@ pub struct NodeOptions {
 impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
+            top_level: String::new(),
             xmpp_settings: String::new(),
             extra_toml: String::new(),
             log_filter: TEST_LOG_FILTER.to_owned(),
@@ -199,6 +202,7 @@ impl TestNode {
         let config = format!(
             "domain = \"{DOMAIN}\"\n\
              data_dir = \"{data}\"\n\
+             {top_level}\n\
              [xmpp]\n\
              listen = \"{xmpp}\"\n\
              listen_tls = \"{xmpp_tls}\"\n\
@@ -208,6 +212,7 @@ impl TestNode {
              token = \"{TOKEN}\"\n\
              {extra}\n",
             data = node.data_dir().display(),
+            top_level = options.top_level,
             xmpp = node.xmpp,
             xmpp_tls = node.xmpp_tls,
             admin = node.admin,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use prometheus_parse::{Scrape, Value};
 use vomesh_broker::client::Client;
 use vomesh_tests::cluster::TestCluster;
-use vomesh_tests::node::TestNode;
+use vomesh_tests::node::{NodeOptions, TestNode};
 use vomesh_tests::pubsub::{alert, create_iq, publish, request};
 
 /// `/metrics` of `node`, parsed.
@@ -382,6 +382,28 @@ fn a_single_site_mesh_stays_ready_while_idle() {
     let (status, body) = readyz(&node);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ready"], true, "{body}");
+}
+
+#[test]
+fn a_site_runs_as_many_workers_as_it_is_given() {
+    for threads in [1, 3] {
+        let node = TestNode::launch(NodeOptions {
+            top_level: format!("worker_threads = {threads}"),
+            ..NodeOptions::default()
+        });
+        let ready = node
+            .log()
+            .lines()
+            .map(strip_ansi)
+            .find(|line| line.contains("vomesh node ready"))
+            .expect("the node logged that it is ready");
+        assert!(
+            ready.contains(&format!("workers={threads}")),
+            "worker_threads = {threads}, but: {ready}"
+        );
+        let (status, body) = readyz(&node);
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 /// The `vomesh_*` metric names `text` mentions, histogram series folded

@@ -23,7 +23,14 @@ fn figure(report: &Report, scenario: &str, name: &str) -> f64 {
 async fn every_scenario_runs_and_delivers_each_notification_once() {
     let accounts = vomesh::account_names("bench", 3);
     let (_node, target) = tokio::task::block_in_place(|| {
-        vomesh::single_node("vomesh", &accounts, "publisher", "bench-password", 100)
+        vomesh::single_node(
+            "vomesh",
+            &accounts,
+            "publisher",
+            "bench-password",
+            100,
+            None,
+        )
     });
     let plan = Plan {
         sessions: 20,

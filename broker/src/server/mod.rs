@@ -218,6 +218,7 @@ pub async fn run(
         xmpp_tls = ?addrs.xmpp_tls,
         admin = %addrs.admin,
         vtp = ?addrs.vtp,
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
         "vomesh node ready"
     );
     on_ready(&addrs);

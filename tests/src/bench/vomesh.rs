@@ -8,7 +8,7 @@ use vomesh_broker::client::Trust;
 
 use super::target::Target;
 use crate::cluster::TestCluster;
-use crate::node::{DOMAIN, TestNode};
+use crate::node::{DOMAIN, NodeOptions, TestNode};
 
 /// The production log level (test nodes log at debug by default).
 const LOG_FILTER: &str = "info";
@@ -24,6 +24,18 @@ pub fn account_names(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}{i}")).collect()
 }
 
+/// How every site started here is configured: the production log level,
+/// and `worker_threads` when given.
+fn site_options(worker_threads: Option<usize>) -> NodeOptions {
+    NodeOptions {
+        top_level: worker_threads
+            .map(|threads| format!("worker_threads = {threads}"))
+            .unwrap_or_default(),
+        log_filter: LOG_FILTER.to_owned(),
+        ..NodeOptions::default()
+    }
+}
+
 /// One node accepting `connections_max` clients, with `accounts` and a
 /// `publisher` account, all with `password`.
 pub fn single_node(
@@ -32,8 +44,12 @@ pub fn single_node(
     publisher: &str,
     password: &str,
     connections_max: usize,
+    worker_threads: Option<usize>,
 ) -> (Running, Target) {
-    let node = TestNode::start_logging(&format!("max_connections = {connections_max}"), LOG_FILTER);
+    let node = TestNode::launch(NodeOptions {
+        xmpp_settings: format!("max_connections = {connections_max}"),
+        ..site_options(worker_threads)
+    });
     for localpart in accounts.iter().map(String::as_str).chain([publisher]) {
         node.add_user(localpart, password);
     }
@@ -61,8 +77,10 @@ pub fn mesh(
     accounts: &[String],
     publisher: &str,
     password: &str,
+    worker_threads: Option<usize>,
 ) -> (Running, Target) {
-    let cluster = TestCluster::start_logging(sites, "", LOG_FILTER);
+    let cluster =
+        TestCluster::start_custom(sites, "", Box::new(move |_| site_options(worker_threads)));
     for localpart in accounts.iter().map(String::as_str).chain([publisher]) {
         cluster.add_user(localpart, password);
     }

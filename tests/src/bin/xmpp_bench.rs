@@ -103,6 +103,10 @@ struct RunArgs {
     /// The external server's process id(s), for CPU time and memory.
     #[arg(long)]
     server_pid: Vec<u32>,
+    /// `worker_threads` of each vomesh site started here (default: one per
+    /// CPU, so a mesh's three sites run six workers on two cores).
+    #[arg(long)]
+    site_worker_threads: Option<usize>,
     /// Where to save the figures (JSON).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -255,12 +259,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 &args.publisher,
                 &args.password,
                 args.sessions + extra,
+                args.site_worker_threads,
             );
             (Some(running), target)
         }
         TargetKind::VomeshMesh => {
-            let (running, target) =
-                vomesh::mesh(&label, 3, &accounts, &args.publisher, &args.password);
+            let (running, target) = vomesh::mesh(
+                &label,
+                3,
+                &accounts,
+                &args.publisher,
+                &args.password,
+                args.site_worker_threads,
+            );
             (Some(running), target)
         }
         TargetKind::External => (None, external(&args, &label, accounts)?),
