@@ -197,7 +197,7 @@ impl Forwarder {
         let kind = pb::request::Kind::ForwardProposals(pb::ForwardProposals {
             commands: batch
                 .iter()
-                .map(|waiting| waiting.command.to_vec())
+                .map(|waiting| waiting.command.clone())
                 .collect(),
         });
         let result = self
@@ -227,7 +227,7 @@ impl Forwarder {
     /// versions do.
     async fn send_alone(&self, leader: NodeId, addr: &str, waiting: &Waiting) -> Outcome {
         let kind = pb::request::Kind::ForwardProposal(pb::ForwardProposal {
-            command: waiting.command.to_vec(),
+            command: waiting.command.clone(),
         });
         let remaining = waiting.deadline.saturating_duration_since(Instant::now());
         match self
@@ -280,7 +280,7 @@ impl Forwarder {
 fn committed_from(committed: pb::ForwardProposalResponse) -> Committed {
     Committed {
         index: committed.index,
-        response: committed.response.into(),
+        response: committed.response,
     }
 }
 
@@ -315,7 +315,7 @@ mod tests {
             (first..first + commands)
                 .map(|index| pb::ForwardProposalResponse {
                     index: index as u64,
-                    response: Vec::new(),
+                    response: Bytes::new(),
                 })
                 .collect()
         }

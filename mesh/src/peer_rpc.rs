@@ -77,7 +77,7 @@ impl<S: StateMachine> Handler<S> {
     /// own slot and deadline, and learns that nothing was appended.
     async fn propose_forwarded(
         &self,
-        command: Vec<u8>,
+        command: Bytes,
     ) -> Result<pb::ForwardProposalResponse, pb::Error> {
         if command.len() > self.inner.command_bytes_max {
             return Err(error(
@@ -96,7 +96,7 @@ impl<S: StateMachine> Handler<S> {
             ));
         };
         let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
-        let write = self.inner.raft.client_write(Command(command.into()));
+        let write = self.inner.raft.client_write(Command(command));
         match tokio::time::timeout(budget, write).await {
             Err(_) => Err(error(
                 pb::ErrorKind::Unavailable,
@@ -104,7 +104,7 @@ impl<S: StateMachine> Handler<S> {
             )),
             Ok(Ok(resp)) => Ok(pb::ForwardProposalResponse {
                 index: resp.log_id.index,
-                response: resp.data.0.to_vec(),
+                response: resp.data.0,
             }),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(not_leader_error(&f))

@@ -11,6 +11,11 @@
 //! leave a gap empties it. A read is answered from here only when the
 //! whole range it asks for lies within; otherwise it goes to disk.
 //!
+//! A follower's entries share the buffer of the append frame they arrived
+//! in (and the leader's, that of the forwarded request): the budget counts
+//! their commands, so at its edges the memory held can exceed it by part of
+//! one frame, whose other entries were already evicted.
+//!
 //! An append is held here from the moment openraft hands it over, before
 //! the log's writer has written it (openraft reads it back at once, to
 //! replicate it while the local write is under way). Entries not yet

@@ -897,9 +897,11 @@ impl Transport {
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
             if let Some(data) = snapshot {
-                for chunk in data.chunks(self.limits.snapshot_chunk_bytes.max(1)) {
+                let chunk_bytes = self.limits.snapshot_chunk_bytes.max(1);
+                for start in (0..data.len()).step_by(chunk_bytes) {
+                    let end = data.len().min(start + chunk_bytes);
                     let chunk = pb::SnapshotChunk {
-                        data: chunk.to_vec(),
+                        data: data.slice(start..end),
                     };
                     write_frame(&mut send, &chunk)
                         .await

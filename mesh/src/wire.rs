@@ -75,8 +75,10 @@ fn required_vote(vote: &Option<pb::Vote>) -> Result<Vote, WireError> {
 pub fn entry_to_pb(entry: &Entry) -> Result<pb::Entry, WireError> {
     let payload = match &entry.payload {
         EntryPayload::Blank => pb::entry::Payload::Blank(pb::Empty {}),
-        EntryPayload::Normal(cmd) => pb::entry::Payload::Command(cmd.0.to_vec()),
-        EntryPayload::Membership(m) => pb::entry::Payload::MembershipJson(serde_json::to_vec(m)?),
+        EntryPayload::Normal(cmd) => pb::entry::Payload::Command(cmd.0.clone()),
+        EntryPayload::Membership(m) => {
+            pb::entry::Payload::MembershipJson(serde_json::to_vec(m)?.into())
+        }
     };
     Ok(pb::Entry {
         log_id: Some(log_id_to_pb(&entry.log_id)),
@@ -92,7 +94,7 @@ pub fn entry_from_pb(entry: pb::Entry) -> Result<Entry, WireError> {
         .ok_or(WireError::Missing("entry.log_id"))?;
     let payload = match entry.payload.ok_or(WireError::Missing("entry.payload"))? {
         pb::entry::Payload::Blank(_) => EntryPayload::Blank,
-        pb::entry::Payload::Command(bytes) => EntryPayload::Normal(Command(bytes.into())),
+        pb::entry::Payload::Command(bytes) => EntryPayload::Normal(Command(bytes)),
         pb::entry::Payload::MembershipJson(json) => {
             EntryPayload::Membership(serde_json::from_slice(&json)?)
         }
@@ -237,7 +239,7 @@ pub fn snapshot_meta_to_pb(meta: &SnapshotMeta) -> Result<pb::SnapshotMeta, Wire
     Ok(pb::SnapshotMeta {
         last_log_id: meta.last_log_id.as_ref().map(log_id_to_pb),
         last_membership_log_id: meta.last_membership.log_id().as_ref().map(log_id_to_pb),
-        last_membership_json: serde_json::to_vec(meta.last_membership.membership())?,
+        last_membership_json: serde_json::to_vec(meta.last_membership.membership())?.into(),
     })
 }
 

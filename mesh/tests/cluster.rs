@@ -543,10 +543,10 @@ async fn a_leader_answers_each_command_of_a_forwarded_batch_and_refuses_an_overs
         &timeouts,
     )?;
     let addr = cluster.addrs[&leader].to_string();
-    let batch = |commands: Vec<Vec<u8>>| {
+    let batch = |commands: Vec<Bytes>| {
         pb::request::Kind::ForwardProposals(pb::ForwardProposals { commands })
     };
-    let commands = (0..3).map(|i| cmd(format!("b{i}=v")).to_vec()).collect();
+    let commands = (0..3).map(|i| cmd(format!("b{i}=v"))).collect();
     let answer = follower
         .call(
             leader,
@@ -578,7 +578,7 @@ async fn a_leader_answers_each_command_of_a_forwarded_batch_and_refuses_an_overs
         );
     }
 
-    let oversized = vec![Vec::new(); 4_097];
+    let oversized = vec![Bytes::new(); 4_097];
     let refused = follower
         .call(
             leader,
@@ -1250,7 +1250,7 @@ async fn a_peer_restarted_after_a_crash_is_reachable_again_at_once() -> anyhow::
     };
     let request = || {
         pb::request::Kind::ForwardProposal(pb::ForwardProposal {
-            command: b"x".to_vec(),
+            command: Bytes::from_static(b"x"),
         })
     };
     let answered = |result: &Result<pb::Response, RpcError>| matches!(result, Err(RpcError::Remote { error, .. }) if error.kind() == pb::ErrorKind::NotLeader);
