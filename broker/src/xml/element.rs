@@ -168,12 +168,11 @@ impl Element {
         self
     }
 
-    /// Builder form that replaces all children at once: a parser that
-    /// gathered them elsewhere hands them over in one exactly sized `Vec`
-    /// instead of growing this element's one child at a time.
-    pub fn with_nodes(mut self, nodes: Vec<Node>) -> Self {
+    /// Replaces all children at once: a parser that gathered them elsewhere
+    /// hands them over in one exactly sized `Vec` instead of growing this
+    /// element's one child at a time.
+    pub fn set_nodes(&mut self, nodes: Vec<Node>) {
         self.children = nodes;
-        self
     }
 
     pub fn push_child(&mut self, child: Element) {

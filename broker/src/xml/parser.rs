@@ -220,7 +220,7 @@ impl StreamParser {
         self.tokenizer.buf.extend_from_slice(data);
         loop {
             let context = TokenContext {
-                stream_level: self.tree.open.is_empty(),
+                stream_level: self.tree.node_marks.is_empty(),
                 in_prolog: matches!(self.tree.phase, Phase::Prolog),
                 stream_open: matches!(self.tree.phase, Phase::Open { .. }),
             };
@@ -229,7 +229,7 @@ impl StreamParser {
             };
             let bytes = self.tokenizer.take_token();
             self.tree.handle(kind, bytes, events)?;
-            if self.tree.open.is_empty() {
+            if self.tree.node_marks.is_empty() {
                 self.tokenizer.unit_start = None;
             }
         }
@@ -617,16 +617,16 @@ struct TreeBuilder {
     /// For the header and each open element, `bindings.len()` before its
     /// declarations.
     scope_marks: Vec<usize>,
-    /// The open elements of the current top-level element, outermost
-    /// first, without their children: those are in `nodes`.
-    open: Vec<Element>,
-    /// The children read so far of every open element, the innermost
-    /// element's last. An element takes its children in one exactly sized
-    /// `Vec` when it closes; growing each element's own `Vec` a child at a
-    /// time reallocated and moved them at every doubling. Empty, and
-    /// holding no memory, between top-level elements.
+    /// Every open element of the current top-level element, each followed
+    /// by the children read so far: the innermost element's come last. An
+    /// element takes its children in one exactly sized `Vec` when it
+    /// closes (growing each element's own `Vec` a child at a time
+    /// reallocated and moved them at every doubling), and stays where it
+    /// was put when it opened, so an element is moved once, into its
+    /// parent's children. Empty, and holding no memory, between top-level
+    /// elements.
     nodes: Vec<Node>,
-    /// For each open element, `nodes.len()` when it opened.
+    /// For each open element, outermost first, its index in `nodes`.
     node_marks: Vec<usize>,
     /// The two namespaces no declaration binds, shared by the elements in
     /// them as a declared one is: `xml`'s ([`XML_NS`]), and the empty one
@@ -643,7 +643,6 @@ impl TreeBuilder {
             phase: Phase::Prolog,
             bindings: Vec::new(),
             scope_marks: Vec::new(),
-            open: Vec::new(),
             nodes: Vec::new(),
             node_marks: Vec::new(),
             xml_ns: XML_NS.into(),
@@ -707,12 +706,12 @@ impl TreeBuilder {
     fn push_text(&mut self, text: &str) -> Result<(), ParseError> {
         check_chars(text)?;
         match self.node_marks.last() {
-            Some(&mark) => {
+            Some(_) => {
                 // Adjacent text (a CDATA section after character data) is
-                // one node, as `Element::push_text` makes it.
-                let merge = self.nodes.len() > mark;
+                // one node, as `Element::push_text` makes it. The last node
+                // is the innermost open element or one of its children.
                 match self.nodes.last_mut() {
-                    Some(Node::Text(previous)) if merge => previous.push_str(text),
+                    Some(Node::Text(previous)) => previous.push_str(text),
                     _ if text.is_empty() => {}
                     _ => self.nodes.push(Node::Text(text.to_owned())),
                 }
@@ -755,7 +754,7 @@ impl TreeBuilder {
         empty: bool,
         events: &mut Vec<StreamEvent>,
     ) -> Result<(), ParseError> {
-        if self.open.len() >= self.limits.depth_max {
+        if self.node_marks.len() >= self.limits.depth_max {
             return Err(ParseError::TooDeep {
                 limit: self.limits.depth_max,
             });
@@ -768,8 +767,8 @@ impl TreeBuilder {
             start.declared,
             start.attrs,
         );
-        self.open.push(element);
         self.node_marks.push(self.nodes.len());
+        self.nodes.push(Node::Element(element));
         if empty {
             self.close_element(events);
         }
@@ -857,7 +856,7 @@ impl TreeBuilder {
     }
 
     fn end(&mut self, qname: &str, events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
-        match self.open.last() {
+        match self.innermost() {
             Some(element) => {
                 if !names_element(qname, element) {
                     return Err(not_well_formed(format!(
@@ -890,20 +889,34 @@ impl TreeBuilder {
         if let Some(mark) = self.scope_marks.pop() {
             self.bindings.truncate(mark);
         }
-        let (Some(element), Some(mark)) = (self.open.pop(), self.node_marks.pop()) else {
+        let Some(mark) = self.node_marks.pop() else {
             return;
         };
-        let element = element.with_nodes(self.nodes.drain(mark..).collect());
-        if !self.open.is_empty() {
-            self.nodes.push(Node::Element(element));
+        let children: Vec<Node> = self.nodes.drain(mark + 1..).collect();
+        if !self.node_marks.is_empty() {
+            if let Some(Node::Element(element)) = self.nodes.get_mut(mark) {
+                element.set_nodes(children);
+            }
             return;
         }
+        let Some(Node::Element(mut element)) = self.nodes.pop() else {
+            return;
+        };
+        element.set_nodes(children);
         // An idle session keeps no memory for the stanza it read last.
         self.nodes = Vec::new();
         if matches!(self.phase, Phase::Root) {
             self.phase = Phase::Closed;
         }
         events.push(StreamEvent::Stanza(element));
+    }
+
+    /// The innermost open element.
+    fn innermost(&self) -> Option<&Element> {
+        match self.nodes.get(*self.node_marks.last()?) {
+            Some(Node::Element(element)) => Some(element),
+            _ => None,
+        }
     }
 
     /// Reads a start tag's attributes, applies its namespace declarations
