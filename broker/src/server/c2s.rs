@@ -303,6 +303,15 @@ impl Conn {
                 }
                 _ = &mut ready => {
                     ready.set(queue.ready());
+                    // A commit answers every request it holds at once, each
+                    // from the task that proposed it, and the first answer
+                    // queued runs this task next (tokio's LIFO slot): one
+                    // turn of the scheduler lets the client's other answers
+                    // join it in one write. Notifications are queued by the
+                    // router in one pass, so they are written at once.
+                    if queue.next_is_stanza() {
+                        tokio::task::yield_now().await;
+                    }
                     self.queue_batch();
                 }
                 read = read_some(io) => match read {

@@ -69,6 +69,12 @@ impl OutboundQueue {
         Ok(())
     }
 
+    /// Whether the oldest item queued is a stanza other than a pubsub
+    /// notification: an answer, a message.
+    pub fn next_is_stanza(&self) -> bool {
+        matches!(self.lock().items.front(), Some(Outbound::Stanza(_)))
+    }
+
     /// Takes up to `max` queued stanzas, oldest first. When more remain, the
     /// next [`OutboundQueue::ready`] returns at once. They are serialized by
     /// the caller after the lock is released, so the router's pushes to this
@@ -135,6 +141,22 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(20), queue.ready())
             .await
             .is_ok()
+    }
+
+    #[test]
+    fn the_oldest_item_tells_a_stanza_from_a_notification() {
+        let queue = OutboundQueue::new(10);
+        assert!(!queue.next_is_stanza(), "an empty queue");
+        let notification = Outbound::Notification {
+            head: "<message>".into(),
+            body: "<event/>".into(),
+            published_micros: 0,
+        };
+        queue.push(notification).unwrap();
+        queue.push(stanza("<iq type='result'/>")).unwrap();
+        assert!(!queue.next_is_stanza());
+        queue.take(1);
+        assert!(queue.next_is_stanza());
     }
 
     #[tokio::test]
