@@ -22,15 +22,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
 
     let descriptors = protox::compile(&files, [&root])?;
-    // Plain prost defaults (`bytes` fields are `Vec<u8>`) but in the mesh,
-    // with two rarely set, large fields boxed so that the messages around
-    // them stay small: a status answer (the largest mesh response, beside
-    // every append and vote response) and a publish's VTP origin (inside
-    // every `Command`).
+    // Plain prost defaults, but for two things. The mesh's `bytes` fields
+    // (commands, their answers, snapshot chunks) are `Bytes`: decoded from
+    // a received frame they share its buffer rather than each being copied
+    // out of it (the pubsub package keeps `Vec<u8>`). And two rarely set,
+    // large fields are boxed so that the messages around them stay small:
+    // a status answer (the largest mesh response, beside every append and
+    // vote response) and a publish's VTP origin (inside every `Command`).
     prost_build::Config::new()
-        // The mesh's `bytes` (commands, their answers, snapshot chunks) as
-        // `Bytes`: decoded from a received frame they share its buffer
-        // rather than each being copied out of it.
         .bytes([".vomesh.mesh"])
         .boxed(".vomesh.mesh.Response.kind.status")
         .boxed(".vomesh.pubsub.Publish.vtp")
