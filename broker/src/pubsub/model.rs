@@ -12,6 +12,8 @@ pub use vomesh_proto::pubsub::{
     SubscriptionState,
 };
 
+use crate::pubsub::payload;
+
 /// The Raft log index of the publish that produced an archive entry: its
 /// XEP-0313 id and global sequence number.
 pub type ArchiveId = u64;
@@ -154,12 +156,15 @@ impl PubsubNode {
         }
     }
 
-    /// Whether item `id` holds, or held in the archived history, exactly
-    /// `payload`: a VOEvent packet is immutable, so seeing the same bytes
-    /// again under its IVORN is a duplicate even after a newer version —
-    /// as when two sites relay the same upstream's versions interleaved.
+    /// Whether item `id` holds, or held in the archived history, the
+    /// document `payload` ([`payload::same_document`]): a VOEvent packet
+    /// is immutable, so seeing it again under its IVORN is a duplicate
+    /// even after a newer version — as when two sites relay the same
+    /// upstream's versions interleaved, or one relays over VTP what an
+    /// author also published over XMPP.
     pub fn has_version(&self, id: &str, payload: &str) -> bool {
-        if self.items.get(id).is_some_and(|i| *i.payload == *payload) {
+        let same = |stored: &str| payload::same_document(stored, payload);
+        if self.items.get(id).is_some_and(|i| same(&i.payload)) {
             return true;
         }
         let Some(versions) = self.archived_versions.get(id) else {
@@ -169,7 +174,7 @@ impl PubsubNode {
             let position = self.archive.partition_point(|a| a.archive_id < *archive_id);
             self.archive
                 .get(position)
-                .is_some_and(|entry| *entry.payload == *payload)
+                .is_some_and(|entry| same(&entry.payload))
         })
     }
 

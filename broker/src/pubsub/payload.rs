@@ -1,13 +1,17 @@
 //! Item payloads are stored and delivered as the text they were published
-//! as (XEP-0060 §7.1: the subscriber gets what the publisher sent). The
-//! replicated `Publish` command carries that text, notifications and archive
-//! results splice it in unchanged, and only an XEP-0060 items retrieval,
-//! whose reply is an [`Element`] tree, reads it back into elements.
+//! as (XEP-0060 §7.1: the subscriber gets what the publisher sent). A
+//! client's stream parser keeps that text as it arrives
+//! ([`is_payload_parent`]); a payload that arrived as a tree (a VTP packet,
+//! a file given to `vomesh publish`) is [`serialize`]d. The replicated
+//! `Publish` command carries the text, notifications and archive results
+//! splice it in unchanged, and only an XEP-0060 items retrieval, whose
+//! reply is an [`Element`] tree, reads it back into elements.
 
 use quick_xml::events::Event;
 use quick_xml::name::{PrefixDeclaration, ResolveResult};
 use quick_xml::reader::NsReader;
 
+use crate::pubsub::request::PUBSUB_NS;
 use crate::xml::{Attr, Element};
 
 /// Bound as the default namespace of the serialization scope, so every
@@ -17,10 +21,31 @@ use crate::xml::{Attr, Element};
 /// A single space is not a URI, so no parsed element is in it.
 const NO_DEFAULT_NS: &str = " ";
 
-/// The payload text stored and delivered for `payload`: self-contained
-/// (every namespace it uses is declared within it), content unchanged.
+/// The payload text stored and delivered for a payload read as a tree:
+/// self-contained (every namespace it uses is declared within it), content
+/// unchanged.
 pub fn serialize(payload: &Element) -> String {
     payload.to_stream_xml(NO_DEFAULT_NS)
+}
+
+/// The elements whose children are published payloads: a client's
+/// stream parser keeps those children as they were sent
+/// ([`crate::xml::StreamParser::capture_children_of`]), since they are
+/// stored and delivered as text and never read as a tree.
+pub fn is_payload_parent(element: &Element) -> bool {
+    element.is("item", PUBSUB_NS)
+}
+
+/// True when stored payloads `a` and `b` are one XML document, written
+/// alike or not: a packet relayed over VTP is stored as serialized from
+/// its tree ([`serialize`]), the same packet published over XMPP as its
+/// publisher wrote it, with its own quotes, prefixes and references.
+pub fn same_document(a: &str, b: &str) -> bool {
+    a == b
+        || match (parse(a), parse(b)) {
+            (Ok(a), Ok(b)) => a.same_content(&b),
+            _ => false,
+        }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +209,29 @@ mod tests {
         let element = parse(text).unwrap();
         assert_eq!(serialize(&element), text);
         assert_eq!(parse(&serialize(&element)).unwrap(), element);
+    }
+
+    #[test]
+    fn one_document_however_it_is_written() {
+        let stored = "<v:e xmlns:v=\"urn:v\" a=\"1\" b=\"x&amp;y\"><Who xmlns=\"\">t</Who></v:e>";
+        for same in [
+            stored,
+            "<e xmlns='urn:v' b='x&#38;y' a='1'><Who xmlns=''>t</Who></e>",
+            "<w:e xmlns:w='urn:v' xmlns='' a='1' b='x&amp;y'><Who><![CDATA[t]]></Who></w:e>",
+        ] {
+            assert!(same_document(stored, same), "{same}");
+        }
+        for different in [
+            "<v:e xmlns:v='urn:v' a='1' b='x&amp;y'><Who xmlns=''>u</Who></v:e>",
+            "<v:e xmlns:v='urn:v' a='2' b='x&amp;y'><Who xmlns=''>t</Who></v:e>",
+            "<v:e xmlns:v='urn:w' a='1' b='x&amp;y'><Who xmlns=''>t</Who></v:e>",
+            "<v:e xmlns:v='urn:v' a='1' b='x&amp;y'><Who xmlns='urn:v'>t</Who></v:e>",
+            "<v:e xmlns:v='urn:v' a='1'><Who xmlns=''>t</Who></v:e>",
+            "<v:e xmlns:v='urn:v' a='1' b='x&amp;y'><Who xmlns=''>t</Who><Who xmlns=''/></v:e>",
+            "<v:e xmlns:v='urn:v' a='1' b='x&amp;y'><Who xmlns=''>t</Who>",
+        ] {
+            assert!(!same_document(stored, different), "{different}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::pubsub::model::{Affiliation, SubscriptionState};
 use crate::pubsub::payload;
 use crate::pubsub::rsm::{RSM_NS, RsmRequest};
 use crate::voevent::{self, InvalidVoEvent, VoEventHeader};
-use crate::xml::Element;
+use crate::xml::{Captured, Element, Node};
 
 pub const PUBSUB_NS: &str = "http://jabber.org/protocol/pubsub";
 pub const PUBSUB_OWNER_NS: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -355,8 +355,12 @@ fn parse_publish(pubsub: &Element, publish: &Element) -> Result<Request, StanzaE
     }
     let item = match item {
         Some(item) => {
-            let mut payloads = item.children();
-            let payload = payloads.next().map(PublishedPayload::read);
+            let mut payloads = item.nodes().iter().filter_map(|node| match node {
+                Node::Element(root) => Some(PublishedPayload::read(root)),
+                Node::Captured(captured) => Some(PublishedPayload::captured(captured)),
+                Node::Text(_) | Node::Raw(_) => None,
+            });
+            let payload = payloads.next();
             if payloads.next().is_some() {
                 // §7.1.3.6: an item has at most one payload element.
                 return Err(
@@ -393,9 +397,9 @@ pub struct PublishedItem {
     pub payload: Option<PublishedPayload>,
 }
 
-/// A published payload element, read once from the request tree (which is
-/// borrowed, not copied: the tree of a 2 KiB VOEvent is a few hundred
-/// allocations).
+/// A published payload element, read once from the request: the text a
+/// client's stream parser kept, or a tree (borrowed, not copied), which is
+/// serialized.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublishedPayload {
     /// The text stored and delivered ([`payload::serialize`]).
@@ -409,6 +413,16 @@ impl PublishedPayload {
         PublishedPayload {
             xml: payload::serialize(root),
             voevent: voevent::validate(root),
+        }
+    }
+
+    /// A payload the stream parser kept as it was sent
+    /// ([`payload::is_payload_parent`]): its text is already what is
+    /// stored, and its outline is all the VOEvent checks read.
+    pub fn captured(captured: &Captured) -> Self {
+        PublishedPayload {
+            xml: captured.xml.clone(),
+            voevent: voevent::validate(&captured.outline),
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::lock;
 use crate::metrics::names;
 use crate::pubsub::Notification;
+use crate::pubsub::payload::is_payload_parent;
 use crate::sasl::{AuthBackoff, Mechanism, SaslCondition, SaslServer, StoredCredentials};
 use crate::xml::{ParserLimits, StreamEvent, StreamParser};
 use crate::xmpp::outbound_queue::OutboundQueue;
@@ -229,7 +230,7 @@ impl Conn {
             id: ctx.next_connection_id.fetch_add(1, Ordering::Relaxed),
             peer,
             session: Session::new(settings),
-            parser: StreamParser::new(ctx.limits.parser),
+            parser: StreamParser::new(ctx.limits.parser).capture_children_of(is_payload_parent),
             env: ConnEnv {
                 ctx: ctx.clone(),
                 ip: peer.ip(),

@@ -481,8 +481,9 @@ impl<'a> Context<'a> {
                     match top.next() {
                         Some(XmlNode::Text(text)) => out.push_str(text),
                         Some(XmlNode::Element(child)) => stack.push(child.nodes().iter()),
-                        // Only items replies hold raw XML, never a packet.
-                        Some(XmlNode::Raw(_)) => {}
+                        // Only items replies and publish requests hold
+                        // unparsed XML, never a packet.
+                        Some(XmlNode::Raw(_) | XmlNode::Captured(_)) => {}
                         None => {
                             stack.pop();
                         }
@@ -522,8 +523,9 @@ impl<'a> Context<'a> {
                     match node {
                         XmlNode::Element(child) => out.push(Context::Element(child)),
                         XmlNode::Text(text) => out.push(Context::Text(text)),
-                        // Only items replies hold raw XML, never a packet.
-                        XmlNode::Raw(_) => {}
+                        // Only items replies and publish requests hold
+                        // unparsed XML, never a packet.
+                        XmlNode::Raw(_) | XmlNode::Captured(_) => {}
                     }
                 }
             }

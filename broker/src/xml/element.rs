@@ -26,6 +26,25 @@ pub enum Node {
     /// parsed into elements only to be serialized again. It is not among
     /// [`Element::children`].
     Raw(Arc<str>),
+    /// An element kept as it was written, not parsed into a tree (see
+    /// `StreamParser::capture_children_of`). Like [`Node::Raw`], it is
+    /// written as it is and is not among [`Element::children`].
+    Captured(Box<Captured>),
+}
+
+/// An element the parser checked and kept as text: a published item
+/// payload, which is stored and delivered as it was sent, so building its
+/// tree only to serialize it again is work for nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// The element as received, byte for byte, except that its start tag
+    /// also declares the namespaces it used from outside itself: the text
+    /// is self-contained, correct wherever it is inserted.
+    pub xml: String,
+    /// What is checked before the text is stored: the element's name,
+    /// namespace, declarations and attributes, and its child elements'
+    /// names and namespaces, without their attributes or content.
+    pub outline: Element,
 }
 
 /// An attribute. `prefix` is `None` for unqualified attributes, which are in
@@ -209,7 +228,7 @@ impl Element {
     pub fn children(&self) -> impl Iterator<Item = &Element> {
         self.children.iter().filter_map(|node| match node {
             Node::Element(element) => Some(element),
-            Node::Text(_) | Node::Raw(_) => None,
+            Node::Text(_) | Node::Raw(_) | Node::Captured(_) => None,
         })
     }
 
@@ -217,7 +236,7 @@ impl Element {
     pub fn children_mut(&mut self) -> impl Iterator<Item = &mut Element> {
         self.children.iter_mut().filter_map(|node| match node {
             Node::Element(element) => Some(element),
-            Node::Text(_) | Node::Raw(_) => None,
+            Node::Text(_) | Node::Raw(_) | Node::Captured(_) => None,
         })
     }
 
@@ -239,8 +258,41 @@ impl Element {
             .position(|n| matches!(n, Node::Element(e) if e.is(name, ns)))?;
         match self.children.remove(index) {
             Node::Element(element) => Some(element),
-            Node::Text(_) | Node::Raw(_) => None,
+            Node::Text(_) | Node::Raw(_) | Node::Captured(_) => None,
         }
+    }
+
+    /// True when `other` is the same XML as this element as XML Namespaces
+    /// reads it: the same expanded names, attributes (in any order) and
+    /// text, throughout. Prefixes, and where namespaces are declared, do
+    /// not matter. Iterative: depth is bounded by the heap.
+    pub fn same_content(&self, other: &Element) -> bool {
+        let mut pending = vec![(self, other)];
+        while let Some((a, b)) = pending.pop() {
+            let same_attrs = a.attrs.len() == b.attrs.len()
+                && a.attrs.iter().all(|x| {
+                    b.attrs
+                        .iter()
+                        .any(|y| x.name == y.name && x.ns == y.ns && x.value == y.value)
+                });
+            if a.name != b.name
+                || a.ns != b.ns
+                || !same_attrs
+                || a.children.len() != b.children.len()
+            {
+                return false;
+            }
+            for pair in a.children.iter().zip(&b.children) {
+                match pair {
+                    (Node::Element(x), Node::Element(y)) => pending.push((x, y)),
+                    (Node::Text(x), Node::Text(y)) if x == y => {}
+                    (Node::Raw(x), Node::Raw(y)) if x == y => {}
+                    (Node::Captured(x), Node::Captured(y)) if x.xml == y.xml => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
     }
 
     /// The concatenated character data directly inside this element.
@@ -305,6 +357,7 @@ impl Element {
                 Node::Element(child) => child.write_xml(out, &local),
                 Node::Text(text) => escape_into(out, text, false),
                 Node::Raw(xml) => out.push_str(xml),
+                Node::Captured(captured) => out.push_str(&captured.xml),
             }
         }
         out.push_str("</");

@@ -5,7 +5,7 @@
 mod element;
 mod parser;
 
-pub use element::{Attr, Element, Node, XML_NS, escape_into};
+pub use element::{Attr, Captured, Element, Node, XML_NS, escape_into};
 pub use parser::{
     ParseError, ParserLimits, StreamEvent, StreamHeader, StreamParser, parse_document,
 };

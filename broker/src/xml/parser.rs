@@ -30,6 +30,19 @@
 //! ASCII, which never occurs inside a multi-byte UTF-8 sequence, so a
 //! character split across reads is simply part of an unfinished token.
 //!
+//! # Payloads kept as written
+//! A server stores and forwards a published item's payload; it never reads
+//! it as a tree. A parser made with [`StreamParser::capture_children_of`]
+//! keeps the children of the elements its rule picks as text
+//! ([`Node::Captured`]): each token of such a child is checked exactly as
+//! the tree builder checks it (names, attributes, references, characters,
+//! namespace bindings, the limits), then appended to the text as it was
+//! written, and no element is built. What the text takes from outside
+//! itself, the namespaces its names resolve through, is declared on its
+//! start tag when it closes, so it is correct wherever it is inserted. The
+//! root's name and attributes and its children's names stay readable as an
+//! outline, for checks such as the VOEvent root's.
+//!
 //! # What is refused
 //! RFC 6120 §11.1 restricts XMPP to a subset of XML: no DTD, no comments,
 //! no processing instructions, no entity references beyond the five
@@ -41,13 +54,14 @@
 //! with an explicit stack, never by recursion.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 use quick_xml::Reader;
 use quick_xml::escape::{EscapeError, resolve_xml_entity, unescape_with};
 use quick_xml::events::{BytesDecl, BytesStart, BytesText, Event};
 
-use super::element::{Attr, Element, Node, XML_NS};
+use super::element::{Attr, Captured, Element, Node, XML_NS, escape_into};
 
 /// The namespace reserved for namespace declarations (XML Namespaces §3);
 /// no prefix may be bound to it.
@@ -177,17 +191,30 @@ pub struct StreamParser {
 
 impl StreamParser {
     pub fn new(limits: ParserLimits) -> Self {
-        StreamParser::with_grammar(limits, Grammar::Stream)
+        StreamParser::with_grammar(limits, Grammar::Stream, None)
     }
 
-    fn with_grammar(limits: ParserLimits, grammar: Grammar) -> Self {
+    fn with_grammar(
+        limits: ParserLimits,
+        grammar: Grammar,
+        capture_rule: Option<CaptureRule>,
+    ) -> Self {
         StreamParser {
             limits,
             grammar,
             tokenizer: Tokenizer::new(limits.stanza_bytes_max, grammar),
-            tree: TreeBuilder::new(limits, grammar),
+            tree: TreeBuilder::new(limits, grammar, capture_rule),
             failed: None,
         }
+    }
+
+    /// Keeps every child element of an element `parent` accepts as the
+    /// text it was written in ([`Node::Captured`]), checked but not built
+    /// into a tree: for content the server stores and passes on rather
+    /// than reads, such as published item payloads.
+    pub fn capture_children_of(mut self, parent: CaptureRule) -> Self {
+        self.tree.capture_rule = Some(parent);
+        self
     }
 
     /// Feeds bytes just read from the socket; appends every complete event
@@ -213,7 +240,7 @@ impl StreamParser {
     /// and not yet parsed are dropped: the peer must not pipeline past the
     /// point where the stream restarts.
     pub fn reset(&mut self) {
-        *self = StreamParser::with_grammar(self.limits, self.grammar);
+        *self = StreamParser::with_grammar(self.limits, self.grammar, self.tree.capture_rule);
     }
 
     fn process(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
@@ -268,7 +295,7 @@ pub fn parse_document(document: &[u8], limits: ParserLimits) -> Result<Element, 
     // XML 1.0 §4.3.3, Appendix F: the byte order mark is not part of the
     // document, so the declaration may still come first after it.
     let document = document.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(document);
-    let mut parser = StreamParser::with_grammar(limits, Grammar::Document);
+    let mut parser = StreamParser::with_grammar(limits, Grammar::Document, None);
     let mut events = Vec::new();
     parser.process(document, &mut events)?;
     // The tokenizer keeps an unfinished token (an unclosed comment, text
@@ -597,13 +624,88 @@ struct Binding {
     uri: Arc<str>,
 }
 
-/// A start tag with its names split and its namespace declarations applied.
-struct StartTag {
-    prefix: Option<String>,
-    name: String,
+/// A start tag with its names split and its namespace declarations
+/// applied, borrowing from the tag where it can: a captured element
+/// ([`Capture`]) keeps none of it but its outline.
+struct StartTag<'t> {
+    prefix: Option<&'t str>,
+    name: &'t str,
     ns: Arc<str>,
-    declared: Vec<(Option<String>, String)>,
-    attrs: Vec<Attr>,
+    declared: Vec<(Option<&'t str>, Cow<'t, str>)>,
+    attrs: Vec<TagAttr<'t>>,
+}
+
+/// An attribute of a [`StartTag`]; `ns` is `None` when it is unprefixed.
+struct TagAttr<'t> {
+    prefix: Option<&'t str>,
+    ns: Option<Arc<str>>,
+    name: &'t str,
+    value: Cow<'t, str>,
+}
+
+impl StartTag<'_> {
+    fn into_element(self) -> Element {
+        let declared = self
+            .declared
+            .into_iter()
+            .map(|(prefix, uri)| (prefix.map(str::to_owned), uri.into_owned()))
+            .collect();
+        let attrs = self
+            .attrs
+            .into_iter()
+            .map(|a| Attr {
+                prefix: a.prefix.map(str::to_owned),
+                ns: a.ns.as_deref().unwrap_or_default().to_owned(),
+                name: a.name.to_owned(),
+                value: a.value.into_owned(),
+            })
+            .collect();
+        let prefix = self.prefix.map(str::to_owned);
+        Element::parsed(prefix, self.name.to_owned(), self.ns, declared, attrs)
+    }
+
+    /// The element's name alone, as an outline lists a child.
+    fn name_only(&self) -> Element {
+        let prefix = self.prefix.map(str::to_owned);
+        Element::parsed(
+            prefix,
+            self.name.to_owned(),
+            self.ns.clone(),
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+}
+
+/// Which elements' children [`TreeBuilder`] keeps as text.
+type CaptureRule = fn(&Element) -> bool;
+
+/// An element being kept as it was written ([`Captured`]), from its start
+/// tag to its end tag. Every token in it is checked as the tree builder
+/// checks it, namespaces included, but no element is built.
+#[derive(Debug)]
+struct Capture {
+    /// The tokens so far, as written.
+    xml: String,
+    /// Where the root's qualified name ends in `xml`: declarations of the
+    /// namespaces it uses from outside go there.
+    root_name_end: usize,
+    /// The qualified names of the open elements, outermost first, as
+    /// ranges of `xml`: their end tags must repeat them.
+    open: Vec<Range<usize>>,
+    outline: Element,
+}
+
+/// The namespace bindings a captured element's names resolved through
+/// that were declared outside it.
+#[derive(Debug)]
+struct OutsideUses {
+    /// `bindings.len()` when the capture began: the bindings below it are
+    /// declared outside the captured element.
+    from: usize,
+    /// By index in `bindings`, first use first; `None` is the default
+    /// namespace when nothing binds it.
+    used: Vec<Option<usize>>,
 }
 
 /// Builds elements from tokens, resolving namespaces with an explicit stack.
@@ -633,10 +735,15 @@ struct TreeBuilder {
     /// of unqualified elements (every child of a VOEvent but its root).
     xml_ns: Arc<str>,
     no_ns: Arc<str>,
+    capture_rule: Option<CaptureRule>,
+    /// The element being captured, while one is open.
+    capture: Option<Capture>,
+    /// Noted from the captured element's start tag on, until it closes.
+    outside_uses: Option<OutsideUses>,
 }
 
 impl TreeBuilder {
-    fn new(limits: ParserLimits, grammar: Grammar) -> Self {
+    fn new(limits: ParserLimits, grammar: Grammar, capture_rule: Option<CaptureRule>) -> Self {
         TreeBuilder {
             limits,
             grammar,
@@ -647,6 +754,9 @@ impl TreeBuilder {
             node_marks: Vec::new(),
             xml_ns: XML_NS.into(),
             no_ns: "".into(),
+            capture_rule,
+            capture: None,
+            outside_uses: None,
         }
     }
 
@@ -663,7 +773,7 @@ impl TreeBuilder {
                     .xml10_content()
                     .map_err(|e| not_well_formed(e.to_string()))?;
                 let text = unescape(&text)?;
-                self.push_text(&text)
+                self.push_text(&text, token)
             }
             TokenKind::Cdata => {
                 let content = token
@@ -673,7 +783,7 @@ impl TreeBuilder {
                 let text = BytesText::from_escaped(content)
                     .xml10_content()
                     .map_err(|e| not_well_formed(e.to_string()))?;
-                self.push_text(&text)
+                self.push_text(&text, token)
             }
             TokenKind::Pi { first } => self.processing_instruction(token, first),
             // A document's comments are not content (XML 1.0 §2.5); only
@@ -690,7 +800,7 @@ impl TreeBuilder {
                     .ok_or_else(|| not_well_formed("malformed tag"))?;
                 if let Some(name) = inner.strip_prefix('/') {
                     // XML 1.0 §3.1: whitespace may follow an end tag's name.
-                    return self.end(name.trim_end_matches(is_xml_space), events);
+                    return self.end(name.trim_end_matches(is_xml_space), token, events);
                 }
                 let (content, empty) = match inner.strip_suffix('/') {
                     Some(content) => (content, true),
@@ -703,8 +813,13 @@ impl TreeBuilder {
         }
     }
 
-    fn push_text(&mut self, text: &str) -> Result<(), ParseError> {
+    /// Adds character data, `text` as read from `written`.
+    fn push_text(&mut self, text: &str, written: &str) -> Result<(), ParseError> {
         check_chars(text)?;
+        if let Some(capture) = &mut self.capture {
+            capture.xml.push_str(written);
+            return Ok(());
+        }
         match self.node_marks.last() {
             Some(_) => {
                 // Adjacent text (a CDATA section after character data) is
@@ -754,25 +869,119 @@ impl TreeBuilder {
         empty: bool,
         events: &mut Vec<StreamEvent>,
     ) -> Result<(), ParseError> {
-        if self.node_marks.len() >= self.limits.depth_max {
+        let captured_depth = self.capture.as_ref().map_or(0, |c| c.open.len());
+        if self.node_marks.len() + captured_depth >= self.limits.depth_max {
             return Err(ParseError::TooDeep {
                 limit: self.limits.depth_max,
             });
         }
-        let start = self.read_start(token, tag)?;
-        let element = Element::parsed(
-            start.prefix,
-            start.name,
-            start.ns,
-            start.declared,
-            start.attrs,
-        );
+        if self.capture.is_some() {
+            return self.capture_start(token, tag, empty);
+        }
+        let parent_captures = |rule: CaptureRule| self.innermost().is_some_and(rule);
+        if self.capture_rule.is_some_and(parent_captures) {
+            return self.capture_root(token, tag, empty);
+        }
+        let element = self.read_start(token, tag)?.into_element();
         self.node_marks.push(self.nodes.len());
         self.nodes.push(Node::Element(element));
         if empty {
             self.close_element(events);
         }
         Ok(())
+    }
+
+    /// Begins capturing the element this start tag opens.
+    fn capture_root(
+        &mut self,
+        token: &str,
+        tag: &BytesStart<'_>,
+        empty: bool,
+    ) -> Result<(), ParseError> {
+        self.outside_uses = Some(OutsideUses {
+            from: self.bindings.len(),
+            used: Vec::new(),
+        });
+        let start = self.read_start(token, tag)?;
+        let name = 1..1 + tag.name().as_ref().len();
+        self.capture = Some(Capture {
+            xml: token.to_owned(),
+            root_name_end: name.end,
+            open: vec![name],
+            outline: start.into_element(),
+        });
+        if empty {
+            self.capture_end();
+        }
+        Ok(())
+    }
+
+    /// A start tag inside a captured element.
+    fn capture_start(
+        &mut self,
+        token: &str,
+        tag: &BytesStart<'_>,
+        empty: bool,
+    ) -> Result<(), ParseError> {
+        let start = self.read_start(token, tag)?;
+        let Some(capture) = &mut self.capture else {
+            return Ok(());
+        };
+        let name = capture.xml.len() + 1..capture.xml.len() + 1 + tag.name().as_ref().len();
+        if capture.open.len() == 1 {
+            capture.outline.push_child(start.name_only());
+        }
+        capture.xml.push_str(token);
+        capture.open.push(name);
+        if empty {
+            self.capture_end();
+        }
+        Ok(())
+    }
+
+    /// Closes the innermost captured element; the root's end completes
+    /// the capture, which becomes a child of the element that started it.
+    fn capture_end(&mut self) {
+        self.close_scope();
+        let Some(capture) = &mut self.capture else {
+            return;
+        };
+        capture.open.pop();
+        if !capture.open.is_empty() {
+            return;
+        }
+        let Some(Capture {
+            mut xml,
+            root_name_end,
+            outline,
+            ..
+        }) = self.capture.take()
+        else {
+            return;
+        };
+        let used = self.outside_uses.take().map(|u| u.used).unwrap_or_default();
+        let mut declarations = String::new();
+        for binding in used {
+            let (prefix, uri) = match binding {
+                None => (None, ""),
+                Some(index) => match self.bindings.get(index) {
+                    Some(binding) => (binding.prefix.as_deref(), &*binding.uri),
+                    // Outside bindings outlive the capture.
+                    None => continue,
+                },
+            };
+            declarations.push_str(" xmlns");
+            if let Some(prefix) = prefix {
+                declarations.push(':');
+                declarations.push_str(prefix);
+            }
+            declarations.push_str("=\"");
+            escape_into(&mut declarations, uri, true);
+            declarations.push('"');
+        }
+        xml.insert_str(root_name_end, &declarations);
+        self.nodes
+            .push(Node::Captured(Box::new(Captured { xml, outline })));
     }
 
     /// Checks the XML declaration, or a document's processing instruction,
@@ -823,24 +1032,24 @@ impl TreeBuilder {
                 .attrs
                 .iter()
                 .find(|a| a.prefix.is_none() && a.name == name)
-                .map(|a| a.value.clone())
+                .map(|a| a.value.to_string())
         };
         let header = StreamHeader {
-            prefix: start.prefix.clone(),
+            prefix: start.prefix.map(str::to_owned),
             stream_ns: start.ns.to_string(),
             content_ns: start
                 .declared
                 .iter()
                 .find(|(prefix, _)| prefix.is_none())
-                .map(|(_, uri)| uri.clone()),
+                .map(|(_, uri)| uri.to_string()),
             to: unqualified("to"),
             from: unqualified("from"),
             version: unqualified("version"),
             lang: start
                 .attrs
                 .iter()
-                .find(|a| a.ns == XML_NS && a.name == "lang")
-                .map(|a| a.value.clone()),
+                .find(|a| a.ns.as_deref() == Some(XML_NS) && a.name == "lang")
+                .map(|a| a.value.to_string()),
             id: unqualified("id"),
         };
         events.push(StreamEvent::Header(header));
@@ -849,13 +1058,29 @@ impl TreeBuilder {
             events.push(StreamEvent::End);
         } else {
             self.phase = Phase::Open {
-                root_qname: qualified(start.prefix.as_deref(), &start.name),
+                root_qname: qualified(start.prefix, start.name),
             };
         }
         Ok(())
     }
 
-    fn end(&mut self, qname: &str, events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
+    fn end(
+        &mut self,
+        qname: &str,
+        token: &str,
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<(), ParseError> {
+        if let Some(capture) = &mut self.capture
+            && let Some(opened) = capture.open.last()
+        {
+            let opened = &capture.xml[opened.clone()];
+            if opened != qname {
+                return Err(not_well_formed(format!("</{qname}> closes <{opened}>")));
+            }
+            capture.xml.push_str(token);
+            self.capture_end();
+            return Ok(());
+        }
         match self.innermost() {
             Some(element) => {
                 if !names_element(qname, element) {
@@ -886,9 +1111,7 @@ impl TreeBuilder {
     /// Closes the innermost open element: into its parent, or out as a
     /// top-level event (a document's root included).
     fn close_element(&mut self, events: &mut Vec<StreamEvent>) {
-        if let Some(mark) = self.scope_marks.pop() {
-            self.bindings.truncate(mark);
-        }
+        self.close_scope();
         let Some(mark) = self.node_marks.pop() else {
             return;
         };
@@ -911,6 +1134,13 @@ impl TreeBuilder {
         events.push(StreamEvent::Stanza(element));
     }
 
+    /// Drops the declarations of the element that closes.
+    fn close_scope(&mut self) {
+        if let Some(mark) = self.scope_marks.pop() {
+            self.bindings.truncate(mark);
+        }
+    }
+
     /// The innermost open element.
     fn innermost(&self) -> Option<&Element> {
         match self.nodes.get(*self.node_marks.last()?) {
@@ -922,14 +1152,18 @@ impl TreeBuilder {
     /// Reads a start tag's attributes, applies its namespace declarations
     /// (opening a scope the matching end pops) and resolves its names.
     /// `token` is the whole tag, already validated as UTF-8.
-    fn read_start(&mut self, token: &str, tag: &BytesStart<'_>) -> Result<StartTag, ParseError> {
+    fn read_start<'t>(
+        &mut self,
+        token: &'t str,
+        tag: &BytesStart<'_>,
+    ) -> Result<StartTag<'t>, ParseError> {
         let qname = within(token, tag.name().into_inner())?;
         let (prefix, name) = split_qname(qname)?;
-        let mut declared: Vec<(Option<String>, String)> = Vec::new();
+        let mut declared: Vec<(Option<&str>, Cow<'_, str>)> = Vec::new();
         // Every attribute has an `=`, so their count sizes the vector in
         // one allocation (a value holding `=` only makes it larger).
         let equals = tag.attributes_raw().iter().filter(|&&b| b == b'=').count();
-        let mut attrs: Vec<Attr> = Vec::with_capacity(equals.min(self.limits.attributes_max));
+        let mut attrs: Vec<TagAttr> = Vec::with_capacity(equals.min(self.limits.attributes_max));
         // quick-xml rejects malformed attribute syntax. Duplicates are
         // found below, by prefix among the declarations and by expanded
         // name among the attributes, which covers repeated qualified names
@@ -948,23 +1182,23 @@ impl TreeBuilder {
                 check_binding(bound, &value)?;
                 let repeated = match bound {
                     Some("xml") => std::mem::replace(&mut xml_declared, true),
-                    _ => declared.iter().any(|(p, _)| p.as_deref() == bound),
+                    _ => declared.iter().any(|(p, _)| *p == bound),
                 };
                 if repeated {
                     return Err(not_well_formed(format!("duplicate attribute {key}")));
                 }
                 // `xml` is always bound; declaring it changes nothing.
                 if bound != Some("xml") {
-                    declared.push((bound.map(str::to_owned), value));
+                    declared.push((bound, value));
                 }
             } else {
                 let (attr_prefix, attr_name) = split_qname(key)?;
                 // The namespace is resolved below, once this tag's own
                 // declarations (which may follow the attribute) apply.
-                attrs.push(Attr {
-                    prefix: attr_prefix.map(str::to_owned),
-                    ns: String::new(),
-                    name: attr_name.to_owned(),
+                attrs.push(TagAttr {
+                    prefix: attr_prefix,
+                    ns: None,
+                    name: attr_name,
                     value,
                 });
             }
@@ -972,15 +1206,15 @@ impl TreeBuilder {
         self.scope_marks.push(self.bindings.len());
         self.bindings
             .extend(declared.iter().map(|(prefix, uri)| Binding {
-                prefix: prefix.clone(),
-                uri: uri.as_str().into(),
+                prefix: prefix.map(str::to_owned),
+                uri: (**uri).into(),
             }));
-        let ns = self.namespace(prefix)?.clone();
+        let ns = self.namespace(prefix)?;
         for i in 0..attrs.len() {
             // XML Namespaces §6.2: unprefixed attributes are in no
             // namespace, and keep the empty one.
-            if let Some(attr_prefix) = &attrs[i].prefix {
-                attrs[i].ns = self.resolve(Some(attr_prefix))?.to_owned();
+            if let Some(attr_prefix) = attrs[i].prefix {
+                attrs[i].ns = Some(self.namespace(Some(attr_prefix))?);
             }
             // XML Namespaces §6.3: distinct prefixes bound to one namespace
             // still make a duplicate.
@@ -997,8 +1231,8 @@ impl TreeBuilder {
             }
         }
         Ok(StartTag {
-            prefix: prefix.map(str::to_owned),
-            name: name.to_owned(),
+            prefix,
+            name,
             ns,
             declared,
             attrs,
@@ -1006,28 +1240,32 @@ impl TreeBuilder {
     }
 
     /// The namespace `prefix` is bound to; an unbound default namespace is
-    /// the empty one.
-    fn resolve(&self, prefix: Option<&str>) -> Result<&str, ParseError> {
-        self.namespace(prefix).map(|ns| &**ns)
-    }
-
-    /// [`Self::resolve`], shared.
-    fn namespace(&self, prefix: Option<&str>) -> Result<&Arc<str>, ParseError> {
+    /// the empty one. Inside a captured element, a binding from outside
+    /// it is noted, to be declared on the captured text.
+    fn namespace(&mut self, prefix: Option<&str>) -> Result<Arc<str>, ParseError> {
         if prefix == Some("xml") {
-            return Ok(&self.xml_ns);
+            return Ok(self.xml_ns.clone());
         }
-        match self
+        let found = self
             .bindings
             .iter()
+            .enumerate()
             .rev()
-            .find(|b| b.prefix.as_deref() == prefix)
+            .find(|(_, b)| b.prefix.as_deref() == prefix);
+        let (index, uri) = match (found, prefix) {
+            (Some((index, binding)), _) => (Some(index), binding.uri.clone()),
+            (None, None) => (None, self.no_ns.clone()),
+            (None, Some(prefix)) => {
+                return Err(not_well_formed(format!("unbound prefix {prefix}")));
+            }
+        };
+        if let Some(uses) = &mut self.outside_uses
+            && index.is_none_or(|i| i < uses.from)
+            && !uses.used.contains(&index)
         {
-            Some(binding) => Ok(&binding.uri),
-            None => match prefix {
-                Some(prefix) => Err(not_well_formed(format!("unbound prefix {prefix}"))),
-                None => Ok(&self.no_ns),
-            },
+            uses.used.push(index);
         }
+        Ok(uri)
     }
 }
 
@@ -1085,14 +1323,14 @@ fn utf8(bytes: &[u8]) -> Result<&str, ParseError> {
     std::str::from_utf8(bytes).map_err(|_| not_well_formed("invalid UTF-8"))
 }
 
-/// `part` as text: sliced out of `token`, which was validated as UTF-8
-/// once, when `part` lies within it (the names and values quick-xml
-/// borrows from a tag); validated itself otherwise.
-fn within<'a>(token: &'a str, part: &'a [u8]) -> Result<&'a str, ParseError> {
+/// `part` as text, sliced out of `token` (validated as UTF-8 once): the
+/// names and values quick-xml reads from a tag borrow from it, as every
+/// tag here is read from its token.
+fn within<'t>(token: &'t str, part: &[u8]) -> Result<&'t str, ParseError> {
     let start = (part.as_ptr() as usize).wrapping_sub(token.as_ptr() as usize);
     match token.get(start..start.wrapping_add(part.len())) {
         Some(text) if text.as_ptr() == part.as_ptr() => Ok(text),
-        _ => utf8(part),
+        _ => Err(not_well_formed("a tag part outside its tag")),
     }
 }
 
@@ -1111,10 +1349,10 @@ fn unescape(raw: &str) -> Result<Cow<'_, str>, ParseError> {
 /// An attribute value as XML 1.0 §3.3.3 normalizes it: line ends and
 /// whitespace characters written literally become spaces, those written as
 /// character references stay.
-fn attribute_value(raw: &str) -> Result<String, ParseError> {
+fn attribute_value(raw: &str) -> Result<Cow<'_, str>, ParseError> {
     // Most values hold neither a line end, a tab nor a reference: then the
-    // value is `raw` as it is, copied once.
-    let spaced: Cow<'_, str> = if raw.contains(['\r', '\n', '\t']) {
+    // value is `raw` as it is, borrowed.
+    let value = if raw.contains(['\r', '\n', '\t']) {
         let mut spaced = String::with_capacity(raw.len());
         let mut chars = raw.chars().peekable();
         while let Some(c) = chars.next() {
@@ -1125,13 +1363,13 @@ fn attribute_value(raw: &str) -> Result<String, ParseError> {
                 c => spaced.push(c),
             }
         }
-        Cow::Owned(spaced)
+        let unescaped = match unescape(&spaced)? {
+            Cow::Owned(unescaped) => unescaped,
+            Cow::Borrowed(_) => spaced,
+        };
+        Cow::Owned(unescaped)
     } else {
-        Cow::Borrowed(raw)
-    };
-    let value = match unescape(&spaced)? {
-        Cow::Owned(unescaped) => unescaped,
-        Cow::Borrowed(_) => spaced.into_owned(),
+        unescape(raw)?
     };
     check_chars(&value)?;
     Ok(value)
@@ -1778,6 +2016,198 @@ mod tests {
         let reparsed = published_payload(&canonical);
         assert_eq!(reparsed, voevent);
         assert_eq!(reparsed.to_xml(), canonical);
+    }
+
+    const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+
+    fn is_item(element: &Element) -> bool {
+        element.is("item", PUBSUB)
+    }
+
+    fn capturing() -> StreamParser {
+        StreamParser::new(limits()).capture_children_of(is_item)
+    }
+
+    /// A publish `<iq/>` with `item` (the `<item>` element, payload and
+    /// all) under a `<pubsub/>` that also binds the prefix `ps`.
+    fn publish_stanza(item: &str) -> String {
+        format!(
+            "<iq type='set' id='p1'><pubsub xmlns='{PUBSUB}' xmlns:ps='urn:ps'>\
+             <publish node='n'>{item}</publish></pubsub></iq>"
+        )
+    }
+
+    /// The item of the publish stanza `item`, read by `parser` in `chunks`
+    /// of the given size (0: at once).
+    fn item_read_by(mut parser: StreamParser, item: &str, chunk: usize) -> Element {
+        let input = format!("{HEADER}{}", publish_stanza(item));
+        let chunks: Vec<&[u8]> = match chunk {
+            0 => vec![input.as_bytes()],
+            size => input.as_bytes().chunks(size).collect(),
+        };
+        let (events, result) = feed(&mut parser, &chunks);
+        assert_eq!(result, Ok(()), "{item}");
+        let Some(StreamEvent::Stanza(mut iq)) = events.into_iter().nth(1) else {
+            panic!("no stanza");
+        };
+        let pubsub = iq.remove_child("pubsub", PUBSUB).expect("pubsub");
+        let mut publish = pubsub.children().next().expect("publish").clone();
+        publish.remove_child("item", PUBSUB).expect("item")
+    }
+
+    fn captured_in(item: &Element) -> Vec<&Captured> {
+        item.nodes()
+            .iter()
+            .filter_map(|node| match node {
+                Node::Captured(captured) => Some(&**captured),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn captured_payload_is_the_text_as_sent_plus_the_namespaces_it_took_from_outside() {
+        let payload = "<ps:entry a = \"1\" xmlns:x='urn:x'>t &amp; <![CDATA[<c>]]>&#x41;\
+                       <x:y x:b='2'/><z>\r\n</z ></ps:entry >";
+        let item = item_read_by(capturing(), &format!("<item id='1'>{payload}</item>"), 0);
+        let [captured] = captured_in(&item)[..] else {
+            panic!("one captured payload in {item:?}");
+        };
+        // `ps` and the default namespace (for `<z>`) come from outside;
+        // `stream`, also in scope, is not used and not declared.
+        assert_eq!(
+            captured.xml,
+            format!(
+                "<ps:entry xmlns:ps=\"urn:ps\" xmlns=\"{PUBSUB}\" a = \"1\" xmlns:x='urn:x'>\
+                 t &amp; <![CDATA[<c>]]>&#x41;<x:y x:b='2'/><z>\r\n</z ></ps:entry >"
+            )
+        );
+        let outline = &captured.outline;
+        assert!(outline.is("entry", "urn:ps"));
+        assert_eq!(outline.attr("a"), Some("1"));
+        let children: Vec<(&str, &str)> = outline.children().map(|c| (c.name(), c.ns())).collect();
+        assert_eq!(children, [("y", "urn:x"), ("z", PUBSUB)]);
+        assert!(
+            outline
+                .children()
+                .all(|c| c.attrs().is_empty() && c.nodes().is_empty())
+        );
+        assert_eq!(outline.text(), "");
+        // The item's other children are not captured, and the captured
+        // text is the element the tree builder would have built.
+        let tree = item_read_by(
+            StreamParser::new(limits()),
+            &format!("<item id='1'>{payload}</item>"),
+            0,
+        );
+        let built = tree.children().next().expect("payload element");
+        let reread = parse_document(captured.xml.as_bytes(), limits()).expect("self-contained");
+        assert!(reread.same_content(built), "{reread:?} != {built:?}");
+    }
+
+    #[test]
+    fn captured_payloads_read_as_the_tree_would_in_any_split() {
+        let samples =
+            [
+                voevent_body(include_str!("testdata/Gaia16aac.xml")).to_owned(),
+                voevent_body(include_str!("testdata/SWIFT_bat_position_v2.0_example.xml"))
+                    .replacen("<Who>", "<Who xmlns=''>", 1),
+                "<a/>".to_owned(),
+                "<a xmlns=''><b xmlns='urn:b'><c/></b><d/></a>".to_owned(),
+                "<ps:a ps:k='v' xml:lang='en'>text<ps:b xmlns:ps='urn:other'/></ps:a>".to_owned(),
+            ];
+        for payload in &samples {
+            let item = format!("<item>{payload} <second/></item>");
+            let tree = item_read_by(StreamParser::new(limits()), &item, 0);
+            let built: Vec<&Element> = tree.children().collect();
+            for chunk in [0, 1, 7] {
+                let read = item_read_by(capturing(), &item, chunk);
+                let captured = captured_in(&read);
+                assert_eq!(captured.len(), 2, "{payload}");
+                for (captured, built) in captured.iter().zip(&built) {
+                    let reread = parse_document(captured.xml.as_bytes(), limits())
+                        .expect("captured text is a document of its own");
+                    assert!(reread.same_content(built), "{payload} in chunks of {chunk}");
+                    assert!(captured.outline.is(built.name(), built.ns()));
+                    assert_eq!(captured.outline.attrs(), built.attrs());
+                }
+                // The whitespace between the payloads stays a text node.
+                assert_eq!(read.text(), " ");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unbound_default_namespace_is_undeclared_on_the_captured_text() {
+        let stream = "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>\
+                      <ps:item xmlns:ps='http://jabber.org/protocol/pubsub'><a><b/></a></ps:item>";
+        let (events, result) = feed(&mut capturing(), &[stream.as_bytes()]);
+        assert_eq!(result, Ok(()));
+        let Some(StreamEvent::Stanza(item)) = events.get(1) else {
+            panic!("no item");
+        };
+        let captured = captured_in(item);
+        assert_eq!(captured[0].xml, "<a xmlns=\"\"><b/></a>");
+    }
+
+    #[test]
+    fn captured_payloads_are_checked_as_trees_are() {
+        let cases = [
+            "<a></b>",
+            "<a><b></a></b>",
+            "<q:a/>",
+            "<a b='1' b='2'/>",
+            "<a xmlns:p='urn:p' xmlns:q='urn:p' p:b='1' q:b='2'/>",
+            "<a>&bogus;</a>",
+            "<a>\u{1}</a>",
+            "<a b='&#0;'/>",
+            "<1a/>",
+            "<a xmlns:xmlns='urn:x'/>",
+        ];
+        for payload in cases {
+            let input = format!(
+                "{HEADER}{}",
+                publish_stanza(&format!("<item>{payload}</item>"))
+            );
+            let tree = feed(&mut StreamParser::new(limits()), &[input.as_bytes()]).1;
+            let captured = feed(&mut capturing(), &[input.as_bytes()]).1;
+            assert!(tree.is_err(), "{payload} is accepted");
+            assert_eq!(captured, tree, "{payload}");
+        }
+    }
+
+    #[test]
+    fn captured_elements_count_towards_the_depth_and_attribute_limits() {
+        let limits = ParserLimits {
+            depth_max: 6,
+            attributes_max: 2,
+            ..limits()
+        };
+        let run = |item: &str| {
+            let input = format!("{SHORT_HEADER}{}", publish_stanza(item));
+            let mut parser = StreamParser::new(limits).capture_children_of(is_item);
+            feed(&mut parser, &[input.as_bytes()]).1
+        };
+        // iq, pubsub, publish, item: the payload opens at depth 5.
+        assert_eq!(run("<item><a><b/></a></item>"), Ok(()));
+        assert_eq!(
+            run("<item><a><b><c/></b></a></item>"),
+            Err(ParseError::TooDeep { limit: 6 })
+        );
+        assert_eq!(run("<item><a x='1' y='2'/></item>"), Ok(()));
+        assert_eq!(
+            run("<item><a><b x='1' y='2' z='3'/></a></item>"),
+            Err(ParseError::TooManyAttributes { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn a_reset_stream_still_captures() {
+        let mut parser = capturing();
+        feed(&mut parser, &[HEADER.as_bytes()]).1.expect("header");
+        parser.reset();
+        let item = item_read_by(parser, "<item><a/></item>", 0);
+        assert_eq!(captured_in(&item).len(), 1);
     }
 
     fn document(input: &str) -> Result<Element, ParseError> {

@@ -24,6 +24,7 @@ use super::*;
 use crate::pubsub::config::NODE_CONFIG_FORM;
 use crate::pubsub::model::{AccessModel, Affiliation};
 use crate::pubsub::payload;
+use crate::xml::{ParserLimits, StreamEvent, StreamParser};
 
 pub const PS: &str = "http://jabber.org/protocol/pubsub";
 pub const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -296,20 +297,34 @@ impl Harness {
 }
 
 /// `request` (a `<pubsub/>` with a `<publish><item/></publish>`) with the
-/// roots of `payload` — each read as a document of its own, so unqualified
-/// elements stay unqualified — placed in the item.
+/// roots of `payload` placed in the item, read as the server reads a
+/// client's stream (payloads kept as sent). Each root is written as a
+/// namespace-aware client writes it: read as a document of its own and
+/// serialized, so unqualified elements stay unqualified.
 pub fn with_payload(request: &str, payload: &str) -> Element {
-    let mut request = xml(request);
-    let item = request
-        .child_mut("publish", PS)
-        .and_then(|p| p.child_mut("item", PS))
-        .expect("request has publish/item");
-    for node in xml(&format!("<w>{payload}</w>")).take_nodes() {
-        if let crate::xml::Node::Element(root) = node {
-            item.push_child(root);
-        }
-    }
-    request
+    let roots: String = xml(&format!("<w>{payload}</w>"))
+        .children()
+        .map(payload::serialize)
+        .collect();
+    as_sent(&request.replacen("/></publish>", &format!(">{roots}</item></publish>"), 1))
+}
+
+/// The request `text` read as the server reads a client's stream, which
+/// keeps payloads as they were sent.
+pub fn as_sent(text: &str) -> Element {
+    let stream = format!(
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>{text}"
+    );
+    let limits = ParserLimits {
+        stanza_bytes_max: 1 << 20,
+        depth_max: 64,
+        attributes_max: 64,
+    };
+    let mut parser = StreamParser::new(limits).capture_children_of(payload::is_payload_parent);
+    let mut events = Vec::new();
+    parser.push(stream.as_bytes(), &mut events).unwrap();
+    let stanza = events.into_iter().find_map(StreamEvent::into_stanza);
+    stanza.expect("the request is one complete element")
 }
 
 /// A submitted data form of `form_type` with single-valued fields.
@@ -346,6 +361,9 @@ pub fn canonical(e: &Element) -> String {
             crate::xml::Node::Element(child) => out.push_str(&canonical(child)),
             crate::xml::Node::Text(text) => out.push_str(&format!("{text:?}")),
             crate::xml::Node::Raw(xml) => out.push_str(&canonical(&payload::parse(xml).unwrap())),
+            crate::xml::Node::Captured(captured) => {
+                out.push_str(&canonical(&payload::parse(&captured.xml).unwrap()))
+            }
         }
     }
     out.push_str("</>");

@@ -239,6 +239,41 @@ fn bridge_publish_goes_to_the_stream_node_created_on_first_use() {
 }
 
 #[test]
+fn a_packet_published_over_xmpp_and_relayed_over_vtp_is_one_version() {
+    let mut h = Harness::new();
+    h.create_with(
+        ALICE,
+        NODE,
+        &[
+            ("pubsub#type", VOEVENT_NS),
+            ("pubsub#publish_model", "open"),
+        ],
+    );
+    // The publisher undeclares the default namespace once, on the root;
+    // the bridge's copy is serialized with `xmlns=""` on every child.
+    let written = body(SWIFT).replacen("<voe:VOEvent", "<voe:VOEvent xmlns=''", 1);
+    let request = as_sent(&format!(
+        "<pubsub xmlns='{PS}'><publish node='{NODE}'><item>{written}</item></publish></pubsub>"
+    ));
+    h.send("set", ALICE, request).ok();
+    let stored = h.service.node(NODE).unwrap().items[SWIFT_IVORN]
+        .payload
+        .clone();
+    assert_eq!(&*stored, written);
+    let relayed = PubsubService::voevent_publish(
+        &jid("vtp@localhost"),
+        &xml(body(SWIFT)),
+        NODE.into(),
+        None,
+        T0,
+    )
+    .unwrap();
+    let outcome = h.apply(&relayed);
+    assert!(outcome.reply.is_ok() && outcome.notifications.is_empty());
+    assert_eq!(h.service.node(NODE).unwrap().archive.len(), 1);
+}
+
+#[test]
 fn bridge_publish_of_an_invalid_packet_is_refused_before_proposal() {
     let root = xml(&body(GAIA).replacen("version=\"2.0\"", "version=\"1.1\"", 1));
     let error = PubsubService::voevent_publish(&jid("vtp@localhost"), &root, NODE.into(), None, T0)
