@@ -12,6 +12,8 @@
 //! needs the newest state of the whole mesh first calls
 //! [`Broker::ensure_linearizable`].
 
+use std::sync::Arc;
+
 use jid::Jid;
 use prost::Message as _;
 use vomesh_mesh::node::{MeshNode, ProposeError, ReadError};
@@ -35,8 +37,10 @@ const REPLY_LIMITS: ParserLimits = ParserLimits {
 /// The answer to a committed command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    /// The child of the IQ result, if any.
-    Result(Option<Element>),
+    /// The child of the IQ result, if any, as the applying replica wrote
+    /// it: self-contained XML (`Element::to_xml`) that goes into the
+    /// answer as it is. Nothing reads it, so it is not parsed.
+    Result(Option<Arc<str>>),
     /// The `<error/>` element of the IQ error.
     Error(Element),
 }
@@ -108,7 +112,7 @@ impl Broker {
             .map_err(|e| BrokerError::BadReply(e.to_string()))?;
         let reply = match reply.reply {
             Some(command_reply::Reply::ResultXml(xml)) if xml.is_empty() => Reply::Result(None),
-            Some(command_reply::Reply::ResultXml(xml)) => Reply::Result(Some(parse_reply(&xml)?)),
+            Some(command_reply::Reply::ResultXml(xml)) => Reply::Result(Some(xml.into())),
             Some(command_reply::Reply::ErrorXml(xml)) => Reply::Error(parse_reply(&xml)?),
             None => return Err(BrokerError::BadReply("empty reply".into())),
         };

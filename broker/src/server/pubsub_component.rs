@@ -281,8 +281,11 @@ impl PubsubComponent {
     fn answer(&self, request: &Element, reply: Reply) {
         match reply {
             Reply::Result(child) if request.name() == "iq" => {
-                self.router
-                    .route(stanza::iq_result(request, &self.service_jid, child))
+                let mut result = stanza::iq_result(request, &self.service_jid, None);
+                if let Some(xml) = child {
+                    result.push_raw(xml);
+                }
+                self.router.route(result)
             }
             // Messages (subscription approvals) get an answer only on error.
             Reply::Result(_) => {}
