@@ -2201,6 +2201,111 @@ mod tests {
         );
     }
 
+    /// Mutations of a real payload, each read with and without capture:
+    /// the two must accept and refuse the same inputs with the same
+    /// error, and an accepted capture must read back as the tree.
+    #[test]
+    fn captured_and_built_payloads_agree_on_mutated_input() {
+        let payload = voevent_body(include_str!("testdata/Gaia16aac.xml")).replacen(
+            "<voe:VOEvent",
+            "<voe:VOEvent xmlns=''",
+            1,
+        );
+        let inserts: &[&str] = &[
+            "<",
+            ">",
+            "&",
+            "'",
+            "\"",
+            ":",
+            "/",
+            "=",
+            " ",
+            "x:",
+            "&amp;",
+            "&lt;",
+            "<a>",
+            "</a>",
+            "<b/>",
+            " c='1'",
+            " xmlns:d='urn:d'",
+            "<![CDATA[]]>",
+            "\u{1}",
+            "\r\n",
+            "é",
+        ];
+        // A fixed linear congruential sequence: the same cases every run.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |bound: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as usize % bound
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..400 {
+            let mut mutated = payload.clone();
+            for _ in 0..1 + next(2) {
+                let mut at = next(mutated.len());
+                while !mutated.is_char_boundary(at) {
+                    at -= 1;
+                }
+                match next(3) {
+                    0 => {
+                        let end = (at + 1 + next(8)).min(mutated.len());
+                        let end = (end..=mutated.len())
+                            .find(|&e| mutated.is_char_boundary(e))
+                            .unwrap_or(mutated.len());
+                        mutated.replace_range(at..end, "");
+                    }
+                    _ => mutated.insert_str(at, inserts[next(inserts.len())]),
+                }
+            }
+            let input = format!(
+                "{HEADER}{}",
+                publish_stanza(&format!("<item>{mutated}</item>"))
+            );
+            let (built_events, built) = feed(&mut StreamParser::new(limits()), &[input.as_bytes()]);
+            let (captured_events, captured) = feed(&mut capturing(), &[input.as_bytes()]);
+            assert_eq!(captured, built, "{mutated}");
+            if built.is_err() {
+                refused += 1;
+                continue;
+            }
+            accepted += 1;
+            let payload_of = |events: &[StreamEvent]| -> Option<Node> {
+                let Some(StreamEvent::Stanza(iq)) = events.get(1) else {
+                    return None;
+                };
+                let mut element = iq;
+                for name in ["pubsub", "publish", "item"] {
+                    element = element.child(name, PUBSUB)?;
+                }
+                element
+                    .nodes()
+                    .iter()
+                    .find(|n| !matches!(n, Node::Text(_)))
+                    .cloned()
+            };
+            match (payload_of(&built_events), payload_of(&captured_events)) {
+                (Some(Node::Element(built)), Some(Node::Captured(captured))) => {
+                    let reread = parse_document(captured.xml.as_bytes(), limits())
+                        .expect("an accepted capture is a document of its own");
+                    assert!(reread.same_content(&built), "{mutated}");
+                }
+                // A mutation that closed the item early leaves no payload
+                // (or text only) in both.
+                (None, None) => {}
+                other => panic!("{mutated}: {other:?}"),
+            }
+        }
+        // Both kinds of case occurred.
+        assert!(
+            accepted > 20 && refused > 20,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
+
     #[test]
     fn a_reset_stream_still_captures() {
         let mut parser = capturing();
