@@ -769,6 +769,12 @@ impl TreeBuilder {
         let token = std::str::from_utf8(bytes).map_err(|_| not_well_formed("invalid UTF-8"))?;
         match kind {
             TokenKind::Text => {
+                // XML 1.0 §2.4. A tree would be re-serialized with the `>`
+                // escaped, but captured text is passed on as it is, and
+                // strict parsers (expat) end the stream at it.
+                if token.contains("]]>") {
+                    return Err(not_well_formed("']]>' in character data"));
+                }
                 let text = BytesText::from_escaped(token)
                     .xml10_content()
                     .map_err(|e| not_well_formed(e.to_string()))?;
@@ -1414,18 +1420,37 @@ fn is_xml_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r' | '\n')
 }
 
-/// An approximation of XML 1.0 §2.3 `Name` without colons: ASCII letters,
-/// digits and `-._`, plus any non-ASCII character; not starting with a
-/// digit, `-` or `.`. Checked on bytes: every byte of a non-ASCII
-/// character is 0x80 or above, and no ASCII byte is.
+/// XML 1.0 §2.3 `Name` without colons (XML Namespaces `NCName`). Names
+/// are passed on as written (in re-serialized trees and in captured text
+/// alike), so a character a strict parser refuses must be refused here.
+/// ASCII names, nearly all of them, are checked on bytes.
 fn is_ncname(name: &str) -> bool {
-    let is_name_byte =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') || b >= 0x80;
-    match name.as_bytes() {
-        [first, ..] if first.is_ascii_digit() || matches!(first, b'-' | b'.') => false,
-        [] => false,
-        bytes => bytes.iter().all(|&b| is_name_byte(b)),
+    if name.is_ascii() {
+        let is_name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        return match name.as_bytes() {
+            [first, ..] if first.is_ascii_digit() || matches!(first, b'-' | b'.') => false,
+            [] => false,
+            bytes => bytes.iter().all(|&b| is_name_byte(b)),
+        };
     }
+    let mut chars = name.chars();
+    chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
+}
+
+/// XML 1.0 (fifth edition) §2.3 `NameStartChar`, without the colon.
+fn is_name_start_char(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}'
+        | '\u{F8}'..='\u{2FF}' | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}'
+        | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}'
+        | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
+        | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// XML 1.0 (fifth edition) §2.3 `NameChar`, without the colon.
+fn is_name_char(c: char) -> bool {
+    is_name_start_char(c)
+        || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
 }
 
 /// True when `qname`, as an end tag spells it, is the qualified name
@@ -2163,6 +2188,7 @@ mod tests {
             "<a b='&#0;'/>",
             "<1a/>",
             "<a xmlns:xmlns='urn:x'/>",
+            "<a>x]]>y</a>",
         ];
         for payload in cases {
             let input = format!(
@@ -2230,6 +2256,7 @@ mod tests {
             " c='1'",
             " xmlns:d='urn:d'",
             "<![CDATA[]]>",
+            "]]>",
             "\u{1}",
             "\r\n",
             "é",
@@ -2304,6 +2331,24 @@ mod tests {
             accepted > 20 && refused > 20,
             "{accepted} accepted, {refused} refused"
         );
+    }
+
+    #[test]
+    fn names_are_xml_names_beyond_ascii_too() {
+        let accepted = stanzas("<m xmlns='urn:m'><été/><a\u{B7}b/><\u{4E2D}\u{6587}/></m>");
+        let names: Vec<&str> = accepted[0].children().map(Element::name).collect();
+        assert_eq!(names, ["été", "a\u{B7}b", "\u{4E2D}\u{6587}"]);
+        for refused in [
+            "<a\u{D7}b/>",
+            "<\u{B7}a/>",
+            "<a\u{2000}/>",
+            "<m \u{F7}='1'/>",
+        ] {
+            assert!(
+                matches!(error(refused), ParseError::NotWellFormed(_)),
+                "{refused}"
+            );
+        }
     }
 
     #[test]
