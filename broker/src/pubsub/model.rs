@@ -157,14 +157,14 @@ impl PubsubNode {
     }
 
     /// Whether item `id` holds, or held in the archived history, the
-    /// document `payload` ([`payload::same_document`]): a VOEvent packet
+    /// document `payload` ([`payload::Document`]): a VOEvent packet
     /// is immutable, so seeing it again under its IVORN is a duplicate
     /// even after a newer version — as when two sites relay the same
     /// upstream's versions interleaved, or one relays over VTP what an
     /// author also published over XMPP.
     pub fn has_version(&self, id: &str, payload: &str) -> bool {
-        let same = |stored: &str| payload::same_document(stored, payload);
-        if self.items.get(id).is_some_and(|i| same(&i.payload)) {
+        let document = payload::Document::new(payload);
+        if self.items.get(id).is_some_and(|i| document.is(&i.payload)) {
             return true;
         }
         let Some(versions) = self.archived_versions.get(id) else {
@@ -174,7 +174,7 @@ impl PubsubNode {
             let position = self.archive.partition_point(|a| a.archive_id < *archive_id);
             self.archive
                 .get(position)
-                .is_some_and(|entry| same(&entry.payload))
+                .is_some_and(|entry| document.is(&entry.payload))
         })
     }
 

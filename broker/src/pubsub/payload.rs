@@ -7,6 +7,8 @@
 //! splice it in unchanged, and only an XEP-0060 items retrieval, whose
 //! reply is an [`Element`] tree, reads it back into elements.
 
+use std::cell::OnceCell;
+
 use quick_xml::events::Event;
 use quick_xml::name::{PrefixDeclaration, ResolveResult};
 use quick_xml::reader::NsReader;
@@ -36,16 +38,35 @@ pub fn is_payload_parent(element: &Element) -> bool {
     element.is("item", PUBSUB_NS)
 }
 
-/// True when stored payloads `a` and `b` are one XML document, written
-/// alike or not: a packet relayed over VTP is stored as serialized from
-/// its tree ([`serialize`]), the same packet published over XMPP as its
-/// publisher wrote it, with its own quotes, prefixes and references.
-pub fn same_document(a: &str, b: &str) -> bool {
-    a == b
-        || match (parse(a), parse(b)) {
-            (Ok(a), Ok(b)) => a.same_content(&b),
-            _ => false,
+/// A payload to find among stored ones as a document, written alike or
+/// not: a packet relayed over VTP is stored as serialized from its tree
+/// ([`serialize`]), the same packet published over XMPP as its publisher
+/// wrote it, with its own quotes, prefixes and references. It is parsed
+/// at most once, however many stored payloads it is compared with.
+pub struct Document<'a> {
+    text: &'a str,
+    tree: OnceCell<Option<Element>>,
+}
+
+impl<'a> Document<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Document {
+            text,
+            tree: OnceCell::new(),
         }
+    }
+
+    /// True when `stored` is this document: the same bytes, or the same
+    /// names, namespaces, attributes and text ([`Element::same_content`]).
+    pub fn is(&self, stored: &str) -> bool {
+        if stored == self.text {
+            return true;
+        }
+        let Some(tree) = self.tree.get_or_init(|| parse(self.text).ok()) else {
+            return false;
+        };
+        parse(stored).is_ok_and(|stored| stored.same_content(tree))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +240,7 @@ mod tests {
             "<e xmlns='urn:v' b='x&#38;y' a='1'><Who xmlns=''>t</Who></e>",
             "<w:e xmlns:w='urn:v' xmlns='' a='1' b='x&amp;y'><Who><![CDATA[t]]></Who></w:e>",
         ] {
-            assert!(same_document(stored, same), "{same}");
+            assert!(Document::new(same).is(stored), "{same}");
         }
         for different in [
             "<v:e xmlns:v='urn:v' a='1' b='x&amp;y'><Who xmlns=''>u</Who></v:e>",
@@ -230,7 +251,7 @@ mod tests {
             "<v:e xmlns:v='urn:v' a='1' b='x&amp;y'><Who xmlns=''>t</Who><Who xmlns=''/></v:e>",
             "<v:e xmlns:v='urn:v' a='1' b='x&amp;y'><Who xmlns=''>t</Who>",
         ] {
-            assert!(!same_document(stored, different), "{different}");
+            assert!(!Document::new(different).is(stored), "{different}");
         }
     }
 

@@ -687,11 +687,10 @@ type CaptureRule = fn(&Element) -> bool;
 struct Capture {
     /// The tokens so far, as written.
     xml: String,
-    /// Where the root's qualified name ends in `xml`: declarations of the
-    /// namespaces it uses from outside go there.
-    root_name_end: usize,
     /// The qualified names of the open elements, outermost first, as
-    /// ranges of `xml`: their end tags must repeat them.
+    /// ranges of `xml`: their end tags must repeat them, and the
+    /// declarations of the namespaces taken from outside go after the
+    /// root's.
     open: Vec<Range<usize>>,
     outline: Element,
 }
@@ -897,7 +896,8 @@ impl TreeBuilder {
         Ok(())
     }
 
-    /// Begins capturing the element this start tag opens.
+    /// Begins capturing the element this start tag opens: from here on,
+    /// the namespaces its names take from outside are noted.
     fn capture_root(
         &mut self,
         token: &str,
@@ -908,21 +908,10 @@ impl TreeBuilder {
             from: self.bindings.len(),
             used: Vec::new(),
         });
-        let start = self.read_start(token, tag)?;
-        let name = 1..1 + tag.name().as_ref().len();
-        self.capture = Some(Capture {
-            xml: token.to_owned(),
-            root_name_end: name.end,
-            open: vec![name],
-            outline: start.into_element(),
-        });
-        if empty {
-            self.capture_end();
-        }
-        Ok(())
+        self.capture_start(token, tag, empty)
     }
 
-    /// A start tag inside a captured element.
+    /// A start tag in a captured element, its root's included.
     fn capture_start(
         &mut self,
         token: &str,
@@ -930,15 +919,25 @@ impl TreeBuilder {
         empty: bool,
     ) -> Result<(), ParseError> {
         let start = self.read_start(token, tag)?;
-        let Some(capture) = &mut self.capture else {
-            return Ok(());
-        };
-        let name = capture.xml.len() + 1..capture.xml.len() + 1 + tag.name().as_ref().len();
-        if capture.open.len() == 1 {
-            capture.outline.push_child(start.name_only());
+        let name_len = tag.name().as_ref().len();
+        match &mut self.capture {
+            None => {
+                let root_name = 1..1 + name_len;
+                self.capture = Some(Capture {
+                    xml: token.to_owned(),
+                    open: std::iter::once(root_name).collect(),
+                    outline: start.into_element(),
+                });
+            }
+            Some(capture) => {
+                let name_start = capture.xml.len() + 1;
+                if capture.open.len() == 1 {
+                    capture.outline.push_child(start.name_only());
+                }
+                capture.xml.push_str(token);
+                capture.open.push(name_start..name_start + name_len);
+            }
         }
-        capture.xml.push_str(token);
-        capture.open.push(name);
         if empty {
             self.capture_end();
         }
@@ -952,16 +951,16 @@ impl TreeBuilder {
         let Some(capture) = &mut self.capture else {
             return;
         };
-        capture.open.pop();
+        let closed = capture.open.pop();
         if !capture.open.is_empty() {
             return;
         }
-        let Some(Capture {
-            mut xml,
-            root_name_end,
-            outline,
-            ..
-        }) = self.capture.take()
+        let (
+            Some(Capture {
+                mut xml, outline, ..
+            }),
+            Some(root_name),
+        ) = (self.capture.take(), closed)
         else {
             return;
         };
@@ -985,7 +984,8 @@ impl TreeBuilder {
             escape_into(&mut declarations, uri, true);
             declarations.push('"');
         }
-        xml.insert_str(root_name_end, &declarations);
+        // After the root's name: its own declarations may follow.
+        xml.insert_str(root_name.end, &declarations);
         self.nodes
             .push(Node::Captured(Box::new(Captured { xml, outline })));
     }
