@@ -17,9 +17,10 @@
 //! a stanza that trickles in. So the parser finds token boundaries itself,
 //! with a small byte-level state machine ([`Tokenizer`]): text runs up to
 //! `<`, tags up to an unquoted `>`, CDATA up to `]]>`. Only once a whole
-//! token is buffered is it handed to quick-xml: a start tag's attributes
-//! to its attribute reader, the XML declaration to its reader, text to its
-//! unescaper. The tokenizer keeps its position and state
+//! token is buffered is it read: a start tag's name and attributes here
+//! (quick-xml's attribute reader accepted attributes with no whitespace
+//! between them, which expat refuses), the XML declaration by quick-xml's
+//! reader, text by its unescaper. The tokenizer keeps its position and state
 //! between calls, so every byte is examined once however small the
 //! fragments are; the buffer keeps only the unfinished token, and what a
 //! completed token leaves behind came from the latest fragment, so
@@ -27,8 +28,10 @@
 //! tag with many attributes) is held whole before it is parsed, and the
 //! buffer keeps its capacity; both are bounded by the stanza limit, which
 //! is checked byte by byte as the stanza arrives. Token delimiters are
-//! ASCII, which never occurs inside a multi-byte UTF-8 sequence, so a
-//! character split across reads is simply part of an unfinished token.
+//! ASCII, which never occurs inside a multi-byte UTF-8 sequence, so tokens
+//! of validated text are text. The bytes are validated as UTF-8 once, as
+//! they are buffered (a character split across reads waits for its last
+//! bytes), not token by token: a call per token cost more than the check.
 //!
 //! # Payloads kept as written
 //! A server stores and forwards a published item's payload; it never reads
@@ -59,7 +62,7 @@ use std::sync::Arc;
 
 use quick_xml::Reader;
 use quick_xml::escape::{EscapeError, resolve_xml_entity, unescape_with};
-use quick_xml::events::{BytesDecl, BytesStart, BytesText, Event};
+use quick_xml::events::{BytesDecl, BytesText, Event};
 
 use super::element::{Attr, Captured, Element, Node, XML_NS, escape_into};
 
@@ -244,7 +247,9 @@ impl StreamParser {
     }
 
     fn process(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
-        self.tokenizer.buf.extend_from_slice(data);
+        // What came before invalid UTF-8 is still read, as it would have
+        // been had the fault arrived in a later read.
+        let appended = self.tokenizer.append(data);
         loop {
             let context = TokenContext {
                 stream_level: self.tree.node_marks.is_empty(),
@@ -254,14 +259,14 @@ impl StreamParser {
             let Some(kind) = self.tokenizer.next_token(context)? else {
                 break;
             };
-            let bytes = self.tokenizer.take_token();
-            self.tree.handle(kind, bytes, events)?;
+            let token = self.tokenizer.take_token();
+            self.tree.handle(kind, token, events)?;
             if self.tree.node_marks.is_empty() {
                 self.tokenizer.unit_start = None;
             }
         }
         self.tokenizer.compact();
-        Ok(())
+        appended
     }
 }
 
@@ -300,7 +305,8 @@ pub fn parse_document(document: &[u8], limits: ParserLimits) -> Result<Element, 
     parser.process(document, &mut events)?;
     // The tokenizer keeps an unfinished token (an unclosed comment, text
     // left open in the root) buffered until the input that ends it.
-    let token_unfinished = !parser.tokenizer.buf.is_empty();
+    let token_unfinished =
+        !parser.tokenizer.buf.is_empty() || !parser.tokenizer.split_char.is_empty();
     match (events.pop(), &parser.tree.phase) {
         (Some(StreamEvent::Stanza(root)), Phase::Closed) if !token_unfinished => Ok(root),
         (None, Phase::Prolog) if !token_unfinished => Err(not_well_formed("no root element")),
@@ -378,7 +384,9 @@ struct Tokenizer {
     stanza_bytes_max: usize,
     grammar: Grammar,
     /// Unconsumed input: the current token, scanned up to `scan_pos`.
-    buf: Vec<u8>,
+    buf: String,
+    /// The first bytes of a character the last read split.
+    split_char: Vec<u8>,
     /// Stream offset of `buf[0]`.
     base: u64,
     token_start: usize,
@@ -394,12 +402,51 @@ impl Tokenizer {
         Tokenizer {
             stanza_bytes_max,
             grammar,
-            buf: Vec::new(),
+            buf: String::new(),
+            split_char: Vec::new(),
             base: 0,
             token_start: 0,
             scan_pos: 0,
             state: ScanState::Idle,
             unit_start: None,
+        }
+    }
+
+    /// Buffers `data` as text. Invalid UTF-8 is an error once the text
+    /// before it is buffered.
+    fn append(&mut self, mut data: &[u8]) -> Result<(), ParseError> {
+        while !self.split_char.is_empty() {
+            let Some((&byte, rest)) = data.split_first() else {
+                return Ok(());
+            };
+            self.split_char.push(byte);
+            data = rest;
+            match std::str::from_utf8(&self.split_char) {
+                Ok(char) => {
+                    self.buf.push_str(char);
+                    self.split_char.clear();
+                }
+                Err(error) if error.error_len().is_none() => {}
+                Err(_) => return Err(invalid_utf8()),
+            }
+        }
+        match std::str::from_utf8(data) {
+            Ok(text) => {
+                self.buf.push_str(text);
+                Ok(())
+            }
+            Err(error) => {
+                let (valid, rest) = data.split_at(error.valid_up_to());
+                self.buf.push_str(utf8(valid)?);
+                match error.error_len() {
+                    // The read ended inside a character.
+                    None => {
+                        self.split_char.extend_from_slice(rest);
+                        Ok(())
+                    }
+                    Some(_) => Err(invalid_utf8()),
+                }
+            }
         }
     }
 
@@ -422,7 +469,7 @@ impl Tokenizer {
                     limit: self.stanza_bytes_max,
                 });
             }
-            let byte = self.buf[self.scan_pos];
+            let byte = self.buf.as_bytes()[self.scan_pos];
             match self.state {
                 ScanState::Idle if context.stream_level => match byte {
                     // Whitespace between top-level elements (keepalives,
@@ -561,7 +608,7 @@ impl Tokenizer {
             }
             None => self.buf.len(),
         };
-        let Some(rest) = self.buf.get(self.scan_pos..within_limit) else {
+        let Some(rest) = self.buf.as_bytes().get(self.scan_pos..within_limit) else {
             return;
         };
         let plain = match self.state {
@@ -583,7 +630,7 @@ impl Tokenizer {
     }
 
     /// The token `next_token` just delimited; the next one starts after it.
-    fn take_token(&mut self) -> &[u8] {
+    fn take_token(&mut self) -> &str {
         let token = &self.buf[self.token_start..self.scan_pos];
         self.token_start = self.scan_pos;
         token
@@ -622,6 +669,71 @@ enum Phase {
 struct Binding {
     prefix: Option<String>,
     uri: Arc<str>,
+}
+
+/// A start tag's text: its qualified name, and what follows the name up
+/// to the closing `>` or `/>`.
+#[derive(Clone, Copy)]
+struct TagText<'t> {
+    name: &'t str,
+    attributes: &'t str,
+}
+
+impl<'t> TagText<'t> {
+    /// The `name="value"` pairs, as written: XML 1.0 §3.1 `(S Attribute)*
+    /// S?`, with `Eq ::= S? '=' S?`. The tokenizer ended the tag at the
+    /// first `>` outside quotes and refused `<` anywhere in it; names and
+    /// values are checked by whoever reads them.
+    fn attributes(self) -> impl Iterator<Item = Result<(&'t str, &'t str), ParseError>> {
+        let mut rest = self.attributes;
+        std::iter::from_fn(move || {
+            let attribute = rest.trim_start_matches(is_xml_space);
+            if attribute.is_empty() {
+                return None;
+            }
+            if attribute.len() == rest.len() {
+                rest = "";
+                return Some(Err(not_well_formed("no whitespace before an attribute")));
+            }
+            let parsed = split_attribute(attribute);
+            rest = match parsed {
+                Ok((_, _, after)) => after,
+                Err(_) => "",
+            };
+            Some(parsed.map(|(key, value, _)| (key, value)))
+        })
+    }
+}
+
+/// Splits `name = "value" rest…` into the name, the value between its
+/// quotes and what follows the closing quote. Byte searches rather than
+/// `split_once`: these parts are a few bytes long, too short for a
+/// vectorized search to pay for its setup.
+fn split_attribute(text: &str) -> Result<(&str, &str, &str), ParseError> {
+    let equals = text
+        .bytes()
+        .position(|b| b == b'=')
+        .ok_or_else(|| not_well_formed("an attribute without a value"))?;
+    let key = text[..equals].trim_end_matches(is_xml_space);
+    let quoted = text[equals + 1..].trim_start_matches(is_xml_space);
+    let quote = match quoted.as_bytes().first() {
+        Some(&quote @ (b'"' | b'\'')) => quote,
+        _ => {
+            return Err(not_well_formed(format!(
+                "attribute {key} has an unquoted value"
+            )));
+        }
+    };
+    let value_and_rest = &quoted[1..];
+    let value_len = value_and_rest
+        .bytes()
+        .position(|b| b == quote)
+        .ok_or_else(|| not_well_formed(format!("attribute {key} has an unclosed value")))?;
+    Ok((
+        key,
+        &value_and_rest[..value_len],
+        &value_and_rest[value_len + 1..],
+    ))
 }
 
 /// A start tag with its names split and its namespace declarations
@@ -762,22 +874,12 @@ impl TreeBuilder {
     fn handle(
         &mut self,
         kind: TokenKind,
-        bytes: &[u8],
+        token: &str,
         events: &mut Vec<StreamEvent>,
     ) -> Result<(), ParseError> {
-        let token = std::str::from_utf8(bytes).map_err(|_| not_well_formed("invalid UTF-8"))?;
         match kind {
             TokenKind::Text => {
-                // XML 1.0 §2.4. A tree would be re-serialized with the `>`
-                // escaped, but captured text is passed on as it is, and
-                // strict parsers (expat) end the stream at it.
-                if token.contains("]]>") {
-                    return Err(not_well_formed("']]>' in character data"));
-                }
-                let text = BytesText::from_escaped(token)
-                    .xml10_content()
-                    .map_err(|e| not_well_formed(e.to_string()))?;
-                let text = unescape(&text)?;
+                let text = character_data(token)?;
                 self.push_text(&text, token)
             }
             TokenKind::Cdata => {
@@ -788,6 +890,7 @@ impl TreeBuilder {
                 let text = BytesText::from_escaped(content)
                     .xml10_content()
                     .map_err(|e| not_well_formed(e.to_string()))?;
+                check_chars(&text)?;
                 self.push_text(&text, token)
             }
             TokenKind::Pi { first } => self.processing_instruction(token, first),
@@ -812,15 +915,15 @@ impl TreeBuilder {
                     None => (inner, false),
                 };
                 let name_len = content.find(is_xml_space).unwrap_or(content.len());
-                let tag = BytesStart::from_content(content, name_len);
-                self.start(token, &tag, empty, events)
+                let (name, attributes) = content.split_at(name_len);
+                let tag = TagText { name, attributes };
+                self.start(token, tag, empty, events)
             }
         }
     }
 
-    /// Adds character data, `text` as read from `written`.
+    /// Adds character data, `text` (checked) as read from `written`.
     fn push_text(&mut self, text: &str, written: &str) -> Result<(), ParseError> {
-        check_chars(text)?;
         if let Some(capture) = &mut self.capture {
             capture.xml.push_str(written);
             return Ok(());
@@ -849,12 +952,12 @@ impl TreeBuilder {
     fn start(
         &mut self,
         token: &str,
-        tag: &BytesStart<'_>,
+        tag: TagText<'_>,
         empty: bool,
         events: &mut Vec<StreamEvent>,
     ) -> Result<(), ParseError> {
         match (&self.phase, self.grammar) {
-            (Phase::Prolog, Grammar::Stream) => self.start_stream(token, tag, empty, events),
+            (Phase::Prolog, Grammar::Stream) => self.start_stream(tag, empty, events),
             (Phase::Closed, _) => Err(not_well_formed("a second root element")),
             (Phase::Prolog, Grammar::Document) => {
                 // The root is built like any top-level element, at depth 1,
@@ -870,7 +973,7 @@ impl TreeBuilder {
     fn start_element(
         &mut self,
         token: &str,
-        tag: &BytesStart<'_>,
+        tag: TagText<'_>,
         empty: bool,
         events: &mut Vec<StreamEvent>,
     ) -> Result<(), ParseError> {
@@ -887,7 +990,7 @@ impl TreeBuilder {
         if self.capture_rule.is_some_and(parent_captures) {
             return self.capture_root(token, tag, empty);
         }
-        let element = self.read_start(token, tag)?.into_element();
+        let element = self.read_start(tag)?.into_element();
         self.node_marks.push(self.nodes.len());
         self.nodes.push(Node::Element(element));
         if empty {
@@ -901,7 +1004,7 @@ impl TreeBuilder {
     fn capture_root(
         &mut self,
         token: &str,
-        tag: &BytesStart<'_>,
+        tag: TagText<'_>,
         empty: bool,
     ) -> Result<(), ParseError> {
         self.outside_uses = Some(OutsideUses {
@@ -915,11 +1018,11 @@ impl TreeBuilder {
     fn capture_start(
         &mut self,
         token: &str,
-        tag: &BytesStart<'_>,
+        tag: TagText<'_>,
         empty: bool,
     ) -> Result<(), ParseError> {
-        let start = self.read_start(token, tag)?;
-        let name_len = tag.name().as_ref().len();
+        let start = self.read_start(tag)?;
+        let name_len = tag.name.len();
         match &mut self.capture {
             None => {
                 let root_name = 1..1 + name_len;
@@ -1021,12 +1124,11 @@ impl TreeBuilder {
 
     fn start_stream(
         &mut self,
-        token: &str,
-        tag: &BytesStart<'_>,
+        tag: TagText<'_>,
         empty: bool,
         events: &mut Vec<StreamEvent>,
     ) -> Result<(), ParseError> {
-        let start = self.read_start(token, tag)?;
+        let start = self.read_start(tag)?;
         if start.name != "stream" {
             return Err(ParseError::BadFormat(format!(
                 "root element <{}> is not <stream>",
@@ -1157,33 +1259,25 @@ impl TreeBuilder {
 
     /// Reads a start tag's attributes, applies its namespace declarations
     /// (opening a scope the matching end pops) and resolves its names.
-    /// `token` is the whole tag, already validated as UTF-8.
-    fn read_start<'t>(
-        &mut self,
-        token: &'t str,
-        tag: &BytesStart<'_>,
-    ) -> Result<StartTag<'t>, ParseError> {
-        let qname = within(token, tag.name().into_inner())?;
-        let (prefix, name) = split_qname(qname)?;
+    fn read_start<'t>(&mut self, tag: TagText<'t>) -> Result<StartTag<'t>, ParseError> {
+        let (prefix, name) = split_qname(tag.name)?;
         let mut declared: Vec<(Option<&str>, Cow<'_, str>)> = Vec::new();
         // Every attribute has an `=`, so their count sizes the vector in
         // one allocation (a value holding `=` only makes it larger).
-        let equals = tag.attributes_raw().iter().filter(|&&b| b == b'=').count();
+        let equals = tag.attributes.bytes().filter(|&b| b == b'=').count();
         let mut attrs: Vec<TagAttr> = Vec::with_capacity(equals.min(self.limits.attributes_max));
-        // quick-xml rejects malformed attribute syntax. Duplicates are
-        // found below, by prefix among the declarations and by expanded
-        // name among the attributes, which covers repeated qualified names
-        // without quick-xml's list of keys for every tag.
+        // Duplicates are found below, by prefix among the declarations and
+        // by expanded name among the attributes, which covers repeated
+        // qualified names too.
         let mut xml_declared = false;
-        for (count, attr) in tag.attributes().with_checks(false).enumerate() {
+        for (count, attr) in tag.attributes().enumerate() {
             if count >= self.limits.attributes_max {
                 return Err(ParseError::TooManyAttributes {
                     limit: self.limits.attributes_max,
                 });
             }
-            let attr = attr.map_err(|e| not_well_formed(e.to_string()))?;
-            let key = within(token, attr.key.into_inner())?;
-            let value = attribute_value(within(token, &attr.value)?)?;
+            let (key, raw_value) = attr?;
+            let value = attribute_value(raw_value)?;
             if let Some(bound) = key.strip_prefix("xmlns").and_then(declared_prefix) {
                 check_binding(bound, &value)?;
                 let repeated = match bound {
@@ -1326,18 +1420,11 @@ fn check_declaration(declaration: &BytesDecl<'_>) -> Result<(), ParseError> {
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, ParseError> {
-    std::str::from_utf8(bytes).map_err(|_| not_well_formed("invalid UTF-8"))
+    std::str::from_utf8(bytes).map_err(|_| invalid_utf8())
 }
 
-/// `part` as text, sliced out of `token` (validated as UTF-8 once): the
-/// names and values quick-xml reads from a tag borrow from it, as every
-/// tag here is read from its token.
-fn within<'t>(token: &'t str, part: &[u8]) -> Result<&'t str, ParseError> {
-    let start = (part.as_ptr() as usize).wrapping_sub(token.as_ptr() as usize);
-    match token.get(start..start.wrapping_add(part.len())) {
-        Some(text) if text.as_ptr() == part.as_ptr() => Ok(text),
-        _ => Err(not_well_formed("a tag part outside its tag")),
-    }
+fn invalid_utf8() -> ParseError {
+    not_well_formed("invalid UTF-8")
 }
 
 /// Replaces the five predefined entities and character references; any
@@ -1356,8 +1443,12 @@ fn unescape(raw: &str) -> Result<Cow<'_, str>, ParseError> {
 /// whitespace characters written literally become spaces, those written as
 /// character references stay.
 fn attribute_value(raw: &str) -> Result<Cow<'_, str>, ParseError> {
-    // Most values hold neither a line end, a tab nor a reference: then the
-    // value is `raw` as it is, borrowed.
+    // Most values hold no whitespace but spaces, no reference and no
+    // character that may be refused: then the value is `raw` as it is,
+    // checked in one pass.
+    if !raw.bytes().any(|b| b < b' ' || matches!(b, b'&' | 0xEF)) {
+        return Ok(Cow::Borrowed(raw));
+    }
     let value = if raw.contains(['\r', '\n', '\t']) {
         let mut spaced = String::with_capacity(raw.len());
         let mut chars = raw.chars().peekable();
@@ -1379,6 +1470,34 @@ fn attribute_value(raw: &str) -> Result<Cow<'_, str>, ParseError> {
     };
     check_chars(&value)?;
     Ok(value)
+}
+
+/// The character data a text token stands for, checked: line ends
+/// normalized (XML 1.0 §2.11), references replaced, and refused if it
+/// holds `]]>` (§2.4: a tree would be re-serialized with the `>` escaped,
+/// but captured text is passed on as it is, and strict parsers such as
+/// expat end the stream at it) or a character XML does not allow.
+fn character_data(token: &str) -> Result<Cow<'_, str>, ParseError> {
+    // Nearly all text holds no carriage return, reference, `]` or
+    // character that may be refused: it is then its own value, checked in
+    // one pass.
+    let plain =
+        |b: u8| (b >= b' ' || matches!(b, b'\t' | b'\n')) && !matches!(b, b'&' | b']' | 0xEF);
+    if token.bytes().all(plain) {
+        return Ok(Cow::Borrowed(token));
+    }
+    if token.contains("]]>") {
+        return Err(not_well_formed("']]>' in character data"));
+    }
+    let text = BytesText::from_escaped(token)
+        .xml10_content()
+        .map_err(|e| not_well_formed(e.to_string()))?;
+    let text = match unescape(&text)? {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(unescaped) => Cow::Owned(unescaped),
+    };
+    check_chars(&text)?;
+    Ok(text)
 }
 
 /// XML 1.0 §2.2: the characters a document may contain.
@@ -1423,19 +1542,32 @@ fn is_xml_space(c: char) -> bool {
 /// XML 1.0 §2.3 `Name` without colons (XML Namespaces `NCName`). Names
 /// are passed on as written (in re-serialized trees and in captured text
 /// alike), so a character a strict parser refuses must be refused here.
-/// ASCII names, nearly all of them, are checked on bytes.
+/// ASCII names, nearly all of them, are checked on bytes, by table.
 fn is_ncname(name: &str) -> bool {
-    if name.is_ascii() {
-        let is_name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
-        return match name.as_bytes() {
-            [first, ..] if first.is_ascii_digit() || matches!(first, b'-' | b'.') => false,
-            [] => false,
-            bytes => bytes.iter().all(|&b| is_name_byte(b)),
-        };
+    match name.as_bytes() {
+        [] => false,
+        bytes if bytes.iter().all(|&b| ASCII_NAME_BYTES[usize::from(b)]) => {
+            !(bytes[0].is_ascii_digit() || matches!(bytes[0], b'-' | b'.'))
+        }
+        _ if name.is_ascii() => false,
+        _ => {
+            let mut chars = name.chars();
+            chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
+        }
     }
-    let mut chars = name.chars();
-    chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
 }
+
+/// The ASCII bytes [`is_name_char`] accepts; every other byte is false.
+static ASCII_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 128 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        byte += 1;
+    }
+    table
+};
 
 /// XML 1.0 (fifth edition) §2.3 `NameStartChar`, without the colon.
 fn is_name_start_char(c: char) -> bool {
@@ -1613,6 +1745,61 @@ mod tests {
     fn text_entities_cdata_and_line_ends_are_decoded() {
         let stanzas = stanzas("<m>&lt;&gt;&amp;&apos;&quot;&#65;&#x42;\r\n<![CDATA[&amp;]]></m>");
         assert_eq!(stanzas[0].text(), "<>&'\"AB\n&amp;");
+    }
+
+    #[test]
+    fn a_character_split_over_several_reads_is_reassembled_in_text_and_values() {
+        let input = format!("{HEADER}<m a='\u{1F52D}'>\u{1F52D}</m>");
+        let reads: Vec<&[u8]> = input.as_bytes().chunks(1).collect();
+        let (events, result) = feed(&mut StreamParser::new(limits()), &reads);
+        assert_eq!(result, Ok(()));
+        let Some(StreamEvent::Stanza(m)) = events.last() else {
+            panic!("no stanza in {events:?}");
+        };
+        assert_eq!(m.attr("a"), Some("\u{1F52D}"));
+        assert_eq!(m.text(), "\u{1F52D}");
+    }
+
+    #[test]
+    fn an_invalid_sequence_split_over_reads_is_not_well_formed() {
+        let mut parser = StreamParser::new(limits());
+        let (_, result) = feed(&mut parser, &[HEADER.as_bytes(), b"<m>\xe2\x82", b"(</m>"]);
+        assert_eq!(result.map_err(|e| e.condition()), Err("not-well-formed"));
+    }
+
+    #[test]
+    fn stanzas_read_before_invalid_utf8_are_still_reported() {
+        let mut parser = StreamParser::new(limits());
+        let mut events = Vec::new();
+        let input = [HEADER.as_bytes(), b"<m id='1'/><m id='2'>\xff</m>"].concat();
+        let result = parser.push(&input, &mut events);
+        assert_eq!(result.map_err(|e| e.condition()), Err("not-well-formed"));
+        let ids: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::Stanza(m) => m.attr("id"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, ["1"]);
+    }
+
+    #[test]
+    fn attributes_may_space_around_the_equals_sign_but_must_be_separated() {
+        let stanzas = stanzas("<m a = '1'\n\tb\t=\t\"2\" />");
+        assert_eq!(stanzas[0].attr("a"), Some("1"));
+        assert_eq!(stanzas[0].attr("b"), Some("2"));
+        // Refused by expat too: Python's parser says "not well-formed
+        // (invalid token)" to the first.
+        for tag in [
+            "<m a='1'b='2'/>",
+            "<m a=1/>",
+            "<m a/>",
+            "<m a='1' b/>",
+            "<m a='1' ='2'/>",
+        ] {
+            assert_eq!(error(tag).condition(), "not-well-formed", "{tag}");
+        }
     }
 
     #[test]
@@ -2254,12 +2441,18 @@ mod tests {
             "</a>",
             "<b/>",
             " c='1'",
+            "c='1'",
+            " c=1",
+            " c",
+            "\t",
             " xmlns:d='urn:d'",
             "<![CDATA[]]>",
             "]]>",
             "\u{1}",
             "\r\n",
             "é",
+            "\u{1F52D}",
+            "&#1;",
         ];
         // A fixed linear congruential sequence: the same cases every run.
         let mut state: u64 = 0x2545_f491_4f6c_dd1d;
@@ -2407,6 +2600,14 @@ mod tests {
         assert_eq!(
             result,
             Err(ParseError::UnsupportedEncoding("ISO-8859-1".into()))
+        );
+    }
+
+    #[test]
+    fn document_ending_inside_a_character_is_not_well_formed() {
+        assert_eq!(
+            parse_document(b"<a/>\xe2\x82", limits()).map_err(|e| e.condition()),
+            Err("not-well-formed")
         );
     }
 
