@@ -259,7 +259,7 @@ impl StreamParser {
             let Some(kind) = self.tokenizer.next_token(context)? else {
                 break;
             };
-            let token = self.tokenizer.take_token();
+            let token = self.tokenizer.take_token()?;
             self.tree.handle(kind, token, events)?;
             if self.tree.node_marks.is_empty() {
                 self.tokenizer.unit_start = None;
@@ -630,16 +630,24 @@ impl Tokenizer {
     }
 
     /// The token `next_token` just delimited; the next one starts after it.
-    fn take_token(&mut self) -> &str {
-        let token = &self.buf[self.token_start..self.scan_pos];
+    /// Tokens begin and end next to ASCII delimiters, so always on
+    /// character boundaries; were one not to, the stream fails here rather
+    /// than the slice panicking.
+    fn take_token(&mut self) -> Result<&str, ParseError> {
+        let token = self
+            .buf
+            .get(self.token_start..self.scan_pos)
+            .ok_or_else(|| not_well_formed("a token split inside a character"))?;
         self.token_start = self.scan_pos;
-        token
+        Ok(token)
     }
 
     /// Drops consumed bytes. Whenever a token completed during this push,
     /// the remaining bytes arrived in this push, so the move is linear in
     /// the input; when none completed, nothing is consumed and nothing moves.
     fn compact(&mut self) {
+        // `token_start` is where `take_token` ended or just past skipped
+        // ASCII whitespace: a character boundary.
         if self.token_start > 0 {
             self.buf.drain(..self.token_start);
             self.base += self.token_start as u64;
