@@ -260,6 +260,12 @@ impl NodeConfig {
         if wanted.apply_patch(options, limits).is_err() {
             return Some("publish-options");
         }
+        // Nearly always met (every VOEvent relayed over VTP states its
+        // payload type): the fields, every value rendered as text, are
+        // only built to name the one that differs.
+        if wanted == *self {
+            return None;
+        }
         node_config_fields(&wanted)
             .into_iter()
             .zip(node_config_fields(self))
