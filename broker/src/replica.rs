@@ -67,12 +67,12 @@ impl Replica {
         metrics::gauge!(names::PUBSUB_SUBSCRIPTIONS).set(subscriptions as f64);
     }
 
-    /// Applies one committed command and returns its encoded reply.
-    fn apply_one(&mut self, committed: &CommittedCommand) -> CommandReply {
+    /// Applies one committed command and returns its result.
+    fn apply_one(&mut self, committed: &CommittedCommand) -> Result<Option<Element>, StanzaError> {
         // After a restart the mesh replays entries the snapshot already
         // holds; applying them twice would duplicate items.
         if committed.index <= self.pubsub.last_index() {
-            return reply(&Ok(None));
+            return Ok(None);
         }
         let command = match Command::decode(committed.command.as_ref()) {
             Ok(command) => command,
@@ -81,9 +81,8 @@ impl Replica {
             // a build whose commands this one does not know.
             Err(error) => {
                 tracing::error!(index = committed.index, %error, "undecodable command in the log");
-                let error = StanzaError::new(Condition::InternalServerError)
-                    .with_text("this site cannot decode the command");
-                return reply(&Err(error));
+                return Err(StanzaError::new(Condition::InternalServerError)
+                    .with_text("this site cannot decode the command"));
             }
         };
         let Outcome {
@@ -107,7 +106,7 @@ impl Replica {
             self.delivery
                 .deliver(notification, command.timestamp_micros);
         }
-        reply(&result)
+        result
     }
 }
 
@@ -124,10 +123,20 @@ fn reply(result: &Result<Option<Element>, StanzaError>) -> CommandReply {
 impl StateMachine for Replica {
     type RestoreError = SnapshotError;
 
+    /// Only the leader answers, and only for the commands proposed through
+    /// it: the other sites apply a command without encoding its reply
+    /// (15 % of the instructions of applying a publish).
     fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes> {
         commands
             .iter()
-            .map(|committed| Bytes::from(self.apply_one(committed).encode_to_vec()))
+            .map(|committed| {
+                let result = self.apply_one(committed);
+                if committed.response_wanted {
+                    Bytes::from(reply(&result).encode_to_vec())
+                } else {
+                    Bytes::new()
+                }
+            })
             .collect()
     }
 
@@ -171,7 +180,15 @@ mod tests {
     const GAIA: &str = include_str!("../tests/data/voevents/Gaia16aac.xml");
     const SWIFT: &str = include_str!("../tests/data/voevents/SWIFT_bat_position_v2.0_example.xml");
 
-    fn publish(replica: &mut Replica, document: &str, index: u64) {
+    fn replica() -> Replica {
+        let jid = "pubsub.localhost".parse().unwrap();
+        Replica::new(
+            PubsubService::new(jid, PubsubLimits::default()),
+            Arc::new(Discard),
+        )
+    }
+
+    fn publish_command(document: &str, index: u64, response_wanted: bool) -> CommittedCommand {
         let limits = ParserLimits {
             stanza_bytes_max: 1 << 20,
             depth_max: 64,
@@ -181,18 +198,36 @@ mod tests {
         let actor = "vtp@localhost".parse().unwrap();
         let command =
             PubsubService::voevent_publish(&actor, &root, "voevent/test".into(), None, 1).unwrap();
-        let committed = CommittedCommand {
+        CommittedCommand {
             index,
             command: command.encode_to_vec().into(),
+            response_wanted,
+        }
+    }
+
+    fn publish(replica: &mut Replica, document: &str, index: u64) -> Bytes {
+        let mut responses = replica.apply(vec![publish_command(document, index, true)]);
+        responses.remove(0)
+    }
+
+    #[test]
+    fn only_a_wanted_response_is_encoded_and_the_state_is_the_same_either_way() {
+        let (mut answering, mut silent) = (replica(), replica());
+        let answer = publish(&mut answering, GAIA, 1);
+        let silence = silent.apply(vec![publish_command(GAIA, 1, false)]);
+
+        let reply = CommandReply::decode(answer).unwrap();
+        let Some(command_reply::Reply::ResultXml(xml)) = reply.reply else {
+            panic!("not a result: {reply:?}");
         };
-        replica.apply(vec![committed]);
+        assert!(xml.contains("<item id="), "{xml}");
+        assert_eq!(silence, vec![Bytes::new()]);
+        assert_eq!(answering.snapshot(), silent.snapshot());
     }
 
     #[test]
     fn a_deferred_snapshot_is_of_the_state_when_it_was_taken() {
-        let jid = "pubsub.localhost".parse().unwrap();
-        let service = PubsubService::new(jid, PubsubLimits::default());
-        let mut replica = Replica::new(service, Arc::new(Discard));
+        let mut replica = replica();
         publish(&mut replica, GAIA, 1);
         let later = replica.snapshot_later();
         let now = replica.snapshot();

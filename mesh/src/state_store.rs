@@ -275,6 +275,7 @@ where
                 commands.push(CommittedCommand {
                     index: entry.log_id.index,
                     command: command.0,
+                    response_wanted: responder.is_some(),
                 });
                 responders.push(responder);
             }

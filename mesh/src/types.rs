@@ -105,6 +105,10 @@ pub struct CommittedCommand {
     /// membership changes) take indexes too and are not passed to `apply`.
     pub index: u64,
     pub command: Bytes,
+    /// Whether a proposer waits for this command's response here: only at
+    /// the leader, for the commands proposed through it. Elsewhere the
+    /// response is dropped unread, so it may be left empty.
+    pub response_wanted: bool,
 }
 
 /// The replicated state machine, implemented by the application.
@@ -124,7 +128,8 @@ pub trait StateMachine: Send + Sync + 'static {
 
     /// Applies committed commands, in log order, and returns exactly one
     /// response per command, in the same order. The response travels back
-    /// to the proposer (possibly on another node).
+    /// to the proposer (possibly on another node); where
+    /// [`CommittedCommand::response_wanted`] is false, nobody reads it.
     fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes>;
 
     /// Serializes the whole state. Called between two `apply` calls, so the
