@@ -85,7 +85,13 @@ fn populated() -> PubsubService {
             timestamp_micros: 1_795_608_000_000_000 + index as i64,
             op: Some(op),
         };
-        let outcome = service.apply(&command, &Meta { index });
+        let outcome = service.apply(
+            &command,
+            &Meta {
+                index,
+                reply_wanted: true,
+            },
+        );
         assert!(outcome.reply.is_ok(), "{:?}", outcome.reply);
     };
     for node in 0..NODES {

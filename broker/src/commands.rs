@@ -1178,7 +1178,13 @@ mod tests {
                     }
                     Handled::Propose(command) => {
                         self.index += 1;
-                        let outcome = self.service.apply(&command, &Meta { index: self.index });
+                        let outcome = self.service.apply(
+                            &command,
+                            &Meta {
+                                index: self.index,
+                                reply_wanted: true,
+                            },
+                        );
                         let sent = outcome
                             .notifications
                             .iter()

@@ -93,6 +93,7 @@ impl Replica {
             &command,
             &Meta {
                 index: committed.index,
+                reply_wanted: committed.response_wanted,
             },
         );
         // An idempotent republish (same IVORN, same bytes) adds nothing.
@@ -124,8 +125,8 @@ impl StateMachine for Replica {
     type RestoreError = SnapshotError;
 
     /// Only the leader answers, and only for the commands proposed through
-    /// it: the other sites apply a command without encoding its reply
-    /// (15 % of the instructions of applying a publish).
+    /// it: the other sites apply a command without building or encoding
+    /// its reply (28 % of the instructions of applying a publish).
     fn apply(&mut self, commands: Vec<CommittedCommand>) -> Vec<Bytes> {
         commands
             .iter()

@@ -26,11 +26,17 @@ use crate::pubsub::error::{Condition, ErrorType, StanzaError};
 use crate::pubsub::model::{Item, NodeConfig, NotificationType, PubsubNode};
 use crate::xml::Element;
 
-/// Where a command sits in the replicated log.
+/// Where a command sits in the replicated log, and whether this site
+/// answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
     /// Raft log index = archive id = global sequence number.
     pub index: u64,
+    /// Whether this site answers the command (in the mesh, only the leader
+    /// does, for the commands proposed through it). Where it does not, a
+    /// publish's result is left out of the outcome (`Ok(None)`): it was
+    /// built at every site for one to send.
+    pub reply_wanted: bool,
 }
 
 /// The `type` of a notification message.

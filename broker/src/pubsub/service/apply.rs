@@ -31,7 +31,7 @@ impl PubsubService {
         let result = match (Jid::new(&cmd.actor), &cmd.op) {
             (_, None) => Err(StanzaError::new(Condition::BadRequest).with_text("empty command")),
             (Err(_), _) => Err(StanzaError::new(Condition::JidMalformed)),
-            (Ok(actor), Some(op)) => self.apply_op(&actor, at, meta.index, op),
+            (Ok(actor), Some(op)) => self.apply_op(&actor, at, meta, op),
         };
         if cfg!(debug_assertions) {
             self.debug_check();
@@ -57,9 +57,10 @@ impl PubsubService {
         }
     }
 
-    fn apply_op(&mut self, actor: &Jid, at: i64, index: u64, op: &Op) -> Applied {
+    fn apply_op(&mut self, actor: &Jid, at: i64, meta: &Meta, op: &Op) -> Applied {
+        let index = meta.index;
         let applied = match op {
-            Op::Publish(p) => return self.apply_publish(actor, at, index, p),
+            Op::Publish(p) => return self.apply_publish(actor, at, meta, p),
             Op::CreateNode(c) => self.apply_create(actor, at, index, c),
             Op::ConfigureNode(c) => self.apply_configure(actor, c),
             Op::DeleteNode(d) => self.apply_delete(actor, d),
@@ -508,7 +509,8 @@ impl PubsubService {
     }
 
     /// XEP-0060 §7.1; also returns the item added, if any.
-    fn apply_publish(&mut self, actor: &Jid, at: i64, index: u64, p: &proto::Publish) -> Applied {
+    fn apply_publish(&mut self, actor: &Jid, at: i64, meta: &Meta, p: &proto::Publish) -> Applied {
+        let index = meta.index;
         if let Some(config) = self.check_publish(actor, p)? {
             // XEP-0060 §7.1.4: auto-create with the publish-options.
             self.nodes.insert(
@@ -523,16 +525,16 @@ impl PubsubService {
             (_, Some(ivorn)) if node.config.payload_type == VOEVENT_NS => ivorn.clone(),
             _ => format!("{index:016x}"),
         };
+        let reply = |id: &str| {
+            meta.reply_wanted
+                .then(|| response::publish_reply(&p.node, id))
+        };
         // VOEvent republish of bytes this IVORN already had is a
         // publisher's retry, or the same packet relayed by another site (two
         // sites subscribed to one upstream): the same answer, nothing new.
         // Decided here, in the replicated apply, so every site agrees.
         if node.config.payload_type == VOEVENT_NS && node.has_version(&id, &p.payload) {
-            return Ok((
-                Some(response::publish_reply(&p.node, &id)),
-                Vec::new(),
-                None,
-            ));
+            return Ok((reply(&id), Vec::new(), None));
         }
         let item = Arc::new(Item {
             id: id.clone(),
@@ -554,11 +556,7 @@ impl PubsubService {
         let deliver_payloads = node.config.deliver_payloads;
         let body =
             || response::item_notification_xml(&self.service_jid, &p.node, &item, deliver_payloads);
-        Ok((
-            Some(response::publish_reply(&p.node, &id)),
-            self.item_event(&p.node, body),
-            Some(item),
-        ))
+        Ok((reply(&id), self.item_event(&p.node, body), Some(item)))
     }
 
     fn apply_retract(&mut self, actor: &Jid, r: &proto::Retract) -> Reply {

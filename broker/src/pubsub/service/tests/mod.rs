@@ -205,7 +205,13 @@ impl Harness {
 
     pub fn apply(&mut self, command: &Command) -> Outcome {
         self.index += 1;
-        self.service.apply(command, &Meta { index: self.index })
+        self.service.apply(
+            command,
+            &Meta {
+                index: self.index,
+                reply_wanted: true,
+            },
+        )
     }
 
     pub fn set(&mut self, from: &str, child: &str) -> Answer {

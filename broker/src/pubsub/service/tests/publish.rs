@@ -42,6 +42,30 @@ fn publish_notifies_each_subscriber_once_with_one_serialization() {
 }
 
 #[test]
+fn a_site_that_does_not_answer_leaves_out_only_the_publish_result() {
+    let mut h = Harness::new();
+    h.create(ALICE, "n");
+    h.subscribe(BOB, "n").ok();
+    let command = h
+        .publish(ALICE, "n", Some("a"), ENTRY)
+        .command
+        .expect("a publish command");
+    let mut silent = h.service.clone();
+    let meta = |reply_wanted| Meta {
+        index: h.index + 1,
+        reply_wanted,
+    };
+    let answering = h.service.apply(&command, &meta(true));
+    let not_answering = silent.apply(&command, &meta(false));
+
+    assert!(matches!(answering.reply, Ok(Some(_))));
+    assert_eq!(not_answering.reply, Ok(None));
+    assert_eq!(not_answering.notifications, answering.notifications);
+    assert_eq!(not_answering.published, answering.published);
+    assert_eq!(silent, h.service);
+}
+
+#[test]
 fn publish_without_id_gets_an_id_from_the_log_index() {
     let mut h = Harness::new();
     h.create(ALICE, "n");

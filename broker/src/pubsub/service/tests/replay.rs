@@ -155,7 +155,13 @@ fn run(seed: u64) {
     let half = log.len() / 2;
     let mut restored = None;
     for (position, (index, command, outcome)) in log.iter().enumerate() {
-        let replayed = follower.apply(command, &Meta { index: *index });
+        let replayed = follower.apply(
+            command,
+            &Meta {
+                index: *index,
+                reply_wanted: true,
+            },
+        );
         assert_eq!(
             &replayed, outcome,
             "seed {seed}: outcome of index {index} differs"
@@ -172,7 +178,13 @@ fn run(seed: u64) {
             );
         } else if let Some(site) = restored.as_mut() {
             assert_eq!(
-                &site.apply(command, &Meta { index: *index }),
+                &site.apply(
+                    command,
+                    &Meta {
+                        index: *index,
+                        reply_wanted: true,
+                    }
+                ),
                 outcome,
                 "seed {seed}"
             );
