@@ -165,8 +165,23 @@ impl ParseError {
     }
 }
 
+/// The longest text an error carries. Messages quote the client's names,
+/// keys, entity names and values, which may be as long as a stanza; the
+/// text goes back in the stream error and into the logs.
+const ERROR_TEXT_MAX: usize = 256;
+
+/// `what`, cut to [`ERROR_TEXT_MAX`] bytes and an ellipsis.
+fn error_text(what: impl Into<String>) -> String {
+    let mut what = what.into();
+    if what.len() > ERROR_TEXT_MAX {
+        what.truncate(what.floor_char_boundary(ERROR_TEXT_MAX));
+        what.push('…');
+    }
+    what
+}
+
 fn not_well_formed(what: impl Into<String>) -> ParseError {
-    ParseError::NotWellFormed(what.into())
+    ParseError::NotWellFormed(error_text(what))
 }
 
 /// Which XML the parser accepts: the tokenizer and the tree builder are
@@ -1138,10 +1153,10 @@ impl TreeBuilder {
     ) -> Result<(), ParseError> {
         let start = self.read_start(tag)?;
         if start.name != "stream" {
-            return Err(ParseError::BadFormat(format!(
+            return Err(ParseError::BadFormat(error_text(format!(
                 "root element <{}> is not <stream>",
                 start.name
-            )));
+            ))));
         }
         let unqualified = |name: &str| {
             start
@@ -1419,9 +1434,9 @@ fn check_declaration(declaration: &BytesDecl<'_>) -> Result<(), ParseError> {
     if let Some(encoding) = declaration.encoding() {
         let encoding = encoding.map_err(|e| not_well_formed(e.to_string()))?;
         if !encoding.eq_ignore_ascii_case(b"UTF-8") {
-            return Err(ParseError::UnsupportedEncoding(
-                String::from_utf8_lossy(&encoding).into_owned(),
-            ));
+            return Err(ParseError::UnsupportedEncoding(error_text(
+                String::from_utf8_lossy(&encoding),
+            )));
         }
     }
     Ok(())
@@ -1441,7 +1456,7 @@ fn invalid_utf8() -> ParseError {
 fn unescape(raw: &str) -> Result<Cow<'_, str>, ParseError> {
     unescape_with(raw, resolve_xml_entity).map_err(|error| match error {
         EscapeError::UnrecognizedEntity(_, name) => {
-            ParseError::RestrictedXml(format!("entity reference &{name};"))
+            ParseError::RestrictedXml(error_text(format!("entity reference &{name};")))
         }
         other => not_well_formed(other.to_string()),
     })
@@ -1790,6 +1805,27 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, ["1"]);
+    }
+
+    #[test]
+    fn error_text_quoting_the_input_is_cut_short() {
+        let name = "é".repeat(5_000);
+        for body in [
+            format!("<1{name}/>"),
+            format!("<m {name} a='1'/>"),
+            format!("<m>&{name};</m>"),
+        ] {
+            let (ParseError::NotWellFormed(text) | ParseError::RestrictedXml(text)) = error(&body)
+            else {
+                panic!("neither not-well-formed nor restricted-xml");
+            };
+            assert!(
+                text.len() <= ERROR_TEXT_MAX + '…'.len_utf8(),
+                "{}",
+                text.len()
+            );
+            assert!(text.ends_with('…'), "{text}");
+        }
     }
 
     #[test]
