@@ -267,6 +267,10 @@ pub struct MeshConfig {
     /// woken before it leaves, so the publishes they carry go with it (0:
     /// it leaves with what has queued).
     pub forward_coalesce_yields: usize,
+    /// The site the leader hands the leadership to once that site has
+    /// caught up, so that publishes made there are not forwarded (absent:
+    /// wherever elections put it). Name the same one at every site.
+    pub preferred_leader: Option<u64>,
 }
 
 /// The network a mesh spans, which sets its timing defaults.
@@ -302,6 +306,7 @@ impl Default for MeshConfig {
             forward_batches_in_flight_max: 16,
             forward_batch_bytes_max: 1024 * 1024,
             forward_coalesce_yields: 2,
+            preferred_leader: None,
         }
     }
 }
@@ -853,6 +858,15 @@ fn validate_mesh(mesh: &MeshConfig) -> Result<(), InvalidConfig> {
             ),
         ));
     }
+    if let Some(preferred) = mesh.preferred_leader
+        && preferred != mesh.node_id
+        && !ids.contains(&preferred)
+    {
+        return Err(invalid(
+            "mesh.preferred_leader",
+            format!("names node {preferred}, which mesh.members does not list"),
+        ));
+    }
     let has_peers = mesh.members.iter().any(|m| m.id != mesh.node_id);
     if has_peers {
         // Peers authenticate each other with certificates from the cluster CA.
@@ -1278,6 +1292,22 @@ subscriber_allow = ["0.0.0.0/0"]
             err.problem.contains("add `\"4@d:7001\"`"),
             "{}",
             err.problem
+        );
+    }
+
+    #[test]
+    fn a_preferred_leader_must_be_a_member() {
+        let members = "[mesh]\nnode_id = 1\nmembers = [\"1@a:7001\", \"2@b:7001\"]\nca = \"ca\"\ncert = \"c\"\nkey = \"k\"\n";
+        let err = invalid_key(&format!("{members}preferred_leader = 3\n"));
+        assert_eq!(err.key, "mesh.preferred_leader");
+        assert!(err.problem.contains("names node 3"), "{}", err.problem);
+        let config = parse(&format!("{members}preferred_leader = 2\n"));
+        assert_eq!(config.mesh.unwrap().preferred_leader, Some(2));
+        // A node alone may prefer itself (and nobody else).
+        assert!(parse("[mesh]\npreferred_leader = 1\n").mesh.is_some());
+        assert_eq!(
+            invalid_key("[mesh]\npreferred_leader = 2\n").key,
+            "mesh.preferred_leader"
         );
     }
 

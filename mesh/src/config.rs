@@ -150,6 +150,10 @@ pub struct MeshConfig {
     /// How proposals made here while another node leads are batched on
     /// their way to it.
     pub forwarding: ForwardingLimits,
+    /// The node the leadership is handed to whenever it is caught up (see
+    /// [`crate::leadership`]); `None`: wherever elections put it. Every
+    /// node should name the same one.
+    pub preferred_leader: Option<NodeId>,
 }
 
 /// Largest `proposals_in_flight_max`. Each peer gets a QUIC stream of
@@ -195,6 +199,7 @@ impl MeshConfig {
             append_entries_max: 256,
             proposals_in_flight_max: 4096,
             forwarding: ForwardingLimits::default(),
+            preferred_leader: None,
         }
     }
 

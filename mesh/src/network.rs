@@ -21,8 +21,8 @@ use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use prost::Message;
 use vomesh_proto::mesh as pb;
@@ -360,6 +360,21 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
             }
         }
         sent
+    }
+
+    /// A leader handing over its leadership (see [`crate::leadership`]).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<MeshTypes>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<MeshTypes>, RPCError<MeshTypes>> {
+        let kind = pb::request::Kind::TransferLeader(wire::transfer_request_to_pb(&req));
+        match self.call(kind, None, option.soft_ttl()).await? {
+            pb::response::Kind::TransferLeader(resp) => {
+                Ok(wire::transfer_response_from_pb(&req, resp))
+            }
+            other => Err(unreachable(format!("unexpected response {other:?}")).into()),
+        }
     }
 }
 

@@ -32,6 +32,7 @@ use vomesh_proto::mesh as pb;
 
 use crate::config::{MeshConfig, MeshTimeouts};
 use crate::forwarder::Forwarder;
+use crate::leadership::{self, Preference};
 use crate::log_store::{LogStore, StoreOpenError};
 use crate::metrics::MetricsExporter;
 use crate::network::NetworkFactory;
@@ -179,6 +180,10 @@ pub(crate) struct Inner<S: StateMachine> {
     progress_task: tokio::task::JoinHandle<()>,
     /// Asks Raft for a snapshot when one is due.
     snapshot_task: tokio::task::JoinHandle<()>,
+    /// The site the leadership is handed to, if the operator named one.
+    preferred_leader: Option<NodeId>,
+    /// Hands the leadership to `preferred_leader` when due.
+    preference_task: Option<tokio::task::JoinHandle<()>>,
     /// When a follower last got an append or heartbeat from its leader
     /// (the node's start until then).
     pub(crate) leader_contact: std::sync::Mutex<Instant>,
@@ -262,6 +267,18 @@ impl<S: StateMachine> MeshNode<S> {
                 log_growth_percent: config.snapshot_log_growth_percent,
             },
         );
+        let preference_task = config.preferred_leader.map(|preferred| {
+            leadership::follow_preference(
+                raft.clone(),
+                Preference::new(
+                    preferred,
+                    Duration::from_millis(
+                        t.election_timeout_max_ms * leadership::HOLD_OFF_ELECTION_TIMEOUTS,
+                    ),
+                ),
+                Duration::from_millis(t.election_timeout_min_ms),
+            )
+        });
         let inner = Arc::new(Inner {
             id: config.node_id,
             raft: raft.clone(),
@@ -280,6 +297,8 @@ impl<S: StateMachine> MeshNode<S> {
             progress,
             progress_task,
             snapshot_task,
+            preferred_leader: config.preferred_leader,
+            preference_task,
             leader_contact: std::sync::Mutex::new(Instant::now()),
             client_counter: std::sync::OnceLock::new(),
             storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
@@ -420,6 +439,10 @@ impl<S: StateMachine> MeshNode<S> {
                 _ => return Err(overloaded),
             };
         loop {
+            // The leader known before this attempt: the next one waits until
+            // that changes. (The one the attempt tried may differ: a leader
+            // handing over names its successor before the successor leads.)
+            let known = self.inner.progress.leader();
             let leader = match self.write_locally(command.clone(), deadline).await? {
                 Ok(committed) => return Ok(committed),
                 Err(leader) => leader,
@@ -438,8 +461,7 @@ impl<S: StateMachine> MeshNode<S> {
             if Instant::now() >= deadline {
                 return Err(ProposeError::NoLeader(budget));
             }
-            self.wait_for_leader_change(leader.map(|(id, _)| id), deadline)
-                .await;
+            self.wait_for_leader_change(known, deadline).await;
         }
     }
 
@@ -713,12 +735,24 @@ impl<S: StateMachine> MeshNode<S> {
         }
     }
 
-    /// Stops Raft, closes the QUIC endpoint, and waits (at most the
-    /// proposal timeout) until Raft's tasks have closed the log and
-    /// snapshot files, so a process exiting afterwards has saved the
-    /// committed log id and released the log's lock. Everything written was
-    /// already fsynced at commit.
+    /// Hands the leadership over if this node leads (see
+    /// [`crate::leadership`]; at most an election timeout), stops Raft,
+    /// closes the QUIC endpoint, and waits (at most the proposal timeout)
+    /// until Raft's tasks have closed the log and snapshot files, so a
+    /// process exiting afterwards has saved the committed log id and
+    /// released the log's lock. Everything written was already fsynced at
+    /// commit.
     pub async fn shutdown(&self) {
+        if let Some(task) = &self.inner.preference_task {
+            task.abort();
+        }
+        leadership::hand_over_before_stopping(
+            &self.inner.raft,
+            &self.inner.progress,
+            self.inner.preferred_leader,
+            Duration::from_millis(self.inner.timeouts.election_timeout_max_ms),
+        )
+        .await;
         self.inner.metrics.stop();
         self.inner.progress_task.abort();
         self.inner.snapshot_task.abort();

@@ -1,5 +1,5 @@
 //! Serves the RPCs peers send to this node: Raft's own (appends, votes,
-//! snapshots), proposals and read-index requests forwarded by followers, and
+//! snapshots, leadership handovers), proposals and read-index requests forwarded by followers, and
 //! membership changes asked at another node. Every Raft message must carry
 //! the authenticated peer's own id in its vote: a node campaigns and leads
 //! only as itself.
@@ -214,6 +214,20 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                     Err(e) => unavailable(e),
                 },
             },
+            pb::request::Kind::TransferLeader(req) => {
+                if voter(&req.from_leader) != peer {
+                    return unauthenticated(peer, voter(&req.from_leader));
+                }
+                match wire::transfer_request_from_pb(req) {
+                    Err(e) => bad_request(e),
+                    Ok(req) => match raft.handle_transfer_leader(req).await {
+                        Ok(resp) => response(pb::response::Kind::TransferLeader(
+                            wire::transfer_response_to_pb(&resp),
+                        )),
+                        Err(e) => unavailable(e),
+                    },
+                }
+            }
             pb::request::Kind::Snapshot(offer) => {
                 if voter(&offer.vote) != peer {
                     return unauthenticated(peer, voter(&offer.vote));

@@ -89,6 +89,11 @@ impl Progress {
         matches!(tokio::time::timeout_at(deadline, applied).await, Ok(Ok(())))
     }
 
+    /// The leader this node knows now.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        *self.leader.borrow()
+    }
+
     /// Returns once a leader other than `known` is known, or at `deadline`.
     pub(crate) async fn leader_other_than(&self, known: Option<NodeId>, deadline: Instant) {
         let mut leader = self.leader.subscribe();

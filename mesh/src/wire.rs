@@ -7,7 +7,7 @@ use openraft::EntryPayload;
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult,
-    VoteRequest, VoteResponse,
+    TransferLeaderError, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use vomesh_proto::mesh as pb;
 
@@ -235,6 +235,65 @@ pub fn vote_response_from_pb<C: MeshTypeConfig>(
     ))
 }
 
+pub fn transfer_request_to_pb<C: MeshTypeConfig>(
+    req: &TransferLeaderRequest<C>,
+) -> pb::TransferLeaderRequest {
+    pb::TransferLeaderRequest {
+        from_leader: Some(vote_to_pb(req.from_leader())),
+        to_node_id: *req.to_node_id(),
+        last_log_id: req.last_log_id().map(log_id_to_pb),
+    }
+}
+
+pub fn transfer_request_from_pb<C: MeshTypeConfig>(
+    req: pb::TransferLeaderRequest,
+) -> Result<TransferLeaderRequest<C>, WireError> {
+    Ok(TransferLeaderRequest::new(
+        required_vote(&req.from_leader)?,
+        req.to_node_id,
+        opt_log_id_from_pb(&req.last_log_id),
+    ))
+}
+
+pub fn transfer_response_to_pb<C: MeshTypeConfig>(
+    resp: &TransferLeaderResponse<C>,
+) -> pb::TransferLeaderResponse {
+    let mut out = pb::TransferLeaderResponse::default();
+    match resp {
+        Ok(()) => {}
+        Err(TransferLeaderError::VoteChanged { actual, .. }) => {
+            out.vote_changed = Some(vote_to_pb(actual));
+        }
+        Err(TransferLeaderError::LogNotFlushed { actual, .. }) => {
+            out.log_not_flushed = Some(pb::LogIdReached {
+                flushed: actual.as_ref().map(log_id_to_pb),
+            });
+        }
+    }
+    out
+}
+
+/// The answer to `req`, whose vote and last log id are the refusal's
+/// expected values (they are not sent back).
+pub fn transfer_response_from_pb<C: MeshTypeConfig>(
+    req: &TransferLeaderRequest<C>,
+    resp: pb::TransferLeaderResponse,
+) -> TransferLeaderResponse<C> {
+    if let Some(actual) = resp.vote_changed {
+        return Err(TransferLeaderError::VoteChanged {
+            expected: *req.from_leader(),
+            actual: vote_from_pb(&actual),
+        });
+    }
+    match resp.log_not_flushed {
+        Some(reached) => Err(TransferLeaderError::LogNotFlushed {
+            expected: req.last_log_id().copied(),
+            actual: opt_log_id_from_pb(&reached.flushed),
+        }),
+        None => Ok(()),
+    }
+}
+
 pub fn snapshot_meta_to_pb(meta: &SnapshotMeta) -> Result<pb::SnapshotMeta, WireError> {
     Ok(pb::SnapshotMeta {
         last_log_id: meta.last_log_id.as_ref().map(log_id_to_pb),
@@ -370,6 +429,47 @@ mod tests {
                 result
             );
         }
+    }
+
+    #[test]
+    fn a_leadership_handover_and_every_answer_survive_a_round_trip() {
+        let leader = Vote::new_committed(4, 1);
+        let req = TransferLeaderRequest::<MeshTypes>::new(leader, 3, Some(log_id(4, 1, 80)));
+        let back = transfer_request_from_pb::<MeshTypes>(transfer_request_to_pb(&req)).unwrap();
+        assert_eq!(
+            (back.from_leader(), back.to_node_id(), back.last_log_id()),
+            (req.from_leader(), req.to_node_id(), req.last_log_id())
+        );
+        let answers: [TransferLeaderResponse<MeshTypes>; 4] = [
+            Ok(()),
+            Err(TransferLeaderError::VoteChanged {
+                expected: leader,
+                actual: Vote::new(5, 2),
+            }),
+            Err(TransferLeaderError::LogNotFlushed {
+                expected: Some(log_id(4, 1, 80)),
+                actual: Some(log_id(4, 1, 77)),
+            }),
+            Err(TransferLeaderError::LogNotFlushed {
+                expected: Some(log_id(4, 1, 80)),
+                actual: None,
+            }),
+        ];
+        for answer in answers {
+            assert_eq!(
+                transfer_response_from_pb(&req, transfer_response_to_pb(&answer)),
+                answer
+            );
+        }
+    }
+
+    #[test]
+    fn a_handover_without_the_leader_s_vote_is_rejected() {
+        let req = pb::TransferLeaderRequest::default();
+        assert!(matches!(
+            transfer_request_from_pb::<MeshTypes>(req),
+            Err(WireError::Missing("vote"))
+        ));
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn mesh_config(config: &Config) -> anyhow::Result<NodeMeshConfig> {
         batch_bytes_max: mesh.forward_batch_bytes_max,
         coalesce_yields: mesh.forward_coalesce_yields,
     };
+    node.preferred_leader = mesh.preferred_leader;
     node.proposals_in_flight_max = config.pubsub.max_inflight_proposals;
     // A command carries at most one payload or stanza, plus its envelope;
     // appends of `append_entries_max` such commands must fit one frame.

@@ -1,0 +1,268 @@
+//! Where the leadership goes, beyond what elections decide: a leader that
+//! stops hands it over first, and a leader that is not the operator's
+//! preferred site hands it there once that site has caught up.
+//!
+//! Both use openraft's leadership transfer: the leader stops taking
+//! proposals, tells every voter, and the chosen one campaigns as soon as
+//! its log holds the leader's last entry, with no election timeout to wait
+//! for. Proposals the old leader had already appended commit under the new
+//! one and are answered as before; new ones are sent to the new leader.
+//!
+//! - **Stopping.** Without a handover a stopped leader is noticed only when
+//!   its heartbeats are missed for an election timeout (1–2 s on a LAN,
+//!   3–6 s with `network = "wan"`), and every publish in the mesh waits
+//!   that long. A rolling restart would pause publishing once per site.
+//! - **A preferred site.** A publish made at a follower site is forwarded to
+//!   the leader: one more crossing of the network for its payload and, for
+//!   the publisher, one more round trip between sites before the
+//!   acknowledgement. Where most events enter the mesh at one site (the one
+//!   nearest the instruments' alert streams), `preferred_leader` keeps the
+//!   leadership there. As Kafka's preferred-replica election does, the leader
+//!   hands it over only once the preferred site is caught up, and not again
+//!   for a while after each attempt, so a site with a flapping link is not
+//!   handed the leadership over and over.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::RaftMetrics;
+use openraft::async_runtime::watch::WatchReceiver;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::progress::Progress;
+use crate::types::{MeshTypes, NodeId, Raft, StateMachine};
+
+/// How far behind the leader's log (in entries) a voter may be and still
+/// be handed the leadership: about one append. A voter further behind
+/// would first have to receive the rest, while no proposal is taken.
+pub(crate) const CAUGHT_UP_ENTRIES: u64 = 256;
+
+/// The hold-off between two handovers to the preferred site, in election
+/// timeouts (the longest): 20 s with the LAN timing, 60 s with the WAN's.
+pub(crate) const HOLD_OFF_ELECTION_TIMEOUTS: u64 = 10;
+
+/// The voters as the leader sees them, from openraft's metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Voters {
+    /// The index of the leader's last log entry.
+    pub(crate) last_log_index: u64,
+    /// The other voters, each with the last index it has stored (`None`:
+    /// nothing known yet).
+    pub(crate) matched: BTreeMap<NodeId, Option<u64>>,
+}
+
+impl Voters {
+    /// What `metrics` says of the voters, if this node is their leader.
+    pub(crate) fn led_by_me(metrics: &RaftMetrics<MeshTypes>) -> Option<Self> {
+        if metrics.current_leader != Some(metrics.id) {
+            return None;
+        }
+        let replication = metrics.replication.as_ref()?;
+        let matched = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != metrics.id)
+            .map(|id| {
+                let index = replication.get(&id).cloned().flatten().map(|l| l.index);
+                (id, index)
+            })
+            .collect();
+        Some(Self {
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            matched,
+        })
+    }
+
+    /// Whether `voter` is one, and has stored all but the last
+    /// [`CAUGHT_UP_ENTRIES`] of the leader's log.
+    pub(crate) fn caught_up(&self, voter: NodeId) -> bool {
+        matches!(
+            self.matched.get(&voter),
+            Some(Some(index)) if index + CAUGHT_UP_ENTRIES >= self.last_log_index
+        )
+    }
+
+    /// The voter to hand the leadership to when this leader stops: one of
+    /// those that have stored the most (`preferred` among them if it is,
+    /// else the lowest id), and only if it is caught up. `None`: nobody can
+    /// take over at once, and an election will follow the stop as usual.
+    pub(crate) fn successor(&self, preferred: Option<NodeId>) -> Option<NodeId> {
+        let most = self.matched.values().flatten().max()?;
+        let best = |id: &NodeId| self.matched.get(id) == Some(&Some(*most));
+        let chosen = preferred
+            .filter(best)
+            .or_else(|| self.matched.keys().copied().find(best))?;
+        self.caught_up(chosen).then_some(chosen)
+    }
+}
+
+/// When the leader hands its leadership to the preferred site: once that
+/// site has been caught up at two checks in a row, and not again within
+/// `hold_off` of the last attempt.
+#[derive(Debug)]
+pub(crate) struct Preference {
+    pub(crate) preferred: NodeId,
+    hold_off: Duration,
+    caught_up_before: bool,
+    last_attempt: Option<Instant>,
+}
+
+impl Preference {
+    pub(crate) fn new(preferred: NodeId, hold_off: Duration) -> Self {
+        Self {
+            preferred,
+            hold_off,
+            caught_up_before: false,
+            last_attempt: None,
+        }
+    }
+
+    /// Called at each check with what the leader sees (`None`: this node
+    /// does not lead); true when the handover is due now, which counts as
+    /// an attempt.
+    pub(crate) fn due(&mut self, voters: Option<&Voters>, now: Instant) -> bool {
+        let caught_up = voters.is_some_and(|v| v.caught_up(self.preferred));
+        let steady = caught_up && self.caught_up_before;
+        self.caught_up_before = caught_up;
+        let rested = self
+            .last_attempt
+            .is_none_or(|last| now.duration_since(last) >= self.hold_off);
+        if steady && rested {
+            self.last_attempt = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+/// Counts a handover and says so in the log.
+fn record_handover(to: NodeId, reason: &'static str) {
+    metrics::counter!("vomesh_raft_leadership_handovers_total", "reason" => reason).increment(1);
+    tracing::info!(to, reason, "mesh: handing the leadership over");
+}
+
+/// If this node leads, hands the leadership to the best successor and
+/// waits (at most `budget`) until another leader is known. Returns it.
+pub(crate) async fn hand_over_before_stopping<S: StateMachine>(
+    raft: &Raft<S>,
+    progress: &Progress,
+    preferred: Option<NodeId>,
+    budget: Duration,
+) -> Option<NodeId> {
+    let voters = Voters::led_by_me(&raft.metrics().borrow_watched().clone())?;
+    let Some(to) = voters.successor(preferred) else {
+        tracing::info!("mesh: no caught-up voter to hand the leadership to before stopping");
+        return None;
+    };
+    record_handover(to, "stopping");
+    raft.trigger().transfer_leader(to).await.ok()?;
+    let me = raft.metrics().borrow_watched().id;
+    progress
+        .leader_other_than(Some(me), Instant::now() + budget)
+        .await;
+    let leader = progress.leader().filter(|leader| *leader != me);
+    match leader {
+        Some(leader) => tracing::info!(leader, "mesh: leadership handed over"),
+        None => tracing::warn!(?budget, "mesh: no new leader after the handover"),
+    }
+    leader
+}
+
+/// Hands the leadership to `preference.preferred` whenever it is due (see
+/// [`Preference`]), checking every `interval`; ends when Raft stops (or
+/// when aborted).
+pub(crate) fn follow_preference<S: StateMachine>(
+    raft: Raft<S>,
+    mut preference: Preference,
+    interval: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let voters = Voters::led_by_me(&raft.metrics().borrow_watched().clone());
+            if preference.due(voters.as_ref(), Instant::now()) {
+                record_handover(preference.preferred, "preferred");
+                if raft
+                    .trigger()
+                    .transfer_leader(preference.preferred)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voters(last_log_index: u64, matched: &[(NodeId, Option<u64>)]) -> Voters {
+        Voters {
+            last_log_index,
+            matched: matched.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn the_successor_is_the_voter_that_stored_the_most() {
+        let v = voters(1_000, &[(2, Some(990)), (3, Some(1_000))]);
+        assert_eq!(v.successor(None), Some(3));
+        // The preferred one only if it is among those that stored the most.
+        assert_eq!(v.successor(Some(2)), Some(3));
+        let tie = voters(1_000, &[(2, Some(1_000)), (3, Some(1_000))]);
+        assert_eq!(tie.successor(None), Some(2));
+        assert_eq!(tie.successor(Some(3)), Some(3));
+    }
+
+    #[test]
+    fn nobody_takes_over_unless_caught_up() {
+        let behind = voters(10_000, &[(2, Some(9_000)), (3, None)]);
+        assert_eq!(behind.successor(None), None);
+        assert_eq!(voters(10_000, &[(2, None)]).successor(None), None);
+        assert_eq!(voters(10_000, &[]).successor(None), None);
+        let just = voters(10_000, &[(2, Some(10_000 - CAUGHT_UP_ENTRIES))]);
+        assert_eq!(just.successor(None), Some(2));
+    }
+
+    #[test]
+    fn the_preferred_site_is_handed_the_leadership_once_steadily_caught_up() {
+        let hold_off = Duration::from_secs(20);
+        let mut preference = Preference::new(3, hold_off);
+        let ready = voters(500, &[(2, Some(500)), (3, Some(499))]);
+        let lagging = voters(5_000, &[(2, Some(5_000)), (3, Some(500))]);
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+
+        // Caught up at one check is not yet steady.
+        assert!(!preference.due(Some(&ready), at(0)));
+        assert!(!preference.due(Some(&lagging), at(1)));
+        assert!(!preference.due(Some(&ready), at(2)));
+        assert!(preference.due(Some(&ready), at(3)));
+        // Held off after an attempt, whatever the checks say…
+        assert!(!preference.due(Some(&ready), at(4)));
+        assert!(!preference.due(Some(&ready), at(22)));
+        // …until the hold-off has passed.
+        assert!(preference.due(Some(&ready), at(23)));
+    }
+
+    #[test]
+    fn a_node_that_does_not_lead_hands_nothing_over() {
+        let mut preference = Preference::new(3, Duration::ZERO);
+        let start = Instant::now();
+        for secs in 0..5 {
+            assert!(!preference.due(None, start + Duration::from_secs(secs)));
+        }
+        // Nor does a preference for a node that is not a voter.
+        let without_3 = voters(10, &[(2, Some(10))]);
+        for secs in 5..10 {
+            assert!(!preference.due(Some(&without_3), start + Duration::from_secs(secs)));
+        }
+    }
+}
