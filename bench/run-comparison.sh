@@ -21,14 +21,16 @@
 # log without an fsync per change: its publishes are not durable when
 # acknowledged, an advantage vomesh does not take.
 #
-# Environment: TARGETS (default "vomesh vomesh-mesh3 prosody ejabberd"),
+# Environment: TARGETS (default "vomesh vomesh-mesh3 vomesh-mesh3-preferred
+# prosody ejabberd"; vomesh-mesh3's publishers are at a follower site,
+# vomesh-mesh3-preferred's at the site named `preferred_leader`),
 # SESSIONS (10000), ACCOUNTS (100), OUT (bench/results), BENCH_ARGS (more
 # xmpp_bench options; default "--phase-timeout 300", which bounds the logins
 # and the subscriptions of a slow server), CARGO_TARGET_DIR.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-TARGETS=${TARGETS:-"vomesh vomesh-mesh3 prosody ejabberd"}
+TARGETS=${TARGETS:-"vomesh vomesh-mesh3 vomesh-mesh3-preferred prosody ejabberd"}
 SESSIONS=${SESSIONS:-10000}
 ACCOUNTS=${ACCOUNTS:-100}
 OUT=${OUT:-bench/results}
@@ -130,6 +132,12 @@ run_vomesh_mesh() {
     say "vomesh, three sites on loopback"
     VOMESH_BIN="$TARGET_DIR/release/vomesh" bench run --target vomesh-mesh --label vomesh-mesh3 \
         --out "$OUT/vomesh-mesh3.json" $(run_args)
+}
+
+run_vomesh_mesh_preferred() {
+    say "vomesh, three sites on loopback, the publishers' site preferred as leader"
+    VOMESH_BIN="$TARGET_DIR/release/vomesh" bench run --target vomesh-mesh-preferred \
+        --label vomesh-mesh3-preferred --out "$OUT/vomesh-mesh3-preferred.json" $(run_args)
 }
 
 # ----------------------------------------------------------------- Prosody
@@ -280,6 +288,7 @@ for target in $TARGETS; do
     case $target in
         vomesh) run_vomesh ;;
         vomesh-mesh3) run_vomesh_mesh ;;
+        vomesh-mesh3-preferred) run_vomesh_mesh_preferred ;;
         prosody) run_prosody ;;
         ejabberd) run_ejabberd ;;
         *) echo "unknown target $target" >&2; exit 2 ;;
@@ -287,7 +296,7 @@ for target in $TARGETS; do
 done
 say "comparison (ratios vomesh / peer; ✓ where vomesh is better)"
 reports=()
-for target in vomesh vomesh-mesh3 prosody ejabberd; do
+for target in vomesh vomesh-mesh3 vomesh-mesh3-preferred prosody ejabberd; do
     if [ -f "$OUT/$target.json" ]; then reports+=("$OUT/$target.json"); fi
 done
 if [ -f "$OUT/vomesh.json" ]; then

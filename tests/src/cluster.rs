@@ -140,6 +140,20 @@ impl TestCluster {
         }
     }
 
+    /// Waits until every running node agrees that node `index` (in
+    /// `nodes`) leads; returns how long that took.
+    pub fn wait_for_leader_at(&self, index: usize, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        while self.wait_for_leader(timeout) != index {
+            assert!(
+                started.elapsed() < timeout,
+                "node {index} does not lead within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    }
+
     /// Prepares (does not start) one more node with a certificate from the
     /// cluster CA, configured with the current members plus itself, so it
     /// waits to be added (`vomesh cluster add`) instead of forming a cluster

@@ -50,19 +50,6 @@ fn longest_silence(workload: &Workload, from_ms: u64) -> Duration {
     Duration::from_millis(longest.unwrap_or(0))
 }
 
-/// Waits until the agreed leader is `site`.
-fn wait_for_leader_at(cluster: &TestCluster, site: usize, timeout: Duration) -> Duration {
-    let started = Instant::now();
-    while cluster.wait_for_leader(RECOVERY_TIMEOUT) != site {
-        assert!(
-            started.elapsed() < timeout,
-            "site {site} does not lead within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    started.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_stopped_by_its_operator_hands_over_without_an_election_timeout() {
     let _serial = SERIAL.lock().await;
@@ -138,7 +125,7 @@ async fn the_preferred_site_leads_and_takes_the_leadership_back_after_a_crash() 
     let settings = format!("{}preferred_leader = {}\n", mesh_settings(), PREFERRED + 1);
     let mut cluster = TestCluster::start_with(3, &settings);
     let took = tokio::task::block_in_place(|| {
-        wait_for_leader_at(&cluster, PREFERRED, Duration::from_secs(15))
+        cluster.wait_for_leader_at(PREFERRED, Duration::from_secs(15))
     });
     eprintln!("the preferred site leads {took:?} after the cluster agreed on a first leader");
     set_up(&cluster).await;
@@ -179,7 +166,7 @@ async fn the_preferred_site_leads_and_takes_the_leadership_back_after_a_crash() 
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     tokio::task::block_in_place(|| cluster.nodes[PREFERRED].restart());
     let back = tokio::task::block_in_place(|| {
-        wait_for_leader_at(&cluster, PREFERRED, Duration::from_secs(20))
+        cluster.wait_for_leader_at(PREFERRED, Duration::from_secs(20))
     });
     eprintln!(
         "site {interim} led meanwhile; the restarted preferred site leads again {back:?} after its restart"

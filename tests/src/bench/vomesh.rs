@@ -67,26 +67,53 @@ pub fn single_node(
     (Running::Node(node), target)
 }
 
+/// Where a mesh's publishers connect (the first listener of the target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishersAt {
+    /// A follower site: every publish is forwarded to the leader.
+    Follower,
+    /// The site named `preferred_leader` at every site, which leads by the
+    /// time the run starts.
+    PreferredLeader,
+}
+
 /// `sites` nodes in one mesh (default `[mesh]` timing, fsync on every log
-/// append). Sessions are spread over the sites; the publisher's site, the
-/// first listener, is a follower, so every publish is forwarded to the
-/// leader, committed by a majority and applied at each site.
+/// append). Sessions are spread over the sites; every publish is committed
+/// by a majority and applied at each site.
 pub fn mesh(
     label: &str,
     sites: usize,
+    publishers_at: PublishersAt,
     accounts: &[String],
     publisher: &str,
     password: &str,
     worker_threads: Option<usize>,
 ) -> (Running, Target) {
-    let cluster =
-        TestCluster::start_custom(sites, "", Box::new(move |_| site_options(worker_threads)));
+    // Node 1, the first site, is the preferred one.
+    let settings = match publishers_at {
+        PublishersAt::Follower => "",
+        PublishersAt::PreferredLeader => "preferred_leader = 1\n",
+    };
+    let cluster = TestCluster::start_custom(
+        sites,
+        settings,
+        Box::new(move |_| site_options(worker_threads)),
+    );
     for localpart in accounts.iter().map(String::as_str).chain([publisher]) {
         cluster.add_user(localpart, password);
     }
     let leader = cluster.wait_for_leader(Duration::from_secs(30));
-    let mut order: Vec<usize> = (0..sites).filter(|&i| i != leader).collect();
-    order.push(leader);
+    let order: Vec<usize> = match publishers_at {
+        PublishersAt::Follower => {
+            let mut order: Vec<usize> = (0..sites).filter(|&i| i != leader).collect();
+            order.push(leader);
+            order
+        }
+        PublishersAt::PreferredLeader => {
+            cluster.wait_for_leader_at(0, Duration::from_secs(30));
+            (0..sites).collect()
+        }
+    };
     let target = Target {
         label: label.to_owned(),
         servers: order

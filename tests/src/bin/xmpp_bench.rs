@@ -31,6 +31,7 @@ use vomesh_tests::bench::figures::{Report, comparison_table};
 use vomesh_tests::bench::scenarios::{self, Plan};
 use vomesh_tests::bench::target::Target;
 use vomesh_tests::bench::vomesh;
+use vomesh_tests::bench::vomesh::PublishersAt;
 use vomesh_tests::measure::{build_profile, ensure_fd_limit};
 use vomesh_tests::pubsub::{read_xml, sample};
 
@@ -67,8 +68,11 @@ enum Command {
 enum TargetKind {
     /// Start one vomesh node here.
     Vomesh,
-    /// Start a 3-site vomesh mesh on loopback here.
+    /// Start a 3-site vomesh mesh on loopback here; the publishers' site
+    /// is a follower, which forwards every publish to the leader.
     VomeshMesh,
+    /// The same mesh with the publishers' site as its `preferred_leader`.
+    VomeshMeshPreferred,
     /// A server already running (accounts created beforehand).
     External,
 }
@@ -243,6 +247,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let default_label = match args.target {
         TargetKind::Vomesh => "vomesh",
         TargetKind::VomeshMesh => "vomesh-mesh3",
+        TargetKind::VomeshMeshPreferred => "vomesh-mesh3-preferred",
         TargetKind::External => "external",
     };
     let label = args.label.clone().unwrap_or_else(|| default_label.into());
@@ -263,10 +268,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             );
             (Some(running), target)
         }
-        TargetKind::VomeshMesh => {
+        TargetKind::VomeshMesh | TargetKind::VomeshMeshPreferred => {
+            let publishers_at = match args.target {
+                TargetKind::VomeshMeshPreferred => PublishersAt::PreferredLeader,
+                _ => PublishersAt::Follower,
+            };
             let (running, target) = vomesh::mesh(
                 &label,
                 3,
+                publishers_at,
                 &accounts,
                 &args.publisher,
                 &args.password,
