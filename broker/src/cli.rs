@@ -149,6 +149,13 @@ pub enum ClusterCommand {
         #[command(flatten)]
         admin: AdminTarget,
     },
+    /// Hand the leadership to voter ID (ask the leader's site); returns once
+    /// ID leads.
+    TransferLeader {
+        id: u64,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
 }
 
 /// Which node's admin API an admin command talks to.
@@ -280,6 +287,8 @@ pub enum AdminError {
     MembershipConflict(String),
     #[error("the node cannot change membership now: {0}")]
     Unavailable(String),
+    #[error("leadership not handed over: {0}")]
+    Handover(String),
     #[error("admin API rejected the request: {0}")]
     Rejected(String),
     #[error("unexpected answer from admin API at {url}: {detail}")]
@@ -311,6 +320,7 @@ pub enum AdminError {
 /// | `GET /api/status` | 200 [`NodeStatus`] | |
 /// | `POST /api/cluster/members` `{"id": 4, "address": "host:port"}` | 200 once the node was added as a learner, caught up, and promoted to voter | 400 invalid id or address; 409 the change conflicts with the membership (e.g. the id is taken); 503 the node cannot change membership now (no leader, a change in progress) |
 /// | `DELETE /api/cluster/members/{id}` | 200 | 404 no such member; 409, 503 as above |
+/// | `POST /api/cluster/leader` `{"id": 2}` | 200 `{"leader": 2}` once node 2 leads | 404 not a voter; 409 node 2 has not caught up; 503 this node does not lead, or node 2 did not take over within an election timeout |
 ///
 /// A status answer looks like this (`lag`: entries the member is behind
 /// the leader's log; `null` when the answering node is not the leader and
@@ -474,6 +484,24 @@ impl AdminClient {
         match response.status().as_u16() {
             200 => Ok(()),
             _ => Err(self.membership_failure(&url, response, id)),
+        }
+    }
+
+    pub fn transfer_leader(&self, id: u64) -> Result<(), AdminError> {
+        let url = self.url("/api/cluster/leader");
+        let response = self
+            .authorised(self.agent.post(&url))
+            .send_json(serde_json::json!({ "id": id }))
+            .map_err(|err| self.unreachable(err))?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            _ => match error_answer(response) {
+                (404, _) => Err(AdminError::UnknownMember(id)),
+                (409 | 503, message) => Err(AdminError::Handover(
+                    message.unwrap_or_else(|| "no reason given".to_owned()),
+                )),
+                (status, message) => Err(self.classify(&url, status, message)),
+            },
         }
     }
 
@@ -768,6 +796,15 @@ mod tests {
         ));
         let message = parse_error(&["vomesh", "cluster", "remove", "four"]);
         assert!(message.contains("four"), "{message}");
+    }
+
+    #[test]
+    fn cluster_transfer_leader_takes_an_id() {
+        let cli = parse(&["vomesh", "cluster", "transfer-leader", "2"]);
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(ClusterCommand::TransferLeader { id: 2, .. })
+        ));
     }
 
     #[test]

@@ -187,6 +187,10 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             AdminClient::new(admin.resolve()?).remove_member(id)?;
             println!("removed node {id}");
         }
+        ClusterCommand::TransferLeader { id, admin } => {
+            AdminClient::new(admin.resolve()?).transfer_leader(id)?;
+            println!("node {id} leads");
+        }
     }
     Ok(())
 }

@@ -12,6 +12,9 @@
 //!   its heartbeats are missed for an election timeout (1–2 s on a LAN,
 //!   3–6 s with `network = "wan"`), and every publish in the mesh waits
 //!   that long. A rolling restart would pause publishing once per site.
+//! - **An operator's request** (`vomesh cluster transfer-leader ID`, at the
+//!   leader's site): before maintenance of the leader's site, or to move
+//!   the leadership near the publishers by hand.
 //! - **A preferred site.** A publish made at a follower site is forwarded to
 //!   the leader: one more crossing of the network for its payload and, for
 //!   the publisher, one more round trip between sites before the
@@ -30,8 +33,35 @@ use openraft::async_runtime::watch::WatchReceiver;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::node::MeshNode;
 use crate::progress::Progress;
 use crate::types::{MeshTypes, NodeId, Raft, StateMachine};
+
+/// Why the leadership was not handed over as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error("this node does not lead (leader: {leader:?}); ask at the leader's site")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("node {0} is not a voter")]
+    NotAVoter(NodeId),
+    #[error(
+        "node {node} has stored the leader's log up to {matched:?} of {last}; \
+         retry once it has caught up"
+    )]
+    Behind {
+        node: NodeId,
+        matched: Option<u64>,
+        last: u64,
+    },
+    #[error("node {node} did not take the leadership within {waited:?} (leader now: {leader:?})")]
+    NotTaken {
+        node: NodeId,
+        waited: Duration,
+        leader: Option<NodeId>,
+    },
+    #[error("mesh is shutting down")]
+    ShuttingDown,
+}
 
 /// How far behind the leader's log (in entries) a voter may be and still
 /// be handed the leadership: about one append. A voter further behind
@@ -168,6 +198,51 @@ pub(crate) async fn hand_over_before_stopping<S: StateMachine>(
         None => tracing::warn!(?budget, "mesh: no new leader after the handover"),
     }
     leader
+}
+
+impl<S: StateMachine> MeshNode<S> {
+    /// Hands the leadership to voter `to`, if this node leads and `to` has
+    /// caught up, and returns once `to` leads (at most an election timeout
+    /// later). Asking for the current leader succeeds at once.
+    pub async fn hand_leadership_to(&self, to: NodeId) -> Result<(), HandoverError> {
+        let raft = &self.inner.raft;
+        let metrics = raft.metrics().borrow_watched().clone();
+        if metrics.current_leader == Some(to) {
+            return Ok(());
+        }
+        let voters = Voters::led_by_me(&metrics).ok_or(HandoverError::NotLeader {
+            leader: metrics.current_leader,
+        })?;
+        let matched = *voters
+            .matched
+            .get(&to)
+            .ok_or(HandoverError::NotAVoter(to))?;
+        if !voters.caught_up(to) {
+            return Err(HandoverError::Behind {
+                node: to,
+                matched,
+                last: voters.last_log_index,
+            });
+        }
+        record_handover(to, "requested");
+        raft.trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|_| HandoverError::ShuttingDown)?;
+        let waited = Duration::from_millis(self.inner.timeouts.election_timeout_max_ms);
+        let progress = &self.inner.progress;
+        progress
+            .leader_other_than(Some(metrics.id), Instant::now() + waited)
+            .await;
+        match progress.leader() {
+            Some(leader) if leader == to => Ok(()),
+            leader => Err(HandoverError::NotTaken {
+                node: to,
+                waited,
+                leader,
+            }),
+        }
+    }
 }
 
 /// Hands the leadership to `preference.preferred` whenever it is due (see

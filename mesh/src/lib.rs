@@ -117,7 +117,7 @@
 pub mod certs;
 pub mod config;
 mod forwarder;
-mod leadership;
+pub mod leadership;
 mod legacy_log;
 mod log_files;
 mod log_meta;

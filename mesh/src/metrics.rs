@@ -27,7 +27,9 @@
 //! `vomesh_raft_log_reads_total{result}` (`hit`: from the entries cached in
 //! memory, `miss`: from disk); snapshots are counted where they happen:
 //! `vomesh_raft_snapshots_built_total`, `_installed_total`,
-//! `_sent_total{peer,outcome}`, and `vomesh_raft_snapshot_bytes`.
+//! `_sent_total{peer,outcome}`, and `vomesh_raft_snapshot_bytes`; the
+//! leadership handovers a leader starts, in
+//! `vomesh_raft_leadership_handovers_total{reason}` ([`crate::leadership`]).
 //!
 //! The watch task also logs, once each, the changes an operator reads a log
 //! for: election won or lost, leadership lost, a new leader followed, and

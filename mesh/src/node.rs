@@ -176,7 +176,7 @@ pub(crate) struct Inner<S: StateMachine> {
     metrics: MetricsExporter,
     /// The applied index and known leader, for proposals and reads waiting
     /// on them; its task follows Raft's metrics.
-    progress: Arc<Progress>,
+    pub(crate) progress: Arc<Progress>,
     progress_task: tokio::task::JoinHandle<()>,
     /// Asks Raft for a snapshot when one is due.
     snapshot_task: tokio::task::JoinHandle<()>,

@@ -187,3 +187,50 @@ async fn the_preferred_site_leads_and_takes_the_leadership_back_after_a_crash() 
     workload.stop_subscribers();
     audit(&cluster, &workload, "preferred leader").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_moves_the_leadership_at_the_leader_s_site() {
+    let _serial = SERIAL.lock().await;
+    let cluster = TestCluster::start_with(3, &mesh_settings());
+    let leader = cluster.wait_for_leader(RECOVERY_TIMEOUT);
+    let to = followers(&cluster, leader)[0];
+    let to_id = (to + 1).to_string();
+
+    // Asked elsewhere: refused, naming the leader.
+    let (status, _, stderr) = tokio::task::block_in_place(|| {
+        cluster.nodes[to].cli(&["cluster", "transfer-leader", &to_id])
+    });
+    assert!(!status.success(), "a follower does not hand over");
+    assert!(
+        stderr.contains("does not lead") && stderr.contains(&format!("Some({})", leader + 1)),
+        "{stderr}"
+    );
+    // Not a member.
+    let (status, _, stderr) = tokio::task::block_in_place(|| {
+        cluster.nodes[leader].cli(&["cluster", "transfer-leader", "9"])
+    });
+    assert!(!status.success());
+    assert!(stderr.contains("no cluster member 9"), "{stderr}");
+
+    let asked = Instant::now();
+    let (status, stdout, stderr) = tokio::task::block_in_place(|| {
+        cluster.nodes[leader].cli(&["cluster", "transfer-leader", &to_id])
+    });
+    let took = asked.elapsed();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), format!("node {to_id} leads"));
+    eprintln!("the leadership moved from site {leader} to site {to} in {took:?} (CLI included)");
+    assert_eq!(cluster.wait_for_leader(RECOVERY_TIMEOUT), to);
+    // Asking for the leader it already has is no error.
+    let (status, _, stderr) = tokio::task::block_in_place(|| {
+        cluster.nodes[leader].cli(&["cluster", "transfer-leader", &to_id])
+    });
+    assert!(status.success(), "{stderr}");
+
+    // The mesh commits under its new leader.
+    set_up(&cluster).await;
+    let config = client_config(&cluster.nodes[leader], "alice", "wonderland", "after");
+    let mut client = Client::connect(&config).await.expect("alice logs in");
+    let (outcome, _) = vomesh_tests::workload::publish(&mut client, "after-move").await;
+    assert_eq!(outcome, Outcome::Acknowledged);
+}

@@ -10,6 +10,10 @@
 //! - `POST /api/cluster/members` `{"id": 4, "address": "host:port"}` → 200
 //!   once the node was added as a learner, caught up and made a voter
 //! - `DELETE /api/cluster/members/{id}` → 200; 404 when not a member
+//! - `POST /api/cluster/leader` `{"id": 2}` → 200 `{"leader": 2}` once node
+//!   2 leads (asked at the leader's site); 404 when not a voter; 409 when it
+//!   has not caught up; 503 when this node does not lead, or node 2 did not
+//!   take over within an election timeout
 //!
 //! Account changes are commands replicated to every site; they are
 //! answered once committed and applied at this site.
@@ -23,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use vomesh_mesh::leadership::HandoverError;
 use vomesh_mesh::membership::MembershipError;
 use vomesh_mesh::node::{NodeStatus, ProposeError, Role};
 
@@ -51,6 +56,7 @@ pub fn router(
         .route("/status", get(status))
         .route("/cluster/members", post(add_member))
         .route("/cluster/members/{id}", delete(remove_member))
+        .route("/cluster/leader", post(hand_leadership))
         .with_state(ApiState {
             broker,
             router: stanza_router,
@@ -312,6 +318,27 @@ async fn remove_member(State(state): State<ApiState>, Path(id): Path<u64>) -> Re
     match state.broker.mesh().remove_member(id).await {
         Ok(()) => Json(serde_json::json!({ "removed": id })).into_response(),
         Err(e) => membership_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewLeader {
+    id: u64,
+}
+
+async fn hand_leadership(State(state): State<ApiState>, Json(to): Json<NewLeader>) -> Response {
+    match state.broker.mesh().hand_leadership_to(to.id).await {
+        Ok(()) => Json(serde_json::json!({ "leader": to.id })).into_response(),
+        Err(e) => {
+            let status = match e {
+                HandoverError::NotAVoter(_) => StatusCode::NOT_FOUND,
+                HandoverError::Behind { .. } => StatusCode::CONFLICT,
+                HandoverError::NotLeader { .. }
+                | HandoverError::NotTaken { .. }
+                | HandoverError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, &e.to_string())
+        }
     }
 }
 
