@@ -26,6 +26,7 @@
 //!   handed the leadership over and over.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::RaftMetrics;
@@ -34,7 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::node::MeshNode;
-use crate::progress::Progress;
+use crate::transport::Transport;
 use crate::types::{MeshTypes, NodeId, Raft, StateMachine};
 
 /// Why the leadership was not handed over as asked.
@@ -78,31 +79,51 @@ pub(crate) struct Voters {
     /// The index of the leader's last log entry.
     pub(crate) last_log_index: u64,
     /// The other voters, each with the last index it has stored (`None`:
-    /// nothing known yet).
+    /// nothing known yet, or nothing heard from it lately).
     pub(crate) matched: BTreeMap<NodeId, Option<u64>>,
 }
 
 impl Voters {
-    /// What `metrics` says of the voters, if this node is their leader.
-    pub(crate) fn led_by_me(metrics: &RaftMetrics<MeshTypes>) -> Option<Self> {
+    /// What `metrics` says of the voters, if this node is their leader,
+    /// with whether each is `reachable` (see [`Voters::new`]).
+    pub(crate) fn led_by_me(
+        metrics: &RaftMetrics<MeshTypes>,
+        reachable: impl Fn(NodeId) -> bool,
+    ) -> Option<Self> {
         if metrics.current_leader != Some(metrics.id) {
             return None;
         }
         let replication = metrics.replication.as_ref()?;
-        let matched = metrics
+        let voters = metrics
             .membership_config
             .membership()
             .voter_ids()
             .filter(|id| *id != metrics.id)
             .map(|id| {
-                let index = replication.get(&id).cloned().flatten().map(|l| l.index);
-                (id, index)
-            })
+                let matched = replication.get(&id).cloned().flatten().map(|l| l.index);
+                (id, matched, reachable(id))
+            });
+        Some(Self::new(metrics.last_log_index.unwrap_or(0), voters))
+    }
+
+    /// The voters, each as (id, last index stored, whether the last
+    /// exchange with it got through). One not reachable counts as having
+    /// stored nothing: what the leader last knew of it may be a site that
+    /// has just stopped, which would otherwise be handed the leadership (a
+    /// stopped preferred site, its log as long as the leader's while
+    /// nothing is published).
+    pub(crate) fn new(
+        last_log_index: u64,
+        voters: impl IntoIterator<Item = (NodeId, Option<u64>, bool)>,
+    ) -> Self {
+        let matched = voters
+            .into_iter()
+            .map(|(id, matched, reachable)| (id, matched.filter(|_| reachable)))
             .collect();
-        Some(Self {
-            last_log_index: metrics.last_log_index.unwrap_or(0),
+        Self {
+            last_log_index,
             matched,
-        })
+        }
     }
 
     /// Whether `voter` is one, and has stored all but the last
@@ -173,46 +194,51 @@ fn record_handover(to: NodeId, reason: &'static str) {
     tracing::info!(to, reason, "mesh: handing the leadership over");
 }
 
-/// If this node leads, hands the leadership to the best successor and
-/// waits (at most `budget`) until another leader is known. Returns it.
-pub(crate) async fn hand_over_before_stopping<S: StateMachine>(
-    raft: &Raft<S>,
-    progress: &Progress,
-    preferred: Option<NodeId>,
-    budget: Duration,
-) -> Option<NodeId> {
-    let voters = Voters::led_by_me(&raft.metrics().borrow_watched().clone())?;
-    let Some(to) = voters.successor(preferred) else {
-        tracing::info!("mesh: no caught-up voter to hand the leadership to before stopping");
-        return None;
-    };
-    record_handover(to, "stopping");
-    raft.trigger().transfer_leader(to).await.ok()?;
-    let me = raft.metrics().borrow_watched().id;
-    progress
-        .leader_other_than(Some(me), Instant::now() + budget)
-        .await;
-    let leader = progress.leader().filter(|leader| *leader != me);
-    match leader {
-        Some(leader) => tracing::info!(leader, "mesh: leadership handed over"),
-        None => tracing::warn!(?budget, "mesh: no new leader after the handover"),
-    }
-    leader
-}
-
 impl<S: StateMachine> MeshNode<S> {
+    /// The voters, if this node leads them.
+    fn voters_led(&self) -> Option<Voters> {
+        let transport = &self.inner.transport;
+        Voters::led_by_me(&self.inner.raft.metrics().borrow_watched(), |id| {
+            transport.is_reachable(id)
+        })
+    }
+
+    /// If this node leads, hands the leadership to the best successor and
+    /// waits (at most an election timeout) until another leader is known.
+    /// Returns it.
+    pub(crate) async fn hand_over_before_stopping(&self) -> Option<NodeId> {
+        let voters = self.voters_led()?;
+        let Some(to) = voters.successor(self.inner.preferred_leader) else {
+            tracing::info!("mesh: no caught-up voter to hand the leadership to before stopping");
+            return None;
+        };
+        record_handover(to, "stopping");
+        self.inner.raft.trigger().transfer_leader(to).await.ok()?;
+        let budget = Duration::from_millis(self.inner.timeouts.election_timeout_max_ms);
+        let progress = &self.inner.progress;
+        progress
+            .leader_other_than(Some(self.inner.id), Instant::now() + budget)
+            .await;
+        let leader = progress.leader().filter(|leader| *leader != self.inner.id);
+        match leader {
+            Some(leader) => tracing::info!(leader, "mesh: leadership handed over"),
+            None => tracing::warn!(?budget, "mesh: no new leader after the handover"),
+        }
+        leader
+    }
+
     /// Hands the leadership to voter `to`, if this node leads and `to` has
     /// caught up, and returns once `to` leads (at most an election timeout
     /// later). Asking for the current leader succeeds at once.
     pub async fn hand_leadership_to(&self, to: NodeId) -> Result<(), HandoverError> {
         let raft = &self.inner.raft;
-        let metrics = raft.metrics().borrow_watched().clone();
-        if metrics.current_leader == Some(to) {
+        let leader = self.inner.progress.leader();
+        if leader == Some(to) {
             return Ok(());
         }
-        let voters = Voters::led_by_me(&metrics).ok_or(HandoverError::NotLeader {
-            leader: metrics.current_leader,
-        })?;
+        let voters = self
+            .voters_led()
+            .ok_or(HandoverError::NotLeader { leader })?;
         let matched = *voters
             .matched
             .get(&to)
@@ -232,7 +258,7 @@ impl<S: StateMachine> MeshNode<S> {
         let waited = Duration::from_millis(self.inner.timeouts.election_timeout_max_ms);
         let progress = &self.inner.progress;
         progress
-            .leader_other_than(Some(metrics.id), Instant::now() + waited)
+            .leader_other_than(Some(self.inner.id), Instant::now() + waited)
             .await;
         match progress.leader() {
             Some(leader) if leader == to => Ok(()),
@@ -246,10 +272,11 @@ impl<S: StateMachine> MeshNode<S> {
 }
 
 /// Hands the leadership to `preference.preferred` whenever it is due (see
-/// [`Preference`]), checking every `interval`; ends when Raft stops (or
-/// when aborted).
+/// [`Preference`]), checking every `interval` (and counting a voter silent
+/// for longer as behind); ends when Raft stops (or when aborted).
 pub(crate) fn follow_preference<S: StateMachine>(
     raft: Raft<S>,
+    transport: Arc<Transport>,
     mut preference: Preference,
     interval: Duration,
 ) -> JoinHandle<()> {
@@ -258,7 +285,9 @@ pub(crate) fn follow_preference<S: StateMachine>(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            let voters = Voters::led_by_me(&raft.metrics().borrow_watched().clone());
+            let voters = Voters::led_by_me(&raft.metrics().borrow_watched(), |id| {
+                transport.is_reachable(id)
+            });
             if preference.due(voters.as_ref(), Instant::now()) {
                 record_handover(preference.preferred, "preferred");
                 if raft
@@ -294,6 +323,13 @@ mod tests {
         let tie = voters(1_000, &[(2, Some(1_000)), (3, Some(1_000))]);
         assert_eq!(tie.successor(None), Some(2));
         assert_eq!(tie.successor(Some(3)), Some(3));
+    }
+
+    #[test]
+    fn an_unreachable_voter_counts_as_having_stored_nothing() {
+        let v = Voters::new(100, [(2, Some(100), false), (3, Some(90), true)]);
+        assert!(!v.caught_up(2) && v.caught_up(3));
+        assert_eq!(v.successor(Some(2)), Some(3));
     }
 
     #[test]

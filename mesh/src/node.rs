@@ -181,7 +181,7 @@ pub(crate) struct Inner<S: StateMachine> {
     /// Asks Raft for a snapshot when one is due.
     snapshot_task: tokio::task::JoinHandle<()>,
     /// The site the leadership is handed to, if the operator named one.
-    preferred_leader: Option<NodeId>,
+    pub(crate) preferred_leader: Option<NodeId>,
     /// Hands the leadership to `preferred_leader` when due.
     preference_task: Option<tokio::task::JoinHandle<()>>,
     /// When a follower last got an append or heartbeat from its leader
@@ -270,6 +270,7 @@ impl<S: StateMachine> MeshNode<S> {
         let preference_task = config.preferred_leader.map(|preferred| {
             leadership::follow_preference(
                 raft.clone(),
+                transport.clone(),
                 Preference::new(
                     preferred,
                     Duration::from_millis(
@@ -746,13 +747,7 @@ impl<S: StateMachine> MeshNode<S> {
         if let Some(task) = &self.inner.preference_task {
             task.abort();
         }
-        leadership::hand_over_before_stopping(
-            &self.inner.raft,
-            &self.inner.progress,
-            self.inner.preferred_leader,
-            Duration::from_millis(self.inner.timeouts.election_timeout_max_ms),
-        )
-        .await;
+        self.hand_over_before_stopping().await;
         self.inner.metrics.stop();
         self.inner.progress_task.abort();
         self.inner.snapshot_task.abort();

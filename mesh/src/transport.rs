@@ -474,6 +474,17 @@ impl Transport {
         }
     }
 
+    /// Whether the last exchange with `peer` got through (false before the
+    /// first).
+    pub(crate) fn is_reachable(&self, peer: NodeId) -> bool {
+        self.reachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&peer)
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// The smoothed round-trip time of each open outbound connection.
     pub(crate) fn round_trip_times(&self) -> BTreeMap<NodeId, Duration> {
         self.live_connections()

@@ -186,6 +186,26 @@ async fn the_preferred_site_leads_and_takes_the_leadership_back_after_a_crash() 
     workload.stop_publishers().await;
     workload.stop_subscribers();
     audit(&cluster, &workload, "preferred leader").await;
+
+    // Stopped while nothing is published, the preferred site hands over and
+    // is not handed the leadership back: its last acknowledged position
+    // still equals the log's end, but it has gone silent.
+    let status = tokio::task::block_in_place(|| cluster.nodes[PREFERRED].stop());
+    assert!(status.success());
+    let successor = tokio::task::block_in_place(|| cluster.wait_for_leader(RECOVERY_TIMEOUT));
+    let term = |site: usize| cluster.nodes[site].status().expect("status")["term"].as_u64();
+    let term_after_handover = term(successor);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        tokio::task::block_in_place(|| cluster.wait_for_leader(RECOVERY_TIMEOUT)),
+        successor,
+        "the successor keeps the leadership"
+    );
+    assert_eq!(
+        term(successor),
+        term_after_handover,
+        "and no election followed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
