@@ -41,20 +41,23 @@ use crate::types::{MeshTypes, NodeId, Raft, StateMachine};
 /// Why the leadership was not handed over as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum HandoverError {
-    #[error("this node does not lead (leader: {leader:?}); ask at the leader's site")]
+    #[error("this node does not lead ({}); ask at the leader's site", leader_known(.leader))]
     NotLeader { leader: Option<NodeId> },
     #[error("node {0} is not a voter")]
     NotAVoter(NodeId),
     #[error(
-        "node {node} has stored the leader's log up to {matched:?} of {last}; \
-         retry once it has caught up"
+        "node {node} has stored {} of the leader's {last} entries; retry once it has caught up",
+        stored(.matched)
     )]
     Behind {
         node: NodeId,
         matched: Option<u64>,
         last: u64,
     },
-    #[error("node {node} did not take the leadership within {waited:?} (leader now: {leader:?})")]
+    #[error(
+        "node {node} did not take the leadership within {waited:?} ({})",
+        leader_known(.leader)
+    )]
     NotTaken {
         node: NodeId,
         waited: Duration,
@@ -62,6 +65,20 @@ pub enum HandoverError {
     },
     #[error("mesh is shutting down")]
     ShuttingDown,
+}
+
+fn leader_known(leader: &Option<NodeId>) -> String {
+    leader.map_or_else(
+        || "no leader known".to_owned(),
+        |l| format!("node {l} leads"),
+    )
+}
+
+fn stored(matched: &Option<u64>) -> String {
+    matched.map_or_else(
+        || "an unknown part (it may be unreachable)".to_owned(),
+        |index| format!("up to entry {index}"),
+    )
 }
 
 /// How far behind the leader's log (in entries) a voter may be and still
@@ -79,7 +96,7 @@ pub(crate) struct Voters {
     /// The index of the leader's last log entry.
     pub(crate) last_log_index: u64,
     /// The other voters, each with the last index it has stored (`None`:
-    /// nothing known yet, or nothing heard from it lately).
+    /// nothing known yet, or the last exchange with it failed).
     pub(crate) matched: BTreeMap<NodeId, Option<u64>>,
 }
 
@@ -209,29 +226,53 @@ impl<S: StateMachine> MeshNode<S> {
     pub(crate) async fn hand_over_before_stopping(&self) -> Option<NodeId> {
         let voters = self.voters_led()?;
         let Some(to) = voters.successor(self.inner.preferred_leader) else {
-            tracing::info!("mesh: no caught-up voter to hand the leadership to before stopping");
+            // A mesh of one has nobody to hand over to, and nothing to say.
+            if !voters.matched.is_empty() {
+                tracing::info!(
+                    "mesh: no caught-up voter to hand the leadership to before stopping"
+                );
+            }
             return None;
         };
-        record_handover(to, "stopping");
-        self.inner.raft.trigger().transfer_leader(to).await.ok()?;
+        let leader = self
+            .hand_over(to, "stopping")
+            .await
+            .ok()?
+            .filter(|leader| *leader != self.inner.id);
+        match leader {
+            Some(leader) => tracing::info!(leader, "mesh: leadership handed over"),
+            None => tracing::warn!("mesh: no new leader after the handover"),
+        }
+        leader
+    }
+
+    /// Hands the leadership to `to` (counted under `reason`) and waits, at
+    /// most an election timeout, until a leader other than this node is
+    /// known; returns the leader known then.
+    async fn hand_over(
+        &self,
+        to: NodeId,
+        reason: &'static str,
+    ) -> Result<Option<NodeId>, HandoverError> {
+        record_handover(to, reason);
+        self.inner
+            .raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|_| HandoverError::ShuttingDown)?;
         let budget = Duration::from_millis(self.inner.timeouts.election_timeout_max_ms);
         let progress = &self.inner.progress;
         progress
             .leader_other_than(Some(self.inner.id), Instant::now() + budget)
             .await;
-        let leader = progress.leader().filter(|leader| *leader != self.inner.id);
-        match leader {
-            Some(leader) => tracing::info!(leader, "mesh: leadership handed over"),
-            None => tracing::warn!(?budget, "mesh: no new leader after the handover"),
-        }
-        leader
+        Ok(progress.leader())
     }
 
     /// Hands the leadership to voter `to`, if this node leads and `to` has
     /// caught up, and returns once `to` leads (at most an election timeout
     /// later). Asking for the current leader succeeds at once.
     pub async fn hand_leadership_to(&self, to: NodeId) -> Result<(), HandoverError> {
-        let raft = &self.inner.raft;
         let leader = self.inner.progress.leader();
         if leader == Some(to) {
             return Ok(());
@@ -250,21 +291,11 @@ impl<S: StateMachine> MeshNode<S> {
                 last: voters.last_log_index,
             });
         }
-        record_handover(to, "requested");
-        raft.trigger()
-            .transfer_leader(to)
-            .await
-            .map_err(|_| HandoverError::ShuttingDown)?;
-        let waited = Duration::from_millis(self.inner.timeouts.election_timeout_max_ms);
-        let progress = &self.inner.progress;
-        progress
-            .leader_other_than(Some(self.inner.id), Instant::now() + waited)
-            .await;
-        match progress.leader() {
+        match self.hand_over(to, "requested").await? {
             Some(leader) if leader == to => Ok(()),
             leader => Err(HandoverError::NotTaken {
                 node: to,
-                waited,
+                waited: Duration::from_millis(self.inner.timeouts.election_timeout_max_ms),
                 leader,
             }),
         }
@@ -272,8 +303,8 @@ impl<S: StateMachine> MeshNode<S> {
 }
 
 /// Hands the leadership to `preference.preferred` whenever it is due (see
-/// [`Preference`]), checking every `interval` (and counting a voter silent
-/// for longer as behind); ends when Raft stops (or when aborted).
+/// [`Preference`]), checking every `interval` (a voter the transport
+/// cannot reach counts as behind); ends when Raft stops (or when aborted).
 pub(crate) fn follow_preference<S: StateMachine>(
     raft: Raft<S>,
     transport: Arc<Transport>,
