@@ -149,8 +149,8 @@ pub enum ClusterCommand {
         #[command(flatten)]
         admin: AdminTarget,
     },
-    /// Hand the leadership to voter ID (ask the leader's site); returns once
-    /// ID leads.
+    /// Hand the leadership to voter ID (asked at any site); returns once ID
+    /// leads.
     TransferLeader {
         id: u64,
         #[command(flatten)]
@@ -320,7 +320,7 @@ pub enum AdminError {
 /// | `GET /api/status` | 200 [`NodeStatus`] | |
 /// | `POST /api/cluster/members` `{"id": 4, "address": "host:port"}` | 200 once the node was added as a learner, caught up, and promoted to voter | 400 invalid id or address; 409 the change conflicts with the membership (e.g. the id is taken); 503 the node cannot change membership now (no leader, a change in progress) |
 /// | `DELETE /api/cluster/members/{id}` | 200 | 404 no such member; 409, 503 as above |
-/// | `POST /api/cluster/leader` `{"id": 2}` | 200 `{"leader": 2}` once node 2 leads | 404 not a voter; 409 node 2 has not caught up; 503 this node does not lead, or node 2 did not take over within an election timeout |
+/// | `POST /api/cluster/leader` `{"id": 2}` | 200 `{"leader": 2}` once node 2 leads (asked at a follower, forwarded to the leader) | 404 not a voter (409 when the leader says so); 409 node 2 has not caught up; 503 no leader can be asked, or node 2 did not take over within an election timeout |
 ///
 /// A status answer looks like this (`lag`: entries the member is behind
 /// the leader's log; `null` when the answering node is not the leader and

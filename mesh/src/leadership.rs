@@ -12,9 +12,9 @@
 //!   its heartbeats are missed for an election timeout (1–2 s on a LAN,
 //!   3–6 s with `network = "wan"`), and every publish in the mesh waits
 //!   that long. A rolling restart would pause publishing once per site.
-//! - **An operator's request** (`vomesh cluster transfer-leader ID`, at the
-//!   leader's site): before maintenance of the leader's site, or to move
-//!   the leadership near the publishers by hand.
+//! - **An operator's request** (`vomesh cluster transfer-leader ID`, asked
+//!   at any site and forwarded to the leader): before maintenance of the
+//!   leader's site, or to move the leadership near the publishers by hand.
 //! - **A preferred site.** A publish made at a follower site is forwarded to
 //!   the leader: one more crossing of the network for its payload and, for
 //!   the publisher, one more round trip between sites before the
@@ -33,9 +33,10 @@ use openraft::RaftMetrics;
 use openraft::async_runtime::watch::WatchReceiver;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use vomesh_proto::mesh as pb;
 
 use crate::node::MeshNode;
-use crate::transport::Transport;
+use crate::transport::{RpcError, Transport, error_response};
 use crate::types::{MeshTypes, NodeId, Raft, StateMachine};
 
 /// Why the leadership was not handed over as asked.
@@ -65,6 +66,29 @@ pub enum HandoverError {
     },
     #[error("mesh is shutting down")]
     ShuttingDown,
+    /// The leader, asked by this node, refused (its reason).
+    #[error("the leader refused: {0}")]
+    Refused(String),
+    /// The leader could not be asked, or did not answer.
+    #[error("the leader could not be asked: {0}")]
+    Unreachable(String),
+}
+
+/// The answer a leader sends back for a forwarded handover.
+pub(crate) fn handover_response(result: Result<(), HandoverError>) -> pb::Response {
+    let kind = match result {
+        Ok(()) => pb::response::Kind::LeadershipHanded(pb::Empty {}),
+        Err(HandoverError::NotLeader { leader }) => pb::response::Kind::Error(pb::Error {
+            kind: pb::ErrorKind::NotLeader as i32,
+            message: "not the leader".into(),
+            leader_id: leader,
+        }),
+        Err(e @ (HandoverError::NotAVoter(_) | HandoverError::Behind { .. })) => {
+            return error_response(pb::ErrorKind::BadRequest, e.to_string());
+        }
+        Err(e) => return error_response(pb::ErrorKind::Unavailable, e.to_string()),
+    };
+    pb::Response { kind: Some(kind) }
 }
 
 fn leader_known(leader: &Option<NodeId>) -> String {
@@ -269,10 +293,21 @@ impl<S: StateMachine> MeshNode<S> {
         Ok(progress.leader())
     }
 
-    /// Hands the leadership to voter `to`, if this node leads and `to` has
-    /// caught up, and returns once `to` leads (at most an election timeout
-    /// later). Asking for the current leader succeeds at once.
+    /// Hands the leadership to voter `to` once it has caught up, and
+    /// returns once `to` leads (at most an election timeout later). Asked
+    /// at a follower, the request is forwarded to the leader. Asking for
+    /// the current leader succeeds at once.
     pub async fn hand_leadership_to(&self, to: NodeId) -> Result<(), HandoverError> {
+        match self.hand_leadership_here(to).await {
+            Err(HandoverError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.inner.id => self.forward_handover(leader, to).await,
+            other => other,
+        }
+    }
+
+    /// [`MeshNode::hand_leadership_to`], if this node leads.
+    pub(crate) async fn hand_leadership_here(&self, to: NodeId) -> Result<(), HandoverError> {
         let leader = self.inner.progress.leader();
         if leader == Some(to) {
             return Ok(());
@@ -298,6 +333,33 @@ impl<S: StateMachine> MeshNode<S> {
                 waited: Duration::from_millis(self.inner.timeouts.election_timeout_max_ms),
                 leader,
             }),
+        }
+    }
+
+    async fn forward_handover(&self, leader: NodeId, to: NodeId) -> Result<(), HandoverError> {
+        let Some(addr) = self.status().voters.get(&leader).cloned() else {
+            return Err(HandoverError::NotLeader {
+                leader: Some(leader),
+            });
+        };
+        // The leader waits up to an election timeout for `to` to lead.
+        let deadline = Duration::from_millis(2 * self.inner.timeouts.election_timeout_max_ms);
+        let kind = pb::request::Kind::HandLeadership(pb::HandLeadership { to_node_id: to });
+        match self
+            .inner
+            .transport
+            .call(leader, &addr, kind, None, 0, deadline)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RpcError::Remote { error, .. }) => Err(match error.kind() {
+                pb::ErrorKind::NotLeader => HandoverError::NotLeader {
+                    leader: error.leader_id,
+                },
+                pb::ErrorKind::BadRequest => HandoverError::Refused(error.message),
+                _ => HandoverError::Unreachable(error.message),
+            }),
+            Err(e) => Err(HandoverError::Unreachable(e.to_string())),
         }
     }
 }

@@ -15,6 +15,7 @@ use openraft::base::BoxStream;
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use vomesh_proto::mesh as pb;
 
+use crate::leadership::handover_response;
 use crate::membership::{Change, change_response};
 use crate::node::{Inner, MeshNode};
 use crate::transport::{RpcHandler, error, error_response};
@@ -304,6 +305,12 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                 response(pb::response::Kind::Status(Box::new(wire::status_to_pb(
                     &node.status(),
                 ))))
+            }
+            pb::request::Kind::HandLeadership(asked) => {
+                let node = MeshNode {
+                    inner: self.inner.clone(),
+                };
+                handover_response(node.hand_leadership_here(asked.to_node_id).await)
             }
             pb::request::Kind::MembershipChange(change) => match Change::from_pb(change) {
                 None => bad_request("membership change without a change"),

@@ -11,9 +11,10 @@
 //!   once the node was added as a learner, caught up and made a voter
 //! - `DELETE /api/cluster/members/{id}` → 200; 404 when not a member
 //! - `POST /api/cluster/leader` `{"id": 2}` → 200 `{"leader": 2}` once node
-//!   2 leads (asked at the leader's site); 404 when not a voter; 409 when it
-//!   has not caught up; 503 when this node does not lead, or node 2 did not
-//!   take over within an election timeout
+//!   2 leads (asked at a follower, forwarded to the leader); 404 when not a
+//!   voter (409 when the leader says so); 409 when it has not caught up;
+//!   503 when no leader can be asked, or node 2 did not take over within an
+//!   election timeout
 //!
 //! Account changes are commands replicated to every site; they are
 //! answered once committed and applied at this site.
@@ -332,9 +333,10 @@ async fn hand_leadership(State(state): State<ApiState>, Json(to): Json<NewLeader
         Err(e) => {
             let status = match e {
                 HandoverError::NotAVoter(_) => StatusCode::NOT_FOUND,
-                HandoverError::Behind { .. } => StatusCode::CONFLICT,
+                HandoverError::Behind { .. } | HandoverError::Refused(_) => StatusCode::CONFLICT,
                 HandoverError::NotLeader { .. }
                 | HandoverError::NotTaken { .. }
+                | HandoverError::Unreachable(_)
                 | HandoverError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             };
             error(status, &e.to_string())
