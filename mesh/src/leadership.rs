@@ -35,8 +35,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use vomesh_proto::mesh as pb;
 
-use crate::node::MeshNode;
-use crate::transport::{RpcError, Transport, error_response};
+use crate::node::{LeaderRefusal, MeshNode};
+use crate::transport::{Transport, error_response};
 use crate::types::{MeshTypes, NodeId, Raft, StateMachine};
 
 /// Why the leadership was not handed over as asked.
@@ -72,6 +72,16 @@ pub enum HandoverError {
     /// The leader could not be asked, or did not answer.
     #[error("the leader could not be asked: {0}")]
     Unreachable(String),
+}
+
+impl From<LeaderRefusal> for HandoverError {
+    fn from(refusal: LeaderRefusal) -> Self {
+        match refusal {
+            LeaderRefusal::NotLeader(leader) => HandoverError::NotLeader { leader },
+            LeaderRefusal::Refused(reason) => HandoverError::Refused(reason),
+            LeaderRefusal::Unreachable(reason) => HandoverError::Unreachable(reason),
+        }
+    }
 }
 
 /// The answer a leader sends back for a forwarded handover.
@@ -337,30 +347,10 @@ impl<S: StateMachine> MeshNode<S> {
     }
 
     async fn forward_handover(&self, leader: NodeId, to: NodeId) -> Result<(), HandoverError> {
-        let Some(addr) = self.status().voters.get(&leader).cloned() else {
-            return Err(HandoverError::NotLeader {
-                leader: Some(leader),
-            });
-        };
         // The leader waits up to an election timeout for `to` to lead.
         let deadline = Duration::from_millis(2 * self.inner.timeouts.election_timeout_max_ms);
         let kind = pb::request::Kind::HandLeadership(pb::HandLeadership { to_node_id: to });
-        match self
-            .inner
-            .transport
-            .call(leader, &addr, kind, None, 0, deadline)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(RpcError::Remote { error, .. }) => Err(match error.kind() {
-                pb::ErrorKind::NotLeader => HandoverError::NotLeader {
-                    leader: error.leader_id,
-                },
-                pb::ErrorKind::BadRequest => HandoverError::Refused(error.message),
-                _ => HandoverError::Unreachable(error.message),
-            }),
-            Err(e) => Err(HandoverError::Unreachable(e.to_string())),
-        }
+        Ok(self.ask_leader(leader, kind, deadline).await?)
     }
 }
 

@@ -16,8 +16,8 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use vomesh_proto::mesh as pb;
 
-use crate::node::MeshNode;
-use crate::transport::{RpcError, error_response};
+use crate::node::{LeaderRefusal, MeshNode};
+use crate::transport::error_response;
 use crate::types::{MeshTypes, NodeId, StateMachine};
 
 /// A membership change was not made (or, for `Unreachable`, may not have
@@ -80,6 +80,16 @@ fn membership_error(
         },
         RaftError::APIError(other) => MembershipError::Refused(other.to_string()),
         RaftError::Fatal(_) => MembershipError::ShuttingDown,
+    }
+}
+
+impl From<LeaderRefusal> for MembershipError {
+    fn from(refusal: LeaderRefusal) -> Self {
+        match refusal {
+            LeaderRefusal::NotLeader(leader) => MembershipError::NotLeader { leader },
+            LeaderRefusal::Refused(reason) => MembershipError::Refused(reason),
+            LeaderRefusal::Unreachable(reason) => MembershipError::Unreachable(reason),
+        }
     }
 }
 
@@ -152,30 +162,10 @@ impl<S: StateMachine> MeshNode<S> {
     }
 
     async fn forward_change(&self, leader: NodeId, change: Change) -> Result<(), MembershipError> {
-        let Some(addr) = self.status().voters.get(&leader).cloned() else {
-            return Err(MembershipError::NotLeader {
-                leader: Some(leader),
-            });
-        };
         // Adding waits for the learner to catch up, which may take a
         // snapshot transfer.
         let deadline = Duration::from_millis(self.inner.timeouts.snapshot_timeout_ms);
         let kind = pb::request::Kind::MembershipChange(change.to_pb());
-        match self
-            .inner
-            .transport
-            .call(leader, &addr, kind, None, 0, deadline)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(RpcError::Remote { error, .. }) => Err(match error.kind() {
-                pb::ErrorKind::NotLeader => MembershipError::NotLeader {
-                    leader: error.leader_id,
-                },
-                pb::ErrorKind::BadRequest => MembershipError::Refused(error.message),
-                _ => MembershipError::Unreachable(error.message),
-            }),
-            Err(e) => Err(MembershipError::Unreachable(e.to_string())),
-        }
+        Ok(self.ask_leader(leader, kind, deadline).await?)
     }
 }

@@ -193,6 +193,18 @@ pub(crate) struct Inner<S: StateMachine> {
     storage_closed: tokio::sync::Mutex<Option<StorageClosed>>,
 }
 
+/// Why the leader did not do what this node forwarded to it (an operator's
+/// membership change or leadership handover).
+#[derive(Debug)]
+pub(crate) enum LeaderRefusal {
+    /// It does not lead; the leader it knows, if any.
+    NotLeader(Option<NodeId>),
+    /// It refused, for this reason.
+    Refused(String),
+    /// It could not be asked, or did not answer in time.
+    Unreachable(String),
+}
+
 /// A running mesh node. Cloning shares the node.
 pub struct MeshNode<S: StateMachine> {
     pub(crate) inner: Arc<Inner<S>>,
@@ -733,6 +745,33 @@ impl<S: StateMachine> MeshNode<S> {
                 wire::status_from_pb(*status).map_err(|e| unreachable(e.to_string()))
             }
             other => Err(unreachable(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// Sends an operator's request to `leader` and waits (at most
+    /// `deadline`) until the leader has done it.
+    pub(crate) async fn ask_leader(
+        &self,
+        leader: NodeId,
+        kind: pb::request::Kind,
+        deadline: Duration,
+    ) -> Result<(), LeaderRefusal> {
+        let Some(addr) = self.status().voters.get(&leader).cloned() else {
+            return Err(LeaderRefusal::NotLeader(Some(leader)));
+        };
+        match self
+            .inner
+            .transport
+            .call(leader, &addr, kind, None, 0, deadline)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RpcError::Remote { error, .. }) => Err(match error.kind() {
+                pb::ErrorKind::NotLeader => LeaderRefusal::NotLeader(error.leader_id),
+                pb::ErrorKind::BadRequest => LeaderRefusal::Refused(error.message),
+                _ => LeaderRefusal::Unreachable(error.message),
+            }),
+            Err(e) => Err(LeaderRefusal::Unreachable(e.to_string())),
         }
     }
 
