@@ -1,6 +1,7 @@
 //! Serves the RPCs peers send to this node: Raft's own (appends, votes,
-//! snapshots, leadership handovers), proposals and read-index requests forwarded by followers, and
-//! membership changes asked at another node. Every Raft message must carry
+//! snapshots, leadership transfers), proposals and read-index requests
+//! forwarded by followers, and membership changes and leadership handovers
+//! asked at another node. Every Raft message must carry
 //! the authenticated peer's own id in its vote: a node campaigns and leads
 //! only as itself.
 
