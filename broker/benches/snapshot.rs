@@ -1,6 +1,8 @@
 //! What a snapshot of a site's pubsub state costs: capturing it between two
 //! applies (`freeze`, which holds up applying), encoding it (on the snapshot
-//! thread, beside the commits), and restoring a site from it. The state is
+//! thread, beside the commits, in pieces that go to the snapshot file; and,
+//! for comparison, whole into one buffer, as `to_snapshot` does), and
+//! restoring a site from it. The state is
 //! 30,000 publishes of a real 2 KiB VOEvent (`Gaia16aac.xml`) over ten
 //! nodes, all kept in the archive: about the state two seconds of the
 //! mesh's full load leave behind. `cargo bench -p vomesh-broker --bench
@@ -33,10 +35,19 @@ fn main() {
         bytes.len() as f64 / 1e6
     );
     let freeze = best(|| drop(black_box(service.freeze())));
-    let encode = common::fastest(
+    let encode_whole = common::fastest(
         ROUNDS,
         || service.freeze(),
         |frozen| drop(black_box(frozen.encode())),
+    );
+    let encode_in_pieces = common::fastest(
+        ROUNDS,
+        || service.freeze(),
+        |frozen| {
+            frozen
+                .write_to(&mut std::io::sink())
+                .expect("the sink takes every write")
+        },
     );
     let restore = best(|| {
         let restored = PubsubService::from_snapshot(service_jid(), limits(), &bytes)
@@ -45,7 +56,8 @@ fn main() {
     });
     for (stage, time) in [
         ("freeze (applying waits)", freeze),
-        ("encode (snapshot thread)", encode),
+        ("encode whole, in memory", encode_whole),
+        ("encode in pieces (thread)", encode_in_pieces),
         ("restore", restore),
     ] {
         println!(

@@ -13,7 +13,7 @@
 //! The state is shared with the application through [`SharedState`] for
 //! local (non-linearizable) reads.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -166,7 +166,7 @@ fn stored_snapshot(
         None if legacy.exists() => {
             let stored = read_legacy_snapshot(&legacy)?;
             if let Some(stored) = &stored {
-                file.write(&stored.meta, &stored.data)?;
+                file.write(&stored.meta, |out| out.write_all(&stored.data))?;
                 tracing::info!(from = %legacy.display(), "mesh: snapshot moved out of redb");
             }
             stored
@@ -206,11 +206,16 @@ fn decode_snapshot(stored: StoredSnapshot) -> io::Result<Snapshot> {
     })
 }
 
-/// Stores `data` as the latest snapshot, durably (blocking).
-fn write_snapshot(file: &SnapshotFile, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+/// Stores what `write_data` writes as the latest snapshot, durably
+/// (blocking); its length, unless a newer snapshot was stored.
+fn write_snapshot(
+    file: &SnapshotFile,
+    meta: &SnapshotMeta,
+    write_data: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<Option<u64>> {
     file.write(
         &wire::snapshot_meta_to_pb(meta).map_err(invalid_data)?,
-        data,
+        write_data,
     )
 }
 
@@ -333,23 +338,24 @@ impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
             .take()
             .ok_or_else(|| io::Error::other("snapshot builder used twice"))?;
         let (file, meta) = (self.file.clone(), self.meta.clone());
-        let data = in_background(move || {
-            let data = serialize();
-            write_snapshot(&file, &meta, &data)?;
-            Ok(data)
-        })
-        .await?;
-        self.applied_since_snapshot.snapshot_size(data.len() as u64);
-        metrics::counter!("vomesh_raft_snapshots_built_total").increment(1);
-        metrics::gauge!("vomesh_raft_snapshot_bytes").set(data.len() as f64);
-        tracing::info!(
-            index = self.meta.last_log_id.map_or(0, |id| id.index),
-            bytes = data.len(),
-            "mesh: snapshot built"
-        );
+        let stored = in_background(move || write_snapshot(&file, &meta, serialize)).await?;
+        if let Some(bytes) = stored {
+            self.applied_since_snapshot.snapshot_size(bytes);
+            metrics::counter!("vomesh_raft_snapshots_built_total").increment(1);
+            metrics::gauge!("vomesh_raft_snapshot_bytes").set(bytes as f64);
+            tracing::info!(
+                index = self.meta.last_log_id.map_or(0, |id| id.index),
+                bytes,
+                "mesh: snapshot built"
+            );
+        }
+        // The data went to the file as it was encoded and is not held here.
+        // openraft keeps only the metadata of a snapshot it had built
+        // (`core::sm::worker`, openraft 0.10.0-alpha.37, pinned) and sends
+        // a peer the one `get_current_snapshot` reads from the file.
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: data,
+            snapshot: Bytes::new(),
         })
     }
 }
@@ -410,9 +416,11 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
         self.applied_since_snapshot.restart_count();
         self.applied_since_snapshot.snapshot_size(bytes as u64);
         let (file, meta_copy) = (self.file.clone(), meta.clone());
-        tokio::task::spawn_blocking(move || write_snapshot(&file, &meta_copy, &snapshot))
-            .await
-            .map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || {
+            write_snapshot(&file, &meta_copy, |out| out.write_all(&snapshot))
+        })
+        .await
+        .map_err(io::Error::other)??;
         metrics::counter!("vomesh_raft_snapshots_installed_total").increment(1);
         metrics::gauge!("vomesh_raft_snapshot_bytes").set(bytes as f64);
         tracing::info!(

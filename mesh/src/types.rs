@@ -87,14 +87,18 @@ pub type Entry = openraft::type_config::alias::EntryOf<MeshTypes>;
 pub type Membership = openraft::Membership<NodeId, Node>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<MeshTypes>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<MeshTypes>;
-/// A snapshot's bytes are held in memory whole (built by
-/// [`StateMachine::snapshot`], sent in bounded chunks).
+/// A snapshot's bytes, held in memory whole where one is sent (read from
+/// the snapshot file, then sent in bounded chunks) and where one is
+/// received. One being built goes to the file as it is encoded, and the
+/// snapshot its builder returns holds the metadata alone.
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<MeshTypes, Bytes>;
 pub type Raft<S> = openraft::Raft<MeshTypes, crate::state_store::StateStore<S>>;
 
-/// Produces the bytes of [`StateMachine::snapshot`] for the state as it was
-/// when [`StateMachine::snapshot_later`] was called.
-pub type DeferredSnapshot = Box<dyn FnOnce() -> Bytes + Send + Sync>;
+/// Writes the bytes of [`StateMachine::snapshot`] for the state as it was
+/// when [`StateMachine::snapshot_later`] was called, in pieces, to the
+/// snapshot file (which syncs them as they come).
+pub type DeferredSnapshot =
+    Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + Sync>;
 
 /// One committed command handed to [`StateMachine::apply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,15 +141,16 @@ pub trait StateMachine: Send + Sync + 'static {
     /// (a consistent read).
     fn snapshot(&self) -> Bytes;
 
-    /// A consistent copy of the state, to be serialized later, on a blocking
-    /// thread, while `apply` goes on. Called between two `apply` calls, like
-    /// [`Self::snapshot`]. Override it when the state can be copied much
+    /// A consistent copy of the state, to be serialized later, on a thread
+    /// of its own, while `apply` goes on. Called between two `apply` calls,
+    /// like [`Self::snapshot`]. Override it when the state can be copied much
     /// faster than it is serialized (shared payloads, say): serializing a
-    /// large state at once holds up every command behind it. The default
-    /// serializes at once.
+    /// large state at once holds up every command behind it; and serialize
+    /// in pieces, so that a large state is never held twice in memory. The
+    /// default serializes at once.
     fn snapshot_later(&self) -> DeferredSnapshot {
         let bytes = self.snapshot();
-        Box::new(move || bytes)
+        Box::new(move |out| out.write_all(&bytes))
     }
 
     /// Replaces the whole state with one serialized by [`Self::snapshot`].

@@ -79,7 +79,19 @@ impl PubsubService {
 }
 
 impl FrozenState {
-    /// The captured state as a `vomesh.pubsub.Snapshot`.
+    /// The captured state as a `vomesh.pubsub.Snapshot`, in memory.
+    pub fn encode(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out)
+            .expect("writing to a Vec never fails");
+        out
+    }
+
+    /// Writes the captured state as a `vomesh.pubsub.Snapshot` to `out`, in
+    /// pieces of about `PIECE_BYTES`: the snapshot thread streams it to
+    /// the snapshot file, so a state of gigabytes is never encoded whole
+    /// in memory (whose fresh pages the kernel zeroed, three fifths of the
+    /// cost of a snapshot).
     ///
     /// The items, nearly all of a snapshot's bytes, are written straight
     /// from the shared [`Item`]s: building a `proto::ItemRecord` for each
@@ -89,7 +101,7 @@ impl FrozenState {
     /// for the whole `proto::Snapshot` (fields in number order, defaults
     /// left out), which `encodes_as_prost_does` checks, so any version reads
     /// them.
-    pub fn encode(self) -> Vec<u8> {
+    pub fn write_to(self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         // Each node as (its other fields encoded, its encoded length, node).
         let nodes: Vec<(Vec<u8>, usize, FrozenNode)> = self
             .nodes
@@ -118,27 +130,57 @@ impl FrozenState {
                 .collect(),
             ..proto::Snapshot::default()
         };
-        let total = head.encoded_len()
-            + nodes
-                .iter()
-                .map(|(_, len, _)| wire::message_len(SNAPSHOT_NODES, *len))
-                .sum::<usize>()
-            + accounts.encoded_len();
-        let mut out = Vec::with_capacity(total);
-        head.encode_raw(&mut out);
+        let mut piece = Pieces::new(out);
+        head.encode_raw(&mut piece.buffer);
         for (fields, len, node) in &nodes {
-            wire::message_header(SNAPSHOT_NODES, *len, &mut out);
-            out.extend_from_slice(fields);
+            wire::message_header(SNAPSHOT_NODES, *len, &mut piece.buffer);
+            piece.buffer.extend_from_slice(fields);
             for item in &node.items {
-                write_record(NODE_ITEMS, item, &mut out);
+                write_record(NODE_ITEMS, item, &mut piece.buffer);
+                piece.send_when_full()?;
             }
             for item in &node.archive {
-                write_record(NODE_ARCHIVE, item, &mut out);
+                write_record(NODE_ARCHIVE, item, &mut piece.buffer);
+                piece.send_when_full()?;
             }
         }
-        accounts.encode_raw(&mut out);
-        debug_assert_eq!(out.len(), total, "the snapshot's length was computed right");
-        out
+        accounts.encode_raw(&mut piece.buffer);
+        piece.send()
+    }
+}
+
+/// About how many bytes [`FrozenState::write_to`] writes at once: enough
+/// to make each write system call worth its cost, few enough to stay in
+/// the core's cache.
+const PIECE_BYTES: usize = 256 * 1024;
+
+/// The encoding of a snapshot on its way out, a piece at a time.
+struct Pieces<'a> {
+    buffer: Vec<u8>,
+    out: &'a mut dyn std::io::Write,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(out: &'a mut dyn std::io::Write) -> Self {
+        Self {
+            // A piece is sent once it reaches PIECE_BYTES, so it exceeds
+            // them by at most one item.
+            buffer: Vec::with_capacity(2 * PIECE_BYTES),
+            out,
+        }
+    }
+
+    fn send_when_full(&mut self) -> std::io::Result<()> {
+        if self.buffer.len() >= PIECE_BYTES {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        self.out.write_all(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
     }
 }
 
