@@ -213,6 +213,13 @@ async fn an_operator_moves_the_leadership_from_any_site() {
     let _serial = SERIAL.lock().await;
     let cluster = TestCluster::start_with(3, &mesh_settings());
     let leader = cluster.wait_for_leader(RECOVERY_TIMEOUT);
+    // A follower knows the leader from its first append, before it holds
+    // the membership (with the leader's address) that it forwards by.
+    let commit = cluster.nodes[leader]
+        .status()
+        .and_then(|s| s["commit_index"].as_u64())
+        .expect("the leader reports its commit index");
+    cluster.wait_applied(commit, RECOVERY_TIMEOUT);
     let to = followers(&cluster, leader)[0];
     let to_id = (to + 1).to_string();
 
