@@ -91,6 +91,13 @@ pub fn raft_config(
         // Pre-vote: a node that was cut off does not disrupt a healthy
         // leader with a higher term when it comes back (Raft thesis §9.6).
         enable_pre_vote: Some(true),
+        // A leader sends new entries to the followers as soon as its log
+        // store has taken them, not once they are synced here: its own
+        // fdatasync then overlaps the followers' instead of preceding them.
+        // Three sites on loopback, 16 publishers x 4 in flight, ABBA: 4-5 %
+        // more publishes/s for 4-5 % less CPU per publish, p50 ack 4.05
+        // against 4.27 ms; neutral to +6 % at 16 x 32.
+        broadcast_submitted_on_append: Some(true),
         ..Default::default()
     }
     .validate()
