@@ -11,13 +11,13 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use jid::BareJid;
-use vomesh_broker::pubsub::service::{Meta, PubsubService};
-use vomesh_broker::pubsub::{PubsubLimits, payload};
-use vomesh_broker::xml::{ParserLimits, parse_document};
-use vomesh_proto::pubsub::{Command, CreateNode, Publish, command::Op};
+use vomesh_broker::pubsub::service::PubsubService;
 
 mod common;
+#[path = "common/service.rs"]
+mod service;
+
+use service::{Fed, limits, service_jid};
 
 /// The node's allocator (see `main.rs`).
 #[global_allocator]
@@ -50,7 +50,7 @@ fn main() {
         },
     );
     let restore = best(|| {
-        let restored = PubsubService::from_snapshot(service_jid(), limits(), &bytes)
+        let restored = PubsubService::from_snapshot(service_jid(), limits(PUBLISHES), &bytes)
             .expect("the snapshot restores");
         drop(black_box(restored));
     });
@@ -68,60 +68,15 @@ fn main() {
     }
 }
 
-fn service_jid() -> BareJid {
-    BareJid::new("pubsub.example.org").expect("a valid JID")
-}
-
-fn limits() -> PubsubLimits {
-    PubsubLimits {
-        archive_entries_per_node_max: PUBLISHES,
-        ..PubsubLimits::default()
-    }
-}
-
 fn populated() -> PubsubService {
-    let document = include_bytes!("../tests/data/voevents/Gaia16aac.xml");
-    let parser_limits = ParserLimits {
-        stanza_bytes_max: 256 * 1024,
-        depth_max: 64,
-        attributes_max: 64,
-    };
-    let voevent = parse_document(document, parser_limits).expect("the sample VOEvent parses");
-    let xml = payload::serialize(&voevent);
-    let mut service = PubsubService::new(service_jid(), limits());
-    let mut index: u64 = 0;
-    let mut apply = |op: Op| {
-        index += 1;
-        let command = Command {
-            actor: "alice@example.org/desk".to_owned(),
-            timestamp_micros: 1_795_608_000_000_000 + index as i64,
-            op: Some(op),
-        };
-        let outcome = service.apply(
-            &command,
-            &Meta {
-                index,
-                reply_wanted: true,
-            },
-        );
-        assert!(outcome.reply.is_ok(), "{:?}", outcome.reply);
-    };
+    let mut fed = Fed::new(PUBLISHES);
     for node in 0..NODES {
-        apply(Op::CreateNode(CreateNode {
-            node: format!("events-{node}"),
-            config: None,
-        }));
+        fed.create(&format!("events-{node}"));
     }
     for i in 0..PUBLISHES {
-        apply(Op::Publish(Publish {
-            node: format!("events-{}", i % NODES),
-            item_id: format!("item-{i}"),
-            payload: xml.clone(),
-            has_item: true,
-            ..Publish::default()
-        }));
+        fed.publish(&format!("events-{}", i % NODES), format!("item-{i}"));
     }
-    service
+    fed.service
 }
 
 /// The fastest of `ROUNDS` runs of `run`.
