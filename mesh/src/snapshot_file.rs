@@ -9,8 +9,9 @@
 //!
 //! Here a snapshot is written to `raft-snapshot.tmp` as the state machine
 //! encodes it, piece by piece: the encoding is never held whole in memory
-//! (building one into a single buffer spent three fifths of the builder's
-//! time in the kernel zeroing the buffer's fresh pages). It is synced every
+//! (building one into a single buffer spent more than half of the
+//! builder's time in page faults, the kernel zeroing the buffer's fresh
+//! pages). It is synced every
 //! [`PACE_BYTES`] as it goes (which keeps the disk's queue short for the
 //! log: on the 2-core test machine a 2.6 KB append + fdatasync, 0.2 ms at
 //! the median, took up to 46–73 ms while 150 MB were written and synced

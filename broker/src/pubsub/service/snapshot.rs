@@ -90,8 +90,8 @@ impl FrozenState {
     /// Writes the captured state as a `vomesh.pubsub.Snapshot` to `out`, in
     /// pieces of about `PIECE_BYTES`: the snapshot thread streams it to
     /// the snapshot file, so a state of gigabytes is never encoded whole
-    /// in memory (whose fresh pages the kernel zeroed, three fifths of the
-    /// cost of a snapshot).
+    /// in memory (the page faults of such a buffer, the kernel zeroing its
+    /// fresh pages, were more than half of a snapshot's cost).
     ///
     /// The items, nearly all of a snapshot's bytes, are written straight
     /// from the shared [`Item`]s: building a `proto::ItemRecord` for each
