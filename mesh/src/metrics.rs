@@ -334,23 +334,28 @@ impl MetricsExporter {
             let mut seen: Option<Seen> = None;
             while rx.changed().await.is_ok() {
                 // Read in place: the metrics change on every turn of
-                // RaftCore's loop, and a copy of them is a dozen allocations.
-                let m = rx.borrow_and_update();
-                let now = Seen::of(&m);
+                // RaftCore's loop, and a copy of them is a dozen
+                // allocations. Gauges are set under the channel's read lock
+                // (atomic stores); the log lines wait until it is released,
+                // since RaftCore cannot publish its metrics meanwhile.
+                let (me, now) = {
+                    let m = rx.borrow_and_update();
+                    leader_id.set(m.current_leader.map_or(-1.0, |l| l as f64));
+                    let purged = m.purged.map_or(0, |id| id.index);
+                    log_entries.set(m.last_log_index.unwrap_or(0).saturating_sub(purged) as f64);
+                    peers.export(&m);
+                    (m.id, Seen::of(&m))
+                };
                 if let Some(before) = &seen {
                     // Every new term is one election, wherever it started.
                     if before.term < now.term {
                         elections.increment(1);
                     }
-                    for transition in transitions(m.id, before, &now) {
+                    for transition in transitions(me, before, &now) {
                         transition.log();
                     }
                 }
                 seen = Some(now);
-                leader_id.set(m.current_leader.map_or(-1.0, |l| l as f64));
-                let purged = m.purged.map_or(0, |id| id.index);
-                log_entries.set(m.last_log_index.unwrap_or(0).saturating_sub(purged) as f64);
-                peers.export(&m);
             }
         });
         Ok(Self { watch_task })
