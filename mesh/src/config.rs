@@ -163,6 +163,9 @@ pub struct MeshConfig {
     pub preferred_leader: Option<NodeId>,
 }
 
+/// `proposals_in_flight_max` when not configured.
+pub const PROPOSALS_IN_FLIGHT_MAX_DEFAULT: usize = 4096;
+
 /// Largest `proposals_in_flight_max`. Each peer gets a QUIC stream of
 /// credit per proposal in flight (see [`MeshConfig::transport_limits`]),
 /// and quinn keeps bookkeeping for every stream it allows: the bound keeps
@@ -204,7 +207,7 @@ impl MeshConfig {
             log_cache_bytes: 16 * 1024 * 1024,
             command_bytes_max: 320 * 1024,
             append_entries_max: 256,
-            proposals_in_flight_max: 4096,
+            proposals_in_flight_max: PROPOSALS_IN_FLIGHT_MAX_DEFAULT,
             forwarding: ForwardingLimits::default(),
             preferred_leader: None,
         }

@@ -134,6 +134,7 @@ mod recent_entries;
 mod snapshot_file;
 pub mod snapshot_schedule;
 pub mod state_store;
+pub mod submitter;
 pub mod transport;
 pub mod types;
 mod udp_socket;

@@ -40,8 +40,9 @@ use crate::peer_rpc::Handler;
 use crate::progress::Progress;
 use crate::snapshot_schedule::{self, SnapshotPolicy};
 use crate::state_store::{SharedState, StateOpenError, StateStore};
+use crate::submitter::Submitter;
 use crate::transport::{RpcError, Transport, TransportError, TransportTimeouts};
-use crate::types::{Command, MeshTypes, NodeId, Raft, StateMachine};
+use crate::types::{MeshTypes, NodeId, Raft, StateMachine};
 use crate::wire;
 
 /// The node could not start.
@@ -165,6 +166,8 @@ type StorageClosed = Pin<Box<dyn Future<Output = ((), ())> + Send>>;
 pub(crate) struct Inner<S: StateMachine> {
     pub(crate) id: NodeId,
     pub(crate) raft: Raft<S>,
+    /// Where this node's proposals, and those forwarded to it, enter Raft.
+    pub(crate) submitter: Submitter<MeshTypes>,
     pub(crate) transport: Arc<Transport>,
     forwarder: Arc<Forwarder>,
     pub(crate) state: SharedState<S>,
@@ -295,6 +298,7 @@ impl<S: StateMachine> MeshNode<S> {
         let inner = Arc::new(Inner {
             id: config.node_id,
             raft: raft.clone(),
+            submitter: Submitter::start(raft.clone(), config.proposals_in_flight_max),
             transport: transport.clone(),
             forwarder: Arc::new(Forwarder::new(
                 transport.clone(),
@@ -478,21 +482,21 @@ impl<S: StateMachine> MeshNode<S> {
         }
     }
 
-    /// Tries `client_write` here. `Ok(Err(leader))`: this node is not the
+    /// Tries to write here. `Ok(Err(leader))`: this node is not the
     /// leader; `leader` is the one it knows, if any.
     async fn write_locally(
         &self,
         command: Bytes,
         deadline: Instant,
     ) -> Result<Result<Committed, Option<(NodeId, String)>>, ProposeError> {
-        let write = self.inner.raft.client_write(Command(command));
+        let write = self.inner.submitter.write(command);
         match tokio::time::timeout_at(deadline, write).await {
             Err(_) => Err(ProposeError::Indeterminate(
                 "not committed before the deadline".into(),
             )),
-            Ok(Ok(resp)) => Ok(Ok(Committed {
-                index: resp.log_id.index,
-                response: resp.data.0,
+            Ok(Ok(written)) => Ok(Ok(Committed {
+                index: written.log_id.index,
+                response: written.response.0,
             })),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Ok(Err(leader_of(&f)))

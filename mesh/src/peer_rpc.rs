@@ -20,7 +20,7 @@ use crate::leadership::handover_response;
 use crate::membership::{Change, change_response};
 use crate::node::{Inner, MeshNode};
 use crate::transport::{RpcHandler, error, error_response};
-use crate::types::{Command, MeshTypes, NodeId, StateMachine};
+use crate::types::{MeshTypes, NodeId, StateMachine};
 use crate::wire;
 
 /// Serves the RPCs peers send to this node.
@@ -98,15 +98,15 @@ impl<S: StateMachine> Handler<S> {
             ));
         };
         let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
-        let write = self.inner.raft.client_write(Command(command));
+        let write = self.inner.submitter.write(command);
         match tokio::time::timeout(budget, write).await {
             Err(_) => Err(error(
                 pb::ErrorKind::Unavailable,
                 "not committed before the deadline".into(),
             )),
-            Ok(Ok(resp)) => Ok(pb::ForwardProposalResponse {
-                index: resp.log_id.index,
-                response: resp.data.0,
+            Ok(Ok(written)) => Ok(pb::ForwardProposalResponse {
+                index: written.log_id.index,
+                response: written.response.0,
             }),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(not_leader_error(&f))

@@ -521,6 +521,46 @@ async fn a_follower_forwards_many_proposals_at_once_whatever_the_rpc_stream_cred
     Ok(())
 }
 
+/// Proposals made at once at the leader reach Raft together (several
+/// entries per message to its core), yet each is an entry of its own: its
+/// own index, and the response its own application gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_made_at_once_are_each_answered_with_their_own_outcome() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3, 10_000).await?;
+    let leader = &cluster.nodes[&cluster.leader().await?];
+    // Every command sets the same key: its response is the value the
+    // entry before it set, so a response given to the wrong proposer
+    // would not match its index.
+    let proposals = (0..300).map(|i| leader.propose(cmd(format!("key=v{i}"))));
+    let mut by_index = BTreeMap::new();
+    for (i, committed) in futures_util::future::join_all(proposals)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let committed = committed?;
+        let previous = String::from_utf8(committed.response.to_vec())?;
+        let replaced = by_index.insert(committed.index, (format!("v{i}"), previous));
+        assert!(replaced.is_none(), "index {} given twice", committed.index);
+    }
+    let applied = cluster.converged().await?;
+    for (index, (value, previous)) in &by_index {
+        assert!(
+            applied.contains(&(*index, format!("key={value}"))),
+            "{index}"
+        );
+        let before = applied
+            .iter()
+            .rev()
+            .find(|(i, _)| i < index)
+            .map(|(_, text)| text.trim_start_matches("key=").to_owned())
+            .unwrap_or_default();
+        assert_eq!(previous, &before, "the response of index {index}");
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
 /// The leader's side of forwarding in batches, as a follower (here a bare
 /// transport with a certificate of the cluster) sends them: each command
 /// is proposed and answered in order; a request with more commands than

@@ -28,6 +28,7 @@ use openraft::raft::{
 };
 use prost::Message as _;
 use tokio::time::Instant;
+use vomesh_mesh::submitter::Submitter;
 use vomesh_mesh::types::{Command, Node, NodeId, Snapshot, Vote};
 use vomesh_mesh::wire;
 
@@ -63,6 +64,8 @@ struct WanState {
     isolated: BTreeSet<NodeId>,
     /// Running sites.
     up: BTreeMap<NodeId, SimRaft>,
+    /// Where each running site's proposals enter its Raft, as in production.
+    submitters: BTreeMap<NodeId, Arc<Submitter<SimTypes>>>,
     bytes_sent: BTreeMap<NodeId, u64>,
     /// Each link's random sequence is seeded from this and its ends.
     seed: u64,
@@ -84,6 +87,7 @@ impl Wan {
             links: BTreeMap::new(),
             isolated: BTreeSet::new(),
             up: BTreeMap::new(),
+            submitters: BTreeMap::new(),
             bytes_sent: BTreeMap::new(),
             seed: rng.next_u64(),
         })))
@@ -95,13 +99,24 @@ impl Wan {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn set_up(&self, site: NodeId, raft: SimRaft) {
-        self.lock().up.insert(site, raft);
+    /// Puts a site on the network, its proposals submitted to `raft` at
+    /// most `batch_max` at a time.
+    pub fn set_up(&self, site: NodeId, raft: SimRaft, batch_max: usize) {
+        let submitter = Arc::new(Submitter::start(raft.clone(), batch_max));
+        let mut state = self.lock();
+        state.up.insert(site, raft);
+        state.submitters.insert(site, submitter);
     }
 
     /// Takes a site off the network (it crashed); returns its Raft to stop.
     pub fn set_down(&self, site: NodeId) -> Option<SimRaft> {
-        self.lock().up.remove(&site)
+        let mut state = self.lock();
+        state.submitters.remove(&site);
+        state.up.remove(&site)
+    }
+
+    pub fn submitter(&self, site: NodeId) -> Option<Arc<Submitter<SimTypes>>> {
+        self.lock().submitters.get(&site).cloned()
     }
 
     pub fn raft(&self, site: NodeId) -> Option<SimRaft> {
@@ -197,9 +212,10 @@ impl Wan {
         leader: NodeId,
         command: Command,
     ) -> Option<Result<u64, ClientWriteError<SimTypes>>> {
-        let leader_raft = self.carry(from, leader, command.0.len()).await.ok()?;
-        let result = match leader_raft.client_write(command).await {
-            Ok(resp) => Ok(resp.log_id.index),
+        self.carry(from, leader, command.0.len()).await.ok()?;
+        let submitter = self.submitter(leader)?;
+        let result = match submitter.write(command.0).await {
+            Ok(written) => Ok(written.log_id.index),
             Err(RaftError::APIError(e)) => Err(e),
             Err(RaftError::Fatal(_)) => return None,
         };

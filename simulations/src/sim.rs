@@ -28,7 +28,7 @@ use vomesh_broker::commands::{ClientLimits, publish_iq, subscribe_iq};
 use vomesh_broker::pubsub::{Handled, PubsubLimits, PubsubService, RequestContext};
 use vomesh_broker::replica::Replica;
 use vomesh_broker::xml::{Element, parse_document};
-use vomesh_mesh::config::raft_config;
+use vomesh_mesh::config::{PROPOSALS_IN_FLIGHT_MAX_DEFAULT, raft_config};
 use vomesh_mesh::state_store::SharedState;
 use vomesh_mesh::types::{Command, NodeId};
 
@@ -341,7 +341,7 @@ impl Sim {
             store,
         )
         .await?;
-        shared.wan.set_up(id, raft);
+        shared.wan.set_up(id, raft, PROPOSALS_IN_FLIGHT_MAX_DEFAULT);
         lock(&shared.states).insert(id, state);
         Ok(())
     }
@@ -745,10 +745,10 @@ async fn propose(shared: &Shared, site: NodeId, bytes: Bytes) -> Option<u64> {
     let deadline = Instant::now() + shared.propose_timeout;
     loop {
         let raft = shared.wan.raft(site)?;
-        let write = raft.client_write(Command(bytes.clone()));
-        let leader = match tokio::time::timeout_at(deadline, write).await {
+        let submitter = shared.wan.submitter(site)?;
+        let leader = match tokio::time::timeout_at(deadline, submitter.write(bytes.clone())).await {
             Err(_) => return None,
-            Ok(Ok(resp)) => break wait_applied(&raft, resp.log_id.index, deadline).await,
+            Ok(Ok(written)) => break wait_applied(&raft, written.log_id.index, deadline).await,
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => f.leader_id,
             Ok(Err(_)) => return None,
         };

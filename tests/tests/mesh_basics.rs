@@ -8,6 +8,8 @@ use vomesh_broker::client::Client;
 use vomesh_broker::xml::Element;
 use vomesh_broker::xmpp::ns;
 use vomesh_tests::cluster::TestCluster;
+use vomesh_tests::measure::gauge;
+use vomesh_tests::pubsub::{alert, archive_id, archive_page, create_iq, publish_iq, request};
 
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
@@ -189,4 +191,53 @@ async fn a_site_added_with_cluster_add_catches_up_and_serves_the_history() {
     let (items, _) = archive_page(&mut at_new_site, "history", &[], &[("max", "10")]).await;
     let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
     assert_eq!(ids, [before.as_str(), "after-join"]);
+}
+
+/// Publishes a session sends at once reach the leader's Raft core together
+/// (the mesh's submitter hands them over in batches), and each is still
+/// answered as an entry of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn publishes_sent_at_once_are_appended_in_batches_and_each_answered() {
+    const PUBLISHES: usize = 64;
+    let cluster = TestCluster::start(3);
+    cluster.add_user("alice", "wonderland");
+    let leader = &cluster.nodes[cluster.wait_for_leader(Duration::from_secs(30))];
+    let mut alice = Client::connect(&leader.client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in at the leader");
+    request(&mut alice, create_iq("burst", &[])).await;
+
+    let written = |metrics: &str| {
+        let entries = gauge(metrics, "vomesh_raft_write_batch_entries_sum").unwrap_or(0.0);
+        let batches = gauge(metrics, "vomesh_raft_write_batch_entries_count").unwrap_or(0.0);
+        (entries, batches)
+    };
+    let (entries_before, batches_before) = written(&leader.metrics());
+    for i in 0..PUBLISHES {
+        let iq = publish_iq("burst", Some(&format!("item-{i}")), alert(&format!("{i}")))
+            .with_attr("id", format!("p{i}"));
+        alice.send(&iq).await.expect("publish sent");
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < PUBLISHES {
+        let reply = tokio::time::timeout(Duration::from_secs(10), alice.next_stanza())
+            .await
+            .expect("every publish answered in time")
+            .expect("a stanza");
+        assert_eq!(reply.attr("type"), Some("result"), "{}", reply.to_xml());
+        let id = reply.attr("id").expect("an IQ id").to_owned();
+        assert!(answered.insert(id.clone()), "{id} answered twice");
+    }
+
+    let (entries_after, batches_after) = written(&leader.metrics());
+    let entries = entries_after - entries_before;
+    let batches = batches_after - batches_before;
+    assert!(entries >= PUBLISHES as f64, "{entries} entries written");
+    assert!(
+        batches <= entries / 4.0,
+        "{entries} entries written in {batches} batches"
+    );
+    let (archived, _) = archive_page(&mut alice, "burst", &[], &[("max", "100")]).await;
+    let ids: std::collections::BTreeSet<u64> = archived.iter().map(archive_id).collect();
+    assert_eq!(ids.len(), PUBLISHES, "every publish archived at its own id");
 }
