@@ -194,10 +194,11 @@ async fn a_site_added_with_cluster_add_catches_up_and_serves_the_history() {
 }
 
 /// Publishes a session sends at once reach the leader's Raft core together
-/// (the mesh's submitter hands them over in batches), and each is still
-/// answered as an entry of its own.
+/// (the mesh's submitter hands them over in batches), each is still
+/// answered as an entry of its own, and they are archived in the order
+/// sent.
 #[tokio::test(flavor = "multi_thread")]
-async fn publishes_sent_at_once_are_appended_in_batches_and_each_answered() {
+async fn publishes_sent_at_once_are_appended_in_batches_in_the_order_sent() {
     const PUBLISHES: usize = 64;
     let cluster = TestCluster::start(3);
     cluster.add_user("alice", "wonderland");
@@ -240,4 +241,9 @@ async fn publishes_sent_at_once_are_appended_in_batches_and_each_answered() {
     let (archived, _) = archive_page(&mut alice, "burst", &[], &[("max", "100")]).await;
     let ids: std::collections::BTreeSet<u64> = archived.iter().map(archive_id).collect();
     assert_eq!(ids.len(), PUBLISHES, "every publish archived at its own id");
+    // RFC 6120 §10.1: one stream's stanzas are processed in the order
+    // sent, so its publishes take log indexes (archive ids) in that order.
+    let order: Vec<&str> = archived.iter().map(|i| i.item_id.as_str()).collect();
+    let sent: Vec<String> = (0..PUBLISHES).map(|i| format!("item-{i}")).collect();
+    assert_eq!(order, sent, "archived in the order published");
 }

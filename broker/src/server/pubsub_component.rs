@@ -2,9 +2,14 @@
 //! the stanzas clients send to the service, answers reads from the local
 //! replica, and turns writes into commands proposed to the mesh.
 //!
-//! Each write runs in its own task, bounded by `[pubsub]
-//! max_inflight_proposals`: at the limit a write is answered at once with
-//! `resource-constraint` (type `wait`) rather than queued without bound.
+//! Writes are bounded by `[pubsub] max_inflight_proposals`: at the limit
+//! a write is answered at once with `resource-constraint` (type `wait`)
+//! rather than queued without bound. They are proposed in the order the
+//! sessions routed them (RFC 6120 §10.1: a server processes the stanzas
+//! of a stream in the order it received them): one task starts every
+//! proposal, in arrival order, and drives them all to their answers, so a
+//! publisher's pipelined publishes take log indexes in the order sent,
+//! wherever the mesh's leader is their site.
 //! Notifications are not sent from here: every site sends them when it
 //! applies the committed command (see [`crate::replica`]).
 //!
@@ -12,11 +17,13 @@
 //! `ExpireItems` stamped with its clock once an item is due, so every site
 //! removes the same items at the same point of the log.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use jid::{BareJid, FullJid};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use vomesh_mesh::node::{ProposeError, Role};
 use vomesh_proto::pubsub::command::Op;
 use vomesh_proto::pubsub::{Command, ExpireItems};
@@ -37,22 +44,62 @@ pub struct PubsubComponent {
     router: Arc<Router>,
     service_jid: String,
     inflight: Arc<Semaphore>,
+    /// Writes waiting to be proposed, in the order they were routed.
+    proposals: mpsc::UnboundedSender<Proposal>,
+}
+
+/// A write to propose, with the request it answers and its in-flight slot.
+struct Proposal {
+    request: Element,
+    command: Command,
+    permit: OwnedSemaphorePermit,
 }
 
 impl PubsubComponent {
+    /// The component, and the task that proposes its writes (it ends with
+    /// the component). Call within a tokio runtime.
     pub fn new(
         broker: Arc<Broker>,
         router: Arc<Router>,
         service_jid: &str,
         inflight_max: usize,
     ) -> Arc<Self> {
-        Arc::new(PubsubComponent {
+        let (proposals, queue) = mpsc::unbounded_channel();
+        let component = Arc::new(PubsubComponent {
             broker,
             router,
             service_jid: service_jid.to_owned(),
             inflight: Arc::new(Semaphore::new(inflight_max)),
-        })
+            proposals,
+        });
+        tokio::spawn(propose_in_order(Arc::downgrade(&component), queue));
+        component
     }
+}
+
+/// Starts each proposal queued, in queue order, and drives them all until
+/// answered. A proposal's first poll takes it as far as the mesh's queue
+/// for Raft (or for the leader): `FuturesUnordered` first polls futures in
+/// the order they were pushed, where spawning each as a task let the
+/// scheduler run them in any order. The queue holds no more than the
+/// in-flight slots its proposals hold.
+async fn propose_in_order(
+    component: Weak<PubsubComponent>,
+    mut queue: mpsc::UnboundedReceiver<Proposal>,
+) {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            proposal = queue.recv() => {
+                let (Some(proposal), Some(component)) = (proposal, component.upgrade()) else {
+                    break;
+                };
+                in_flight.push(component.propose(proposal));
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    }
+    while in_flight.next().await.is_some() {}
 }
 
 /// How often the leader looks for expired items: `pubsub#item_expire` is
@@ -247,35 +294,52 @@ impl PubsubComponent {
         // them and while they are in its cache, rather than after the
         // commit, cold, on whichever thread answers.
         drop_item_payloads(&mut request);
-        tokio::spawn(async move {
-            let is_publish = matches!(command.op, Some(Op::Publish(_)));
-            let started = Instant::now();
-            let result = self.broker.propose(&command).await;
-            drop(permit);
-            if is_publish && result.is_ok() {
-                metrics::histogram!(names::PUBLISH_COMMIT_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
+        let proposal = Proposal {
+            request,
+            command,
+            permit,
+        };
+        if let Err(mpsc::error::SendError(proposal)) = self.proposals.send(proposal) {
+            let error = StanzaError::new(Condition::ServiceUnavailable)
+                .with_text("this site is shutting down");
+            self.answer_error(&proposal.request, &error);
+        }
+    }
+
+    /// Proposes a write and answers its request once it is applied here.
+    async fn propose(self: Arc<Self>, proposal: Proposal) {
+        let Proposal {
+            request,
+            command,
+            permit,
+        } = proposal;
+        let is_publish = matches!(command.op, Some(Op::Publish(_)));
+        let started = Instant::now();
+        let result = self.broker.propose(&command).await;
+        drop(permit);
+        if is_publish && result.is_ok() {
+            metrics::histogram!(names::PUBLISH_COMMIT_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+        }
+        match result {
+            Ok((_, reply)) => self.answer(&request, reply),
+            Err(error) => {
+                let reason = match &error {
+                    BrokerError::Propose(ProposeError::TooLarge { .. }) => "too-large",
+                    BrokerError::Propose(ProposeError::Overloaded { .. }) => "overloaded",
+                    BrokerError::Propose(ProposeError::NotAppliedLocally(_)) => {
+                        "not-applied-locally"
+                    }
+                    BrokerError::Propose(ProposeError::NoLeader(_)) => "no-leader",
+                    BrokerError::Propose(ProposeError::Indeterminate(_)) => "indeterminate",
+                    BrokerError::Propose(ProposeError::ShuttingDown) => "shutting-down",
+                    BrokerError::BadReply(_) => "bad-reply",
+                };
+                metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
+                tracing::warn!(%error, "a write could not be committed");
+                self.answer_error(&request, &write_failed(&error));
             }
-            match result {
-                Ok((_, reply)) => self.answer(&request, reply),
-                Err(error) => {
-                    let reason = match &error {
-                        BrokerError::Propose(ProposeError::TooLarge { .. }) => "too-large",
-                        BrokerError::Propose(ProposeError::Overloaded { .. }) => "overloaded",
-                        BrokerError::Propose(ProposeError::NotAppliedLocally(_)) => {
-                            "not-applied-locally"
-                        }
-                        BrokerError::Propose(ProposeError::NoLeader(_)) => "no-leader",
-                        BrokerError::Propose(ProposeError::Indeterminate(_)) => "indeterminate",
-                        BrokerError::Propose(ProposeError::ShuttingDown) => "shutting-down",
-                        BrokerError::BadReply(_) => "bad-reply",
-                    };
-                    metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
-                    tracing::warn!(%error, "a write could not be committed");
-                    self.answer_error(&request, &write_failed(&error));
-                }
-            }
-        });
+        }
     }
 
     fn answer(&self, request: &Element, reply: Reply) {
