@@ -8,8 +8,9 @@
 //! sessions routed them (RFC 6120 §10.1: a server processes the stanzas
 //! of a stream in the order it received them): one task starts every
 //! proposal, in arrival order, and drives them all to their answers, so a
-//! publisher's pipelined publishes take log indexes in the order sent,
-//! wherever the mesh's leader is their site.
+//! publisher's pipelined publishes take log indexes in the order sent
+//! when its site leads the mesh. (A follower forwards them in several
+//! requests at once, which the leader may take in another order.)
 //! Notifications are not sent from here: every site sends them when it
 //! applies the committed command (see [`crate::replica`]).
 //!
