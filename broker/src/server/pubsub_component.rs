@@ -18,11 +18,12 @@
 //! `ExpireItems` stamped with its clock once an item is due, so every site
 //! removes the same items at the same point of the log.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use jid::{BareJid, FullJid};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use vomesh_mesh::node::{ProposeError, Role};
@@ -83,7 +84,8 @@ impl PubsubComponent {
 /// for Raft (or for the leader): `FuturesUnordered` first polls futures in
 /// the order they were pushed, where spawning each as a task let the
 /// scheduler run them in any order. The queue holds no more than the
-/// in-flight slots its proposals hold.
+/// in-flight slots its proposals hold. A proposal that panics ends alone,
+/// as a task of its own would, not with every other write of the site.
 async fn propose_in_order(
     component: Weak<PubsubComponent>,
     mut queue: mpsc::UnboundedReceiver<Proposal>,
@@ -95,7 +97,14 @@ async fn propose_in_order(
                 let (Some(proposal), Some(component)) = (proposal, component.upgrade()) else {
                     break;
                 };
-                in_flight.push(component.propose(proposal));
+                let proposed = AssertUnwindSafe(component.propose(proposal))
+                    .catch_unwind()
+                    .map(|outcome| {
+                        if outcome.is_err() {
+                            tracing::error!("a write's proposal panicked; its request is not answered");
+                        }
+                    });
+                in_flight.push(proposed);
             }
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
         }
