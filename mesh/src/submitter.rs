@@ -8,9 +8,12 @@
 //! a wakeup of the log thread and a nudge to every replication stream.
 //! `client_write_many` gives the core several entries in one message,
 //! appended with one write. The submitter is one task that takes every
-//! proposal queued since it last ran and submits them together. It never
-//! waits for more: a proposal that finds it idle goes alone, at once, so
-//! batches grow only with the load and add no latency.
+//! proposal queued since it last ran and submits them together. Before
+//! taking them it lets the tasks already runnable have their turn (a
+//! session that just parsed several publishes queues them all), and it
+//! never waits longer: no timer, no batch size to reach, so a proposal
+//! that finds the runtime idle goes alone, at once, and batches grow only
+//! with the load.
 //!
 //! Each proposal is still an entry of its own, at a log index of its own
 //! (its global sequence number), with its own outcome: a batch is only a
