@@ -261,6 +261,16 @@ impl Client {
         self.write(&stanza.to_stream_xml(ns::CLIENT)).await
     }
 
+    /// Sends `stanzas` in one write, as a client pipelining them does: the
+    /// server may read them all at once.
+    pub async fn send_all(&mut self, stanzas: &[Element]) -> Result<(), ClientError> {
+        let data: String = stanzas
+            .iter()
+            .map(|stanza| stanza.to_stream_xml(ns::CLIENT))
+            .collect();
+        self.write(&data).await
+    }
+
     /// Sends an IQ (an `id` is added when missing) and waits for its answer;
     /// other stanzas arriving meanwhile are kept for [`Client::next_stanza`].
     pub async fn iq(&mut self, mut iq: Element) -> Result<Element, ClientError> {

@@ -214,11 +214,13 @@ async fn publishes_sent_at_once_are_appended_in_batches_in_the_order_sent() {
         (entries, batches)
     };
     let (entries_before, batches_before) = written(&leader.metrics());
-    for i in 0..PUBLISHES {
-        let iq = publish_iq("burst", Some(&format!("item-{i}")), alert(&format!("{i}")))
-            .with_attr("id", format!("p{i}"));
-        alice.send(&iq).await.expect("publish sent");
-    }
+    let publishes: Vec<Element> = (0..PUBLISHES)
+        .map(|i| {
+            publish_iq("burst", Some(&format!("item-{i}")), alert(&format!("{i}")))
+                .with_attr("id", format!("p{i}"))
+        })
+        .collect();
+    alice.send_all(&publishes).await.expect("publishes sent");
     let mut answered = std::collections::BTreeSet::new();
     while answered.len() < PUBLISHES {
         let reply = tokio::time::timeout(Duration::from_secs(10), alice.next_stanza())
@@ -234,8 +236,10 @@ async fn publishes_sent_at_once_are_appended_in_batches_in_the_order_sent() {
     let entries = entries_after - entries_before;
     let batches = batches_after - batches_before;
     assert!(entries >= PUBLISHES as f64, "{entries} entries written");
+    // Sent in one write, they reach the core in one batch or a few (the
+    // build before the submitter wrote them in 32 to 41).
     assert!(
-        batches <= entries / 4.0,
+        batches <= entries / 16.0,
         "{entries} entries written in {batches} batches"
     );
     let (archived, _) = archive_page(&mut alice, "burst", &[], &[("max", "100")]).await;

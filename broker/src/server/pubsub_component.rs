@@ -97,7 +97,10 @@ async fn propose_in_order(
                 let (Some(proposal), Some(component)) = (proposal, component.upgrade()) else {
                     break;
                 };
-                let proposed = AssertUnwindSafe(component.propose(proposal))
+                // Unconstrained: tokio's cooperative budget would make a
+                // proposal that reaches it yield before the mesh's queue
+                // and be polled again after later ones, out of order.
+                let proposed = AssertUnwindSafe(tokio::task::unconstrained(component.propose(proposal)))
                     .catch_unwind()
                     .map(|outcome| {
                         if outcome.is_err() {
