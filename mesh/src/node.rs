@@ -174,7 +174,7 @@ pub(crate) struct Inner<S: StateMachine> {
     pub(crate) timeouts: MeshTimeouts,
     pub(crate) command_bytes_max: usize,
     /// One permit per proposal in flight at this node.
-    pub(crate) proposals_in_flight: tokio::sync::Semaphore,
+    pub(crate) proposals_in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) proposals_in_flight_max: usize,
     metrics: MetricsExporter,
     /// The applied index and known leader, for proposals and reads waiting
@@ -308,7 +308,9 @@ impl<S: StateMachine> MeshNode<S> {
             state,
             timeouts: config.timeouts.clone(),
             command_bytes_max: config.command_bytes_max,
-            proposals_in_flight: tokio::sync::Semaphore::new(config.proposals_in_flight_max),
+            proposals_in_flight: Arc::new(tokio::sync::Semaphore::new(
+                config.proposals_in_flight_max,
+            )),
             proposals_in_flight_max: config.proposals_in_flight_max,
             metrics,
             progress,
@@ -460,9 +462,16 @@ impl<S: StateMachine> MeshNode<S> {
             // that changes. (The one the attempt tried may differ: a leader
             // handing over names its successor before the successor leads.)
             let known = self.inner.progress.leader();
-            let leader = match self.write_locally(command.clone(), deadline).await? {
-                Ok(committed) => return Ok(committed),
-                Err(leader) => leader,
+            let leader = match self.leader_elsewhere() {
+                // A follower forwards at once, so its proposals reach the
+                // forwarder in the order they were made. (Refused by the
+                // local core, they would come back in batches answered by
+                // separate tasks, in any order.)
+                Some(leader) => Some(leader),
+                None => match self.write_locally(command.clone(), deadline).await? {
+                    Ok(committed) => return Ok(committed),
+                    Err(leader) => leader,
+                },
             };
             let outcome = match &leader {
                 Some((leader, addr)) => {
@@ -480,6 +489,17 @@ impl<S: StateMachine> MeshNode<S> {
             }
             self.wait_for_leader_change(known, deadline).await;
         }
+    }
+
+    /// The leader this node follows, with its address, if it knows one
+    /// and it is another node. A node that leads, or knows of no leader,
+    /// asks its Raft core instead.
+    fn leader_elsewhere(&self) -> Option<(NodeId, String)> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        let leader = m.current_leader.filter(|&leader| leader != m.id)?;
+        let node = m.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
     }
 
     /// Tries to write here. `Ok(Err(leader))`: this node is not the

@@ -73,45 +73,94 @@ fn not_leader_error(f: &ForwardToLeader<MeshTypes>) -> pb::Error {
     }
 }
 
+/// Batches of a forwarding stream proposed and not yet answered, at most:
+/// past them the leader stops reading the stream, and QUIC's flow control
+/// holds the follower back. Each batch's proposals hold this node's
+/// permits for proposals in flight, the limit that counts; this only keeps
+/// a follower from queueing batches without end. Twice a follower's
+/// default of batches in flight.
+const FORWARDED_BATCHES_AHEAD: usize = 32;
+
+/// What became of a forwarded command.
+type Forwarded = Result<pb::ForwardProposalResponse, pb::Error>;
+
 impl<S: StateMachine> Handler<S> {
-    /// Proposes a command a follower forwarded. Refused at once when this
-    /// node has its limit of proposals in flight: the proposer holds its
-    /// own slot and deadline, and learns that nothing was appended.
-    async fn propose_forwarded(
-        &self,
+    /// Proposes a command a follower forwarded: it is queued for the Raft
+    /// core by this call (so commands take log indexes in the order of the
+    /// calls), and the future answers once it is applied here. Refused at
+    /// once when this node has its limit of proposals in flight: the
+    /// proposer holds its own slot and deadline, and learns that nothing
+    /// was appended.
+    fn propose_forwarded(
+        inner: &Inner<S>,
         command: Bytes,
-    ) -> Result<pb::ForwardProposalResponse, pb::Error> {
-        if command.len() > self.inner.command_bytes_max {
-            return Err(error(
+    ) -> impl Future<Output = Forwarded> + Send + use<S> {
+        let refused = |kind, message| {
+            futures_util::future::Either::Left(async move { Err(error(kind, message)) })
+        };
+        if command.len() > inner.command_bytes_max {
+            return refused(
                 pb::ErrorKind::BadRequest,
                 format!(
                     "command of {} bytes exceeds the limit of {}",
                     command.len(),
-                    self.inner.command_bytes_max
+                    inner.command_bytes_max
                 ),
-            ));
+            );
         }
-        let Ok(_slot) = self.inner.proposals_in_flight.try_acquire() else {
-            return Err(error(
+        let Ok(slot) = inner.proposals_in_flight.clone().try_acquire_owned() else {
+            return refused(
                 pb::ErrorKind::Overloaded,
-                format!("{} proposals in flight", self.inner.proposals_in_flight_max),
-            ));
+                format!("{} proposals in flight", inner.proposals_in_flight_max),
+            );
         };
-        let budget = Duration::from_millis(self.inner.timeouts.propose_timeout_ms);
-        let write = self.inner.submitter.write(command);
-        match tokio::time::timeout(budget, write).await {
-            Err(_) => Err(error(
-                pb::ErrorKind::Unavailable,
-                "not committed before the deadline".into(),
-            )),
-            Ok(Ok(written)) => Ok(pb::ForwardProposalResponse {
-                index: written.log_id.index,
-                response: written.response.0,
-            }),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(not_leader_error(&f))
+        let budget = Duration::from_millis(inner.timeouts.propose_timeout_ms);
+        let write = inner.submitter.write(command);
+        futures_util::future::Either::Right(async move {
+            let _slot = slot;
+            match tokio::time::timeout(budget, write).await {
+                Err(_) => Err(error(
+                    pb::ErrorKind::Unavailable,
+                    "not committed before the deadline".into(),
+                )),
+                Ok(Ok(written)) => Ok(pb::ForwardProposalResponse {
+                    index: written.log_id.index,
+                    response: written.response.0,
+                }),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    Err(not_leader_error(&f))
+                }
+                Ok(Err(e)) => Err(error(pb::ErrorKind::Unavailable, e.to_string())),
             }
-            Ok(Err(e)) => Err(error(pb::ErrorKind::Unavailable, e.to_string())),
+        })
+    }
+
+    /// Proposes a batch of forwarded commands, in order, now; the future
+    /// answers with every command's outcome, in the same order.
+    fn propose_batch(
+        inner: &Inner<S>,
+        batch: pb::ForwardProposals,
+    ) -> impl Future<Output = pb::Response> + Send + use<S> {
+        // Proposed together, so that openraft appends them together.
+        let proposed: Vec<_> = batch
+            .commands
+            .into_iter()
+            .map(|command| Self::propose_forwarded(inner, command))
+            .collect();
+        async move {
+            let outcomes = futures_util::future::join_all(proposed)
+                .await
+                .into_iter()
+                .map(|outcome| pb::ForwardOutcome {
+                    outcome: Some(match outcome {
+                        Ok(committed) => pb::forward_outcome::Outcome::Committed(committed),
+                        Err(refused) => pb::forward_outcome::Outcome::Refused(refused),
+                    }),
+                })
+                .collect();
+            response(pb::response::Kind::ForwardProposals(
+                pb::ForwardProposalsResponse { outcomes },
+            ))
         }
     }
 }
@@ -163,6 +212,20 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                 Err(fatal) => unavailable(fatal),
             });
         Box::pin(responses)
+    }
+
+    fn forward_stream(
+        &self,
+        _peer: NodeId,
+        requests: BoxStream<'static, pb::ForwardProposals>,
+    ) -> BoxStream<'static, pb::Response> {
+        // A batch is proposed when `buffered` takes it from the stream,
+        // which it does in order, and only once the batches before it are
+        // proposed: so the commands take log indexes in the order the
+        // follower sent them. The answers come back in the same order.
+        let inner = self.inner.clone();
+        let proposed = requests.map(move |batch| Self::propose_batch(&inner, batch));
+        Box::pin(proposed.buffered(FORWARDED_BATCHES_AHEAD))
     }
 
     async fn handle(
@@ -257,7 +320,7 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                 }
             }
             pb::request::Kind::ForwardProposal(p) => {
-                match self.propose_forwarded(p.command).await {
+                match Self::propose_forwarded(&self.inner, p.command).await {
                     Ok(committed) => response(pb::response::Kind::ForwardProposal(committed)),
                     Err(refused) => pb::Response {
                         kind: Some(pb::response::Kind::Error(refused)),
@@ -277,24 +340,10 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                 ))
             }
             pb::request::Kind::ForwardProposals(batch) => {
-                // Proposed together, so that openraft appends them together.
-                let proposed = batch
-                    .commands
-                    .into_iter()
-                    .map(|command| self.propose_forwarded(command));
-                let outcomes = futures_util::future::join_all(proposed)
-                    .await
-                    .into_iter()
-                    .map(|outcome| pb::ForwardOutcome {
-                        outcome: Some(match outcome {
-                            Ok(committed) => pb::forward_outcome::Outcome::Committed(committed),
-                            Err(refused) => pb::forward_outcome::Outcome::Refused(refused),
-                        }),
-                    })
-                    .collect();
-                response(pb::response::Kind::ForwardProposals(
-                    pb::ForwardProposalsResponse { outcomes },
-                ))
+                Self::propose_batch(&self.inner, batch).await
+            }
+            pb::request::Kind::ForwardStream(_) => {
+                bad_request("forwarding stream opened as a unary request")
             }
             pb::request::Kind::AppendStream(_) => {
                 bad_request("append stream opened as a unary request")

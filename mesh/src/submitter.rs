@@ -56,16 +56,22 @@ impl<C: MeshTypeConfig> Submitter<C> {
 
     /// Proposes `command` here: its outcome once applied by this node's
     /// state machine, or a `ForwardToLeader` error if this node does not
-    /// lead. A caller that stops waiting leaves the entry proposed.
-    pub async fn write(&self, command: Bytes) -> Outcome<C> {
+    /// lead. The proposal is queued by this call, not when the future is
+    /// first polled, so proposals take log indexes in the order of the
+    /// calls that made them. A caller that stops waiting leaves the entry
+    /// proposed.
+    pub fn write(&self, command: Bytes) -> impl Future<Output = Outcome<C>> + Send + use<C> {
         let (reply, outcome) = oneshot::channel();
-        if self.queue.send((Command(command), reply)).is_err() {
-            return Err(RaftError::Fatal(Fatal::Stopped));
+        let queued = self.queue.send((Command(command), reply)).is_ok();
+        async move {
+            if !queued {
+                return Err(RaftError::Fatal(Fatal::Stopped));
+            }
+            // The submitter drops a proposal unanswered only when Raft stopped.
+            outcome
+                .await
+                .unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
         }
-        // The submitter drops a proposal unanswered only when Raft stopped.
-        outcome
-            .await
-            .unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
     }
 }
 

@@ -210,6 +210,27 @@ pub trait RpcHandler: Send + Sync + 'static {
         peer: NodeId,
         requests: BoxStream<'static, pb::AppendEntriesRequest>,
     ) -> BoxStream<'static, pb::Response>;
+
+    /// Serves a forwarding stream from `peer` (already authenticated): the
+    /// commands of each batch are proposed before the next batch is read,
+    /// and each batch is answered with one `Response`, in order.
+    fn forward_stream(
+        &self,
+        peer: NodeId,
+        requests: BoxStream<'static, pb::ForwardProposals>,
+    ) -> BoxStream<'static, pb::Response>;
+}
+
+/// Writes each response of a stream as it comes, then finishes the stream.
+async fn answer_stream(
+    mut send: quinn::SendStream,
+    mut responses: BoxStream<'static, pb::Response>,
+) -> Result<(), FrameError> {
+    while let Some(response) = responses.next().await {
+        write_frame(&mut send, &response).await?;
+    }
+    send.finish()?;
+    Ok(())
 }
 
 /// How often the QUIC statistics of each peer connection are exported:
@@ -600,7 +621,14 @@ impl Transport {
             Ok(peer) => match request.kind {
                 None => error_response(pb::ErrorKind::BadRequest, "request without a kind".into()),
                 Some(pb::request::Kind::AppendStream(_)) => {
-                    return self.serve_append_stream(peer, send, recv, handler).await;
+                    let requests = self.request_frames(peer, recv);
+                    let responses = handler.append_stream(peer, requests);
+                    return answer_stream(send, responses).await;
+                }
+                Some(pb::request::Kind::ForwardStream(_)) => {
+                    let requests = self.request_frames(peer, recv);
+                    let responses = handler.forward_stream(peer, requests);
+                    return answer_stream(send, responses).await;
                 }
                 Some(pb::request::Kind::Snapshot(offer)) => {
                     match self.receive_snapshot(&mut recv, &offer).await {
@@ -631,34 +659,30 @@ impl Transport {
         .map_err(|_| FrameError::Stalled(self.frame_stall_timeout))?
     }
 
-    async fn serve_append_stream<H: RpcHandler>(
+    /// The requests that follow a stream's opening, until the peer
+    /// finishes the stream, the connection breaks, or one does not decode.
+    fn request_frames<M: Message + Default + 'static>(
         &self,
         peer: NodeId,
-        mut send: quinn::SendStream,
         recv: quinn::RecvStream,
-        handler: &H,
-    ) -> Result<(), FrameError> {
+    ) -> BoxStream<'static, M> {
         let max = self.limits.frame_bytes_max;
-        let requests = futures_util::stream::unfold(Some(recv), move |recv| async move {
-            let mut recv = recv?;
-            match read_frame(&mut recv, max).await {
-                Ok(frame) => match pb::AppendEntriesRequest::decode(frame) {
-                    Ok(request) => Some((request, Some(recv))),
-                    Err(e) => {
-                        tracing::info!(peer, error = %e, "mesh: undecodable append, closing the stream");
-                        None
-                    }
-                },
-                // The leader finished the stream, or the connection broke.
-                Err(_) => None,
-            }
-        });
-        let mut responses = handler.append_stream(peer, Box::pin(requests));
-        while let Some(response) = responses.next().await {
-            write_frame(&mut send, &response).await?;
-        }
-        send.finish()?;
-        Ok(())
+        Box::pin(futures_util::stream::unfold(
+            Some(recv),
+            move |recv| async move {
+                let mut recv = recv?;
+                match read_frame(&mut recv, max).await {
+                    Ok(frame) => match M::decode(frame) {
+                        Ok(request) => Some((request, Some(recv))),
+                        Err(e) => {
+                            tracing::info!(peer, error = %e, "mesh: undecodable request on a stream, closing it");
+                            None
+                        }
+                    },
+                    Err(_) => None,
+                }
+            },
+        ))
     }
 
     /// Checks that the certificate of `connection` names node `claimed`.

@@ -1257,6 +1257,14 @@ impl vomesh_mesh::transport::RpcHandler for NotLeader {
     ) -> openraft::base::BoxStream<'static, pb::Response> {
         Box::pin(futures_util::stream::empty())
     }
+
+    fn forward_stream(
+        &self,
+        _peer: u64,
+        _requests: openraft::base::BoxStream<'static, pb::ForwardProposals>,
+    ) -> openraft::base::BoxStream<'static, pb::Response> {
+        Box::pin(futures_util::stream::empty())
+    }
 }
 
 /// A free UDP address on loopback: this test restarts a peer at the same

@@ -199,13 +199,37 @@ async fn a_site_added_with_cluster_add_catches_up_and_serves_the_history() {
 /// sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn publishes_sent_at_once_are_appended_in_batches_in_the_order_sent() {
+    publish_at_once(Site::Leader).await;
+}
+
+/// The same at a follower's site: its forwarded publishes reach the
+/// leader's core in batches too, and in the order the session sent them.
+#[tokio::test(flavor = "multi_thread")]
+async fn publishes_sent_at_once_at_a_follower_are_appended_in_the_order_sent() {
+    publish_at_once(Site::Follower).await;
+}
+
+enum Site {
+    Leader,
+    Follower,
+}
+
+/// Sends 64 publishes in one write from a session at `site`, and checks
+/// that each is answered, that the leader appended them in few batches,
+/// and that the archive holds them in the order sent.
+async fn publish_at_once(site: Site) {
     const PUBLISHES: usize = 64;
     let cluster = TestCluster::start(3);
     cluster.add_user("alice", "wonderland");
-    let leader = &cluster.nodes[cluster.wait_for_leader(Duration::from_secs(30))];
-    let mut alice = Client::connect(&leader.client_config("alice", "wonderland"))
+    let leader_index = cluster.wait_for_leader(Duration::from_secs(30));
+    let leader = &cluster.nodes[leader_index];
+    let session_site = match site {
+        Site::Leader => leader,
+        Site::Follower => &cluster.nodes[(leader_index + 1) % cluster.nodes.len()],
+    };
+    let mut alice = Client::connect(&session_site.client_config("alice", "wonderland"))
         .await
-        .expect("alice logs in at the leader");
+        .expect("alice logs in");
     request(&mut alice, create_iq("burst", &[])).await;
 
     let written = |metrics: &str| {
