@@ -8,7 +8,7 @@
 //! and types here, tested without a server; the `async fn`s only move
 //! stanzas between them and the connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -1086,6 +1086,25 @@ pub fn render_status(status: &NodeStatus) -> String {
         status.sessions,
         if status.ready { "" } else { ", NOT READY" },
     );
+    let preferences: BTreeSet<Option<u64>> = status
+        .members
+        .iter()
+        .filter(|m| m.reachable)
+        .map(|m| m.preferred_leader)
+        .collect();
+    if preferences.len() > 1 {
+        let named: Vec<String> = status
+            .members
+            .iter()
+            .filter(|m| m.reachable)
+            .map(|m| format!("{} names {}", m.id, number(m.preferred_leader)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "WARNING: the sites name different [mesh] preferred_leader ({}); the leadership is not handed to a site that names another",
+            named.join(", ")
+        );
+    }
     out
 }
 
@@ -1593,6 +1612,7 @@ mod tests {
                     applied_index: Some(9),
                     sessions: Some(2),
                     rtt_ms: None,
+                    preferred_leader: Some(1),
                 },
                 MemberStatus {
                     id: 12,
@@ -1606,6 +1626,7 @@ mod tests {
                     applied_index: None,
                     sessions: None,
                     rtt_ms: Some(182.44),
+                    preferred_leader: None,
                 },
             ],
         };
@@ -1621,6 +1642,15 @@ mod tests {
             ..status
         };
         assert!(render_status(&not_ready).ends_with(", NOT READY\n"));
+        let mut disagreeing = not_ready.clone();
+        disagreeing.members[1].reachable = true;
+        assert!(
+            render_status(&disagreeing).ends_with(
+                "WARNING: the sites name different [mesh] preferred_leader (1 names 1, 12 names -); the leadership is not handed to a site that names another\n"
+            ),
+            "{}",
+            render_status(&disagreeing)
+        );
     }
 
     #[test]

@@ -23,7 +23,11 @@
 //!   leadership there. As Kafka's preferred-replica election does, the leader
 //!   hands it over only once the preferred site is caught up, and not again
 //!   for a while after each attempt, so a site with a flapping link is not
-//!   handed the leadership over and over.
+//!   handed the leadership over and over. Each site reads the setting from
+//!   its own configuration; before each handover the leader asks the
+//!   preferred site which site it names, and keeps the leadership if that
+//!   is another one: two sites naming each other would otherwise hand it
+//!   back and forth once per hold-off.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,7 +39,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use vomesh_proto::mesh as pb;
 
-use crate::node::{LeaderRefusal, MeshNode};
+use crate::node::{LeaderRefusal, MeshNode, ask_status};
 use crate::transport::{Transport, error_response};
 use crate::types::{MeshTypes, NodeId, Raft, StateMachine};
 
@@ -239,6 +243,9 @@ impl Preference {
     }
 }
 
+/// Counter: handovers to the preferred site that were due and not made.
+const HANDOVERS_DECLINED: &str = "vomesh_raft_leadership_handovers_declined_total";
+
 /// Counts a handover and says so in the log.
 fn record_handover(to: NodeId, reason: &'static str) {
     metrics::counter!("vomesh_raft_leadership_handovers_total", "reason" => reason).increment(1);
@@ -354,14 +361,46 @@ impl<S: StateMachine> MeshNode<S> {
     }
 }
 
+/// The site the preferred site names instead of itself, if it names
+/// another: handing it the leadership would only start a tug of war.
+/// (Naming none, or a node of an earlier version that does not say, is
+/// no objection: such a site keeps the leadership it is given.)
+fn names_another(preferred: NodeId, its_preference: Option<NodeId>) -> Option<NodeId> {
+    its_preference.filter(|&named| named != preferred)
+}
+
+/// Asks `preferred` (within `deadline`) whether it names another site;
+/// `Err` when it could not be asked.
+async fn preference_of_preferred<S: StateMachine>(
+    raft: &Raft<S>,
+    transport: &Transport,
+    preferred: NodeId,
+    deadline: Duration,
+) -> Result<Option<NodeId>, String> {
+    let addr = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .get_node(&preferred)
+        .map(|node| node.addr.clone())
+        .ok_or_else(|| format!("node {preferred} is not a member"))?;
+    let status = ask_status(transport, preferred, &addr, deadline)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(names_another(preferred, status.preferred_leader))
+}
+
 /// Hands the leadership to `preference.preferred` whenever it is due (see
-/// [`Preference`]), checking every `interval` (a voter the transport
-/// cannot reach counts as behind); ends when Raft stops (or when aborted).
+/// [`Preference`]) and that site does not name another (asked within
+/// `ask_within`), checking every `interval` (a voter the transport cannot
+/// reach counts as behind); ends when Raft stops (or when aborted).
 pub(crate) fn follow_preference<S: StateMachine>(
     raft: Raft<S>,
     transport: Arc<Transport>,
     mut preference: Preference,
     interval: Duration,
+    ask_within: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -372,13 +411,26 @@ pub(crate) fn follow_preference<S: StateMachine>(
                 transport.is_reachable(id)
             });
             if preference.due(voters.as_ref(), Instant::now()) {
-                record_handover(preference.preferred, "preferred");
-                if raft
-                    .trigger()
-                    .transfer_leader(preference.preferred)
-                    .await
-                    .is_err()
-                {
+                let preferred = preference.preferred;
+                match preference_of_preferred(&raft, &transport, preferred, ask_within).await {
+                    Ok(None) => {}
+                    Ok(Some(named)) => {
+                        metrics::counter!(HANDOVERS_DECLINED, "reason" => "preference_disagrees")
+                            .increment(1);
+                        tracing::warn!(
+                            preferred,
+                            named,
+                            "mesh: this site names node {preferred} preferred_leader, but that site names node {named}; the leadership stays here (set the same preferred_leader at every site)"
+                        );
+                        continue;
+                    }
+                    Err(reason) => {
+                        tracing::debug!(preferred, %reason, "mesh: the preferred site could not be asked; no handover this time");
+                        continue;
+                    }
+                }
+                record_handover(preferred, "preferred");
+                if raft.trigger().transfer_leader(preferred).await.is_err() {
                     return;
                 }
             }
@@ -444,6 +496,14 @@ mod tests {
         assert!(!preference.due(Some(&ready), at(22)));
         // …until the hold-off has passed.
         assert!(preference.due(Some(&ready), at(23)));
+    }
+
+    #[test]
+    fn a_preferred_site_that_names_another_is_not_handed_the_leadership() {
+        assert_eq!(names_another(3, Some(1)), Some(1));
+        assert_eq!(names_another(3, Some(3)), None);
+        // Naming none, or not saying (an earlier version): no objection.
+        assert_eq!(names_another(3, None), None);
     }
 
     #[test]

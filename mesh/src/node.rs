@@ -156,6 +156,9 @@ pub struct NodeStatus {
     /// The smoothed QUIC round-trip time from this node to each peer it has
     /// a connection to, in microseconds. Local, like `leader_silent_ms`.
     pub peer_rtt_micros: BTreeMap<NodeId, u64>,
+    /// The site this node's configuration names `preferred_leader`; `None`
+    /// also for a peer of an earlier version, which does not say.
+    pub preferred_leader: Option<NodeId>,
 }
 
 /// Counts the clients of the application using the mesh, for status views.
@@ -293,6 +296,7 @@ impl<S: StateMachine> MeshNode<S> {
                     ),
                 ),
                 Duration::from_millis(t.election_timeout_min_ms),
+                Duration::from_millis(t.connect_timeout_ms),
             )
         });
         let inner = Arc::new(Inner {
@@ -697,6 +701,7 @@ impl<S: StateMachine> MeshNode<S> {
                 .into_iter()
                 .map(|(peer, rtt)| (peer, u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)))
                 .collect(),
+            preferred_leader: self.inner.preferred_leader,
         }
     }
 
@@ -757,19 +762,7 @@ impl<S: StateMachine> MeshNode<S> {
     /// not answer within the connect timeout.
     async fn peer_status(&self, id: NodeId, addr: &str) -> Result<NodeStatus, RpcError> {
         let deadline = Duration::from_millis(self.inner.timeouts.connect_timeout_ms);
-        let kind = pb::request::Kind::Status(pb::StatusRequest {});
-        let response = self
-            .inner
-            .transport
-            .call(id, addr, kind, None, 0, deadline)
-            .await?;
-        let unreachable = |reason: String| RpcError::Unreachable { peer: id, reason };
-        match response.kind {
-            Some(pb::response::Kind::Status(status)) => {
-                wire::status_from_pb(*status).map_err(|e| unreachable(e.to_string()))
-            }
-            other => Err(unreachable(format!("unexpected response {other:?}"))),
-        }
+        ask_status(&self.inner.transport, id, addr, deadline).await
     }
 
     /// Sends an operator's request to `leader` and waits (at most
@@ -835,6 +828,25 @@ pub(crate) fn role_of(state: openraft::ServerState) -> Role {
         openraft::ServerState::Candidate => Role::Candidate,
         openraft::ServerState::Learner => Role::Learner,
         openraft::ServerState::Shutdown => Role::Shutdown,
+    }
+}
+
+/// Member `id`'s own view (at `addr`), asked over the mesh within
+/// `deadline`.
+pub(crate) async fn ask_status(
+    transport: &Transport,
+    id: NodeId,
+    addr: &str,
+    deadline: Duration,
+) -> Result<NodeStatus, RpcError> {
+    let kind = pb::request::Kind::Status(pb::StatusRequest {});
+    let response = transport.call(id, addr, kind, None, 0, deadline).await?;
+    let unreachable = |reason: String| RpcError::Unreachable { peer: id, reason };
+    match response.kind {
+        Some(pb::response::Kind::Status(status)) => {
+            wire::status_from_pb(*status).map_err(|e| unreachable(e.to_string()))
+        }
+        other => Err(unreachable(format!("unexpected response {other:?}"))),
     }
 }
 

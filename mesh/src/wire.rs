@@ -335,6 +335,7 @@ pub fn status_to_pb(status: &NodeStatus) -> pb::NodeStatus {
         learners: status.learners.clone().into_iter().collect(),
         replication_lag: status.replication_lag.clone().into_iter().collect(),
         clients: status.clients,
+        preferred_leader: status.preferred_leader,
     }
 }
 
@@ -365,6 +366,7 @@ pub fn status_from_pb(status: pb::NodeStatus) -> Result<NodeStatus, WireError> {
         leader_silent_ms: None,
         // Round trips are measured by whoever asks.
         peer_rtt_micros: Default::default(),
+        preferred_leader: status.preferred_leader,
     })
 }
 
@@ -490,6 +492,7 @@ mod tests {
             leader_silent_ms: None,
             clients: Some(12),
             peer_rtt_micros: BTreeMap::new(),
+            preferred_leader: Some(1),
         };
         assert_eq!(status_from_pb(status_to_pb(&status)).unwrap(), status);
     }

@@ -172,6 +172,10 @@ pub struct MemberStatus {
     /// connection open to the member).
     #[serde(default)]
     pub rtt_ms: Option<f64>,
+    /// The site the member's configuration names `[mesh] preferred_leader`,
+    /// as it reported it: every site should name the same one.
+    #[serde(default)]
+    pub preferred_leader: Option<u64>,
 }
 
 /// The readiness verdict of a node: why it cannot serve, empty when it can.
@@ -249,6 +253,7 @@ fn status_of(
                 .peer_rtt_micros
                 .get(&id)
                 .map(|micros| *micros as f64 / 1000.0),
+            preferred_leader: own.and_then(|own| own.preferred_leader),
         }
     };
     let mut members: Vec<MemberStatus> = node
@@ -387,6 +392,7 @@ mod tests {
             leader_silent_ms: None,
             clients: Some(0),
             peer_rtt_micros: BTreeMap::new(),
+            preferred_leader: None,
         }
     }
 
