@@ -134,6 +134,19 @@ enum StreamEnd {
     Broken(String),
 }
 
+impl StreamEnd {
+    fn label(&self) -> &'static str {
+        match self {
+            StreamEnd::Idle => "idle",
+            StreamEnd::Refused => "refused",
+            StreamEnd::Broken(_) => "broken",
+        }
+    }
+}
+
+/// Counter: forwarding streams ended, by how (`idle`, `refused`, `broken`).
+const FORWARDING_STREAMS_ENDED: &str = "vomesh_mesh_forwarding_streams_ended_total";
+
 impl Forwarder {
     pub(crate) fn new(
         transport: Arc<Transport>,
@@ -194,7 +207,9 @@ impl Forwarder {
         let mut streams = true;
         loop {
             if streams {
-                match self.send_on_stream(leader, &queued).await {
+                let end = self.send_on_stream(leader, &queued).await;
+                metrics::counter!(FORWARDING_STREAMS_ENDED, "end" => end.label()).increment(1);
+                match end {
                     StreamEnd::Refused => {
                         tracing::info!(
                             leader,
@@ -204,7 +219,11 @@ impl Forwarder {
                         continue;
                     }
                     StreamEnd::Broken(reason) => {
-                        tracing::debug!(leader, %reason, "mesh: forwarding stream broken");
+                        tracing::info!(
+                            leader,
+                            %reason,
+                            "mesh: forwarding stream broken; what it left unanswered is indeterminate"
+                        );
                     }
                     StreamEnd::Idle => {}
                 }
