@@ -132,6 +132,9 @@ enum StreamEnd {
     Refused,
     /// Broken: the batches unanswered may or may not have been proposed.
     Broken(String),
+    /// Not opened (the leader unreachable): nothing was sent, and the
+    /// proposers were told so, to try again.
+    Unopened(String),
 }
 
 impl StreamEnd {
@@ -140,11 +143,13 @@ impl StreamEnd {
             StreamEnd::Idle => "idle",
             StreamEnd::Refused => "refused",
             StreamEnd::Broken(_) => "broken",
+            StreamEnd::Unopened(_) => "unopened",
         }
     }
 }
 
-/// Counter: forwarding streams ended, by how (`idle`, `refused`, `broken`).
+/// Counter: forwarding streams ended, by how (`idle`, `refused`,
+/// `broken`, `unopened`).
 const FORWARDING_STREAMS_ENDED: &str = "vomesh_mesh_forwarding_streams_ended_total";
 
 impl Forwarder {
@@ -225,6 +230,9 @@ impl Forwarder {
                             "mesh: forwarding stream broken; what it left unanswered is indeterminate"
                         );
                     }
+                    StreamEnd::Unopened(reason) => {
+                        tracing::debug!(leader, %reason, "mesh: no forwarding stream opened");
+                    }
                     StreamEnd::Idle => {}
                 }
             } else {
@@ -284,7 +292,7 @@ impl Forwarder {
                 // Nothing was proposed: the proposers try again when
                 // the leader is reachable, or at the next one.
                 self.answer_waiting(leader, |_| Ok(None));
-                return StreamEnd::Broken(error.to_string());
+                return StreamEnd::Unopened(error.to_string());
             }
         };
         let in_flight = Mutex::new(VecDeque::new());
@@ -312,7 +320,7 @@ impl Forwarder {
                     });
                 }
             }
-            StreamEnd::Idle => {}
+            StreamEnd::Idle | StreamEnd::Unopened(_) => {}
         }
         end
     }
