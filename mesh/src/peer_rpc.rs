@@ -136,18 +136,29 @@ impl<S: StateMachine> Handler<S> {
     }
 
     /// Proposes a batch of forwarded commands, in order, now; the future
-    /// answers with every command's outcome, in the same order.
+    /// answers with every command's outcome, in the same order. A batch of
+    /// more than could ever be taken in flight at once is refused whole,
+    /// before a future is made for each (the sender then forwards them one
+    /// per request).
     fn propose_batch(
         inner: &Inner<S>,
         batch: pb::ForwardProposals,
     ) -> impl Future<Output = pb::Response> + Send + use<S> {
+        if batch.commands.len() > inner.proposals_in_flight_max {
+            let refused = bad_request(format!(
+                "{} proposals in one batch exceed the limit of {} in flight",
+                batch.commands.len(),
+                inner.proposals_in_flight_max
+            ));
+            return futures_util::future::Either::Left(std::future::ready(refused));
+        }
         // Proposed together, so that openraft appends them together.
         let proposed: Vec<_> = batch
             .commands
             .into_iter()
             .map(|command| Self::propose_forwarded(inner, command))
             .collect();
-        async move {
+        futures_util::future::Either::Right(async move {
             let outcomes = futures_util::future::join_all(proposed)
                 .await
                 .into_iter()
@@ -161,7 +172,7 @@ impl<S: StateMachine> Handler<S> {
             response(pb::response::Kind::ForwardProposals(
                 pb::ForwardProposalsResponse { outcomes },
             ))
-        }
+        })
     }
 }
 
@@ -326,18 +337,6 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                         kind: Some(pb::response::Kind::Error(refused)),
                     },
                 }
-            }
-            pb::request::Kind::ForwardProposals(batch)
-                if batch.commands.len() > self.inner.proposals_in_flight_max =>
-            {
-                // More than could ever be taken in flight at once: refused
-                // whole, before a future is made for each (the sender then
-                // forwards them one per request).
-                bad_request(format!(
-                    "{} proposals in one request exceed the limit of {} in flight",
-                    batch.commands.len(),
-                    self.inner.proposals_in_flight_max
-                ))
             }
             pb::request::Kind::ForwardProposals(batch) => {
                 Self::propose_batch(&self.inner, batch).await
