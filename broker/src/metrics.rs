@@ -82,6 +82,8 @@ pub mod names {
     pub const MESH_PEER_REACHABLE: &str = "vomesh_mesh_peer_reachable";
     /// Gauge `{peer}`: smoothed QUIC round-trip time to the peer (recorded by the mesh).
     pub const QUIC_RTT_SECONDS: &str = "vomesh_quic_rtt_seconds";
+    /// Gauge `{peer}`: largest UDP payload QUIC sends to the peer, as MTU discovery found it (recorded by the mesh).
+    pub const QUIC_PATH_MTU_BYTES: &str = "vomesh_quic_path_mtu_bytes";
     /// Counter `{peer}`: QUIC packets to the peer declared lost (recorded by the mesh).
     pub const QUIC_LOST_PACKETS_TOTAL: &str = "vomesh_quic_lost_packets_total";
     /// Counter `{peer}`: UDP bytes sent to the peer (recorded by the mesh).
@@ -368,6 +370,11 @@ fn describe_all() {
         QUIC_RTT_SECONDS,
         Unit::Seconds,
         "Smoothed QUIC round-trip time to the peer."
+    );
+    describe_gauge!(
+        QUIC_PATH_MTU_BYTES,
+        Unit::Bytes,
+        "Largest UDP payload QUIC sends to the peer, as MTU discovery found it."
     );
     describe_counter!(
         QUIC_LOST_PACKETS_TOTAL,

@@ -652,7 +652,7 @@ mod tests {
 
     use super::*;
     use crate::certs::{ClusterCa, NodeIdentity};
-    use crate::transport::{RpcHandler, TransportLimits, TransportTimeouts};
+    use crate::transport::{RpcHandler, TransportLimits, TransportTimeouts, UDP_PAYLOAD_BYTES_MAX};
 
     /// What the leader's version understands.
     #[derive(Clone, Copy, PartialEq)]
@@ -967,5 +967,44 @@ mod tests {
             "{outcome:?}"
         );
         assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    /// On a link of large MTU (loopback here), MTU discovery raises the
+    /// datagrams to `UDP_PAYLOAD_BYTES_MAX`, and they stay that large
+    /// through a burst of large forwards, which quinn sends ten datagrams
+    /// to a system call.
+    #[tokio::test]
+    async fn datagrams_grow_to_the_largest_payload_and_stay_through_a_burst() {
+        let (_leader, forwarder, addr, _transport) =
+            follower_of(Version::Streams, ForwardingLimits::default());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let command = || Bytes::from(vec![b'x'; 20_000]);
+        let path = || {
+            let connections = forwarder.transport.live_connections();
+            assert!(!connections.is_empty());
+            let stats: Vec<_> = connections.iter().map(|(_, c)| c.stats().path).collect();
+            let mtu = stats.iter().map(|p| p.current_mtu).min().unwrap_or(0);
+            (mtu, stats.iter().map(|p| p.lost_packets).sum::<u64>())
+        };
+        let discovered = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(matches!(
+                forwarder.forward(2, &addr, command(), deadline).await,
+                Ok(Ok(Some(_)))
+            ));
+            if path().0 == UDP_PAYLOAD_BYTES_MAX || Instant::now() > discovered {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(path().0, UDP_PAYLOAD_BYTES_MAX, "discovered");
+
+        let burst = (0..200).map(|_| forwarder.forward(2, &addr, command(), deadline));
+        for outcome in futures_util::future::join_all(burst).await {
+            assert!(matches!(outcome, Ok(Ok(Some(_)))), "{outcome:?}");
+        }
+        // A ceiling too large for a batch lost the batches, and black-hole
+        // detection then brought the datagrams back to 1,200 bytes.
+        assert_eq!(path(), (UDP_PAYLOAD_BYTES_MAX, 0), "after the burst");
     }
 }

@@ -210,6 +210,8 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
         Duration::from_secs(15),
         |s| {
             value(s, "vomesh_quic_rtt_seconds", &[("peer", &follower)]).is_some_and(|r| r > 0.0)
+                && value(s, "vomesh_quic_path_mtu_bytes", &[("peer", &follower)])
+                    .is_some_and(|m| m >= 1200.0)
                 && or_zero(s, "vomesh_quic_sent_bytes_total", &[("peer", &follower)]) > 0.0
                 && or_zero(
                     s,
