@@ -16,8 +16,8 @@
 //! The transport adds `vomesh_mesh_dials_total{peer,outcome}`,
 //! `vomesh_mesh_rpc_failures_total{peer,error}`,
 //! `vomesh_mesh_peer_reachable{peer}`, the per-peer QUIC statistics
-//! `vomesh_quic_rtt_seconds`, `_path_mtu_bytes`, `_lost_packets_total`, `_sent_bytes_total`,
-//! `_received_bytes_total`, and
+//! `vomesh_quic_rtt_seconds`, `_path_mtu_bytes`, `_lost_packets_total`,
+//! `_sent_bytes_total`, `_received_bytes_total`, and
 //! `vomesh_mesh_peers_refused_total{reason}` (handshake: no certificate from
 //! the cluster CA; identity: a node id its certificate does not carry), and
 //! the UDP socket's `vomesh_mesh_udp_buffer_bytes{direction}` and

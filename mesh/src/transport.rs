@@ -1000,6 +1000,15 @@ impl Transport {
     }
 }
 
+/// The largest datagram MTU discovery tries, where the path allows it
+/// (loopback, jumbo frames; across the Internet discovery stops near 1,500
+/// bytes). From quinn's 1,452 to this, an append on loopback takes a fifth
+/// as many datagrams, and a three-site mesh 8 % less CPU per publish.
+/// Not higher: quinn sends up to ten datagrams in one segmentation-offload
+/// system call, which Linux takes only within 64 KiB; with 65,527 every
+/// such burst was lost, and black-hole detection fell back to 1,200 bytes.
+pub(crate) const UDP_PAYLOAD_BYTES_MAX: u16 = 6_500;
+
 /// Endpoint settings under which a restarted node can reset the
 /// connections of its previous life (RFC 9000 §10.3). A peer that crashed
 /// cannot close them (it has no state for them); when their next packet
@@ -1011,15 +1020,6 @@ impl Transport {
 /// carrying an unknown connection id, and a restarted follower stays cut
 /// off from the leader until the stale connection's idle timeout (5 s on a
 /// LAN, 30 s on a WAN).
-/// The largest datagram MTU discovery tries, where the path allows it
-/// (loopback, jumbo frames; across the Internet discovery stops near 1,500
-/// bytes). Raised from quinn's 1,452, it took a fifth of an append's
-/// datagrams on loopback, and 8 % of a three-site mesh's CPU per publish.
-/// Not higher: quinn sends up to ten datagrams in one segmentation-offload
-/// system call, which Linux takes only within 64 KiB; with 65,527 every
-/// such burst was lost, and black-hole detection fell back to 1,200 bytes.
-pub(crate) const UDP_PAYLOAD_BYTES_MAX: u16 = 6_500;
-
 fn stateless_reset_config(identity: &NodeIdentity) -> quinn::EndpointConfig {
     let derive = |label: &[u8]| {
         ring::hmac::sign(
