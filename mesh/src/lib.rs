@@ -127,6 +127,7 @@ pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;
+mod paced_file;
 pub mod peer_rpc;
 pub mod power_loss;
 mod progress;

@@ -11,13 +11,10 @@
 //! encodes it, piece by piece: the encoding is never held whole in memory
 //! (building one into a single buffer spent more than half of the
 //! builder's time in page faults, the kernel zeroing the buffer's fresh
-//! pages). It is synced every
-//! [`PACE_BYTES`] as it goes (which keeps the disk's queue short for the
-//! log: on the 2-core test machine a 2.6 KB append + fdatasync, 0.2 ms at
-//! the median, took up to 46–73 ms while 150 MB were written and synced
-//! beside it in one go, 17–26 ms when they were synced every 1–4 MiB),
-//! then renamed over the previous one and the directory synced: a crash at
-//! any point leaves the old snapshot or the new one, whole.
+//! pages). It is synced as it goes and kept out of the page cache
+//! ([`PacedFile`]), then renamed over the previous one and the directory
+//! synced: a crash at any point leaves the old snapshot or the new one,
+//! whole.
 //!
 //! Writers take turns, and a snapshot older than the stored one (a build
 //! that finished after a newer snapshot was installed from the leader)
@@ -31,7 +28,6 @@
 //! that is shorter or longer than it says, or whose checksum does not
 //! match, is refused with the reason.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -41,6 +37,9 @@ use prost::Message;
 use vomesh_proto::mesh as pb;
 
 use crate::log_store::{DropSignal, sync_parent_dir};
+#[cfg(test)]
+use crate::paced_file::PACE_BYTES;
+use crate::paced_file::PacedFile;
 
 /// The file name in the data directory.
 pub(crate) const FILE_NAME: &str = "raft-snapshot.bin";
@@ -55,9 +54,6 @@ const MAGIC: &[u8; 8] = b"vomesh\0\x02";
 const MAGIC_V1: &[u8; 8] = b"vomesh\0\x01";
 /// The data's length (u64) and CRC-32 (u32), big-endian.
 const TRAILER_BYTES: usize = 12;
-
-/// Bytes written between two syncs.
-pub(crate) const PACE_BYTES: usize = 1024 * 1024;
 
 /// A snapshot as stored: its metadata and its data.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,13 +165,13 @@ impl SnapshotFile {
         // is refused rather than written wrong.
         let header_len = u32::try_from(header.len())
             .map_err(|_| io::Error::other("snapshot header over 4 GiB"))?;
-        let mut file = File::create(&self.temporary)?;
+        let mut file = PacedFile::create(&self.temporary)?;
         file.write_all(&[&MAGIC[..], &header_len.to_be_bytes(), header].concat())?;
-        let mut data = PacedData::new(file, meta);
+        let mut data = ChecksummedData::new(&mut file, meta);
         write_data(&mut data)?;
-        let (mut file, data_bytes, crc32) = data.finish();
+        let (data_bytes, crc32) = data.finish();
         file.write_all(&[&data_bytes.to_be_bytes()[..], &crc32.to_be_bytes()].concat())?;
-        file.sync_all()?;
+        file.finish()?;
         Ok(data_bytes)
     }
 
@@ -185,44 +181,33 @@ impl SnapshotFile {
     }
 }
 
-/// The snapshot data on its way to the file: counted, checksummed, and
-/// synced every [`PACE_BYTES`].
-struct PacedData {
-    file: File,
+/// The snapshot data on its way to the file: counted and checksummed.
+struct ChecksummedData<'f> {
+    file: &'f mut PacedFile,
     crc: crc32fast::Hasher,
     bytes: u64,
-    since_sync: usize,
 }
 
-impl PacedData {
-    fn new(file: File, meta: &pb::SnapshotMeta) -> Self {
+impl<'f> ChecksummedData<'f> {
+    fn new(file: &'f mut PacedFile, meta: &pb::SnapshotMeta) -> Self {
         Self {
             file,
             crc: checksum_of_meta(meta),
             bytes: 0,
-            since_sync: 0,
         }
     }
 
-    /// The file, the data's length and its checksum (see [`checksum`]).
-    fn finish(self) -> (File, u64, u32) {
-        (self.file, self.bytes, self.crc.finalize())
+    /// The data's length and its checksum (see [`checksum`]).
+    fn finish(self) -> (u64, u32) {
+        (self.bytes, self.crc.finalize())
     }
 }
 
-impl Write for PacedData {
+impl Write for ChecksummedData<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Never past the next sync point, so that `write_all` of a large
-        // buffer is synced at the same pace as many small writes.
-        let piece = &buf[..buf.len().min(PACE_BYTES - self.since_sync)];
-        let written = self.file.write(piece)?;
-        self.crc.update(&piece[..written]);
+        let written = self.file.write(buf)?;
+        self.crc.update(&buf[..written]);
         self.bytes += written as u64;
-        self.since_sync += written;
-        if self.since_sync == PACE_BYTES {
-            self.file.sync_data()?;
-            self.since_sync = 0;
-        }
         Ok(written)
     }
 
