@@ -10,10 +10,10 @@
 //!
 //! On Linux the blocks go past the page cache (`O_DIRECT`), from a buffer
 //! aligned as direct I/O requires. Through the cache, the kernel copied
-//! every byte into fresh cache pages: two thirds of the snapshot thread's
-//! samples in the three-site mesh under publish load, the thread itself a
-//! tenth of the machine's, and the pages then pushed out the log segments
-//! a lagging follower reads. A snapshot is read back whole only at a
+//! every byte into fresh cache pages: two thirds of the snapshot threads'
+//! samples in the three-site mesh under publish load, those threads 3–12 %
+//! of the machine's, and the pages then pushed out the log segments a
+//! lagging follower reads. A snapshot is read back whole only at a
 //! restart or to send it to a peer, which the cache would not have kept
 //! it for anyway. Where the filesystem refuses direct I/O (at the open,
 //! or at a write: some want a larger alignment), the file is written
