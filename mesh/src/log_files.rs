@@ -27,12 +27,18 @@
 //!
 //! **Recovery.** Records are read up to the first one that is not whole: a
 //! zero length (the zeros ahead), a length past the end, or a checksum
-//! mismatch. Appends are sequential and each is synced before it is
-//! acknowledged, so in the last segment whatever follows was never
-//! acknowledged; it is cut off (the file truncated there and synced), so
-//! that later appends are never followed by stale records. Every other
-//! segment must end with the entry just before the next segment's first,
-//! or the log is refused as damaged.
+//! mismatch. Appends are sequential and each is synced before the next is
+//! written, so in the last segment what follows is the torn tail of the
+//! last append, never acknowledged; it is cut off (the file truncated
+//! there and synced), so that later appends are never followed by stale
+//! records. Unless a whole committed-id record follows: the log store
+//! starts every append with one (once anything is committed), so one found
+//! past the damage begins a later append, written after the damaged one
+//! was synced. The damage is then in entries already acknowledged (a disk
+//! that lost or changed them), and cutting them off would drop them
+//! silently: the log is refused as damaged instead, with the offsets.
+//! Every other segment must end with the entry just before the next
+//! segment's first, or the log is refused as damaged.
 //!
 //! One writer at a time (openraft's log task), readers beside it: a reader
 //! holds the segment list's read lock while it reads, and the writer takes
@@ -162,7 +168,20 @@ impl LogFiles {
                 // Zeros ahead, or the torn tail of an append never
                 // acknowledged: either way cut, so no stale record can
                 // follow the next append.
-                recovered.torn_bytes = zeroed_tail(&file, scan.end, file_len)?;
+                let tail = Tail::read(&file, scan.end, file_len)?;
+                if let Some(later) = tail.later_append() {
+                    let reason = scan.short.as_deref().unwrap_or("not a whole record");
+                    return Err(damaged(
+                        &path,
+                        &format!(
+                            "the record at offset {} is damaged ({reason}), but an append \
+                             written after it was synced starts at offset {later}: entries \
+                             already acknowledged are lost or changed",
+                            scan.end
+                        ),
+                    ));
+                }
+                recovered.torn_bytes = tail.nonzero_bytes();
                 file.set_len(scan.end)?;
                 file.sync_all()?;
             }
@@ -432,6 +451,20 @@ impl LogFiles {
         self.read_segments().len()
     }
 
+    /// The file and offset of entry `index`'s record.
+    #[cfg(test)]
+    pub(crate) fn record_at(&self, index: u64) -> Option<(PathBuf, u64)> {
+        let segments = self.read_segments();
+        let segment = segments.iter().find(|s| {
+            s.last()
+                .is_some_and(|last| (s.first..=last).contains(&index))
+        })?;
+        Some((
+            segment_path(&self.dir, segment.first),
+            segment.offset_of(index),
+        ))
+    }
+
     fn read_segments(&self) -> std::sync::RwLockReadGuard<'_, VecDeque<Segment>> {
         self.segments.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -597,6 +630,8 @@ struct Scan {
     offsets: Vec<u64>,
     end: u64,
     committed: Option<Bytes>,
+    /// Why the record at `end` is not whole, if one is there.
+    short: Option<String>,
 }
 
 /// Reads a segment's records; an entry out of sequence is damage.
@@ -609,6 +644,7 @@ fn scan(file: &File, first: u64) -> Result<Scan, String> {
         offsets: Vec::new(),
         end: 0,
         committed: None,
+        short: None,
     };
     loop {
         let at = records.at as u64;
@@ -629,15 +665,51 @@ fn scan(file: &File, first: u64) -> Result<Scan, String> {
         }
         scan.end = records.at as u64;
     }
+    scan.short = records.stopped_short();
     Ok(scan)
 }
 
-/// How many of the bytes from `end` to `len` are not zeros (a torn
-/// append rather than the zeros written ahead).
-fn zeroed_tail(file: &File, end: u64, len: u64) -> io::Result<u64> {
-    let mut tail = vec![0; (len - end) as usize];
-    file.read_exact_at(&mut tail, end)?;
-    Ok(tail.iter().filter(|b| **b != 0).count() as u64)
+/// The bytes of the last segment from its first record that is not whole
+/// to the end of the file.
+struct Tail {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Tail {
+    fn read(file: &File, start: u64, len: u64) -> io::Result<Self> {
+        let mut bytes = vec![0; (len - start) as usize];
+        file.read_exact_at(&mut bytes, start)?;
+        Ok(Self { start, bytes })
+    }
+
+    /// How many are not zeros (a torn append rather than the zeros
+    /// written ahead).
+    fn nonzero_bytes(&self) -> u64 {
+        self.bytes.iter().filter(|b| **b != 0).count() as u64
+    }
+
+    /// The offset of a whole committed-id record past the first byte: the
+    /// start of an append written after the one that is not whole. A torn
+    /// append holds one only at its start, where the damage begins.
+    fn later_append(&self) -> Option<u64> {
+        (1..self.bytes.len())
+            .find(|&at| is_committed_record(&self.bytes[at..]))
+            .map(|at| self.start + at as u64)
+    }
+}
+
+/// Whether `bytes` start with a whole committed-id record. Its body is
+/// an encoded log id, a few dozen bytes: the length is checked first, so
+/// that a search byte by byte through a torn tail rarely computes a CRC.
+fn is_committed_record(bytes: &[u8]) -> bool {
+    const BODY_BYTES_MAX: u32 = 64;
+    let Some(length) = bytes.first_chunk::<4>().map(|l| u32::from_le_bytes(*l)) else {
+        return false;
+    };
+    (1..=BODY_BYTES_MAX).contains(&length)
+        && bytes.get(HEADER_BYTES) == Some(&KIND_COMMITTED)
+        && whole_record(bytes).is_ok()
 }
 
 #[cfg(test)]
@@ -715,15 +787,23 @@ mod tests {
         assert_eq!(read(&files, 1, 3), expected(1..=3), "not read as entries");
     }
 
+    /// Appends as the log store makes them: each starts with a committed
+    /// id.
+    fn append_marked(files: &LogFiles, indexes: std::ops::RangeInclusive<u64>) {
+        let records: Vec<_> = indexes.map(record).collect();
+        files.append(Some(b"committed id"), &records).unwrap();
+    }
+
     #[test]
     fn a_torn_append_is_cut_off_and_never_resurfaces() {
         let dir = tempfile::tempdir().unwrap();
         let (files, _) = open(dir.path());
-        append(&files, 1..=3);
+        append_marked(&files, 1..=2);
+        append_marked(&files, 3..=3);
         drop(files);
-        // A crash in the middle of appending entries 4 and 5: the first
-        // record half written, the second whole (its pages reached the
-        // disk, the first's did not).
+        // A crash in the middle of appending entries 4 and 5: the committed
+        // id before them whole, the first record half written, the second
+        // whole (its pages reached the disk, the first's did not).
         let path = segment_path(dir.path(), 1);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         let end = {
@@ -731,6 +811,8 @@ mod tests {
             files.read_segments()[0].end
         };
         let mut torn = Vec::new();
+        push_record(&mut torn, KIND_COMMITTED, &[], b"committed id");
+        let marker_end = torn.len() as u64;
         push_record(&mut torn, KIND_ENTRY, &4u64.to_le_bytes(), &record(4).bytes);
         let half = torn.len() / 2;
         torn[half..].fill(0xAB);
@@ -741,6 +823,7 @@ mod tests {
         let (files, recovered) = open(dir.path());
         assert_eq!(files.span(), Some((1, 3)));
         assert!(recovered.torn_bytes > 0);
+        let end = end + marker_end;
         assert_eq!(std::fs::metadata(&path).unwrap().len(), end, "cut");
         // A new entry 4 of the same size: the stale entry 5 behind it is
         // gone, not read back after it.
@@ -748,6 +831,36 @@ mod tests {
         drop(files);
         let (files, _) = open(dir.path());
         assert_eq!(files.span(), Some((1, 4)));
+    }
+
+    /// A record that is not whole, followed by the committed id that
+    /// starts a later append: that append was written after the damaged
+    /// one was synced, so the damage is to acknowledged entries.
+    #[test]
+    fn damage_to_a_synced_append_in_the_last_segment_is_refused_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _) = open(dir.path());
+        append_marked(&files, 1..=3);
+        append_marked(&files, 4..=6);
+        let (path, at) = files.record_at(2).unwrap();
+        let later = files.record_at(4).unwrap().1 - HEADER_BYTES as u64 - 1 - 12;
+        drop(files);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at as usize + HEADER_BYTES + 3] ^= 0xFF;
+        std::fs::write(&path, bytes).unwrap();
+        let error = LogFiles::open(dir.path(), SMALL_SEGMENTS, false)
+            .err()
+            .expect("refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let message = error.to_string();
+        for expected in [
+            format!("the record at offset {at} is damaged (checksum mismatch)"),
+            format!("starts at offset {later}"),
+            "already acknowledged".to_owned(),
+        ] {
+            assert!(message.contains(&expected), "{expected}: {message}");
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() > later, "not cut");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   apply up to it without waiting for a leader): `save_committed` only
 //!   notes it, and the next append writes it as a record before its
 //!   entries (the next vote or purge, or the store's close, into the meta
-//!   file). openraft awaits `save_committed` in its core loop between a
+//!   file); every append starts with the last one known, which marks
+//!   where each append begins for recovery. openraft awaits `save_committed` in its core loop between a
 //!   commit and the apply, so a write of its own there delayed every commit
 //!   round on every node. A node restarted after a crash may therefore find
 //!   a committed id one append older than the last one it learned; what it
@@ -164,9 +165,17 @@ impl Shared {
 }
 
 impl log_writer::Store for Shared {
-    /// One write and one sync, with the committed id noted since the last.
+    /// One write and one sync, starting with the committed id: the one
+    /// noted since the last write, or else the last known. Written every
+    /// time (once there is one), it marks where each append starts, which
+    /// tells recovery a torn append from damage to synced ones (see
+    /// [`crate::log_files`]).
     fn write(&self, records: &[EntryRecord]) -> io::Result<()> {
-        let committed = self.take_committed().map(|id| id.encode_to_vec());
+        let committed = {
+            let mut noted = lock(&self.committed);
+            noted.unwritten = false;
+            noted.id.map(|id| id.encode_to_vec())
+        };
         self.files.append(committed.as_deref(), records)
     }
 
@@ -586,6 +595,33 @@ mod tests {
         assert_eq!(
             reopened.read_committed().await.unwrap(),
             Some(test_log_id(4))
+        );
+    }
+
+    /// Appends made while no new commit is noted still start with the
+    /// committed id, so recovery refuses damage to them (they were synced
+    /// before the next) rather than cutting them off as a torn tail.
+    #[tokio::test]
+    async fn damage_to_an_append_before_the_last_is_refused_at_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path(), 1 << 20).unwrap();
+        append_blanks(&mut store, 0..=2).await;
+        store.save_committed(Some(test_log_id(1))).await.unwrap();
+        append_blanks(&mut store, 3..=4).await;
+        append_blanks(&mut store, 5..=6).await;
+        append_blanks(&mut store, 7..=8).await;
+        let (path, at) = store.shared.files.record_at(5).unwrap();
+        let closed = store.wait_closed();
+        drop(store);
+        closed.await;
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at as usize + 9] ^= 0xFF;
+        std::fs::write(&path, bytes).unwrap();
+        let error = LogStore::open(dir.path(), 1 << 20).err().expect("refused");
+        assert_eq!(error.source.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            error.to_string().contains("already acknowledged"),
+            "{error}"
         );
     }
 
