@@ -167,7 +167,7 @@ impl LogFiles {
             if is_last && file_len > scan.end {
                 // Zeros ahead, or the torn tail of an append never
                 // acknowledged: either way cut, so no stale record can
-                // follow the next append.
+                // follow the next append. Unless a later append follows.
                 let tail = Tail::read(&file, scan.end, file_len)?;
                 if let Some(later) = tail.later_append() {
                     let reason = scan.short.as_deref().unwrap_or("not a whole record");
@@ -691,7 +691,7 @@ impl Tail {
 
     /// The offset of a whole committed-id record past the first byte: the
     /// start of an append written after the one that is not whole. A torn
-    /// append holds one only at its start, where the damage begins.
+    /// append holds one only at its start, which is not past its damage.
     fn later_append(&self) -> Option<u64> {
         (1..self.bytes.len())
             .find(|&at| is_committed_record(&self.bytes[at..]))
