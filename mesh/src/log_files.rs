@@ -787,11 +787,14 @@ mod tests {
         assert_eq!(read(&files, 1, 3), expected(1..=3), "not read as entries");
     }
 
+    /// The committed-id record's body in these tests.
+    const MARKER: &[u8] = b"committed id";
+
     /// Appends as the log store makes them: each starts with a committed
     /// id.
     fn append_marked(files: &LogFiles, indexes: std::ops::RangeInclusive<u64>) {
         let records: Vec<_> = indexes.map(record).collect();
-        files.append(Some(b"committed id"), &records).unwrap();
+        files.append(Some(MARKER), &records).unwrap();
     }
 
     #[test]
@@ -811,7 +814,7 @@ mod tests {
             files.read_segments()[0].end
         };
         let mut torn = Vec::new();
-        push_record(&mut torn, KIND_COMMITTED, &[], b"committed id");
+        push_record(&mut torn, KIND_COMMITTED, &[], MARKER);
         let marker_end = torn.len() as u64;
         push_record(&mut torn, KIND_ENTRY, &4u64.to_le_bytes(), &record(4).bytes);
         let half = torn.len() / 2;
@@ -843,7 +846,9 @@ mod tests {
         append_marked(&files, 1..=3);
         append_marked(&files, 4..=6);
         let (path, at) = files.record_at(2).unwrap();
-        let later = files.record_at(4).unwrap().1 - HEADER_BYTES as u64 - 1 - 12;
+        // The committed-id record just before entry 4's: header, kind, body.
+        let marker_bytes = (HEADER_BYTES + 1 + MARKER.len()) as u64;
+        let later = files.record_at(4).unwrap().1 - marker_bytes;
         drop(files);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[at as usize + HEADER_BYTES + 3] ^= 0xFF;
