@@ -82,8 +82,8 @@
 //! - [`wire`]: conversion between openraft messages and the prost types of
 //!   `vomesh-proto` (`mesh.proto`), for the network and the disk.
 //! - [`log_store`]: the durable Raft log and vote (segment files, one
-//!   `fdatasync` per batch; a log kept in redb by earlier versions is moved
-//!   into them at start).
+//!   `fdatasync` per batch, written past the page cache; a log kept in redb
+//!   by earlier versions is moved into them at start).
 //! - [`state_store`]: applies committed entries to the application state and
 //!   keeps the latest snapshot (`raft-snapshot.bin`).
 //! - [`power_loss`]: log writes that, in a test-only mode, are lost on a
@@ -116,6 +116,7 @@
 
 pub mod certs;
 pub mod config;
+mod direct_io;
 mod forwarder;
 pub mod leadership;
 mod legacy_log;

@@ -16,10 +16,11 @@
 //! written whole to a temporary file, synced, and renamed: they have no
 //! unsynced state to lose.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::Path;
+
+use crate::direct_io::{self, ALIGNMENT, AlignedBuf};
 
 /// Set to `1` in a node's environment to hold the log's writes in memory
 /// until they are synced. Test-only.
@@ -33,27 +34,42 @@ pub fn power_loss_mode() -> bool {
 /// A write not yet synced: where, and what.
 type UnsyncedWrite = (u64, Vec<u8>);
 
-/// Writes to one log segment: straight to the file, or in power-loss mode
+/// Writes to one log segment, past the page cache where the filesystem
+/// takes it (see `direct_io`): straight to the file, or in power-loss mode
 /// held until [`SegmentWriter::sync_data`].
 pub(crate) struct SegmentWriter {
-    file: Arc<File>,
+    /// The segment opened again for writing alone, with `O_DIRECT` where it
+    /// can be.
+    file: File,
+    direct: bool,
     /// `Some` in power-loss mode: writes not yet synced, in order.
-    unsynced: Option<Mutex<Vec<UnsyncedWrite>>>,
+    unsynced: Option<Vec<UnsyncedWrite>>,
 }
 
 impl SegmentWriter {
-    pub(crate) fn new(file: Arc<File>, power_loss: bool) -> Self {
-        Self {
+    pub(crate) fn open(path: &Path, power_loss: bool) -> io::Result<Self> {
+        let (file, direct) = direct_io::open_direct(OpenOptions::new().write(true), path)?;
+        Ok(Self {
             file,
-            unsynced: power_loss.then(|| Mutex::new(Vec::new())),
-        }
+            direct,
+            unsynced: power_loss.then(Vec::new),
+        })
     }
 
-    pub(crate) fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        match &self.unsynced {
-            None => self.file.write_all_at(bytes, offset),
+    /// What offsets and lengths of writes must be multiples of: the direct
+    /// I/O alignment while writes go direct, else 1.
+    pub(crate) fn alignment(&self) -> usize {
+        if self.direct { ALIGNMENT } else { 1 }
+    }
+
+    /// Writes `bytes` (aligned in memory as [`AlignedBuf`] keeps them, and
+    /// in offset and length to [`SegmentWriter::alignment`]) at `offset`.
+    pub(crate) fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        match &mut self.unsynced {
+            None => {
+                direct_io::write_all_at(&self.file, &mut self.direct, bytes, offset, "Raft log")
+            }
             Some(unsynced) => {
-                let mut unsynced = unsynced.lock().unwrap_or_else(PoisonError::into_inner);
                 unsynced.push((offset, bytes.to_vec()));
                 Ok(())
             }
@@ -61,11 +77,19 @@ impl SegmentWriter {
     }
 
     /// Makes every write so far durable.
-    pub(crate) fn sync_data(&self) -> io::Result<()> {
-        if let Some(unsynced) = &self.unsynced {
-            let mut unsynced = unsynced.lock().unwrap_or_else(PoisonError::into_inner);
-            for (offset, bytes) in unsynced.drain(..) {
-                self.file.write_all_at(&bytes, offset)?;
+    pub(crate) fn sync_data(&mut self) -> io::Result<()> {
+        if let Some(unsynced) = &mut self.unsynced {
+            for (offset, bytes) in std::mem::take(unsynced) {
+                // Copied back into aligned memory, as the write took it.
+                let mut aligned = AlignedBuf::with_capacity(bytes.len());
+                aligned.extend_from_slice(&bytes);
+                direct_io::write_all_at(
+                    &self.file,
+                    &mut self.direct,
+                    aligned.as_slice(),
+                    offset,
+                    "Raft log",
+                )?;
             }
         }
         self.file.sync_data()
@@ -76,6 +100,13 @@ impl SegmentWriter {
 mod tests {
     use super::*;
 
+    /// One aligned block of `byte`s.
+    fn block(byte: u8) -> AlignedBuf {
+        let mut block = AlignedBuf::with_capacity(ALIGNMENT);
+        block.extend_from_slice(&[byte; ALIGNMENT]);
+        block
+    }
+
     fn file_bytes(path: &std::path::Path) -> Vec<u8> {
         std::fs::read(path).unwrap()
     }
@@ -84,21 +115,25 @@ mod tests {
     fn in_power_loss_mode_only_synced_writes_reach_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment");
-        let writer = SegmentWriter::new(Arc::new(File::create(&path).unwrap()), true);
-        writer.write_at(b"synced", 0).unwrap();
+        File::create(&path).unwrap();
+        let mut writer = SegmentWriter::open(&path, true).unwrap();
+        let (synced, lost) = (block(b'S'), block(b'L'));
+        writer.write_at(synced.as_slice(), 0).unwrap();
         writer.sync_data().unwrap();
-        writer.write_at(b" lost", 6).unwrap();
+        writer.write_at(lost.as_slice(), ALIGNMENT as u64).unwrap();
         // A crash now: what the process held is gone.
         drop(writer);
-        assert_eq!(file_bytes(&path), b"synced");
+        assert_eq!(file_bytes(&path), synced.as_slice());
     }
 
     #[test]
     fn otherwise_writes_reach_the_file_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment");
-        let writer = SegmentWriter::new(Arc::new(File::create(&path).unwrap()), false);
-        writer.write_at(b"written", 0).unwrap();
-        assert_eq!(file_bytes(&path), b"written");
+        File::create(&path).unwrap();
+        let mut writer = SegmentWriter::open(&path, false).unwrap();
+        let written = block(b'W');
+        writer.write_at(written.as_slice(), 0).unwrap();
+        assert_eq!(file_bytes(&path), written.as_slice());
     }
 }
