@@ -161,8 +161,8 @@ mod tests {
     }
 
     /// Where the filesystem takes `O_DIRECT` at the open, an aligned write
-    /// goes direct; one it refuses goes on through the cache, and the file
-    /// holds both either way.
+    /// goes direct; an unaligned one that it refuses (ext4 does) goes on
+    /// through the cache, and the file holds both either way.
     #[cfg(target_os = "linux")]
     #[test]
     fn an_unaligned_write_falls_back_to_the_cache() {
@@ -187,9 +187,13 @@ mod tests {
             "test file",
         )
         .unwrap();
-        assert!(!direct);
-        let flags = rustix::fs::fcntl_getfl(&file).unwrap();
-        assert!(!flags.contains(rustix::fs::OFlags::DIRECT));
+        if direct {
+            // tmpfs, since Linux 6.6, takes direct writes of any alignment.
+            println!("skipped the fallback half: {dir:?} takes unaligned direct writes");
+        } else {
+            let flags = rustix::fs::fcntl_getfl(&file).unwrap();
+            assert!(!flags.contains(rustix::fs::OFlags::DIRECT));
+        }
         let mut expected = vec![7; ALIGNMENT];
         expected.extend_from_slice(b"unaligned");
         assert_eq!(std::fs::read(&path).unwrap(), expected);
