@@ -62,6 +62,16 @@ impl AlignedBuf {
         }
     }
 
+    /// Gives back the memory of a buffer grown past `capacity` (for a
+    /// rare large write), keeping the content.
+    pub(crate) fn shrink_to(&mut self, capacity: usize) {
+        if self.storage.capacity() > capacity + ALIGNMENT && self.len() <= capacity {
+            let mut smaller = Self::with_capacity(capacity);
+            smaller.extend_from_slice(self.as_slice());
+            *self = smaller;
+        }
+    }
+
     pub(crate) fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.reserve(bytes.len());
         self.storage.extend_from_slice(bytes);
@@ -153,6 +163,10 @@ mod tests {
         }
         assert_eq!(buf.as_slice(), data);
         buf.keep_from(2 * ALIGNMENT);
+        assert_eq!(buf.as_slice(), &data[2 * ALIGNMENT..]);
+        buf.shrink_to(2 * ALIGNMENT);
+        assert!(buf.storage.capacity() <= 3 * ALIGNMENT);
+        assert!(is_aligned(&buf));
         assert_eq!(buf.as_slice(), &data[2 * ALIGNMENT..]);
         buf.resize(ALIGNMENT * 2);
         assert!(is_aligned(&buf));

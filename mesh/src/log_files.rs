@@ -80,6 +80,10 @@ pub(crate) const ZERO_FILL_BYTES: u64 = 1 << 20;
 static ZEROS: Zeros = Zeros([0; ZERO_FILL_BYTES as usize]);
 #[repr(C, align(4096))]
 struct Zeros([u8; ZERO_FILL_BYTES as usize]);
+/// What the append buffer keeps between appends: it grows for a large
+/// one (a follower catching up takes many entries at once) and gives the
+/// memory back after.
+const STAGING_KEPT_BYTES: usize = 1 << 20;
 /// `length` and `crc` before each record's body.
 const HEADER_BYTES: usize = 8;
 /// A length beyond this is damage, not a record (the largest command is
@@ -362,6 +366,7 @@ impl LogFiles {
         let kept_from = written_to - written_to % file.alignment() as u64;
         staging.resize((written_to - block_start) as usize);
         staging.keep_from((kept_from - block_start) as usize);
+        staging.shrink_to(STAGING_KEPT_BYTES);
         Ok(offsets)
     }
 
@@ -983,6 +988,21 @@ mod tests {
             .unwrap()
             .1;
             assert_eq!(direct, probe, "direct I/O where the filesystem takes it");
+            // One append larger than the buffer keeps between appends.
+            let large = EntryRecord {
+                index: 121,
+                bytes: vec![121; STAGING_KEPT_BYTES * 2 + 3],
+            };
+            files.append(None, &[large]).unwrap();
+            files.append(None, &[sized(122)]).unwrap();
+            assert_eq!(
+                files.read(121, 121).unwrap()[0].len(),
+                STAGING_KEPT_BYTES * 2 + 3
+            );
+            assert_eq!(
+                files.read(122, 122).unwrap(),
+                vec![Bytes::from(sized(122).bytes)]
+            );
             files.truncate_from(77).unwrap();
             files.append(None, &[sized(77)]).unwrap();
             drop(files);
