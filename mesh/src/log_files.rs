@@ -294,7 +294,7 @@ impl LogFiles {
         let entry_bytes = |e: &EntryRecord| HEADER_BYTES + 1 + 8 + e.bytes.len();
         let records_len = committed_bytes + entries.iter().map(entry_bytes).sum::<usize>();
         let end = self.segment_for(&mut writer, first.index, records_len as u64)?;
-        let written = self.write_records(&mut writer, end, records_len, committed, entries);
+        let written = Self::write_records(&mut writer, end, records_len, committed, entries);
         if written.is_err() {
             // What `staging` holds is no longer known to match the file.
             writer.file = None;
@@ -315,7 +315,6 @@ impl LogFiles {
     /// bytes) at `end` of the last segment, zeros ahead if they run past
     /// those written before, and syncs; returns the entries' offsets.
     fn write_records(
-        &self,
         writer: &mut Writer,
         end: u64,
         records_len: usize,

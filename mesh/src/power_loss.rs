@@ -31,8 +31,9 @@ pub fn power_loss_mode() -> bool {
     std::env::var(POWER_LOSS_ENV).is_ok_and(|value| value == "1")
 }
 
-/// A write not yet synced: where, and what.
-type UnsyncedWrite = (u64, Vec<u8>);
+/// A write not yet synced: where, and what (aligned, as a direct write
+/// takes it).
+type UnsyncedWrite = (u64, AlignedBuf);
 
 /// Writes to one log segment, past the page cache where the filesystem
 /// takes it (see `direct_io`): straight to the file, or in power-loss mode
@@ -66,11 +67,11 @@ impl SegmentWriter {
     /// in offset and length to [`SegmentWriter::alignment`]) at `offset`.
     pub(crate) fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
         match &mut self.unsynced {
-            None => {
-                direct_io::write_all_at(&self.file, &mut self.direct, bytes, offset, "Raft log")
-            }
+            None => self.write_now(bytes, offset),
             Some(unsynced) => {
-                unsynced.push((offset, bytes.to_vec()));
+                let mut held = AlignedBuf::with_capacity(bytes.len());
+                held.extend_from_slice(bytes);
+                unsynced.push((offset, held));
                 Ok(())
             }
         }
@@ -78,21 +79,15 @@ impl SegmentWriter {
 
     /// Makes every write so far durable.
     pub(crate) fn sync_data(&mut self) -> io::Result<()> {
-        if let Some(unsynced) = &mut self.unsynced {
-            for (offset, bytes) in std::mem::take(unsynced) {
-                // Copied back into aligned memory, as the write took it.
-                let mut aligned = AlignedBuf::with_capacity(bytes.len());
-                aligned.extend_from_slice(&bytes);
-                direct_io::write_all_at(
-                    &self.file,
-                    &mut self.direct,
-                    aligned.as_slice(),
-                    offset,
-                    "Raft log",
-                )?;
-            }
+        let held = self.unsynced.as_mut().map(std::mem::take);
+        for (offset, bytes) in held.unwrap_or_default() {
+            self.write_now(bytes.as_slice(), offset)?;
         }
         self.file.sync_data()
+    }
+
+    fn write_now(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        direct_io::write_all_at(&self.file, &mut self.direct, bytes, offset, "Raft log")
     }
 }
 
