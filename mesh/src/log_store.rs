@@ -17,9 +17,9 @@
 //!   notes it, and the next append writes it as a record before its
 //!   entries (the next vote or purge, or the store's close, into the meta
 //!   file); every append starts with the last one known, which marks
-//!   where each append begins for recovery. openraft awaits `save_committed` in its core loop between a
-//!   commit and the apply, so a write of its own there delayed every commit
-//!   round on every node. A node restarted after a crash may therefore find
+//!   where each append begins for recovery. openraft awaits
+//!   `save_committed` in its core loop between a commit and the apply, so
+//!   a write of its own there delayed every commit round on every node. A node restarted after a crash may therefore find
 //!   a committed id one append older than the last one it learned; what it
 //!   does not apply by itself it applies once a leader tells it the commit
 //!   index again.
