@@ -331,6 +331,12 @@ pub struct PubsubConfig {
     pub max_node_id_bytes: usize,
     /// XEP-0313 history kept per node; the oldest entries are dropped.
     pub max_archive_entries_per_node: usize,
+    /// Payload and item id bytes kept across every node's history; beyond
+    /// it the site's oldest entries are dropped, whichever node holds them.
+    /// Every site holds its archives in memory (about 1.45 times this) and
+    /// every snapshot carries them, so it must stay below
+    /// `[mesh] snapshot_bytes_max`.
+    pub max_archive_bytes: u64,
     /// Items or archive entries in one response (RSM `max` is capped to it).
     pub max_page_items: usize,
 }
@@ -346,6 +352,7 @@ impl Default for PubsubConfig {
             max_subscriptions_per_node: 100_000,
             max_node_id_bytes: 1_023,
             max_archive_entries_per_node: 1_000_000,
+            max_archive_bytes: 512 * 1024 * 1024,
             max_page_items: 1_000,
         }
     }
@@ -643,6 +650,19 @@ impl Config {
             validate_mesh(mesh)?;
         }
         validate_pubsub(&self.pubsub)?;
+        // A snapshot carries every archive: one larger than the peers accept
+        // could never catch up a site that fell behind the log.
+        if let Some(mesh) = &self.mesh
+            && self.pubsub.max_archive_bytes >= mesh.snapshot_bytes_max
+        {
+            return Err(invalid(
+                "pubsub.max_archive_bytes",
+                format!(
+                    "must be below mesh.snapshot_bytes_max ({}): every snapshot carries the archives",
+                    mesh.snapshot_bytes_max
+                ),
+            ));
+        }
         if let Some(vtp) = &self.vtp {
             validate_vtp(vtp)?;
         }
@@ -763,6 +783,7 @@ fn validate_pubsub(pubsub: &PubsubConfig) -> Result<(), InvalidConfig> {
             "pubsub.max_archive_entries_per_node",
             pubsub.max_archive_entries_per_node as u64,
         ),
+        ("pubsub.max_archive_bytes", pubsub.max_archive_bytes),
         ("pubsub.max_page_items", pubsub.max_page_items as u64),
     ];
     if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
@@ -1189,6 +1210,26 @@ subscriber_allow = ["0.0.0.0/0"]
         assert_eq!(too_many.key, "pubsub.max_inflight_proposals");
         let none = invalid_key("[pubsub]\nmax_inflight_proposals = 0\n");
         assert_eq!(none.key, "pubsub.max_inflight_proposals");
+    }
+
+    #[test]
+    fn the_archives_must_fit_in_a_snapshot_the_peers_accept() {
+        assert_eq!(Config::default().pubsub.max_archive_bytes, 512 << 20);
+        let single_node = parse("[pubsub]\nmax_archive_bytes = 8589934592\n");
+        assert_eq!(single_node.pubsub.max_archive_bytes, 8 << 30);
+        let too_large = invalid_key("[pubsub]\nmax_archive_bytes = 1073741824\n[mesh]\n");
+        assert_eq!(too_large.key, "pubsub.max_archive_bytes");
+        assert!(
+            too_large.problem.contains("mesh.snapshot_bytes_max"),
+            "{}",
+            too_large.problem
+        );
+        let raised = parse(
+            "[pubsub]\nmax_archive_bytes = 1073741824\n[mesh]\nsnapshot_bytes_max = 2147483648\n",
+        );
+        assert_eq!(raised.pubsub.max_archive_bytes, 1 << 30);
+        let none = invalid_key("[pubsub]\nmax_archive_bytes = 0\n");
+        assert_eq!(none.key, "pubsub.max_archive_bytes");
     }
 
     #[test]

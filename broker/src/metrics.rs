@@ -58,6 +58,14 @@ pub mod names {
     pub const PUBSUB_NODES: &str = "vomesh_pubsub_nodes";
     /// Gauge: current items (not the archive) across all pubsub nodes.
     pub const PUBSUB_ITEMS: &str = "vomesh_pubsub_items";
+    /// Gauge: archive entries (XEP-0313) across all pubsub nodes.
+    pub const PUBSUB_ARCHIVE_ENTRIES: &str = "vomesh_pubsub_archive_entries";
+    /// Gauge: payload and item id bytes of those entries, what
+    /// `[pubsub] max_archive_bytes` bounds.
+    pub const PUBSUB_ARCHIVE_BYTES: &str = "vomesh_pubsub_archive_bytes";
+    /// Counter `{limit}`: archive entries dropped to stay within
+    /// `max_archive_entries_per_node` (`node`) or `max_archive_bytes` (`site`).
+    pub const PUBSUB_ARCHIVE_DROPPED_TOTAL: &str = "vomesh_pubsub_archive_dropped_total";
     /// Gauge: subscriptions across all pubsub nodes.
     pub const PUBSUB_SUBSCRIPTIONS: &str = "vomesh_pubsub_subscriptions";
     /// Counter: items committed to pubsub nodes (counted where applied).
@@ -341,6 +349,21 @@ fn describe_all() {
         PUBSUB_ITEMS,
         Unit::Count,
         "Current items across all pubsub nodes (the archive excluded)."
+    );
+    describe_gauge!(
+        PUBSUB_ARCHIVE_ENTRIES,
+        Unit::Count,
+        "Archive entries (XEP-0313) across all pubsub nodes."
+    );
+    describe_gauge!(
+        PUBSUB_ARCHIVE_BYTES,
+        Unit::Bytes,
+        "Payload and item id bytes of the archive entries across all pubsub nodes (bounded by max_archive_bytes)."
+    );
+    describe_counter!(
+        PUBSUB_ARCHIVE_DROPPED_TOTAL,
+        Unit::Count,
+        "Archive entries dropped to stay within max_archive_entries_per_node (limit=node) or max_archive_bytes (limit=site)."
     );
     describe_gauge!(
         PUBSUB_SUBSCRIPTIONS,

@@ -41,6 +41,8 @@ pub struct Replica {
     /// Registered once: looked up by name at every publish, it cost half a
     /// per cent of a follower's CPU.
     published_total: metrics::Counter,
+    archive_dropped_node_limit: metrics::Counter,
+    archive_dropped_site_limit: metrics::Counter,
 }
 
 impl Replica {
@@ -49,6 +51,12 @@ impl Replica {
             pubsub,
             delivery,
             published_total: metrics::counter!(names::PUBSUB_PUBLISHED_TOTAL),
+            archive_dropped_node_limit: metrics::counter!(
+                names::PUBSUB_ARCHIVE_DROPPED_TOTAL, "limit" => "node"
+            ),
+            archive_dropped_site_limit: metrics::counter!(
+                names::PUBSUB_ARCHIVE_DROPPED_TOTAL, "limit" => "site"
+            ),
         }
     }
 
@@ -72,6 +80,8 @@ impl Replica {
         metrics::gauge!(names::PUBSUB_NODES).set(nodes as f64);
         metrics::gauge!(names::PUBSUB_ITEMS).set(items as f64);
         metrics::gauge!(names::PUBSUB_SUBSCRIPTIONS).set(subscriptions as f64);
+        metrics::gauge!(names::PUBSUB_ARCHIVE_ENTRIES).set(self.pubsub.archive_entries() as f64);
+        metrics::gauge!(names::PUBSUB_ARCHIVE_BYTES).set(self.pubsub.archive_bytes() as f64);
     }
 
     /// Applies one committed command and returns its result.
@@ -96,6 +106,7 @@ impl Replica {
             reply: result,
             notifications,
             published,
+            archive_dropped,
         } = self.pubsub.apply(
             &command,
             &Meta {
@@ -110,6 +121,10 @@ impl Replica {
                 self.delivery.published(publish, item);
             }
         }
+        self.archive_dropped_node_limit
+            .increment(archive_dropped.node_limit);
+        self.archive_dropped_site_limit
+            .increment(archive_dropped.site_limit);
         for notification in &notifications {
             self.delivery
                 .deliver(notification, command.timestamp_micros);

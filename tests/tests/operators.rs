@@ -199,6 +199,11 @@ async fn metrics_follow_publishes_and_a_leader_kill_and_readyz_fails_in_a_minori
     // The size gauges count the replica: one node, five items.
     assert_eq!(value(&at_leader, "vomesh_pubsub_nodes", &[]), Some(1.0));
     assert_eq!(value(&at_leader, "vomesh_pubsub_items", &[]), Some(5.0));
+    assert_eq!(
+        value(&at_leader, "vomesh_pubsub_archive_entries", &[]),
+        Some(5.0)
+    );
+    assert!(value(&at_leader, "vomesh_pubsub_archive_bytes", &[]).is_some_and(|b| b > 0.0));
     assert!(or_zero(&at_leader, "vomesh_storage_fsync_seconds_count", &[]) >= 6.0);
 
     // The transport's QUIC statistics and the data directory's size are

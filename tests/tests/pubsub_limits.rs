@@ -1,7 +1,8 @@
 //! `[pubsub]` limits of a real node: a payload over `max_payload_bytes` is
 //! refused with the condition XEP-0060 names, and so is a subscription over
 //! `max_subscriptions_per_node`, and a node over `max_nodes`; each refusal
-//! is counted in `/metrics`.
+//! is counted in `/metrics`. The archives of all nodes together stay
+//! within `max_archive_bytes`, the site's oldest entries dropped first.
 
 use vomesh_broker::client::Client;
 use vomesh_tests::node::{NodeOptions, TestNode};
@@ -119,6 +120,50 @@ async fn a_node_over_the_service_limit_is_a_policy_violation_and_counted() {
         reply.to_xml()
     );
     assert_counted(&node, "vomesh_rejected_total{reason=\"max-nodes\"} 1");
+}
+
+#[tokio::test]
+async fn the_archives_stay_within_the_site_bound_oldest_entries_first() {
+    let payload = || alert(&"x".repeat(1_000));
+    let entry_bytes = payload().to_xml().len();
+    // Three entries and a half, whatever the few bytes of an item id.
+    let bound = 3 * entry_bytes + entry_bytes / 2;
+    let node = TestNode::launch(NodeOptions {
+        extra_toml: format!("[pubsub]\nmax_archive_bytes = {bound}"),
+        ..NodeOptions::default()
+    });
+    node.add_user("alice", "wonderland");
+    let mut alice = Client::connect(&node.client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    for name in ["odd", "even"] {
+        request(&mut alice, create_iq(name, &[])).await;
+    }
+    for n in 1..=6 {
+        let name = if n % 2 == 1 { "odd" } else { "even" };
+        publish(&mut alice, name, Some(&format!("e{n}")), payload()).await;
+    }
+    // The three newest stay, whichever node holds them.
+    for (name, kept) in [("odd", vec!["e5"]), ("even", vec!["e4", "e6"])] {
+        let (items, _) = archive_page(&mut alice, name, &[], &[]).await;
+        let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
+        assert_eq!(ids, kept, "archive of {name}");
+    }
+    assert_counted(
+        &node,
+        "vomesh_pubsub_archive_dropped_total{limit=\"site\"} 3",
+    );
+    assert_counted(&node, "vomesh_pubsub_archive_entries 3");
+    let metrics = node.metrics();
+    let bytes: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("vomesh_pubsub_archive_bytes "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("vomesh_pubsub_archive_bytes in {metrics}"));
+    assert!(
+        bytes > 0.0 && bytes <= bound as f64,
+        "{bytes} archived bytes, bound {bound}"
+    );
 }
 
 /// `node`'s `/metrics` has the sample line `sample` (name, labels, value).

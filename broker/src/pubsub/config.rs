@@ -41,6 +41,10 @@ pub struct PubsubLimits {
     pub node_id_bytes_max: usize,
     /// Archive entries kept per node (XEP-0313); the oldest are dropped.
     pub archive_entries_per_node_max: usize,
+    /// [`Item::archived_bytes`](crate::pubsub::model::Item::archived_bytes)
+    /// kept across every node's archive; the site's oldest entries are
+    /// dropped.
+    pub archive_bytes_max: u64,
     /// Items or archive entries in one response, and the page size when the
     /// request names none (XEP-0059 `max` is capped to it). Items come back
     /// in one IQ result, so this times `payload_bytes_max` bounds its size.
@@ -57,6 +61,7 @@ impl Default for PubsubLimits {
             subscriptions_per_node_max: 100_000,
             node_id_bytes_max: 1_023,
             archive_entries_per_node_max: 1_000_000,
+            archive_bytes_max: 512 * 1024 * 1024,
             page_items_max: 100,
         }
     }

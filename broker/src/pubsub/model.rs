@@ -89,6 +89,14 @@ pub struct Item {
     pub archive_id: ArchiveId,
 }
 
+impl Item {
+    /// What an archive entry counts against `[pubsub] max_archive_bytes`:
+    /// its payload and id, nearly all the memory it holds.
+    pub fn archived_bytes(&self) -> u64 {
+        (self.payload.len() + self.id.len()) as u64
+    }
+}
+
 /// One pubsub leaf node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PubsubNode {
@@ -114,6 +122,8 @@ pub struct PubsubNode {
     /// first: finds every earlier version of an IVORN without a scan of
     /// the whole history (see [`PubsubNode::has_version`]).
     archived_versions: BTreeMap<String, VecDeque<ArchiveId>>,
+    /// [`Item::archived_bytes`] summed over `archive`.
+    archive_bytes: u64,
 }
 
 impl PubsubNode {
@@ -131,6 +141,7 @@ impl PubsubNode {
             order: BTreeMap::new(),
             archive: VecDeque::new(),
             archived_versions: BTreeMap::new(),
+            archive_bytes: 0,
         }
     }
 
@@ -140,20 +151,26 @@ impl PubsubNode {
             .entry(item.id.clone())
             .or_default()
             .push_back(item.archive_id);
+        self.archive_bytes += item.archived_bytes();
         self.archive.push_back(item);
     }
 
-    /// Drops the oldest archive entry (the archive is bounded).
-    pub fn archive_pop_oldest(&mut self) {
-        let Some(oldest) = self.archive.pop_front() else {
-            return;
-        };
+    /// Drops the oldest archive entry (the archive is bounded), returning it.
+    pub fn archive_pop_oldest(&mut self) -> Option<Arc<Item>> {
+        let oldest = self.archive.pop_front()?;
         if let Some(versions) = self.archived_versions.get_mut(&oldest.id) {
             versions.pop_front();
             if versions.is_empty() {
                 self.archived_versions.remove(&oldest.id);
             }
         }
+        self.archive_bytes -= oldest.archived_bytes();
+        Some(oldest)
+    }
+
+    /// [`Item::archived_bytes`] summed over the archive.
+    pub fn archive_bytes(&self) -> u64 {
+        self.archive_bytes
     }
 
     /// Whether item `id` holds, or held in the archived history, the
@@ -243,6 +260,12 @@ impl PubsubNode {
                 .zip(self.archive.iter().skip(1))
                 .all(|(a, b)| a.archive_id < b.archive_id),
             "archive ids of node {} do not strictly increase",
+            self.id
+        );
+        debug_assert_eq!(
+            self.archive.iter().map(|i| i.archived_bytes()).sum::<u64>(),
+            self.archive_bytes,
+            "archive bytes of node {}",
             self.id
         );
     }

@@ -113,6 +113,8 @@ pub struct Outcome {
     /// every other command, a refused publish, and an idempotent VOEvent
     /// republish — so bridges and metrics count each event once.
     pub published: Option<Arc<Item>>,
+    /// Archive entries the command pushed out, by the bound that did.
+    pub archive_dropped: ArchiveDrops,
 }
 
 /// What to do with a request.
@@ -156,6 +158,8 @@ pub struct PubsubService {
     accounts: BTreeMap<String, Vec<u8>>,
     /// Log index of the last applied command.
     last_index: u64,
+    /// The archives' totals, kept in step by every change to an archive.
+    archive_ledger: ArchiveLedger,
 }
 
 fn not_found(node: &str) -> StanzaError {
@@ -197,6 +201,7 @@ impl PubsubService {
             nodes: BTreeMap::new(),
             accounts: BTreeMap::new(),
             last_index: 0,
+            archive_ledger: ArchiveLedger::default(),
         }
     }
 
@@ -232,6 +237,17 @@ impl PubsubService {
         self.last_index
     }
 
+    /// Archive entries across all nodes.
+    pub fn archive_entries(&self) -> u64 {
+        self.archive_ledger.entries()
+    }
+
+    /// Payload and id bytes of the archive entries across all nodes: what
+    /// `max_archive_bytes` bounds.
+    pub fn archive_bytes(&self) -> u64 {
+        self.archive_ledger.bytes()
+    }
+
     /// When the next item expires (pubsub#item_expire): the leader proposes
     /// `ExpireItems` stamped at or after this time.
     pub fn next_expiry_micros(&self) -> Option<i64> {
@@ -259,10 +275,13 @@ fn notification_kind(config: &NodeConfig) -> MessageKind {
 }
 
 mod apply;
+mod archive_budget;
 mod checks;
 mod handle;
 mod snapshot;
 
+pub use archive_budget::ArchiveDrops;
+use archive_budget::ArchiveLedger;
 pub use snapshot::{FrozenState, SnapshotError};
 
 #[cfg(test)]

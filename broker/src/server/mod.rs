@@ -286,6 +286,7 @@ fn pubsub_limits(config: &Config) -> PubsubLimits {
         subscriptions_per_node_max: pubsub.max_subscriptions_per_node,
         node_id_bytes_max: pubsub.max_node_id_bytes,
         archive_entries_per_node_max: pubsub.max_archive_entries_per_node,
+        archive_bytes_max: pubsub.max_archive_bytes,
         page_items_max: pubsub.max_page_items,
     }
 }

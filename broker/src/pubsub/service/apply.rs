@@ -36,16 +36,19 @@ impl PubsubService {
         if cfg!(debug_assertions) {
             self.debug_check();
         }
+        let archive_dropped = self.archive_ledger.take_dropped();
         match result {
             Ok((reply, notifications, published)) => Outcome {
                 reply: Ok(reply),
                 notifications,
                 published,
+                archive_dropped,
             },
             Err(error) => Outcome {
                 reply: Err(error),
                 notifications: Vec::new(),
                 published: None,
+                archive_dropped,
             },
         }
     }
@@ -55,6 +58,7 @@ impl PubsubService {
             debug_assert_eq!(id, &node.id);
             node.debug_check_recent();
         }
+        self.debug_check_archive_ledger();
     }
 
     fn apply_op(&mut self, actor: &Jid, at: i64, meta: &Meta, op: &Op) -> Applied {
@@ -266,6 +270,7 @@ impl PubsubService {
         let Some(node) = self.nodes.remove(&d.node) else {
             return Err(not_found(&d.node));
         };
+        self.archive_ledger.forget(&node);
         // XEP-0248: the nodes of a deleted collection stay, outside it.
         for other in self.nodes.values_mut() {
             other.config.collections.retain(|c| *c != d.node);
@@ -543,17 +548,14 @@ impl PubsubService {
             published_micros: at,
             archive_id: index,
         });
+        let deliver_payloads = node.config.deliver_payloads;
         if node.config.persist_items {
             node.remove_item(&id);
             node.items.insert(id.clone(), item.clone());
             node.order.insert(index, id.clone());
             Self::trim_items(node, &limits);
-            node.archive_push(item.clone());
-            while node.archive.len() > limits.archive_entries_per_node_max {
-                node.archive_pop_oldest();
-            }
+            self.archive_item(&p.node, item.clone());
         }
-        let deliver_payloads = node.config.deliver_payloads;
         let body =
             || response::item_notification_xml(&self.service_jid, &p.node, &item, deliver_payloads);
         Ok((reply(&id), self.item_event(&p.node, body), Some(item)))

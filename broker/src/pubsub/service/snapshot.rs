@@ -381,6 +381,16 @@ impl PubsubService {
                 .accounts
                 .insert(account.username, account.credentials);
         }
+        let dropped = service.rebuild_archive_ledger();
+        if dropped.total() > 0 {
+            tracing::warn!(
+                node_limit = dropped.node_limit,
+                site_limit = dropped.site_limit,
+                "the snapshot's archives exceed this site's bounds \
+                 (max_archive_entries_per_node, max_archive_bytes): the oldest entries were dropped"
+            );
+        }
+        service.debug_check_archive_ledger();
         Ok(service)
     }
 }

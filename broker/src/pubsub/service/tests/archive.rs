@@ -180,6 +180,144 @@ fn archive_is_trimmed_to_its_limit() {
     assert_eq!(ids(&query(&mut h, BOB, "")), ["3", "4"]);
 }
 
+/// Every payload below archives the same number of bytes.
+fn payload(id: &str) -> String {
+    format!("<p xmlns='urn:p'>{id}</p>")
+}
+
+/// [`Item::archived_bytes`] of an item published with [`payload`].
+fn entry_bytes() -> u64 {
+    let mut h = Harness::new();
+    h.create(ALICE, "n");
+    h.publish(ALICE, "n", Some("a"), &payload("a")).ok();
+    h.service.archive_bytes()
+}
+
+/// Harness whose archives hold `entries` entries of [`entry_bytes`] at
+/// most, all nodes together.
+fn site_bound(entries: u64) -> Harness {
+    Harness::with_limits(PubsubLimits {
+        archive_bytes_max: entries * entry_bytes(),
+        ..PubsubLimits::default()
+    })
+}
+
+/// Each node's archive ids.
+fn archive_ids(service: &PubsubService) -> Vec<(String, Vec<u64>)> {
+    service
+        .nodes()
+        .map(|n| {
+            (
+                n.id.clone(),
+                n.archive.iter().map(|i| i.archive_id).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_site_bound_drops_the_oldest_entries_whichever_node_holds_them() {
+    let mut h = site_bound(3);
+    h.create(ALICE, "m");
+    h.create(ALICE, "n");
+    // Archive ids 3 (n), 4 (m), 5 (n), 6 (m).
+    let dropped: Vec<_> = [("n", "a"), ("m", "b"), ("n", "c"), ("m", "d")]
+        .into_iter()
+        .map(|(node, id)| {
+            h.publish(ALICE, node, Some(id), &payload(id))
+                .archive_dropped
+        })
+        .collect();
+    assert_eq!(
+        archive_ids(&h.service),
+        [("m".to_owned(), vec![4, 6]), ("n".to_owned(), vec![5])]
+    );
+    let site_limit: Vec<u64> = dropped.iter().map(|d| d.site_limit).collect();
+    assert_eq!(site_limit, [0, 0, 0, 1]);
+    assert!(dropped.iter().all(|d| d.node_limit == 0));
+    assert_eq!(h.service.archive_entries(), 3);
+    assert_eq!(h.service.archive_bytes(), 3 * entry_bytes());
+    // The current item stays: only its archived history was dropped.
+    assert_eq!(h.item_ids("n"), ["a", "c"]);
+    let answer = h.set(BOB, &format!("<query xmlns='{MAM}' node='n' queryid='q'/>"));
+    assert_eq!(ids(&answer), ["5"]);
+}
+
+#[test]
+fn a_deleted_node_gives_back_its_share_of_the_site_bound() {
+    let mut h = site_bound(2);
+    h.create(ALICE, "n");
+    h.publish(ALICE, "n", Some("a"), &payload("a")).ok();
+    h.publish(ALICE, "n", Some("b"), &payload("b")).ok();
+    h.set(
+        ALICE,
+        &format!("<pubsub xmlns='{OWNER}'><delete node='n'/></pubsub>"),
+    )
+    .ok();
+    assert_eq!(
+        (h.service.archive_entries(), h.service.archive_bytes()),
+        (0, 0)
+    );
+    h.create(ALICE, "m");
+    for id in ["c", "d"] {
+        let answer = h.publish(ALICE, "m", Some(id), &payload(id));
+        assert_eq!(answer.archive_dropped, ArchiveDrops::default());
+    }
+    assert_eq!(archive_ids(&h.service), [("m".to_owned(), vec![6, 7])]);
+}
+
+#[test]
+fn the_node_bound_counts_what_it_drops() {
+    let mut h = Harness::with_limits(PubsubLimits {
+        archive_entries_per_node_max: 2,
+        ..PubsubLimits::default()
+    });
+    h.create(ALICE, "n");
+    let node_limit: Vec<u64> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| {
+            h.publish(ALICE, "n", Some(id), &payload(id))
+                .archive_dropped
+                .node_limit
+        })
+        .collect();
+    assert_eq!(node_limit, [0, 0, 1]);
+    assert_eq!(h.service.archive_entries(), 2);
+}
+
+#[test]
+fn a_snapshot_restored_under_smaller_bounds_keeps_the_newest_entries() {
+    let mut h = Harness::new();
+    h.create(ALICE, "m");
+    h.create(ALICE, "n");
+    // Archive ids 3 to 8, alternating between n and m.
+    for (node, id) in [
+        ("n", "a"),
+        ("m", "b"),
+        ("n", "c"),
+        ("m", "d"),
+        ("n", "e"),
+        ("m", "f"),
+    ] {
+        h.publish(ALICE, node, Some(id), &payload(id)).ok();
+    }
+    let smaller = PubsubLimits {
+        archive_entries_per_node_max: 2,
+        archive_bytes_max: 3 * entry_bytes(),
+        ..PubsubLimits::default()
+    };
+    let restored =
+        PubsubService::from_snapshot(bare("pubsub.localhost"), smaller, &h.service.to_snapshot())
+            .unwrap();
+    // Per node: n keeps 5 and 7, m keeps 6 and 8; then the site's oldest, 5.
+    assert_eq!(
+        archive_ids(&restored),
+        [("m".to_owned(), vec![6, 8]), ("n".to_owned(), vec![7])]
+    );
+    assert_eq!(restored.archive_entries(), 3);
+    assert_eq!(restored.archive_bytes(), 3 * entry_bytes());
+}
+
 #[test]
 fn query_of_a_missing_node_is_item_not_found() {
     let mut h = Harness::new();

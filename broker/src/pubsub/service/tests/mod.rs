@@ -86,6 +86,8 @@ pub struct Answer {
     pub archive: Vec<Notification>,
     /// The item a publish added.
     pub published: Option<std::sync::Arc<crate::pubsub::model::Item>>,
+    /// Archive entries the command pushed out.
+    pub archive_dropped: ArchiveDrops,
 }
 
 impl Answer {
@@ -182,6 +184,7 @@ impl Harness {
                 command: None,
                 archive: Vec::new(),
                 published: None,
+                archive_dropped: ArchiveDrops::default(),
             },
             Handled::Archive { messages, fin } => Answer {
                 reply: Ok(Some(fin)),
@@ -189,6 +192,7 @@ impl Harness {
                 command: None,
                 archive: messages,
                 published: None,
+                archive_dropped: ArchiveDrops::default(),
             },
             Handled::Propose(command) => {
                 let outcome = self.apply(&command);
@@ -198,6 +202,7 @@ impl Harness {
                     command: Some(command),
                     archive: Vec::new(),
                     published: outcome.published,
+                    archive_dropped: outcome.archive_dropped,
                 }
             }
         }

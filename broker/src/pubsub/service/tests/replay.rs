@@ -26,6 +26,16 @@ const USERS: [&str; 3] = [ALICE, BOB, CAROL];
 const NODES: [&str; 3] = ["a", "b", "c"];
 const IDS: [&str; 3] = ["x", "y", "z"];
 
+/// Archive bounds small enough that both drop entries in every run: a
+/// payload and id take about 24 bytes.
+fn limits() -> PubsubLimits {
+    PubsubLimits {
+        archive_entries_per_node_max: 5,
+        archive_bytes_max: 250,
+        ..PubsubLimits::default()
+    }
+}
+
 /// One random request from a random user.
 fn random_request(h: &mut Harness, rng: &mut Rng) -> Answer {
     let user = rng.pick(&USERS);
@@ -107,7 +117,7 @@ fn check_all(service: &PubsubService) {
 fn run(seed: u64) {
     println!("replay seed {seed}");
     let mut rng = Rng(seed | 1);
-    let mut leader = Harness::new();
+    let mut leader = Harness::with_limits(limits());
     let mut log: Vec<(u64, Command, Outcome)> = Vec::new();
     for step in 0..400 {
         if step % 50 == 49 {
@@ -130,6 +140,7 @@ fn run(seed: u64) {
                     reply: answer.reply,
                     notifications: answer.notifications,
                     published: answer.published,
+                    archive_dropped: answer.archive_dropped,
                 },
             ));
         }
@@ -140,17 +151,24 @@ fn run(seed: u64) {
         .filter(|(_, c, o)| matches!(c.op, Some(Op::Publish(_))) && o.reply.is_ok())
         .count();
     let notified: usize = log.iter().map(|(_, _, o)| o.notifications.len()).sum();
+    let (node_limit, site_limit) = log.iter().fold((0, 0), |(node, site), (_, _, o)| {
+        (
+            node + o.archive_dropped.node_limit,
+            site + o.archive_dropped.site_limit,
+        )
+    });
     println!(
-        "{} writes, {published} accepted publishes, {notified} notifications",
+        "{} writes, {published} accepted publishes, {notified} notifications, \
+         archive entries dropped at the node bound {node_limit}, at the site bound {site_limit}",
         log.len()
     );
     assert!(
-        published > 20 && notified > 20,
+        published > 20 && notified > 20 && node_limit > 0 && site_limit > 0,
         "seed {seed}: too few effects to be meaningful"
     );
 
     // A follower replaying the whole log.
-    let mut follower = PubsubService::new(bare("pubsub.localhost"), PubsubLimits::default());
+    let mut follower = PubsubService::new(bare("pubsub.localhost"), limits());
     // A site restored from a snapshot taken half-way, then catching up.
     let half = log.len() / 2;
     let mut restored = None;
@@ -169,12 +187,7 @@ fn run(seed: u64) {
         if position + 1 == half {
             let bytes = follower.to_snapshot();
             restored = Some(
-                PubsubService::from_snapshot(
-                    bare("pubsub.localhost"),
-                    PubsubLimits::default(),
-                    &bytes,
-                )
-                .unwrap(),
+                PubsubService::from_snapshot(bare("pubsub.localhost"), limits(), &bytes).unwrap(),
             );
         } else if let Some(site) = restored.as_mut() {
             assert_eq!(
