@@ -19,6 +19,10 @@ pub struct Fed {
 impl Fed {
     /// An empty service keeping up to `archive_max` archive entries per node.
     pub fn new(archive_max: usize) -> Self {
+        Self::with_limits(limits(archive_max))
+    }
+
+    pub fn with_limits(limits: PubsubLimits) -> Self {
         let document = include_bytes!("../../tests/data/voevents/Gaia16aac.xml");
         let parser_limits = ParserLimits {
             stanza_bytes_max: 256 * 1024,
@@ -27,7 +31,7 @@ impl Fed {
         };
         let voevent = parse_document(document, parser_limits).expect("the sample VOEvent parses");
         Self {
-            service: PubsubService::new(service_jid(), limits(archive_max)),
+            service: PubsubService::new(service_jid(), limits),
             applied: 0,
             payload: payload::serialize(&voevent),
         }
@@ -73,9 +77,12 @@ pub fn service_jid() -> BareJid {
     BareJid::new("pubsub.example.org").expect("a valid JID")
 }
 
+/// Up to `archive_max` archive entries per node, and no bound on the
+/// site's archives together: the benches size the state by entries.
 pub fn limits(archive_max: usize) -> PubsubLimits {
     PubsubLimits {
         archive_entries_per_node_max: archive_max,
+        archive_bytes_max: u64::MAX,
         ..PubsubLimits::default()
     }
 }
