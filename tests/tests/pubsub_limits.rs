@@ -2,12 +2,14 @@
 //! refused with the condition XEP-0060 names, and so is a subscription over
 //! `max_subscriptions_per_node`, and a node over `max_nodes`; each refusal
 //! is counted in `/metrics`. The archives of all nodes together stay
-//! within `max_archive_bytes`, the site's oldest entries dropped first.
+//! within `max_archive_bytes`, the site's oldest entries dropped first, and
+//! resuming past dropped entries is refused rather than silently skipped.
 
 use vomesh_broker::client::Client;
 use vomesh_tests::node::{NodeOptions, TestNode};
 use vomesh_tests::pubsub::{
-    alert, archive_page, create_iq, error_of, publish, publish_iq, request, subscribe_iq,
+    alert, archive_id, archive_page, archive_query_iq, create_iq, error_of, publish, publish_iq,
+    request, subscribe_iq,
 };
 
 const PAYLOAD_BYTES_MAX: usize = 20_000;
@@ -144,11 +146,36 @@ async fn the_archives_stay_within_the_site_bound_oldest_entries_first() {
         publish(&mut alice, name, Some(&format!("e{n}")), payload()).await;
     }
     // The three newest stay, whichever node holds them.
+    let mut oldest_kept = Vec::new();
     for (name, kept) in [("odd", vec!["e5"]), ("even", vec!["e4", "e6"])] {
         let (items, _) = archive_page(&mut alice, name, &[], &[]).await;
         let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
         assert_eq!(ids, kept, "archive of {name}");
+        oldest_kept.push(archive_id(&items[0]));
     }
+    // Resuming "even" where e2, now dropped, would come next is refused,
+    // naming what is kept; resuming just before e4 misses nothing.
+    let reply = alice
+        .iq(archive_query_iq("even", "gap", &[("after-id", "1")], &[]))
+        .await
+        .expect("answered");
+    assert_eq!(
+        error_of(&reply),
+        (Some("item-not-found".to_owned()), None),
+        "{}",
+        reply.to_xml()
+    );
+    assert!(
+        reply
+            .to_xml()
+            .contains(&format!("the oldest kept is {}", oldest_kept[1])),
+        "{}",
+        reply.to_xml()
+    );
+    let before_e4 = (oldest_kept[1] - 1).to_string();
+    let (items, _) = archive_page(&mut alice, "even", &[("after-id", &before_e4)], &[]).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
+    assert_eq!(ids, ["e4", "e6"]);
     assert_counted(
         &node,
         "vomesh_pubsub_archive_dropped_total{limit=\"site\"} 3",

@@ -7,8 +7,13 @@
 //! site and strictly increasing in publication order, so the last id a
 //! subscriber saw at one site is a valid resume point at any other. RSM
 //! `after`/`before` and the `after-id`/`before-id` fields are therefore
-//! compared as numbers: an id need not still be in this node's archive
-//! (it may have been trimmed) to resume after it.
+//! compared as numbers: an id need not be in this node's archive to
+//! resume after it, as long as nothing published after it was dropped at
+//! the archive's bounds (XEP-0313 lets a server discard old entries, under
+//! "Message retention and deletion"). Resuming past dropped entries is
+//! `item-not-found`, as a page after an id the archive does not hold is
+//! (XEP-0059 §2.6), with a text naming the oldest entry kept: the
+//! subscriber learns it missed events instead of skipping them unaware.
 
 use std::sync::Arc;
 
@@ -114,6 +119,20 @@ pub fn fields_form() -> Element {
         .build()
 }
 
+/// Entries published after archive id `after` are no longer in `node`'s
+/// archive.
+fn dropped_after(node: &PubsubNode, after: ArchiveId) -> StanzaError {
+    let oldest = match node.archive.front() {
+        Some(item) => format!("the oldest kept is {}", item.archive_id),
+        None => "none is kept".to_owned(),
+    };
+    StanzaError::new(Condition::ItemNotFound).with_text(format!(
+        "entries after archive id {after} are no longer kept: this site's archive \
+         bounds dropped those up to {}; {oldest}",
+        node.archive_dropped_through()
+    ))
+}
+
 /// The answer to a query: result bodies in archive order, then the `<fin/>`
 /// that ends the IQ result.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +148,15 @@ pub fn run(
     query: &ArchiveQuery,
     limits: &PubsubLimits,
 ) -> Result<ArchivePage, StanzaError> {
+    let rsm_after = query.rsm.after.as_deref().and_then(|id| id.parse().ok());
+    if let Some(after) = query
+        .after_id
+        .into_iter()
+        .chain(rsm_after)
+        .find(|after| node.dropped_after(*after))
+    {
+        return Err(dropped_after(node, after));
+    }
     let archive = &node.archive;
     // Ids are sorted: the id bounds are two binary searches.
     let first = query.after_id.map_or(0, |after| {

@@ -124,6 +124,10 @@ pub struct PubsubNode {
     archived_versions: BTreeMap<String, VecDeque<ArchiveId>>,
     /// [`Item::archived_bytes`] summed over `archive`.
     archive_bytes: u64,
+    /// The archive id of the newest entry the archive's bounds dropped; 0
+    /// when none was. A query resuming after an earlier id would miss
+    /// entries (see [`PubsubNode::dropped_after`]).
+    archive_dropped_through: ArchiveId,
 }
 
 impl PubsubNode {
@@ -142,6 +146,7 @@ impl PubsubNode {
             archive: VecDeque::new(),
             archived_versions: BTreeMap::new(),
             archive_bytes: 0,
+            archive_dropped_through: 0,
         }
     }
 
@@ -165,7 +170,25 @@ impl PubsubNode {
             }
         }
         self.archive_bytes -= oldest.archived_bytes();
+        self.archive_dropped_through = oldest.archive_id;
         Some(oldest)
+    }
+
+    /// The newest archive id the archive's bounds dropped (0: none).
+    pub fn archive_dropped_through(&self) -> ArchiveId {
+        self.archive_dropped_through
+    }
+
+    /// Whether entries published after archive id `after` were dropped
+    /// from the archive: a subscriber resuming there would miss them.
+    pub fn dropped_after(&self, after: ArchiveId) -> bool {
+        after < self.archive_dropped_through
+    }
+
+    /// Restores what [`PubsubNode::archive_dropped_through`] was when a
+    /// snapshot was taken; a later drop only raises it.
+    pub fn restore_archive_dropped_through(&mut self, through: ArchiveId) {
+        self.archive_dropped_through = self.archive_dropped_through.max(through);
     }
 
     /// [`Item::archived_bytes`] summed over the archive.

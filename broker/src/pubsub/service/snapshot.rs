@@ -47,6 +47,7 @@ struct FrozenNode {
     /// The current items, in publication order.
     items: Vec<Arc<Item>>,
     archive: VecDeque<Arc<Item>>,
+    archive_dropped_through: u64,
 }
 
 impl PubsubService {
@@ -71,6 +72,7 @@ impl PubsubService {
                     subscriptions: node.subscriptions.clone(),
                     items: node.items_in_order().cloned().collect(),
                     archive: node.archive.clone(),
+                    archive_dropped_through: node.archive_dropped_through(),
                 })
                 .collect(),
             accounts: self.accounts.clone(),
@@ -110,7 +112,8 @@ impl FrozenState {
                 let fields = node_fields(&node).encode_to_vec();
                 let len = fields.len()
                     + records_len(NODE_ITEMS, &node.items)
-                    + records_len(NODE_ARCHIVE, &node.archive);
+                    + records_len(NODE_ARCHIVE, &node.archive)
+                    + wire::varint_len(NODE_ARCHIVE_DROPPED_THROUGH, node.archive_dropped_through);
                 (fields, len, node)
             })
             .collect();
@@ -143,6 +146,11 @@ impl FrozenState {
                 write_record(NODE_ARCHIVE, item, &mut piece.buffer);
                 piece.send_when_full()?;
             }
+            wire::varint(
+                NODE_ARCHIVE_DROPPED_THROUGH,
+                node.archive_dropped_through,
+                &mut piece.buffer,
+            );
         }
         accounts.encode_raw(&mut piece.buffer);
         piece.send()
@@ -185,18 +193,20 @@ impl<'a> Pieces<'a> {
 }
 
 /// Field numbers of `vomesh.pubsub.Snapshot.nodes`, `NodeState.items`,
-/// `NodeState.archive` and the fields of `ItemRecord`, as in `pubsub.proto`.
+/// `NodeState.archive`, `NodeState.archive_dropped_through` and the fields
+/// of `ItemRecord`, as in `pubsub.proto`.
 const SNAPSHOT_NODES: u32 = 2;
 const NODE_ITEMS: u32 = 7;
 const NODE_ARCHIVE: u32 = 8;
+const NODE_ARCHIVE_DROPPED_THROUGH: u32 = 9;
 const RECORD_ID: u32 = 1;
 const RECORD_PAYLOAD: u32 = 2;
 const RECORD_PUBLISHER: u32 = 3;
 const RECORD_PUBLISHED_MICROS: u32 = 4;
 const RECORD_ARCHIVE_ID: u32 = 5;
 
-/// A node's fields other than its items and archive (which are its last
-/// two fields, so prost writes them after these).
+/// A node's fields other than its items, archive and archive cut (its last
+/// three fields, so prost writes them after these).
 fn node_fields(node: &FrozenNode) -> proto::NodeState {
     proto::NodeState {
         node: node.id.clone(),
@@ -223,6 +233,7 @@ fn node_fields(node: &FrozenNode) -> proto::NodeState {
             .collect(),
         items: Vec::new(),
         archive: Vec::new(),
+        archive_dropped_through: 0,
     }
 }
 
@@ -356,6 +367,7 @@ impl PubsubService {
             for r in &state.archive {
                 node.archive_push(Arc::new(item(r)?));
             }
+            node.restore_archive_dropped_through(state.archive_dropped_through);
             for r in &state.items {
                 // Share the payload with the archive entry of the same publish.
                 let position = node

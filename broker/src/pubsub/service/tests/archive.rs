@@ -355,3 +355,63 @@ fn query_fields_are_a_mam_form() {
         assert!(xml.contains(&format!("var=\"{var}\"")), "{var}");
     }
 }
+
+/// A node whose archive kept 2 entries of 3: ids 2 and 3 of a, b, c were
+/// published at 2, 3 and 4, and 2 was dropped.
+fn cut_history() -> Harness {
+    let mut h = Harness::with_limits(PubsubLimits {
+        archive_entries_per_node_max: 2,
+        ..PubsubLimits::default()
+    });
+    h.create(ALICE, "n");
+    for id in ["a", "b", "c"] {
+        h.publish(ALICE, "n", Some(id), &payload(id)).ok();
+    }
+    h
+}
+
+fn resume(h: &mut Harness, after_id: &str) -> Answer {
+    query(h, BOB, &form(MAM, &[("after-id", after_id)]))
+}
+
+#[test]
+fn resuming_past_dropped_entries_is_item_not_found_naming_the_oldest_kept() {
+    let mut h = cut_history();
+    for after in ["0", "1"] {
+        let answer = resume(&mut h, after);
+        answer.assert_error(Condition::ItemNotFound, None);
+        let text = answer.error().text.clone().unwrap_or_default();
+        assert!(text.contains("the oldest kept is 3"), "{text}");
+    }
+    // RSM paging after a dropped id is refused alike.
+    query(
+        &mut h,
+        BOB,
+        &format!("<set xmlns='{RSM}'><after>1</after></set>"),
+    )
+    .assert_error(Condition::ItemNotFound, None);
+    // From the last entry dropped on, nothing is missing.
+    assert_eq!(ids(&resume(&mut h, "2")), ["3", "4"]);
+    assert_eq!(ids(&resume(&mut h, "3")), ["4"]);
+    // A query that does not resume reads what is kept.
+    assert_eq!(ids(&query(&mut h, BOB, "")), ["3", "4"]);
+}
+
+#[test]
+fn a_snapshot_keeps_where_the_archive_was_cut() {
+    use prost::Message as _;
+    let h = cut_history();
+    let bytes = h.service.to_snapshot();
+    let decoded = proto::Snapshot::decode(bytes.as_slice()).unwrap();
+    assert_eq!(decoded.nodes[0].archive_dropped_through, 2);
+    assert_eq!(decoded.encode_to_vec(), bytes);
+    let service =
+        PubsubService::from_snapshot(bare("pubsub.localhost"), *h.service.limits(), &bytes)
+            .unwrap();
+    assert_eq!(service, h.service);
+    let mut restored = Harness {
+        service,
+        ..Harness::new()
+    };
+    resume(&mut restored, "1").assert_error(Condition::ItemNotFound, None);
+}
