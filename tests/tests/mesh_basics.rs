@@ -1,6 +1,7 @@
 //! A three-site mesh of real processes: an account created at one site logs
 //! in at another, and an event published at one site reaches subscribers at
-//! every site with the same archive id and timestamp.
+//! every site with the same archive id and timestamp; a bounded archive is
+//! cut alike at every site, one that caught up by snapshot included.
 
 use std::time::Duration;
 
@@ -274,4 +275,103 @@ async fn publish_at_once(site: Site) {
     let order: Vec<&str> = archived.iter().map(|i| i.item_id.as_str()).collect();
     let sent: Vec<String> = (0..PUBLISHES).map(|i| format!("item-{i}")).collect();
     assert_eq!(order, sent, "archived in the order published");
+}
+
+/// Every site cuts a bounded archive alike, a site that caught up by
+/// snapshot included: the same entries kept, and the same refusal, naming
+/// the same oldest entry, to resume past those dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bounded_archive_is_cut_alike_at_every_site_and_through_a_snapshot() {
+    use vomesh_tests::node::NodeOptions;
+    use vomesh_tests::pubsub::{archive_query_iq, error_of};
+
+    let mut cluster = TestCluster::start_custom(
+        3,
+        "snapshot_every_entries = 5\n\
+         snapshot_log_growth_percent = 0\n\
+         log_entries_kept_after_snapshot = 2\n",
+        Box::new(|_| NodeOptions {
+            extra_toml: "[pubsub]\nmax_archive_entries_per_node = 3\n".to_owned(),
+            ..NodeOptions::default()
+        }),
+    );
+    cluster.add_user("alice", "wonderland");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let behind = (leader + 1) % 3;
+    let behind_last = cluster.nodes[behind]
+        .status()
+        .and_then(|s| s["last_log_index"].as_u64())
+        .expect("the follower's status");
+    tokio::task::block_in_place(|| cluster.nodes[behind].kill9());
+
+    let mut alice = Client::connect(&cluster.nodes[leader].client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    request(&mut alice, create_iq("cut", &[])).await;
+    for n in 1..=12 {
+        let item = Element::new("item", PUBSUB)
+            .with_attr("id", format!("e{n}"))
+            .with_child(alert(&format!("event {n}")));
+        let publish = Element::new("publish", PUBSUB)
+            .with_attr("node", "cut")
+            .with_child(item);
+        request(&mut alice, pubsub_iq("set", publish)).await;
+    }
+    // Snapshots are asked for every 500 ms: wait until the leader's log no
+    // longer holds what the stopped site lacks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster.nodes[leader]
+        .status()
+        .and_then(|s| s["snapshot_index"].as_u64())
+        .is_none_or(|snapshot| snapshot <= behind_last + 2 + 1)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a snapshot past the stopped site"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::task::block_in_place(|| cluster.nodes[behind].restart());
+    let commit = cluster.nodes[leader]
+        .status()
+        .and_then(|s| s["commit_index"].as_u64())
+        .expect("a commit index");
+    cluster.wait_applied(commit, Duration::from_secs(30));
+    assert!(
+        cluster.nodes[behind]
+            .log()
+            .contains("mesh: snapshot installed from the leader"),
+        "the restarted site caught up by snapshot"
+    );
+
+    let mut answers = Vec::new();
+    for site in &cluster.nodes {
+        let mut at_site = Client::connect(&site.client_config("alice", "wonderland"))
+            .await
+            .expect("alice logs in");
+        let (items, _) = archive_page(&mut at_site, "cut", &[], &[]).await;
+        let kept: Vec<(String, u64)> = items
+            .iter()
+            .map(|i| (i.item_id.clone(), archive_id(i)))
+            .collect();
+        let refused = at_site
+            .iq(archive_query_iq("cut", "gap", &[("after-id", "1")], &[]))
+            .await
+            .expect("answered");
+        assert_eq!(
+            error_of(&refused),
+            (Some("item-not-found".to_owned()), None),
+            "{}",
+            refused.to_xml()
+        );
+        let oldest = format!("the oldest kept is {}", kept[0].1);
+        assert!(refused.to_xml().contains(&oldest), "{}", refused.to_xml());
+        answers.push(kept);
+    }
+    let ids: Vec<&str> = answers[0].iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["e10", "e11", "e12"]);
+    assert!(
+        answers.iter().all(|kept| *kept == answers[0]),
+        "{answers:?}"
+    );
 }
