@@ -14,9 +14,12 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+#[path = "common/memory.rs"]
+mod memory;
 #[path = "common/service.rs"]
 mod service;
 
+use memory::resident_bytes;
 use service::Fed;
 use vomesh_broker::pubsub::PubsubLimits;
 
@@ -85,15 +88,4 @@ fn run(mut fed: Fed, ids: &[String]) {
         );
     }
     black_box(&fed.service);
-}
-
-/// The process's resident memory (`/proc/self/statm`; 0 where there is none).
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|pages| pages.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }

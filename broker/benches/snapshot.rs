@@ -14,6 +14,8 @@ use std::time::Duration;
 use vomesh_broker::pubsub::service::PubsubService;
 
 mod common;
+#[path = "common/memory.rs"]
+mod memory;
 #[path = "common/service.rs"]
 mod service;
 
@@ -28,12 +30,19 @@ const PUBLISHES: usize = 30_000;
 const ROUNDS: usize = 5;
 
 fn main() {
+    if let Some(path) = std::env::args()
+        .skip_while(|arg| arg != RESTORE_MEMORY)
+        .nth(1)
+    {
+        return restore_memory(std::path::Path::new(&path));
+    }
     let service = populated();
     let bytes = service.to_snapshot();
     println!(
         "snapshot of {PUBLISHES} publishes over {NODES} nodes ({:.1} MB), best of {ROUNDS}:",
         bytes.len() as f64 / 1e6
     );
+    restore_memory_in_a_fresh_process(&bytes);
     let freeze = best(|| drop(black_box(service.freeze())));
     let encode_whole = common::fastest(
         ROUNDS,
@@ -82,4 +91,37 @@ fn populated() -> PubsubService {
 /// The fastest of `ROUNDS` runs of `run`.
 fn best(mut run: impl FnMut()) -> Duration {
     common::fastest(ROUNDS, || (), |()| run())
+}
+
+/// The argument that makes this bench restore the snapshot in the file
+/// that follows and report the memory it took.
+const RESTORE_MEMORY: &str = "restore-memory";
+
+/// Restores `bytes` in a process of its own, which never held the state
+/// (an allocator keeps freed memory, which a restore would reuse unseen).
+fn restore_memory_in_a_fresh_process(bytes: &[u8]) {
+    let path = std::env::temp_dir().join(format!("vomesh-snapshot-bench-{}", std::process::id()));
+    std::fs::write(&path, bytes).expect("the snapshot is written to a temporary file");
+    let status = std::process::Command::new(std::env::current_exe().expect("this bench's path"))
+        .arg(RESTORE_MEMORY)
+        .arg(&path)
+        .status()
+        .expect("the bench runs again");
+    let _ = std::fs::remove_file(&path);
+    assert!(status.success(), "the restore failed: {status}");
+}
+
+/// Resident memory a fresh process gains restoring the snapshot in `path`:
+/// the state it builds and whatever it held on the way (the allocator
+/// keeps what was freed, so the two are not told apart).
+fn restore_memory(path: &std::path::Path) {
+    let bytes = std::fs::read(path).expect("the snapshot file");
+    let before = memory::resident_bytes();
+    let restored = PubsubService::from_snapshot(service_jid(), limits(PUBLISHES), &bytes)
+        .expect("the snapshot restores");
+    println!(
+        "  restore, in a fresh process: {:.1} MB resident added",
+        memory::resident_bytes().saturating_sub(before) as f64 / 1e6
+    );
+    drop(black_box(restored));
 }

@@ -278,6 +278,7 @@ mod apply;
 mod archive_budget;
 mod checks;
 mod handle;
+mod restore;
 mod snapshot;
 
 pub use archive_budget::ArchiveDrops;

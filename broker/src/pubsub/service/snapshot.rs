@@ -4,20 +4,20 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use jid::{BareJid, Jid};
+use jid::BareJid;
 use prost::Message as _;
 use vomesh_proto::pubsub as proto;
 
 use super::*;
-use crate::pubsub::model::{
-    Affiliation, Item, Subscription, SubscriptionOptions, SubscriptionState,
-};
+use crate::pubsub::model::{Affiliation, Item, Subscription};
 
 /// Why snapshot bytes cannot be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot does not decode: {0}")]
     Decode(#[from] prost::DecodeError),
+    #[error("snapshot does not decode: {0}")]
+    Malformed(String),
     #[error("snapshot holds an invalid JID {0:?}")]
     Jid(String),
     #[error("snapshot holds an invalid configuration of node {node}: {error}")]
@@ -192,18 +192,19 @@ impl<'a> Pieces<'a> {
     }
 }
 
-/// Field numbers of `vomesh.pubsub.Snapshot.nodes`, `NodeState.items`,
-/// `NodeState.archive`, `NodeState.archive_dropped_through` and the fields
-/// of `ItemRecord`, as in `pubsub.proto`.
-const SNAPSHOT_NODES: u32 = 2;
-const NODE_ITEMS: u32 = 7;
-const NODE_ARCHIVE: u32 = 8;
+/// Field numbers of `vomesh.pubsub.Snapshot`, of the last fields of
+/// `NodeState` and of `ItemRecord`, as in `pubsub.proto`.
+pub(super) const SNAPSHOT_LAST_INDEX: u32 = 1;
+pub(super) const SNAPSHOT_NODES: u32 = 2;
+pub(super) const SNAPSHOT_ACCOUNTS: u32 = 3;
+pub(super) const NODE_ITEMS: u32 = 7;
+pub(super) const NODE_ARCHIVE: u32 = 8;
 const NODE_ARCHIVE_DROPPED_THROUGH: u32 = 9;
-const RECORD_ID: u32 = 1;
-const RECORD_PAYLOAD: u32 = 2;
-const RECORD_PUBLISHER: u32 = 3;
-const RECORD_PUBLISHED_MICROS: u32 = 4;
-const RECORD_ARCHIVE_ID: u32 = 5;
+pub(super) const RECORD_ID: u32 = 1;
+pub(super) const RECORD_PAYLOAD: u32 = 2;
+pub(super) const RECORD_PUBLISHER: u32 = 3;
+pub(super) const RECORD_PUBLISHED_MICROS: u32 = 4;
+pub(super) const RECORD_ARCHIVE_ID: u32 = 5;
 
 /// A node's fields other than its items, archive and archive cut (its last
 /// three fields, so prost writes them after these).
@@ -307,102 +308,5 @@ mod wire {
             encode_key(tag, WireType::Varint, out);
             encode_varint(value, out);
         }
-    }
-}
-
-impl PubsubService {
-    /// Restores a service from [`PubsubService::to_snapshot`] bytes.
-    pub fn from_snapshot(
-        service_jid: BareJid,
-        limits: PubsubLimits,
-        bytes: &[u8],
-    ) -> Result<Self, SnapshotError> {
-        let snapshot = proto::Snapshot::decode(bytes)?;
-        let jid = |text: &str| Jid::new(text).map_err(|_| SnapshotError::Jid(text.to_owned()));
-        let item = |r: &proto::ItemRecord| -> Result<Item, SnapshotError> {
-            Ok(Item {
-                id: r.id.clone(),
-                payload: r.payload.as_str().into(),
-                publisher: jid(&r.publisher)?,
-                published_micros: r.published_micros,
-                archive_id: r.archive_id,
-            })
-        };
-        let mut service = PubsubService::new(service_jid, limits);
-        service.last_index = snapshot.last_index;
-        for state in &snapshot.nodes {
-            let mut config = NodeConfig::defaults(&service.limits);
-            if let Some(patch) = &state.config {
-                config
-                    .apply_patch(patch, &service.limits)
-                    .map_err(|error| SnapshotError::Config {
-                        node: state.node.clone(),
-                        error,
-                    })?;
-            }
-            let mut node = PubsubNode::new(
-                state.node.clone(),
-                config,
-                jid(&state.creator)?.to_bare(),
-                state.created_micros,
-            );
-            node.affiliations.clear();
-            for a in &state.affiliations {
-                let affiliation = Affiliation::try_from(a.affiliation).unwrap_or(Affiliation::None);
-                node.affiliations
-                    .insert(jid(&a.jid)?.to_bare(), affiliation);
-            }
-            for s in &state.subscriptions {
-                let mut options = SubscriptionOptions::default();
-                if let Some(patch) = &s.options {
-                    options.apply_patch(patch);
-                }
-                node.subscriptions.push(Subscription {
-                    subid: s.subid.clone(),
-                    jid: jid(&s.jid)?,
-                    state: SubscriptionState::try_from(s.state).unwrap_or(SubscriptionState::None),
-                    options,
-                });
-            }
-            for r in &state.archive {
-                node.archive_push(Arc::new(item(r)?));
-            }
-            node.restore_archive_dropped_through(state.archive_dropped_through);
-            for r in &state.items {
-                // Share the payload with the archive entry of the same publish.
-                let position = node
-                    .archive
-                    .partition_point(|a| a.archive_id < r.archive_id);
-                let shared = node
-                    .archive
-                    .get(position)
-                    .filter(|a| a.archive_id == r.archive_id && a.id == r.id)
-                    .cloned();
-                let current = match shared {
-                    Some(entry) => entry,
-                    None => Arc::new(item(r)?),
-                };
-                node.order.insert(current.archive_id, current.id.clone());
-                node.items.insert(current.id.clone(), current);
-            }
-            node.debug_check();
-            service.nodes.insert(node.id.clone(), node);
-        }
-        for account in snapshot.accounts {
-            service
-                .accounts
-                .insert(account.username, account.credentials);
-        }
-        let dropped = service.rebuild_archive_ledger();
-        if dropped.total() > 0 {
-            tracing::warn!(
-                node_limit = dropped.node_limit,
-                site_limit = dropped.site_limit,
-                "the snapshot's archives exceed this site's bounds \
-                 (max_archive_entries_per_node, max_archive_bytes): the oldest entries were dropped"
-            );
-        }
-        service.debug_check_archive_ledger();
-        Ok(service)
     }
 }

@@ -570,6 +570,63 @@ fn encodes_as_prost_does() {
 }
 
 #[test]
+fn a_snapshot_restores_as_prost_reads_it_whatever_its_length() {
+    use prost::Message as _;
+    let mut h = Harness::new();
+    scenario(&mut h);
+    let bytes = h.service.to_snapshot();
+    // Every prefix: the restore fails where prost's decode does, and never
+    // panics; where both read it, they read the same state.
+    for len in 0..=bytes.len() {
+        let prefix = &bytes[..len];
+        let restored =
+            PubsubService::from_snapshot(bare("pubsub.localhost"), PubsubLimits::default(), prefix);
+        let decoded = proto::Snapshot::decode(prefix);
+        assert_eq!(restored.is_ok(), decoded.is_ok(), "prefix of {len} bytes");
+        if let (Ok(restored), Ok(decoded)) = (restored, decoded) {
+            let nodes: Vec<&str> = restored.nodes().map(|n| n.id.as_str()).collect();
+            let expected: Vec<&str> = decoded.nodes.iter().map(|n| n.node.as_str()).collect();
+            assert_eq!(nodes, expected, "prefix of {len} bytes");
+        }
+    }
+}
+
+#[test]
+fn fields_of_a_later_version_are_skipped_on_restore() {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let mut h = Harness::new();
+    scenario(&mut h);
+    let mut bytes = h.service.to_snapshot();
+    // A varint, a 64-bit and a length-delimited field no version has yet.
+    encode_key(15, WireType::Varint, &mut bytes);
+    encode_varint(300, &mut bytes);
+    encode_key(16, WireType::SixtyFourBit, &mut bytes);
+    bytes.extend_from_slice(&7u64.to_le_bytes());
+    encode_key(17, WireType::LengthDelimited, &mut bytes);
+    encode_varint(3, &mut bytes);
+    bytes.extend_from_slice(b"new");
+    let restored =
+        PubsubService::from_snapshot(bare("pubsub.localhost"), PubsubLimits::default(), &bytes)
+            .unwrap();
+    assert_eq!(restored, h.service);
+}
+
+#[test]
+fn a_known_field_of_the_wrong_type_is_an_error() {
+    use prost::encoding::{WireType, encode_key};
+    let mut bytes = Vec::new();
+    // `nodes` as a varint.
+    encode_key(2, WireType::Varint, &mut bytes);
+    bytes.push(1);
+    let result =
+        PubsubService::from_snapshot(bare("pubsub.localhost"), PubsubLimits::default(), &bytes);
+    assert!(
+        matches!(&result, Err(SnapshotError::Malformed(text)) if text.contains("field 2")),
+        "{result:?}"
+    );
+}
+
+#[test]
 fn garbage_snapshot_is_an_error() {
     let result = PubsubService::from_snapshot(
         bare("pubsub.localhost"),
