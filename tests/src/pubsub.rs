@@ -224,6 +224,29 @@ pub async fn archive_page(
     (items, fin)
 }
 
+/// Checks that resuming `node`'s archive after archive id `after` is
+/// refused with `item-not-found` naming `oldest_kept`: entries after it
+/// were dropped at the archive's bounds.
+pub async fn assert_resume_refused(client: &mut Client, node: &str, after: u64, oldest_kept: u64) {
+    let reply = client
+        .iq(archive_query_iq(
+            node,
+            "gap",
+            &[("after-id", &after.to_string())],
+            &[],
+        ))
+        .await
+        .expect("answered");
+    assert_eq!(
+        error_of(&reply),
+        (Some("item-not-found".to_owned()), None),
+        "{}",
+        reply.to_xml()
+    );
+    let oldest = format!("the oldest kept is {oldest_kept}");
+    assert!(reply.to_xml().contains(&oldest), "{}", reply.to_xml());
+}
+
 /// The archive id of `item` as a number.
 pub fn archive_id(item: &ReceivedItem) -> u64 {
     item.archive_id

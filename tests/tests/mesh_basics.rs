@@ -283,7 +283,7 @@ async fn publish_at_once(site: Site) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bounded_archive_is_cut_alike_at_every_site_and_through_a_snapshot() {
     use vomesh_tests::node::NodeOptions;
-    use vomesh_tests::pubsub::{archive_query_iq, error_of};
+    use vomesh_tests::pubsub::assert_resume_refused;
 
     let mut cluster = TestCluster::start_custom(
         3,
@@ -354,18 +354,7 @@ async fn a_bounded_archive_is_cut_alike_at_every_site_and_through_a_snapshot() {
             .iter()
             .map(|i| (i.item_id.clone(), archive_id(i)))
             .collect();
-        let refused = at_site
-            .iq(archive_query_iq("cut", "gap", &[("after-id", "1")], &[]))
-            .await
-            .expect("answered");
-        assert_eq!(
-            error_of(&refused),
-            (Some("item-not-found".to_owned()), None),
-            "{}",
-            refused.to_xml()
-        );
-        let oldest = format!("the oldest kept is {}", kept[0].1);
-        assert!(refused.to_xml().contains(&oldest), "{}", refused.to_xml());
+        assert_resume_refused(&mut at_site, "cut", 1, kept[0].1).await;
         answers.push(kept);
     }
     let ids: Vec<&str> = answers[0].iter().map(|(id, _)| id.as_str()).collect();

@@ -8,8 +8,8 @@
 use vomesh_broker::client::Client;
 use vomesh_tests::node::{NodeOptions, TestNode};
 use vomesh_tests::pubsub::{
-    alert, archive_id, archive_page, archive_query_iq, create_iq, error_of, publish, publish_iq,
-    request, subscribe_iq,
+    alert, archive_id, archive_page, assert_resume_refused, create_iq, error_of, publish,
+    publish_iq, request, subscribe_iq,
 };
 
 const PAYLOAD_BYTES_MAX: usize = 20_000;
@@ -155,23 +155,7 @@ async fn the_archives_stay_within_the_site_bound_oldest_entries_first() {
     }
     // Resuming "even" where e2, now dropped, would come next is refused,
     // naming what is kept; resuming just before e4 misses nothing.
-    let reply = alice
-        .iq(archive_query_iq("even", "gap", &[("after-id", "1")], &[]))
-        .await
-        .expect("answered");
-    assert_eq!(
-        error_of(&reply),
-        (Some("item-not-found".to_owned()), None),
-        "{}",
-        reply.to_xml()
-    );
-    assert!(
-        reply
-            .to_xml()
-            .contains(&format!("the oldest kept is {}", oldest_kept[1])),
-        "{}",
-        reply.to_xml()
-    );
+    assert_resume_refused(&mut alice, "even", 1, oldest_kept[1]).await;
     let before_e4 = (oldest_kept[1] - 1).to_string();
     let (items, _) = archive_page(&mut alice, "even", &[("after-id", &before_e4)], &[]).await;
     let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
