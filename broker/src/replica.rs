@@ -121,10 +121,12 @@ impl Replica {
                 self.delivery.published(publish, item);
             }
         }
-        self.archive_dropped_node_limit
-            .increment(archive_dropped.node_limit);
-        self.archive_dropped_site_limit
-            .increment(archive_dropped.site_limit);
+        if archive_dropped.total() > 0 {
+            self.archive_dropped_node_limit
+                .increment(archive_dropped.node_limit);
+            self.archive_dropped_site_limit
+                .increment(archive_dropped.site_limit);
+        }
         for notification in &notifications {
             self.delivery
                 .deliver(notification, command.timestamp_micros);
