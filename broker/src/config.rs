@@ -337,6 +337,10 @@ pub struct PubsubConfig {
     /// every snapshot carries them, so it must stay below
     /// `[mesh] snapshot_bytes_max`.
     pub max_archive_bytes: u64,
+    /// Seconds an event stays in the history after its publication
+    /// (Prosody's `archive_expires_after`); 0, the default: no age bound.
+    /// Checked at each publish, against its publication time.
+    pub max_archive_age_seconds: u64,
     /// Items or archive entries in one response (RSM `max` is capped to it).
     pub max_page_items: usize,
 }
@@ -353,6 +357,7 @@ impl Default for PubsubConfig {
             max_node_id_bytes: 1_023,
             max_archive_entries_per_node: 1_000_000,
             max_archive_bytes: 512 * 1024 * 1024,
+            max_archive_age_seconds: 0,
             max_page_items: 1_000,
         }
     }
@@ -1230,6 +1235,9 @@ subscriber_allow = ["0.0.0.0/0"]
         assert_eq!(raised.pubsub.max_archive_bytes, 1 << 30);
         let none = invalid_key("[pubsub]\nmax_archive_bytes = 0\n");
         assert_eq!(none.key, "pubsub.max_archive_bytes");
+        assert_eq!(Config::default().pubsub.max_archive_age_seconds, 0);
+        let thirty_days = parse("[pubsub]\nmax_archive_age_seconds = 2592000\n");
+        assert_eq!(thirty_days.pubsub.max_archive_age_seconds, 2_592_000);
     }
 
     #[test]

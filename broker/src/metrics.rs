@@ -64,7 +64,8 @@ pub mod names {
     /// `[pubsub] max_archive_bytes` bounds.
     pub const PUBSUB_ARCHIVE_BYTES: &str = "vomesh_pubsub_archive_bytes";
     /// Counter `{limit}`: archive entries dropped to stay within
-    /// `max_archive_entries_per_node` (`node`) or `max_archive_bytes` (`site`).
+    /// `max_archive_entries_per_node` (`node`), `max_archive_bytes` (`site`)
+    /// or `max_archive_age_seconds` (`age`).
     pub const PUBSUB_ARCHIVE_DROPPED_TOTAL: &str = "vomesh_pubsub_archive_dropped_total";
     /// Gauge: subscriptions across all pubsub nodes.
     pub const PUBSUB_SUBSCRIPTIONS: &str = "vomesh_pubsub_subscriptions";
@@ -363,7 +364,7 @@ fn describe_all() {
     describe_counter!(
         PUBSUB_ARCHIVE_DROPPED_TOTAL,
         Unit::Count,
-        "Archive entries dropped to stay within max_archive_entries_per_node (limit=node) or max_archive_bytes (limit=site)."
+        "Archive entries dropped to stay within max_archive_entries_per_node (limit=node), max_archive_bytes (limit=site) or max_archive_age_seconds (limit=age)."
     );
     describe_gauge!(
         PUBSUB_SUBSCRIPTIONS,

@@ -43,6 +43,7 @@ pub struct Replica {
     published_total: metrics::Counter,
     archive_dropped_node_limit: metrics::Counter,
     archive_dropped_site_limit: metrics::Counter,
+    archive_dropped_age_limit: metrics::Counter,
 }
 
 impl Replica {
@@ -56,6 +57,9 @@ impl Replica {
             ),
             archive_dropped_site_limit: metrics::counter!(
                 names::PUBSUB_ARCHIVE_DROPPED_TOTAL, "limit" => "site"
+            ),
+            archive_dropped_age_limit: metrics::counter!(
+                names::PUBSUB_ARCHIVE_DROPPED_TOTAL, "limit" => "age"
             ),
         }
     }
@@ -126,6 +130,8 @@ impl Replica {
                 .increment(archive_dropped.node_limit);
             self.archive_dropped_site_limit
                 .increment(archive_dropped.site_limit);
+            self.archive_dropped_age_limit
+                .increment(archive_dropped.age_limit);
         }
         for notification in &notifications {
             self.delivery

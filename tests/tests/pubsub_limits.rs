@@ -3,7 +3,8 @@
 //! `max_subscriptions_per_node`, and a node over `max_nodes`; each refusal
 //! is counted in `/metrics`. The archives of all nodes together stay
 //! within `max_archive_bytes`, the site's oldest entries dropped first, and
-//! resuming past dropped entries is refused rather than silently skipped.
+//! resuming past dropped entries is refused rather than silently skipped;
+//! entries older than `max_archive_age_seconds` go at the next publish.
 
 use vomesh_broker::client::Client;
 use vomesh_tests::node::{NodeOptions, TestNode};
@@ -174,6 +175,29 @@ async fn the_archives_stay_within_the_site_bound_oldest_entries_first() {
     assert!(
         bytes > 0.0 && bytes <= bound as f64,
         "{bytes} archived bytes, bound {bound}"
+    );
+}
+
+#[tokio::test]
+async fn entries_older_than_the_age_bound_go_at_the_next_publish() {
+    let node = TestNode::launch(NodeOptions {
+        extra_toml: "[pubsub]\nmax_archive_age_seconds = 1".to_owned(),
+        ..NodeOptions::default()
+    });
+    node.add_user("alice", "wonderland");
+    let mut alice = Client::connect(&node.client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    request(&mut alice, create_iq("alerts", &[])).await;
+    publish(&mut alice, "alerts", Some("old"), alert("old")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    publish(&mut alice, "alerts", Some("new"), alert("new")).await;
+    let (items, _) = archive_page(&mut alice, "alerts", &[], &[]).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
+    assert_eq!(ids, ["new"]);
+    assert_counted(
+        &node,
+        "vomesh_pubsub_archive_dropped_total{limit=\"age\"} 1",
     );
 }
 

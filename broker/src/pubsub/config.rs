@@ -45,6 +45,9 @@ pub struct PubsubLimits {
     /// kept across every node's archive; the site's oldest entries are
     /// dropped.
     pub archive_bytes_max: u64,
+    /// Seconds an archive entry is kept after its publication; 0 keeps it
+    /// until another bound drops it.
+    pub archive_age_max_seconds: u64,
     /// Items or archive entries in one response, and the page size when the
     /// request names none (XEP-0059 `max` is capped to it). Items come back
     /// in one IQ result, so this times `payload_bytes_max` bounds its size.
@@ -62,8 +65,17 @@ impl Default for PubsubLimits {
             node_id_bytes_max: 1_023,
             archive_entries_per_node_max: 1_000_000,
             archive_bytes_max: 512 * 1024 * 1024,
+            archive_age_max_seconds: 0,
             page_items_max: 100,
         }
+    }
+}
+
+impl PubsubLimits {
+    /// The age bound in microseconds, if there is one.
+    pub fn archive_age_max_micros(&self) -> Option<i64> {
+        let seconds = i64::try_from(self.archive_age_max_seconds).ok()?;
+        (seconds > 0).then(|| seconds.saturating_mul(1_000_000))
     }
 }
 

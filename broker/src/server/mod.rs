@@ -287,6 +287,7 @@ fn pubsub_limits(config: &Config) -> PubsubLimits {
         node_id_bytes_max: pubsub.max_node_id_bytes,
         archive_entries_per_node_max: pubsub.max_archive_entries_per_node,
         archive_bytes_max: pubsub.max_archive_bytes,
+        archive_age_max_seconds: pubsub.max_archive_age_seconds,
         page_items_max: pubsub.max_page_items,
     }
 }

@@ -1,6 +1,7 @@
-//! What the archives of all nodes hold together, and the two bounds on
-//! them: entries per node (`[pubsub] max_archive_entries_per_node`) and
-//! bytes per site (`[pubsub] max_archive_bytes`).
+//! What the archives of all nodes hold together, and the bounds on them:
+//! entries per node (`[pubsub] max_archive_entries_per_node`), bytes per
+//! site (`[pubsub] max_archive_bytes`) and, when set, age
+//! (`[pubsub] max_archive_age_seconds`).
 //!
 //! A site keeps every node's archive in memory, and a snapshot carries all
 //! of them. Bounded per node only, their sum grew with the number of
@@ -38,11 +39,13 @@ pub struct ArchiveDrops {
     pub node_limit: u64,
     /// `max_archive_bytes`.
     pub site_limit: u64,
+    /// `max_archive_age_seconds`.
+    pub age_limit: u64,
 }
 
 impl ArchiveDrops {
     pub fn total(&self) -> u64 {
-        self.node_limit + self.site_limit
+        self.node_limit + self.site_limit + self.age_limit
     }
 }
 
@@ -117,14 +120,44 @@ impl ArchiveLedger {
 
 impl PubsubService {
     /// Appends `item` to node `node_id`'s archive, then drops the oldest
-    /// entries beyond the node's bound and the site's.
+    /// entries beyond the node's bound and the site's, and those published
+    /// longer ago than the age bound allows.
     pub(super) fn archive_item(&mut self, node_id: &str, item: Arc<Item>) {
         let Some(node) = self.nodes.get_mut(node_id) else {
             return;
         };
+        let now = item.published_micros;
         self.archive_ledger.push(node, item);
         self.archive_ledger.trim_node(node, &self.limits);
         self.trim_site();
+        self.trim_age(now);
+    }
+
+    /// Drops the site's oldest entries while they were published more than
+    /// `max_archive_age_seconds` before `now_micros`, the publication time
+    /// of the publish being applied: the replicated clock, so every site
+    /// drops the same. Entries go in archive order, which follows the
+    /// publication times as far as the sites' clocks agree; an archive
+    /// with no new publish keeps its entries until the next one.
+    fn trim_age(&mut self, now_micros: i64) {
+        let Some(age) = self.limits.archive_age_max_micros() else {
+            return;
+        };
+        let cutoff = now_micros.saturating_sub(age);
+        while let Some((_, node_id)) = self.archive_ledger.oldest.first_key_value() {
+            let Some(node) = self.nodes.get_mut(node_id.as_str()) else {
+                debug_assert!(false, "the archive ledger names a node that is gone");
+                return;
+            };
+            let expired = node
+                .archive
+                .front()
+                .is_some_and(|oldest| oldest.published_micros < cutoff);
+            if !expired || !self.archive_ledger.pop_oldest(node) {
+                return;
+            }
+            self.archive_ledger.dropped.age_limit += 1;
+        }
     }
 
     /// Drops the site's oldest entries while the archives exceed

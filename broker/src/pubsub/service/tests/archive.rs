@@ -415,3 +415,30 @@ fn a_snapshot_keeps_where_the_archive_was_cut() {
     };
     resume(&mut restored, "1").assert_error(Condition::ItemNotFound, None);
 }
+
+#[test]
+fn entries_older_than_the_age_bound_go_at_the_next_publish_oldest_first() {
+    let mut h = Harness::with_limits(PubsubLimits {
+        archive_age_max_seconds: 2,
+        ..PubsubLimits::default()
+    });
+    h.create(ALICE, "m");
+    h.create(ALICE, "n");
+    // A request a second: archive ids 3 (n), 4 (m), 5 (n), 6 (m) published
+    // 3, 4, 5 and 6 s after T0.
+    let age_limit: Vec<u64> = [("n", "a"), ("m", "b"), ("n", "c"), ("m", "d")]
+        .into_iter()
+        .map(|(node, id)| {
+            h.publish(ALICE, node, Some(id), &payload(id))
+                .archive_dropped
+                .age_limit
+        })
+        .collect();
+    // At 6 s only what was published before 4 s is too old.
+    assert_eq!(age_limit, [0, 0, 0, 1]);
+    assert_eq!(
+        archive_ids(&h.service),
+        [("m".to_owned(), vec![4, 6]), ("n".to_owned(), vec![5])]
+    );
+    resume(&mut h, "2").assert_error(Condition::ItemNotFound, None);
+}

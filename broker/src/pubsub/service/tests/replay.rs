@@ -26,12 +26,14 @@ const USERS: [&str; 3] = [ALICE, BOB, CAROL];
 const NODES: [&str; 3] = ["a", "b", "c"];
 const IDS: [&str; 3] = ["x", "y", "z"];
 
-/// Archive bounds small enough that both drop entries in every run: a
-/// payload and id take about 24 bytes.
+/// Archive bounds small enough that each drops entries in some of the
+/// runs: a payload and id take about 24 bytes, and requests come a second
+/// apart.
 fn limits() -> PubsubLimits {
     PubsubLimits {
         archive_entries_per_node_max: 5,
         archive_bytes_max: 250,
+        archive_age_max_seconds: 90,
         ..PubsubLimits::default()
     }
 }
@@ -114,7 +116,9 @@ fn check_all(service: &PubsubService) {
     }
 }
 
-fn run(seed: u64) {
+/// Runs the workload of `seed`; returns the archive entries its bounds
+/// dropped.
+fn run(seed: u64) -> ArchiveDrops {
     println!("replay seed {seed}");
     let mut rng = Rng(seed | 1);
     let mut leader = Harness::with_limits(limits());
@@ -151,19 +155,19 @@ fn run(seed: u64) {
         .filter(|(_, c, o)| matches!(c.op, Some(Op::Publish(_))) && o.reply.is_ok())
         .count();
     let notified: usize = log.iter().map(|(_, _, o)| o.notifications.len()).sum();
-    let (node_limit, site_limit) = log.iter().fold((0, 0), |(node, site), (_, _, o)| {
-        (
-            node + o.archive_dropped.node_limit,
-            site + o.archive_dropped.site_limit,
-        )
-    });
+    let dropped = log
+        .iter()
+        .fold(ArchiveDrops::default(), |sum, (_, _, o)| ArchiveDrops {
+            node_limit: sum.node_limit + o.archive_dropped.node_limit,
+            site_limit: sum.site_limit + o.archive_dropped.site_limit,
+            age_limit: sum.age_limit + o.archive_dropped.age_limit,
+        });
     println!(
-        "{} writes, {published} accepted publishes, {notified} notifications, \
-         archive entries dropped at the node bound {node_limit}, at the site bound {site_limit}",
+        "{} writes, {published} accepted publishes, {notified} notifications, {dropped:?}",
         log.len()
     );
     assert!(
-        published > 20 && notified > 20 && node_limit > 0 && site_limit > 0,
+        published > 20 && notified > 20 && dropped.total() > 0,
         "seed {seed}: too few effects to be meaningful"
     );
 
@@ -212,11 +216,21 @@ fn run(seed: u64) {
         Some(&leader.service),
         "seed {seed}: restored state differs"
     );
+    dropped
 }
 
 #[test]
 fn replicas_agree_on_random_workloads() {
-    for seed in [1, 7, 42, 2026, 0xdead_beef] {
-        run(seed);
+    let dropped: Vec<ArchiveDrops> = [1, 7, 42, 2026, 0xdead_beef].map(run).into();
+    // Every bound is exercised, each in some seed.
+    for (bound, drops) in [
+        ("node", dropped.iter().map(|d| d.node_limit).sum::<u64>()),
+        ("site", dropped.iter().map(|d| d.site_limit).sum()),
+        ("age", dropped.iter().map(|d| d.age_limit).sum()),
+    ] {
+        assert!(
+            drops > 0,
+            "no seed dropped archive entries at the {bound} bound"
+        );
     }
 }
