@@ -1,5 +1,6 @@
 //! Snapshots of the whole service state (`vomesh.pubsub.Snapshot`), for
-//! Raft snapshot transfer and restart.
+//! Raft snapshot transfer and restart: captured and encoded here, read back
+//! by `restore`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
