@@ -17,14 +17,10 @@ const PAYLOAD_BYTES_MAX: usize = 20_000;
 
 #[tokio::test]
 async fn payload_over_the_limit_is_not_acceptable_and_counted() {
-    let node = TestNode::launch(NodeOptions {
-        extra_toml: format!("[pubsub]\nmax_payload_bytes = {PAYLOAD_BYTES_MAX}"),
-        ..NodeOptions::default()
-    });
-    node.add_user("alice", "wonderland");
-    let mut alice = Client::connect(&node.client_config("alice", "wonderland"))
-        .await
-        .expect("alice logs in");
+    let (node, mut alice) = alice_at_a_node_with(&format!(
+        "[pubsub]\nmax_payload_bytes = {PAYLOAD_BYTES_MAX}"
+    ))
+    .await;
     request(&mut alice, create_iq("alerts", &[])).await;
 
     // Just under the limit is accepted.
@@ -106,14 +102,7 @@ async fn subscription_over_the_node_limit_is_refused_and_counted() {
 
 #[tokio::test]
 async fn a_node_over_the_service_limit_is_a_policy_violation_and_counted() {
-    let node = TestNode::launch(NodeOptions {
-        extra_toml: "[pubsub]\nmax_nodes = 1".to_owned(),
-        ..NodeOptions::default()
-    });
-    node.add_user("alice", "wonderland");
-    let mut alice = Client::connect(&node.client_config("alice", "wonderland"))
-        .await
-        .expect("alice logs in");
+    let (node, mut alice) = alice_at_a_node_with("[pubsub]\nmax_nodes = 1").await;
     request(&mut alice, create_iq("first", &[])).await;
     let reply = alice.iq(create_iq("second", &[])).await.expect("answered");
     assert_eq!(
@@ -131,14 +120,8 @@ async fn the_archives_stay_within_the_site_bound_oldest_entries_first() {
     let entry_bytes = payload().to_xml().len();
     // Three entries and a half, whatever the few bytes of an item id.
     let bound = 3 * entry_bytes + entry_bytes / 2;
-    let node = TestNode::launch(NodeOptions {
-        extra_toml: format!("[pubsub]\nmax_archive_bytes = {bound}"),
-        ..NodeOptions::default()
-    });
-    node.add_user("alice", "wonderland");
-    let mut alice = Client::connect(&node.client_config("alice", "wonderland"))
-        .await
-        .expect("alice logs in");
+    let (node, mut alice) =
+        alice_at_a_node_with(&format!("[pubsub]\nmax_archive_bytes = {bound}")).await;
     for name in ["odd", "even"] {
         request(&mut alice, create_iq(name, &[])).await;
     }
@@ -180,14 +163,7 @@ async fn the_archives_stay_within_the_site_bound_oldest_entries_first() {
 
 #[tokio::test]
 async fn entries_older_than_the_age_bound_go_at_the_next_publish() {
-    let node = TestNode::launch(NodeOptions {
-        extra_toml: "[pubsub]\nmax_archive_age_seconds = 1".to_owned(),
-        ..NodeOptions::default()
-    });
-    node.add_user("alice", "wonderland");
-    let mut alice = Client::connect(&node.client_config("alice", "wonderland"))
-        .await
-        .expect("alice logs in");
+    let (node, mut alice) = alice_at_a_node_with("[pubsub]\nmax_archive_age_seconds = 1").await;
     request(&mut alice, create_iq("alerts", &[])).await;
     publish(&mut alice, "alerts", Some("old"), alert("old")).await;
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
@@ -199,6 +175,20 @@ async fn entries_older_than_the_age_bound_go_at_the_next_publish() {
         &node,
         "vomesh_pubsub_archive_dropped_total{limit=\"age\"} 1",
     );
+}
+
+/// A node whose configuration ends with `pubsub_toml` (its `[pubsub]`
+/// section), and alice logged in at it.
+async fn alice_at_a_node_with(pubsub_toml: &str) -> (TestNode, Client) {
+    let node = TestNode::launch(NodeOptions {
+        extra_toml: pubsub_toml.to_owned(),
+        ..NodeOptions::default()
+    });
+    node.add_user("alice", "wonderland");
+    let alice = Client::connect(&node.client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    (node, alice)
 }
 
 /// `node`'s `/metrics` has the sample line `sample` (name, labels, value).
