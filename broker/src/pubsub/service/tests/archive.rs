@@ -215,19 +215,24 @@ fn archive_ids(service: &PubsubService) -> Vec<(String, Vec<u64>)> {
         .collect()
 }
 
-#[test]
-fn the_site_bound_drops_the_oldest_entries_whichever_node_holds_them() {
-    let mut h = site_bound(3);
+/// Creates nodes m and n, then publishes a, b, c, d to n, m, n, m
+/// (archive ids 3 to 6); returns what each publish dropped.
+fn interleaved(h: &mut Harness) -> Vec<ArchiveDrops> {
     h.create(ALICE, "m");
     h.create(ALICE, "n");
-    // Archive ids 3 (n), 4 (m), 5 (n), 6 (m).
-    let dropped: Vec<_> = [("n", "a"), ("m", "b"), ("n", "c"), ("m", "d")]
+    [("n", "a"), ("m", "b"), ("n", "c"), ("m", "d")]
         .into_iter()
         .map(|(node, id)| {
             h.publish(ALICE, node, Some(id), &payload(id))
                 .archive_dropped
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_site_bound_drops_the_oldest_entries_whichever_node_holds_them() {
+    let mut h = site_bound(3);
+    let dropped = interleaved(&mut h);
     assert_eq!(
         archive_ids(&h.service),
         [("m".to_owned(), vec![4, 6]), ("n".to_owned(), vec![5])]
@@ -422,18 +427,8 @@ fn entries_older_than_the_age_bound_go_at_the_next_publish_oldest_first() {
         archive_age_max_seconds: 2,
         ..PubsubLimits::default()
     });
-    h.create(ALICE, "m");
-    h.create(ALICE, "n");
-    // A request a second: archive ids 3 (n), 4 (m), 5 (n), 6 (m) published
-    // 3, 4, 5 and 6 s after T0.
-    let age_limit: Vec<u64> = [("n", "a"), ("m", "b"), ("n", "c"), ("m", "d")]
-        .into_iter()
-        .map(|(node, id)| {
-            h.publish(ALICE, node, Some(id), &payload(id))
-                .archive_dropped
-                .age_limit
-        })
-        .collect();
+    // A request a second: published 3, 4, 5 and 6 s after T0.
+    let age_limit: Vec<u64> = interleaved(&mut h).iter().map(|d| d.age_limit).collect();
     // At 6 s only what was published before 4 s is too old.
     assert_eq!(age_limit, [0, 0, 0, 1]);
     assert_eq!(
