@@ -133,6 +133,14 @@ impl PubsubService {
         self.trim_age(now);
     }
 
+    /// Drops the site's oldest entries while the archives exceed
+    /// `max_archive_bytes`.
+    fn trim_site(&mut self) {
+        let max = self.limits.archive_bytes_max;
+        self.archive_ledger.dropped.site_limit +=
+            self.drop_site_oldest_while(|ledger, _| ledger.bytes > max);
+    }
+
     /// Drops the site's oldest entries while they were published more than
     /// `max_archive_age_seconds` before `now_micros`, the publication time
     /// of the publish being applied: the replicated clock, so every site
@@ -144,38 +152,29 @@ impl PubsubService {
             return;
         };
         let cutoff = now_micros.saturating_sub(age);
+        self.archive_ledger.dropped.age_limit +=
+            self.drop_site_oldest_while(|_, oldest| oldest.published_micros < cutoff);
+    }
+
+    /// Drops the site's oldest entry, whichever node holds it, while
+    /// `drop(ledger, entry)` holds; returns how many it dropped.
+    fn drop_site_oldest_while(&mut self, drop: impl Fn(&ArchiveLedger, &Item) -> bool) -> u64 {
+        let mut dropped = 0;
         while let Some((_, node_id)) = self.archive_ledger.oldest.first_key_value() {
             let Some(node) = self.nodes.get_mut(node_id.as_str()) else {
                 debug_assert!(false, "the archive ledger names a node that is gone");
-                return;
+                break;
             };
-            let expired = node
+            let due = node
                 .archive
                 .front()
-                .is_some_and(|oldest| oldest.published_micros < cutoff);
-            if !expired || !self.archive_ledger.pop_oldest(node) {
-                return;
+                .is_some_and(|oldest| drop(&self.archive_ledger, oldest));
+            if !due || !self.archive_ledger.pop_oldest(node) {
+                break;
             }
-            self.archive_ledger.dropped.age_limit += 1;
+            dropped += 1;
         }
-    }
-
-    /// Drops the site's oldest entries while the archives exceed
-    /// `max_archive_bytes`.
-    fn trim_site(&mut self) {
-        while self.archive_ledger.bytes > self.limits.archive_bytes_max {
-            let Some((_, node_id)) = self.archive_ledger.oldest.first_key_value() else {
-                return;
-            };
-            let Some(node) = self.nodes.get_mut(node_id.as_str()) else {
-                debug_assert!(false, "the archive ledger names a node that is gone");
-                return;
-            };
-            if !self.archive_ledger.pop_oldest(node) {
-                return;
-            }
-            self.archive_ledger.dropped.site_limit += 1;
-        }
+        dropped
     }
 
     /// Rebuilds the ledger after a restore and applies this site's bounds
