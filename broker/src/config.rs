@@ -339,7 +339,8 @@ pub struct PubsubConfig {
     pub max_archive_bytes: u64,
     /// Seconds an event stays in the history after its publication
     /// (Prosody's `archive_expires_after`); 0, the default: no age bound.
-    /// Checked at each publish, against its publication time.
+    /// Checked at each publish and by the leader's expiry command, against
+    /// the time stamped on the command.
     pub max_archive_age_seconds: u64,
     /// Items or archive entries in one response (RSM `max` is capped to it).
     pub max_page_items: usize,

@@ -199,6 +199,29 @@ pub fn archive_query_iq(
     iq("set", query)
 }
 
+/// The ids of `node`'s current items (XEP-0060 §6.5 retrieval).
+pub async fn item_ids(client: &mut Client, node: &str) -> Vec<String> {
+    let reply = request(
+        client,
+        iq(
+            "get",
+            Element::new("pubsub", PUBSUB_NS)
+                .with_child(Element::new("items", PUBSUB_NS).with_attr("node", node)),
+        ),
+    )
+    .await;
+    reply
+        .child("pubsub", PUBSUB_NS)
+        .and_then(|p| p.child("items", PUBSUB_NS))
+        .map(|items| {
+            items
+                .children()
+                .filter_map(|i| i.attr("id").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One archive page: its items (archive id, item id, stamp, payload) in
 /// the order sent, and the `<fin/>` answer.
 pub async fn archive_page(

@@ -5,31 +5,8 @@
 use std::time::{Duration, Instant};
 
 use vomesh_broker::client::Client;
-use vomesh_broker::xml::Element;
 use vomesh_tests::node::TestNode;
-use vomesh_tests::pubsub::{PUBSUB_NS, alert, create_iq, iq, publish, request};
-
-async fn item_ids(client: &mut Client, node: &str) -> Vec<String> {
-    let reply = request(
-        client,
-        iq(
-            "get",
-            Element::new("pubsub", PUBSUB_NS)
-                .with_child(Element::new("items", PUBSUB_NS).with_attr("node", node)),
-        ),
-    )
-    .await;
-    reply
-        .child("pubsub", PUBSUB_NS)
-        .and_then(|p| p.child("items", PUBSUB_NS))
-        .map(|items| {
-            items
-                .children()
-                .filter_map(|i| i.attr("id").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use vomesh_tests::pubsub::{alert, create_iq, item_ids, publish, request};
 
 #[tokio::test]
 async fn items_expire_after_the_node_item_expire() {

@@ -22,8 +22,8 @@
 //!   local resources they name ([`Notification::to_stanza`]). Skip entries
 //!   at or below [`PubsubService::last_index`] (already in the state).
 //! - A resource becoming available: [`PubsubService::on_available`].
-//! - Item expiry: the leader proposes `ExpireItems` stamped at or after
-//!   [`PubsubService::next_expiry_micros`].
+//! - Item and archive expiry: the leader proposes `ExpireItems` stamped at
+//!   or after [`PubsubService::next_expiry_micros`].
 //! - Publishers that are not XMPP clients (the VTP bridge):
 //!   [`PubsubService::voevent_publish`].
 //! - Raft snapshots: [`PubsubService::to_snapshot`] (or

@@ -248,10 +248,12 @@ impl PubsubService {
         self.archive_ledger.bytes()
     }
 
-    /// When the next item expires (pubsub#item_expire): the leader proposes
-    /// `ExpireItems` stamped at or after this time.
+    /// When the next item expires (pubsub#item_expire), or the next archive
+    /// entry (`max_archive_age_seconds`): the leader proposes `ExpireItems`
+    /// stamped at or after this time.
     pub fn next_expiry_micros(&self) -> Option<i64> {
-        self.nodes
+        let items = self
+            .nodes
             .values()
             .filter(|n| n.config.item_expire_seconds > 0)
             .filter_map(|n| {
@@ -263,7 +265,8 @@ impl PubsubService {
                     .map(|i| i.published_micros.saturating_add(lifetime))
                     .min()
             })
-            .min()
+            .min();
+        items.into_iter().chain(self.archive_expiry_micros()).min()
     }
 }
 

@@ -14,9 +14,10 @@
 //! Notifications are not sent from here: every site sends them when it
 //! applies the committed command (see [`crate::replica`]).
 //!
-//! Item expiry (`pubsub#item_expire`) is a command too: the leader proposes
-//! `ExpireItems` stamped with its clock once an item is due, so every site
-//! removes the same items at the same point of the log.
+//! Item expiry (`pubsub#item_expire`, and `[pubsub] max_archive_age_seconds`
+//! for archive entries) is a command too: the leader proposes `ExpireItems`
+//! stamped with its clock once an item or entry is due, so every site
+//! removes the same ones at the same point of the log, published to or not.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
@@ -120,13 +121,15 @@ async fn propose_in_order(
     while in_flight.next().await.is_some() {}
 }
 
-/// How often the leader looks for expired items: `pubsub#item_expire` is
-/// in seconds, so an item outlives its lifetime by at most about this much.
+/// How often the leader looks for expired items and archive entries: both
+/// lifetimes are in seconds, so either outlives its lifetime by at most
+/// about this much.
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl PubsubComponent {
     /// Until `stop` turns true: on the leader, proposes `ExpireItems` each
-    /// time an item's `pubsub#item_expire` lifetime has passed.
+    /// time an item's `pubsub#item_expire` lifetime, or an archive entry's
+    /// `max_archive_age_seconds`, has passed.
     pub async fn expire_items(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -589,8 +589,9 @@ impl PubsubService {
         Ok((None, notifications))
     }
 
-    /// Removes items older than their node's pubsub#item_expire at `now`.
-    /// Expiry is housekeeping, not a retraction: no notification.
+    /// Removes items older than their node's pubsub#item_expire at `now`,
+    /// and archive entries older than `max_archive_age_seconds`. Expiry is
+    /// housekeeping, not a retraction: no notification.
     fn apply_expire(&mut self, now: i64) -> Vec<Notification> {
         for node in self.nodes.values_mut() {
             let Ok(seconds) = i64::try_from(node.config.item_expire_seconds) else {
@@ -609,6 +610,7 @@ impl PubsubService {
                 node.remove_item(&id);
             }
         }
+        self.trim_age(now);
         Vec::new()
     }
 }

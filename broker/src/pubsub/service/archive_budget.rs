@@ -142,18 +142,34 @@ impl PubsubService {
     }
 
     /// Drops the site's oldest entries while they were published more than
-    /// `max_archive_age_seconds` before `now_micros`, the publication time
-    /// of the publish being applied: the replicated clock, so every site
-    /// drops the same. Entries go in archive order, which follows the
-    /// publication times as far as the sites' clocks agree; an archive
-    /// with no new publish keeps its entries until the next one.
-    fn trim_age(&mut self, now_micros: i64) {
+    /// `max_archive_age_seconds` before `now_micros`, the time stamped on
+    /// the publish or the leader's `ExpireItems` being applied: the
+    /// replicated clock, so every site drops the same. Entries go in
+    /// archive order, which follows the publication times as far as the
+    /// sites' clocks agree.
+    pub(super) fn trim_age(&mut self, now_micros: i64) {
         let Some(age) = self.limits.archive_age_max_micros() else {
             return;
         };
         let cutoff = now_micros.saturating_sub(age);
         self.archive_ledger.dropped.age_limit +=
             self.drop_site_oldest_while(|_, oldest| oldest.published_micros < cutoff);
+    }
+
+    /// When the site's oldest archive entry outlives the age bound: the
+    /// leader proposes `ExpireItems` stamped at or after this time, so
+    /// that entries expire where nothing more is published.
+    pub(super) fn archive_expiry_micros(&self) -> Option<i64> {
+        let age = self.limits.archive_age_max_micros()?;
+        let (_, node_id) = self.archive_ledger.oldest.first_key_value()?;
+        let oldest = self.nodes.get(node_id.as_str())?.archive.front()?;
+        // Past the bound means strictly older than `now - age`.
+        Some(
+            oldest
+                .published_micros
+                .saturating_add(age)
+                .saturating_add(1),
+        )
     }
 
     /// Drops the site's oldest entry, whichever node holds it, while

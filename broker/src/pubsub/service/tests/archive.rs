@@ -422,6 +422,31 @@ fn a_snapshot_keeps_where_the_archive_was_cut() {
 }
 
 #[test]
+fn the_leaders_expiry_drops_entries_past_the_age_bound_with_no_publish() {
+    let mut h = Harness::with_limits(PubsubLimits {
+        archive_age_max_seconds: 2,
+        ..PubsubLimits::default()
+    });
+    // Published 3, 4, 5 and 6 s after T0; the last publish dropped the
+    // first, so the oldest is entry 4, past the bound just after 6 s.
+    interleaved(&mut h);
+    let entry_4_due = T0 + 6_000_001;
+    assert_eq!(h.service.next_expiry_micros(), Some(entry_4_due));
+    assert_eq!(h.expire(entry_4_due - 1).archive_dropped.age_limit, 0);
+    assert_eq!(h.expire(entry_4_due).archive_dropped.age_limit, 1);
+    assert_eq!(
+        archive_ids(&h.service),
+        [("m".to_owned(), vec![6]), ("n".to_owned(), vec![5])]
+    );
+    assert_eq!(h.expire(T0 + 9_000_000).archive_dropped.age_limit, 2);
+    assert_eq!(h.service.archive_entries(), 0);
+    assert_eq!(h.service.next_expiry_micros(), None);
+    // The current items stay: only their archived history expired.
+    assert_eq!(h.item_ids("m"), ["b", "d"]);
+    resume(&mut h, "3").assert_error(Condition::ItemNotFound, None);
+}
+
+#[test]
 fn entries_older_than_the_age_bound_go_at_the_next_publish_oldest_first() {
     let mut h = Harness::with_limits(PubsubLimits {
         archive_age_max_seconds: 2,

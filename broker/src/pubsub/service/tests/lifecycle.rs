@@ -426,12 +426,7 @@ fn expired_items_are_removed_by_the_leaders_command() {
     h.now += 30_000_000;
     h.publish(ALICE, "n", Some("new"), ENTRY).ok();
     assert_eq!(h.service.next_expiry_micros(), Some(published + 60_000_000));
-    let expire = Command {
-        actor: "pubsub.localhost".into(),
-        timestamp_micros: published + 60_000_000,
-        op: Some(Op::ExpireItems(proto::ExpireItems {})),
-    };
-    let outcome = h.apply(&expire);
+    let outcome = h.expire(published + 60_000_000);
     assert!(outcome.reply.is_ok() && outcome.notifications.is_empty());
     assert_eq!(h.item_ids("n"), ["new"]);
     // History stays: the archive still holds both publishes.

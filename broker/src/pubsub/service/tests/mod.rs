@@ -146,6 +146,15 @@ impl Answer {
     }
 }
 
+/// The leader's periodic `ExpireItems`, stamped `at`.
+pub fn expire_command(at: i64) -> Command {
+    Command {
+        actor: "pubsub.localhost".into(),
+        timestamp_micros: at,
+        op: Some(Op::ExpireItems(proto::ExpireItems {})),
+    }
+}
+
 pub struct Harness {
     pub service: PubsubService,
     pub index: u64,
@@ -217,6 +226,11 @@ impl Harness {
                 reply_wanted: true,
             },
         )
+    }
+
+    /// Applies the leader's periodic `ExpireItems`, stamped `at`.
+    pub fn expire(&mut self, at: i64) -> Outcome {
+        self.apply(&expire_command(at))
     }
 
     pub fn set(&mut self, from: &str, child: &str) -> Answer {

@@ -126,11 +126,7 @@ fn run(seed: u64) -> ArchiveDrops {
     for step in 0..400 {
         if step % 50 == 49 {
             // The leader's periodic expiry.
-            let expire = Command {
-                actor: "pubsub.localhost".into(),
-                timestamp_micros: leader.now,
-                op: Some(Op::ExpireItems(proto::ExpireItems {})),
-            };
+            let expire = expire_command(leader.now);
             let outcome = leader.apply(&expire);
             log.push((leader.index, expire, outcome));
             continue;
