@@ -1,7 +1,8 @@
 //! A three-site mesh of real processes: an account created at one site logs
 //! in at another, and an event published at one site reaches subscribers at
 //! every site with the same archive id and timestamp; a bounded archive is
-//! cut alike at every site, one that caught up by snapshot included.
+//! cut alike at every site, one that caught up by snapshot included, and
+//! entries past the age bound expire at every site with nothing published.
 
 use std::time::Duration;
 
@@ -363,4 +364,56 @@ async fn a_bounded_archive_is_cut_alike_at_every_site_and_through_a_snapshot() {
         answers.iter().all(|kept| *kept == answers[0]),
         "{answers:?}"
     );
+}
+
+/// The leader's expiry command drops entries past `max_archive_age_seconds`
+/// at every site, where nothing more is published: each site counts the
+/// same drops and keeps the current items.
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_past_the_age_bound_expire_at_every_site_with_no_publish() {
+    use vomesh_tests::node::NodeOptions;
+    use vomesh_tests::pubsub::{item_ids, publish};
+
+    let cluster = TestCluster::start_custom(
+        3,
+        "",
+        Box::new(|_| NodeOptions {
+            extra_toml: "[pubsub]\nmax_archive_age_seconds = 1\n".to_owned(),
+            ..NodeOptions::default()
+        }),
+    );
+    cluster.add_user("alice", "wonderland");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let publisher = (leader + 1) % 3;
+    let mut alice = Client::connect(&cluster.nodes[publisher].client_config("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    request(&mut alice, create_iq("brief", &[])).await;
+    for id in ["e1", "e2"] {
+        publish(&mut alice, "brief", Some(id), alert(id)).await;
+    }
+
+    // The leader checks once a second; a few more allow for a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for site in &cluster.nodes {
+        loop {
+            let metrics = site.metrics();
+            let dropped = gauge(
+                &metrics,
+                "vomesh_pubsub_archive_dropped_total{limit=\"age\"}",
+            );
+            if dropped == Some(2.0) {
+                assert_eq!(gauge(&metrics, "vomesh_pubsub_archive_entries"), Some(0.0));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "entries still archived at a site: {dropped:?} dropped for age"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (archived, _) = archive_page(&mut alice, "brief", &[], &[]).await;
+    assert!(archived.is_empty(), "{archived:?}");
+    assert_eq!(item_ids(&mut alice, "brief").await, ["e1", "e2"]);
 }
