@@ -133,6 +133,7 @@ pub mod peer_rpc;
 pub mod power_loss;
 mod progress;
 mod recent_entries;
+pub mod snapshot_data;
 mod snapshot_file;
 pub mod snapshot_schedule;
 pub mod state_store;

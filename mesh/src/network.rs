@@ -27,6 +27,7 @@ use openraft::raft::{
 use prost::Message;
 use vomesh_proto::mesh as pb;
 
+use crate::snapshot_data::SnapshotData;
 use crate::transport::{Transport, read_frame, write_frame};
 use crate::types::{MeshTypes, Node, NodeId, Snapshot, Vote};
 use crate::wire;
@@ -163,7 +164,7 @@ impl PeerClient {
     async fn call(
         &self,
         kind: pb::request::Kind,
-        snapshot: Option<Bytes>,
+        snapshot: Option<SnapshotData>,
         deadline: Duration,
     ) -> Result<pb::response::Kind, Unreachable<MeshTypes>> {
         let response = self
@@ -196,7 +197,7 @@ impl PeerClient {
 }
 
 impl RaftNetworkV2<MeshTypes> for PeerClient {
-    type SnapshotData = Bytes;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -318,7 +319,7 @@ impl RaftNetworkV2<MeshTypes> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<MeshTypes>, StreamingError<MeshTypes>> {
-        let bytes = snapshot.snapshot.len() as u64;
+        let bytes = snapshot.snapshot.len();
         let index = snapshot.meta.last_log_id.map_or(0, |id| id.index);
         let offer = pb::SnapshotOffer {
             vote: Some(wire::vote_to_pb(&vote)),

@@ -19,6 +19,7 @@ use vomesh_proto::mesh as pb;
 use crate::leadership::handover_response;
 use crate::membership::{Change, change_response};
 use crate::node::{Inner, MeshNode};
+use crate::snapshot_data::SnapshotData;
 use crate::transport::{RpcHandler, error, error_response};
 use crate::types::{MeshTypes, NodeId, StateMachine};
 use crate::wire;
@@ -318,7 +319,7 @@ impl<S: StateMachine> RpcHandler for Handler<S> {
                 };
                 let snapshot = crate::types::Snapshot {
                     meta,
-                    snapshot: data,
+                    snapshot: SnapshotData::InMemory(data),
                 };
                 match raft
                     .install_full_snapshot(wire::vote_from_pb(&vote), snapshot)

@@ -29,6 +29,7 @@
 //! match, is refused with the reason.
 
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -40,6 +41,7 @@ use crate::log_store::{DropSignal, sync_parent_dir};
 #[cfg(test)]
 use crate::paced_file::PACE_BYTES;
 use crate::paced_file::PacedFile;
+use crate::snapshot_data::StoredData;
 
 /// The file name in the data directory.
 pub(crate) const FILE_NAME: &str = "raft-snapshot.bin";
@@ -103,12 +105,34 @@ impl SnapshotFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             result => result?,
         };
-        parse(Bytes::from(bytes)).map(Some).map_err(|reason| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {reason}", self.path.display()),
-            )
-        })
+        parse(Bytes::from(bytes))
+            .map(Some)
+            .map_err(|e| about(&self.path, e))
+    }
+
+    /// The stored snapshot's metadata, and its data left in the file (see
+    /// [`StoredData`]): only the header and the trailer are read here, and
+    /// the checksum is verified as the data is read.
+    pub(crate) fn open_stored(&self) -> io::Result<Option<(pb::SnapshotMeta, StoredData)>> {
+        let file = match std::fs::File::open(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            result => result?,
+        };
+        let size = file.metadata()?.len();
+        let read_at = |at: u64, len: usize| {
+            let mut buf = vec![0; len];
+            file.read_exact_at(&mut buf, at).map(|()| Bytes::from(buf))
+        };
+        let layout = layout(size, read_at).map_err(|e| about(&self.path, e))?;
+        let crc_of_meta = checksum_of_meta(&layout.meta);
+        let data = StoredData::new(
+            file,
+            self.path.clone(),
+            layout.data,
+            crc_of_meta,
+            layout.crc32,
+        );
+        Ok(Some((layout.meta, data)))
     }
 
     /// Replaces the stored snapshot, durably (blocking), unless the stored
@@ -236,48 +260,88 @@ fn checksum_of_meta(meta: &pb::SnapshotMeta) -> crc32fast::Hasher {
     crc
 }
 
-fn parse(mut bytes: Bytes) -> Result<StoredSnapshot, String> {
-    let size = bytes.len();
-    if size < MAGIC.len() + 4 {
-        return Err(format!("{size} bytes, shorter than the header"));
+/// Where the parts of a snapshot file lie, from its header and trailer.
+struct Layout {
+    meta: pb::SnapshotMeta,
+    /// Where the data starts, and its length.
+    data: (u64, u64),
+    crc32: u32,
+}
+
+/// The layout of a file of `size` bytes, which `read_at(offset, len)`
+/// reads; a file that cannot be one is `InvalidData`, with the reason.
+fn layout(size: u64, read_at: impl Fn(u64, usize) -> io::Result<Bytes>) -> io::Result<Layout> {
+    let head_bytes = (MAGIC.len() + 4) as u64;
+    if size < head_bytes {
+        return Err(invalid(format!("{size} bytes, shorter than the header")));
     }
-    let magic = bytes.split_to(MAGIC.len());
+    let mut head = read_at(0, head_bytes as usize)?;
+    let magic = head.split_to(MAGIC.len());
     let first_layout = match &magic[..] {
         m if m == MAGIC => false,
         m if m == MAGIC_V1 => true,
-        _ => return Err("not a vomesh snapshot file (wrong magic)".into()),
+        _ => return Err(invalid("not a vomesh snapshot file (wrong magic)")),
     };
-    let header_len = bytes.get_u32() as usize;
-    if header_len > bytes.len() {
-        return Err(format!("{size} bytes, shorter than the header"));
+    let header_len = u64::from(head.get_u32());
+    if header_len > size - head_bytes {
+        return Err(invalid(format!("{size} bytes, shorter than the header")));
     }
-    let header = pb::SnapshotFileHeader::decode(bytes.split_to(header_len))
-        .map_err(|e| format!("header does not decode: {e}"))?;
-    let (data_bytes, crc32) = if first_layout {
-        (header.data_bytes, header.crc32)
+    let header = pb::SnapshotFileHeader::decode(read_at(head_bytes, header_len as usize)?)
+        .map_err(|e| invalid(format!("header does not decode: {e}")))?;
+    let offset = head_bytes + header_len;
+    let (data_bytes, crc32, after_data) = if first_layout {
+        (header.data_bytes, header.crc32, size - offset)
     } else {
-        if bytes.len() < TRAILER_BYTES {
-            return Err(format!("{size} bytes, shorter than the trailer"));
+        if size - offset < TRAILER_BYTES as u64 {
+            return Err(invalid(format!("{size} bytes, shorter than the trailer")));
         }
-        let mut trailer = bytes.split_off(bytes.len() - TRAILER_BYTES);
-        (trailer.get_u64(), trailer.get_u32())
+        let trailer_at = size - TRAILER_BYTES as u64;
+        let mut trailer = read_at(trailer_at, TRAILER_BYTES)?;
+        (trailer.get_u64(), trailer.get_u32(), trailer_at - offset)
     };
-    if data_bytes != bytes.len() as u64 {
-        return Err(format!(
+    if data_bytes != after_data {
+        return Err(invalid(format!(
             "{size} bytes, but the file announces {data_bytes} bytes of data after its \
              {header_len}-byte header"
-        ));
+        )));
     }
-    let meta = header.meta.ok_or("header without metadata")?;
-    if checksum(&meta, &bytes) != crc32 {
-        return Err("checksum mismatch: the file is corrupt".into());
+    let meta = header
+        .meta
+        .ok_or_else(|| invalid("header without metadata"))?;
+    Ok(Layout {
+        meta,
+        data: (offset, data_bytes),
+        crc32,
+    })
+}
+
+fn parse(bytes: Bytes) -> io::Result<StoredSnapshot> {
+    let slice = |at: u64, len: usize| Ok(bytes.slice(at as usize..at as usize + len));
+    let Layout {
+        meta,
+        data: (offset, len),
+        crc32,
+    } = layout(bytes.len() as u64, slice)?;
+    let data = slice(offset, len as usize)?;
+    if checksum(&meta, &data) != crc32 {
+        return Err(invalid("checksum mismatch: the file is corrupt"));
     }
-    Ok(StoredSnapshot { meta, data: bytes })
+    Ok(StoredSnapshot { meta, data })
+}
+
+fn invalid(reason: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason.into())
+}
+
+/// `error` with the file it is about in front of its text.
+fn about(path: &Path, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot_data::SnapshotData;
 
     fn meta(index: u64) -> pb::SnapshotMeta {
         pb::SnapshotMeta {
@@ -408,8 +472,58 @@ mod tests {
         assert_eq!(snapshot_of(&file), Some((meta(3), b"data".to_vec())));
     }
 
-    #[test]
-    fn a_damaged_file_is_refused_with_the_reason() {
+    /// The stored snapshot's data read in chunks of `chunk_bytes`, or the
+    /// first error, with what was read before it.
+    async fn stored_chunks(file: &SnapshotFile, chunk_bytes: usize) -> (Vec<u8>, io::Result<()>) {
+        let (_, data) = match file.open_stored() {
+            Ok(stored) => stored.expect("a stored snapshot"),
+            Err(e) => return (Vec::new(), Err(e)),
+        };
+        let mut chunks = SnapshotData::Stored(data).chunks(chunk_bytes);
+        let mut read = Vec::new();
+        loop {
+            match chunks.next().await {
+                Ok(Some(chunk)) => {
+                    assert!(chunk.len() <= chunk_bytes);
+                    read.extend_from_slice(&chunk);
+                }
+                Ok(None) => return (read, Ok(())),
+                Err(e) => return (read, Err(e)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stored_data_reads_back_in_chunks_of_any_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SnapshotFile::open(dir.path()).unwrap().0;
+        let data: Vec<u8> = (0..100_003).map(|i| (i % 253) as u8).collect();
+        store(&file, 7, &data);
+        let (meta_read, _) = file.open_stored().unwrap().unwrap();
+        assert_eq!(meta_read, meta(7));
+        for chunk_bytes in [1, 1000, 4096, 99_999, 100_003, usize::MAX] {
+            let (read, result) = stored_chunks(&file, chunk_bytes).await;
+            result.unwrap();
+            assert!(read == data, "chunks of {chunk_bytes}");
+        }
+        store(&file, 8, b"");
+        let (read, result) = stored_chunks(&file, 10).await;
+        assert!(result.is_ok() && read.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stored_data_being_read_survives_a_newer_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SnapshotFile::open(dir.path()).unwrap().0;
+        store(&file, 1, b"the older state");
+        let (_, older) = file.open_stored().unwrap().unwrap();
+        store(&file, 2, b"the newer state, renamed over it");
+        let read = SnapshotData::Stored(older).into_bytes().await.unwrap();
+        assert_eq!(&read[..], b"the older state");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let file = SnapshotFile::open(dir.path()).unwrap().0;
         store(&file, 4, b"the data");
@@ -445,6 +559,16 @@ mod tests {
                 error.to_string().contains(reason) && error.to_string().contains(FILE_NAME),
                 "{reason}: {error}"
             );
+            // Read in chunks as it is sent: refused alike, and never
+            // given out whole.
+            let (read, result) = stored_chunks(&file, 3).await;
+            let error = result.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            assert!(
+                error.to_string().contains(reason) && error.to_string().contains(FILE_NAME),
+                "{reason}, in chunks: {error}"
+            );
+            assert!(read.len() < b"the data".len(), "{reason}: {read:?}");
         }
     }
 }

@@ -26,6 +26,7 @@ use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 use vomesh_proto::mesh as pb;
 
 use crate::log_store::{invalid_data, io_err, sync_parent_dir};
+use crate::snapshot_data::SnapshotData;
 use crate::snapshot_file::{SnapshotFile, StoredSnapshot};
 use crate::snapshot_schedule::AppliedSinceSnapshot;
 use crate::types::{
@@ -105,17 +106,17 @@ impl<S: StateMachine> StateStore<S> {
             file: Arc::new(file),
             applied_since_snapshot: Arc::default(),
         };
-        if let Some(snapshot) = stored {
+        if let Some((meta, data)) = stored {
             store
                 .state
                 .write()
-                .restore(&snapshot.snapshot)
+                .restore(&data)
                 .map_err(|e| StateOpenError::Restore(Box::new(e)))?;
-            store.last_applied = snapshot.meta.last_log_id;
-            store.last_membership = snapshot.meta.last_membership;
+            store.last_applied = meta.last_log_id;
+            store.last_membership = meta.last_membership;
             store
                 .applied_since_snapshot
-                .snapshot_size(snapshot.snapshot.len() as u64);
+                .snapshot_size(data.len() as u64);
         }
         Ok(store)
     }
@@ -160,7 +161,7 @@ fn stored_snapshot(
     dir: &Path,
     file: &SnapshotFile,
     in_file: Option<StoredSnapshot>,
-) -> io::Result<Option<Snapshot>> {
+) -> io::Result<Option<(SnapshotMeta, Bytes)>> {
     let legacy = dir.join(LEGACY_FILE_NAME);
     let stored = match in_file {
         None if legacy.exists() => {
@@ -199,11 +200,9 @@ fn read_legacy_snapshot(path: &Path) -> io::Result<Option<StoredSnapshot>> {
     }))
 }
 
-fn decode_snapshot(stored: StoredSnapshot) -> io::Result<Snapshot> {
-    Ok(Snapshot {
-        meta: wire::snapshot_meta_from_pb(&stored.meta).map_err(invalid_data)?,
-        snapshot: stored.data,
-    })
+fn decode_snapshot(stored: StoredSnapshot) -> io::Result<(SnapshotMeta, Bytes)> {
+    let meta = wire::snapshot_meta_from_pb(&stored.meta).map_err(invalid_data)?;
+    Ok((meta, stored.data))
 }
 
 /// Stores what `write_data` writes as the latest snapshot, durably
@@ -330,7 +329,7 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
-    type SnapshotData = Bytes;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let serialize = self
@@ -355,13 +354,13 @@ impl RaftSnapshotBuilder<MeshTypes> for SnapshotBuilder {
         // a peer the one `get_current_snapshot` reads from the file.
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: Bytes::new(),
+            snapshot: SnapshotData::InMemory(Bytes::new()),
         })
     }
 }
 
 impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
-    type SnapshotData = Bytes;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -405,7 +404,12 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Bytes) -> io::Result<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> io::Result<()> {
+        let snapshot = snapshot.into_bytes().await?;
         self.state
             .write()
             .restore(&snapshot)
@@ -431,11 +435,20 @@ impl<S: StateMachine> RaftStateMachine<MeshTypes> for StateStore<S> {
         Ok(())
     }
 
+    /// The stored snapshot, its data left in the file (openraft asks for
+    /// it to send a peer, and at start for its metadata).
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.read()?.map(decode_snapshot).transpose())
+        let Some((meta, data)) = tokio::task::spawn_blocking(move || file.open_stored())
             .await
-            .map_err(io::Error::other)?
+            .map_err(io::Error::other)??
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            meta: wire::snapshot_meta_from_pb(&meta).map_err(invalid_data)?,
+            snapshot: SnapshotData::Stored(data),
+        }))
     }
 }
 

@@ -53,6 +53,7 @@ use tokio::task::JoinHandle;
 use vomesh_proto::mesh as pb;
 
 use crate::certs::{NodeIdentity, node_dns_name};
+use crate::snapshot_data::SnapshotData;
 use crate::types::NodeId;
 use crate::udp_socket::{self, DropCount};
 
@@ -65,9 +66,9 @@ const ALPN: &[u8] = b"vomesh-mesh/1";
 pub struct TransportLimits {
     /// Largest single frame accepted (an append batch, a chunk, a reply).
     pub frame_bytes_max: usize,
-    /// Largest snapshot a peer may announce. A snapshot is held in memory
-    /// whole on both ends (built by `StateMachine::snapshot`), so this also
-    /// bounds the memory a transfer takes.
+    /// Largest snapshot a peer may announce. A snapshot received is held
+    /// in memory whole, to be installed (one sent is read from its file a
+    /// chunk at a time), so this also bounds the memory a transfer takes.
     pub snapshot_bytes_max: u64,
     /// Size of the chunks a snapshot is sent in.
     pub snapshot_chunk_bytes: usize,
@@ -911,13 +912,14 @@ impl Transport {
     }
 
     /// Sends one request to `peer` and waits for its response, all within
-    /// `deadline`. `snapshot` is streamed after the request, in chunks.
+    /// `deadline`. `snapshot` is streamed after the request, in chunks,
+    /// read from its file one at a time if it is stored.
     pub async fn call(
         &self,
         peer: NodeId,
         addr: &str,
         kind: pb::request::Kind,
-        snapshot: Option<Bytes>,
+        snapshot: Option<SnapshotData>,
         priority: i32,
         deadline: Duration,
     ) -> Result<pb::Response, RpcError> {
@@ -945,13 +947,15 @@ impl Transport {
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
             if let Some(data) = snapshot {
-                let chunk_bytes = self.limits.snapshot_chunk_bytes.max(1);
-                for start in (0..data.len()).step_by(chunk_bytes) {
-                    let end = data.len().min(start + chunk_bytes);
-                    let chunk = pb::SnapshotChunk {
-                        data: data.slice(start..end),
-                    };
-                    write_frame(&mut send, &chunk)
+                let mut chunks = data.chunks(self.limits.snapshot_chunk_bytes);
+                // A stored snapshot that reads back damaged fails here,
+                // before its last chunk: the peer never gets it whole.
+                while let Some(data) = chunks
+                    .next()
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?
+                {
+                    write_frame(&mut send, &pb::SnapshotChunk { data })
                         .await
                         .map_err(|e| unreachable(e.to_string()))?;
                 }

@@ -17,6 +17,8 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot_data::SnapshotData;
+
 /// A node's identity in the mesh (the `node_id` of the `[mesh]` config).
 pub type NodeId = u64;
 
@@ -87,11 +89,11 @@ pub type Entry = openraft::type_config::alias::EntryOf<MeshTypes>;
 pub type Membership = openraft::Membership<NodeId, Node>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<MeshTypes>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<MeshTypes>;
-/// A snapshot's bytes, held in memory whole where one is sent (read from
-/// the snapshot file, then sent in bounded chunks) and where one is
+/// A snapshot: its data left in the snapshot file where one is sent (read
+/// a chunk at a time, see [`SnapshotData`]), held whole where one is
 /// received. One being built goes to the file as it is encoded, and the
 /// snapshot its builder returns holds the metadata alone.
-pub type Snapshot = openraft::type_config::alias::SnapshotOf<MeshTypes, Bytes>;
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<MeshTypes, SnapshotData>;
 pub type Raft<S> = openraft::Raft<MeshTypes, crate::state_store::StateStore<S>>;
 
 /// Writes the bytes of [`StateMachine::snapshot`] for the state as it was

@@ -29,12 +29,12 @@ use openraft::raft::{
 use prost::Message as _;
 use tokio::time::Instant;
 use vomesh_mesh::submitter::Submitter;
-use vomesh_mesh::types::{Command, Node, NodeId, Snapshot, Vote};
+use vomesh_mesh::types::{Command, Node, NodeId, Vote};
 use vomesh_mesh::wire;
 
 use crate::rng::SimRng;
 use crate::scenario::Network;
-use crate::types::{SimRaft, SimTypes};
+use crate::types::{SimRaft, SimSnapshot, SimTypes};
 
 /// QUIC short header, stream frame header and AEAD tag around each message,
 /// plus the mesh's length prefix: an estimate, per message.
@@ -324,7 +324,7 @@ impl RaftNetworkV2<SimTypes> for SimPeer {
     async fn full_snapshot(
         &mut self,
         vote: Vote,
-        snapshot: Snapshot,
+        snapshot: SimSnapshot,
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<SimTypes>, StreamingError<SimTypes>> {

@@ -21,12 +21,10 @@ use openraft::storage::{
     RaftStateMachine,
 };
 use vomesh_mesh::state_store::{SharedState, apply_committed};
-use vomesh_mesh::types::{
-    Entry, LogId, Snapshot, SnapshotMeta, StateMachine, StoredMembership, Vote,
-};
+use vomesh_mesh::types::{Entry, LogId, SnapshotMeta, StateMachine, StoredMembership, Vote};
 
 pub use crate::journal::SiteReplica;
-use crate::types::SimTypes;
+use crate::types::{SimSnapshot, SimTypes};
 
 /// What a site keeps across a power loss.
 #[derive(Debug, Default)]
@@ -35,7 +33,7 @@ pub struct DiskContents {
     vote: Option<Vote>,
     committed: Option<LogId>,
     last_purged: Option<LogId>,
-    snapshot: Option<Snapshot>,
+    snapshot: Option<SimSnapshot>,
 }
 
 /// A site's disk, shared by its log store and state machine store.
@@ -180,14 +178,14 @@ impl<S: StateMachine> MemStateStore<S> {
 
 /// Builds one snapshot from state captured when the builder was created.
 pub struct MemSnapshotBuilder {
-    snapshot: Snapshot,
+    snapshot: SimSnapshot,
     disk: Disk,
 }
 
 impl RaftSnapshotBuilder<SimTypes> for MemSnapshotBuilder {
     type SnapshotData = Bytes;
 
-    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+    async fn build_snapshot(&mut self) -> io::Result<SimSnapshot> {
         self.disk.lock().snapshot = Some(self.snapshot.clone());
         Ok(self.snapshot.clone())
     }
@@ -216,7 +214,7 @@ impl<S: StateMachine> RaftStateMachine<SimTypes> for MemStateStore<S> {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         MemSnapshotBuilder {
-            snapshot: Snapshot {
+            snapshot: SimSnapshot {
                 meta: SnapshotMeta {
                     last_log_id: self.last_applied,
                     last_membership: self.last_membership.clone(),
@@ -233,14 +231,14 @@ impl<S: StateMachine> RaftStateMachine<SimTypes> for MemStateStore<S> {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
-        self.disk.lock().snapshot = Some(Snapshot {
+        self.disk.lock().snapshot = Some(SimSnapshot {
             meta: meta.clone(),
             snapshot,
         });
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<SimSnapshot>> {
         Ok(self.disk.lock().snapshot.clone())
     }
 }

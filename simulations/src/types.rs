@@ -32,3 +32,7 @@ openraft::declare_raft_types!(
 
 /// One simulated site's Raft.
 pub type SimRaft = openraft::Raft<SimTypes, MemStateStore<SiteReplica>>;
+
+/// A snapshot of the simulator, held in memory whole (the sites' "disks"
+/// are in memory too).
+pub type SimSnapshot = openraft::type_config::alias::SnapshotOf<SimTypes, bytes::Bytes>;

@@ -23,6 +23,9 @@
 //! - [`netns`]: a network namespace per node on one bridge, so partitions
 //!   and packet loss are real; cleaned up on drop.
 //! - [`python`]: a virtualenv with slixmpp and Comet, created on first use.
+//! - [`snapshot_send`]: the memory a leader spends catching a site up by
+//!   snapshot (`src/bin/snapshot_send.rs` runs it; `tests/snapshot_send.rs`
+//!   smoke-runs it).
 //! - [`workload`]: publishers and subscribers at every site recording a
 //!   [`history`]; settling a cluster and auditing it.
 //! - `src/bin/xmpp_bench.rs`: the load generator's command line (run by
@@ -40,4 +43,5 @@ pub mod netns;
 pub mod node;
 pub mod pubsub;
 pub mod python;
+pub mod snapshot_send;
 pub mod workload;
