@@ -210,16 +210,21 @@ pub async fn item_ids(client: &mut Client, node: &str) -> Vec<String> {
         ),
     )
     .await;
-    reply
+    let items = reply
         .child("pubsub", PUBSUB_NS)
-        .and_then(|p| p.child("items", PUBSUB_NS))
-        .map(|items| {
-            items
-                .children()
-                .filter_map(|i| i.attr("id").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+        .and_then(|p| p.child("items", PUBSUB_NS));
+    ids_of(items)
+}
+
+/// The `id` of each child of an `<items/>` element (a retrieval's, or an
+/// event notification's); none without one.
+pub fn ids_of(items: Option<&Element>) -> Vec<String> {
+    items.map_or_else(Vec::new, |items| {
+        items
+            .children()
+            .filter_map(|i| i.attr("id").map(str::to_owned))
+            .collect()
+    })
 }
 
 /// One archive page: its items (archive id, item id, stamp, payload) in

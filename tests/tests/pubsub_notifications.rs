@@ -11,8 +11,8 @@ use vomesh_broker::xml::Element;
 use vomesh_broker::xmpp::ns;
 use vomesh_tests::node::TestNode;
 use vomesh_tests::pubsub::{
-    DELAY_NS, EVENT_NS, OWNER_NS, PUBSUB_NS, alert, create_iq, next_event, publish, request,
-    subscribe_iq,
+    DELAY_NS, EVENT_NS, OWNER_NS, PUBSUB_NS, alert, create_iq, ids_of, next_event, publish,
+    request, subscribe_iq,
 };
 
 const NODE: &str = "alerts";
@@ -42,16 +42,11 @@ async fn available(client: &mut Client) {
 }
 
 fn item_ids(message: &Element) -> Vec<String> {
-    message
-        .child("event", EVENT_NS)
-        .and_then(|e| e.child("items", EVENT_NS))
-        .map(|items| {
-            items
-                .children()
-                .filter_map(|i| i.attr("id").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    ids_of(
+        message
+            .child("event", EVENT_NS)
+            .and_then(|e| e.child("items", EVENT_NS)),
+    )
 }
 
 /// Asserts that no pubsub event arrives within a short wait.
