@@ -1,11 +1,12 @@
 //! A snapshot's data as openraft passes it around (`SnapshotData`).
 //!
 //! A snapshot is the whole replicated state, up to `[mesh]
-//! snapshot_bytes_max`. A leader catching a site up used to read the
-//! stored file into memory and hold all of it for as long as the transfer
-//! took, on top of its own state. The stored snapshot is now left in its
-//! file and read a chunk at a time as it is sent ([`StoredData`]); only a
-//! snapshot received from the leader is held whole, to be installed.
+//! snapshot_bytes_max`. Read whole to be sent, it would sit in a leader's
+//! memory, on top of the state it was taken from, for as long as a site
+//! stays behind (openraft retries while the site is down). So the stored
+//! snapshot is left in its file and read a chunk at a time as it is sent
+//! ([`StoredData`]); only a snapshot received from the leader is held
+//! whole, to be installed.
 
 use std::fs::File;
 use std::io;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
+
+use crate::snapshot_file::CHECKSUM_MISMATCH;
 
 /// The data of a snapshot.
 #[derive(Debug)]
@@ -42,11 +45,15 @@ impl SnapshotData {
 
     /// The data in chunks of at most `chunk_bytes` (at least one), in order.
     pub fn chunks(self, chunk_bytes: usize) -> SnapshotChunks {
+        let crc = match &self {
+            SnapshotData::Stored(stored) => stored.crc_of_meta.clone(),
+            SnapshotData::InMemory(_) => crc32fast::Hasher::new(),
+        };
         SnapshotChunks {
             data: self,
             chunk_bytes: chunk_bytes.max(1),
             next: 0,
-            crc: None,
+            crc,
             read_ahead: None,
         }
     }
@@ -97,9 +104,7 @@ impl StoredData {
             crc32,
         }
     }
-}
 
-impl StoredData {
     /// Starts reading `len` bytes of the data from `start`.
     fn read(&self, start: u64, len: u64) -> JoinHandle<io::Result<Vec<u8>>> {
         let (file, at) = (self.file.clone(), self.offset + start);
@@ -116,8 +121,8 @@ pub struct SnapshotChunks {
     chunk_bytes: usize,
     /// Where the next chunk starts in the data.
     next: u64,
-    /// The stored data's checksum so far.
-    crc: Option<crc32fast::Hasher>,
+    /// The stored data's checksum so far (unused for data in memory).
+    crc: crc32fast::Hasher,
     /// The read of the stored chunk after the one last returned, started
     /// then so that the disk works while that one is sent.
     read_ahead: Option<JoinHandle<io::Result<Vec<u8>>>>,
@@ -140,11 +145,10 @@ impl SnapshotChunks {
                 bytes.slice(start as usize..(start + take) as usize)
             }
             SnapshotData::Stored(stored) => {
-                let crc = self.crc.get_or_insert_with(|| stored.crc_of_meta.clone());
                 if take == 0 {
                     // Past the end; the empty data is verified here.
                     if start == 0 && stored.len == 0 {
-                        verify(stored, crc.clone())?;
+                        verify(stored, self.crc.clone())?;
                     }
                     return Ok(None);
                 }
@@ -155,9 +159,9 @@ impl SnapshotChunks {
                 let read = reading.await.map_err(io::Error::other)?.map_err(|e| {
                     io::Error::new(e.kind(), format!("{}: {e}", stored.path.display()))
                 })?;
-                crc.update(&read);
+                self.crc.update(&read);
                 if take == remaining {
-                    verify(stored, crc.clone())?;
+                    verify(stored, self.crc.clone())?;
                 } else {
                     let after = remaining - take;
                     let next = stored.read(start + take, after.min(self.chunk_bytes as u64));
@@ -177,10 +181,7 @@ fn verify(stored: &StoredData, crc: crc32fast::Hasher) -> io::Result<()> {
     } else {
         Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "{}: checksum mismatch: the file is corrupt",
-                stored.path.display()
-            ),
+            format!("{}: {CHECKSUM_MISMATCH}", stored.path.display()),
         ))
     }
 }

@@ -54,6 +54,8 @@ const MAGIC: &[u8; 8] = b"vomesh\0\x02";
 /// The magic of the first layout: the header holds the data's length and
 /// checksum too, and the data ends the file.
 const MAGIC_V1: &[u8; 8] = b"vomesh\0\x01";
+/// Why a file whose data does not match its checksum is refused.
+pub(crate) const CHECKSUM_MISMATCH: &str = "checksum mismatch: the file is corrupt";
 /// The data's length (u64) and CRC-32 (u32), big-endian.
 const TRAILER_BYTES: usize = 12;
 
@@ -324,7 +326,7 @@ fn parse(bytes: Bytes) -> io::Result<StoredSnapshot> {
     } = layout(bytes.len() as u64, slice)?;
     let data = slice(offset, len as usize)?;
     if checksum(&meta, &data) != crc32 {
-        return Err(invalid("checksum mismatch: the file is corrupt"));
+        return Err(invalid(CHECKSUM_MISMATCH));
     }
     Ok(StoredSnapshot { meta, data })
 }
