@@ -11,10 +11,27 @@ use vomesh_broker::xml::Element;
 use vomesh_broker::xmpp::ns;
 use vomesh_tests::cluster::TestCluster;
 use vomesh_tests::measure::gauge;
+use vomesh_tests::node::NodeOptions;
 use vomesh_tests::pubsub::{alert, archive_id, archive_page, create_iq, publish_iq, request};
 
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+
+/// Three sites with the `[mesh]` settings `mesh_settings` and the
+/// `[pubsub]` section `pubsub_toml`, alice's account, and the leader.
+fn three_sites_with(mesh_settings: &str, pubsub_toml: &'static str) -> (TestCluster, usize) {
+    let cluster = TestCluster::start_custom(
+        3,
+        mesh_settings,
+        Box::new(move |_| NodeOptions {
+            extra_toml: pubsub_toml.to_owned(),
+            ..NodeOptions::default()
+        }),
+    );
+    cluster.add_user("alice", "wonderland");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    (cluster, leader)
+}
 
 fn pubsub_iq(kind: &str, child: Element) -> Element {
     Element::new("iq", ns::CLIENT)
@@ -283,21 +300,14 @@ async fn publish_at_once(site: Site) {
 /// the same oldest entry, to resume past those dropped.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bounded_archive_is_cut_alike_at_every_site_and_through_a_snapshot() {
-    use vomesh_tests::node::NodeOptions;
     use vomesh_tests::pubsub::assert_resume_refused;
 
-    let mut cluster = TestCluster::start_custom(
-        3,
+    let (mut cluster, leader) = three_sites_with(
         "snapshot_every_entries = 5\n\
          snapshot_log_growth_percent = 0\n\
          log_entries_kept_after_snapshot = 2\n",
-        Box::new(|_| NodeOptions {
-            extra_toml: "[pubsub]\nmax_archive_entries_per_node = 3\n".to_owned(),
-            ..NodeOptions::default()
-        }),
+        "[pubsub]\nmax_archive_entries_per_node = 3\n",
     );
-    cluster.add_user("alice", "wonderland");
-    let leader = cluster.wait_for_leader(Duration::from_secs(30));
     let behind = (leader + 1) % 3;
     let behind_last = cluster.nodes[behind]
         .status()
@@ -371,19 +381,9 @@ async fn a_bounded_archive_is_cut_alike_at_every_site_and_through_a_snapshot() {
 /// same drops and keeps the current items.
 #[tokio::test(flavor = "multi_thread")]
 async fn entries_past_the_age_bound_expire_at_every_site_with_no_publish() {
-    use vomesh_tests::node::NodeOptions;
     use vomesh_tests::pubsub::{item_ids, publish};
 
-    let cluster = TestCluster::start_custom(
-        3,
-        "",
-        Box::new(|_| NodeOptions {
-            extra_toml: "[pubsub]\nmax_archive_age_seconds = 1\n".to_owned(),
-            ..NodeOptions::default()
-        }),
-    );
-    cluster.add_user("alice", "wonderland");
-    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let (cluster, leader) = three_sites_with("", "[pubsub]\nmax_archive_age_seconds = 1\n");
     let publisher = (leader + 1) % 3;
     let mut alice = Client::connect(&cluster.nodes[publisher].client_config("alice", "wonderland"))
         .await
