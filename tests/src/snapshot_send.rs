@@ -64,21 +64,7 @@ pub async fn measure(events: usize, payload_bytes: usize) -> anyhow::Result<Meas
     let [Some(leader_pid), Some(other_pid)] = pids else {
         bail!("the leader and the other follower run");
     };
-    let peaks = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peaks, stop) = (peaks.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                for (peak, pid) in peaks.iter().zip([leader_pid, other_pid]) {
-                    if let Ok(rss) = rss_bytes(pid) {
-                        peak.fetch_max(rss, Ordering::Relaxed);
-                    }
-                }
-                std::thread::sleep(SAMPLE_EVERY);
-            }
-        })
-    };
+    let sampler = PeakSampler::start([leader_pid, other_pid]);
     tokio::task::block_in_place(|| cluster.nodes[behind].kill9());
 
     let mut alice = Client::connect(&cluster.nodes[leader].client_config("alice", "wonderland"))
@@ -115,10 +101,7 @@ pub async fn measure(events: usize, payload_bytes: usize) -> anyhow::Result<Meas
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().ok();
-    let [leader_peak, other_follower_peak] =
-        [0, 1].map(|i| peaks[i].load(Ordering::Relaxed) as f64);
+    let [leader_peak, other_follower_peak] = sampler.finish().map(|peak| peak as f64);
     Ok(Measured {
         events,
         payload_bytes,
@@ -153,6 +136,44 @@ impl fmt::Display for Measured {
             mb(held),
             held / self.snapshot_bytes
         )
+    }
+}
+
+/// The peak resident memory of two processes, sampled on a thread of its
+/// own every [`SAMPLE_EVERY`] until finished (or dropped, when a run fails).
+struct PeakSampler {
+    peaks: Arc<[AtomicU64; 2]>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PeakSampler {
+    fn start(pids: [u32; 2]) -> Self {
+        let peaks = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sampled, stopped) = (peaks.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                for (peak, pid) in sampled.iter().zip(pids) {
+                    if let Ok(rss) = rss_bytes(pid) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+        });
+        Self { peaks, stop }
+    }
+
+    /// The peaks, in bytes, in the order of the pids.
+    fn finish(self) -> [u64; 2] {
+        self.stop.store(true, Ordering::Relaxed);
+        [0, 1].map(|i| self.peaks[i].load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for PeakSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
