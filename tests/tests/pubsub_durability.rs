@@ -14,8 +14,8 @@ use vomesh_tests::cluster::TestCluster;
 use vomesh_tests::node::TestNode;
 use vomesh_tests::pubsub::{
     EVENT_NS, PUBSUB_NS, SAMPLES, STANZA_ID_NS, VOEVENT_NS, alert, archive_id, archive_page,
-    canonically_equal, create_iq, gaia_variant, iq, next_event, node_config, publish, read_xml,
-    request, sample, subscribe_iq,
+    canonically_equal, create_iq, gaia_variant, iq, item_ids, next_event, node_config, publish,
+    read_xml, request, sample, subscribe_iq,
 };
 
 const NODE: &str = "alerts";
@@ -130,24 +130,7 @@ async fn kill_9_loses_nothing_acknowledged(node: &mut TestNode, snapshotted: boo
         config.contains(&("pubsub#max_items".to_owned(), "50".to_owned())),
         "{config:?}"
     );
-    let items = request(
-        &mut alice,
-        iq(
-            "get",
-            Element::new("pubsub", PUBSUB_NS)
-                .with_child(Element::new("items", PUBSUB_NS).with_attr("node", NODE)),
-        ),
-    )
-    .await;
-    let retrieved: Vec<String> = items
-        .child("pubsub", PUBSUB_NS)
-        .and_then(|p| p.child("items", PUBSUB_NS))
-        .map(|i| {
-            i.children()
-                .filter_map(|item| item.attr("id").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let retrieved = item_ids(&mut alice, NODE).await;
     let expected: Vec<String> = (2..=ITEMS).map(|n| format!("e{n}")).collect();
     assert_eq!(retrieved, expected, "every item but the retracted one");
 
